@@ -1,0 +1,140 @@
+"""`recsys batch`: CSVs to Delta tables, ALS, and a new live model version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import redis
+
+from batch import lake
+from batch.hm_schema import ARTICLE_METADATA_FIELDS
+from batch.ingest import TableReport, read_input
+from batch.interactions import build_interactions
+from batch.publish import go_live, write_history, write_index, write_meta, write_vectors
+from batch.trainer import ImplicitTrainer, Trainer
+from batch.trending import trending
+from recsys.index.factory import open_writer
+from recsys.model_store import Manifest, new_version, write_manifest, write_trending
+from recsys.progress import Steps
+from recsys.settings import Settings
+
+
+@dataclass
+class BatchReport:
+    version: str
+    tables: list[TableReport]
+    interactions: int
+    users: int
+    items: int
+    train_seconds: float
+    data_version: dict[str, int]
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class EmptyTrainingDataError(ValueError):
+    """No valid purchase survived validation, so there is nothing to learn from."""
+
+
+def trainer_from(settings: Settings) -> Trainer:
+    return ImplicitTrainer(
+        factors=settings.als_factors,
+        iterations=settings.als_iterations,
+        regularization=settings.als_regularization,
+        alpha=settings.als_alpha,
+        seed=settings.als_seed,
+    )
+
+
+def run_batch(
+    settings: Settings, input_dir: Path, client: redis.Redis, steps: Steps
+) -> BatchReport:
+    with steps.step("read and validate CSVs"):
+        raw = read_input(input_dir)
+    if raw.transactions.empty:
+        raise EmptyTrainingDataError(f"no valid transactions in {input_dir}")
+
+    data_version: dict[str, int] = {}
+    with steps.step("write Delta tables", total=5) as advance:
+        lake_dir = settings.lake_dir
+        interactions = build_interactions(raw.transactions)
+        for layer, name, frame in (
+            ("bronze", "articles", raw.articles),
+            ("bronze", "customers", raw.customers),
+            ("bronze", "transactions", raw.transactions),
+            ("silver", "interactions", interactions),
+            ("silver", "items", raw.articles),
+        ):
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            data_version[f"{layer}.{name}"] = lake.overwrite(lake_dir, layer, name, table)
+            advance(1)
+
+    trainer = trainer_from(settings)
+    with steps.step(f"train ALS ({trainer.name})", total=settings.als_iterations) as advance:
+        done = [0]
+
+        def on_iteration(iteration: int, _total: int) -> None:
+            advance(iteration - done[0])
+            done[0] = iteration
+
+        factors = trainer.fit(interactions, progress=on_iteration)
+
+    version = new_version()
+    metadata = raw.articles.set_index("article_id")[list(ARTICLE_METADATA_FIELDS)]
+    with steps.step("build item index", total=len(factors.item_ids)) as advance:
+        write_index(open_writer(settings, version, factors.dim), factors, metadata, advance)
+
+    total_vectors = len(factors.item_ids) + len(factors.user_ids)
+    with steps.step("write vectors to Redis", total=total_vectors) as advance:
+        write_vectors(client, version, factors, advance)
+
+    customers = int(raw.transactions["customer_id"].nunique())
+    with steps.step("write purchase history", total=customers) as advance:
+        write_history(client, raw.transactions, settings.history_max_items, advance)
+
+    with steps.step("trending and manifest"):
+        top = trending(
+            raw.transactions,
+            raw.articles,
+            half_life_days=settings.trending_half_life_days,
+            size=settings.trending_size,
+            metadata_fields=ARTICLE_METADATA_FIELDS,
+        )
+        norms = np.linalg.norm(factors.user_factors, axis=1)
+        manifest = Manifest(
+            version=version,
+            created_at=datetime.now(UTC),
+            trainer=trainer.name,
+            params=factors.params,
+            dim=factors.dim,
+            users=len(factors.user_ids),
+            items=len(factors.item_ids),
+            data_version=data_version,
+            cutoff=raw.transactions["t_dat"].max().to_pydatetime().replace(tzinfo=UTC),
+            user_norm_median=float(np.median(norms)) if len(norms) else 1.0,
+            train_seconds=factors.train_seconds,
+        )
+        write_trending(settings.models_dir, version, top)
+        write_manifest(settings.models_dir, manifest)
+        write_meta(
+            client,
+            version,
+            {"dim": manifest.dim, "user_norm_median": manifest.user_norm_median},
+        )
+
+    with steps.step("go live"):
+        go_live(client, version)
+
+    return BatchReport(
+        version=version,
+        tables=raw.reports,
+        interactions=len(interactions),
+        users=len(factors.user_ids),
+        items=len(factors.item_ids),
+        train_seconds=factors.train_seconds,
+        data_version=data_version,
+        step_seconds=dict(steps.seconds),
+    )

@@ -1,0 +1,103 @@
+"""Make a trained model servable: index shard, Redis vectors and history, then go live.
+
+The live-version pointer moves last, so a reader never sees a half-written version.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+import redis
+
+from batch.trainer import Factors
+from recsys import keys
+from recsys.index.base import IndexedItem, IndexWriter
+from recsys.vectors import encode
+
+Advance = Callable[[int], None]
+CHUNK = 5_000
+
+
+def _chunks(n: int, size: int = CHUNK) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def write_index(
+    writer: IndexWriter, factors: Factors, metadata: pd.DataFrame, advance: Advance
+) -> None:
+    """metadata is indexed by article_id and holds the payload fields."""
+    meta = metadata.reindex(factors.item_ids).fillna("")
+    records: list[dict[str, Any]] = [
+        {str(k): v for k, v in r.items()} for r in meta.to_dict("records")
+    ]
+    for part in _chunks(len(factors.item_ids), 2_000):
+        writer.upsert(
+            [
+                IndexedItem(str(aid), vec, payload)
+                for aid, vec, payload in zip(
+                    factors.item_ids[part], factors.item_factors[part], records[part], strict=True
+                )
+            ]
+        )
+        advance(part.stop - part.start)
+    writer.finish()
+
+
+def write_vectors(client: redis.Redis, version: str, factors: Factors, advance: Advance) -> None:
+    for ids, matrix, key in (
+        (factors.item_ids, factors.item_factors, keys.item_vector),
+        (factors.user_ids, factors.user_factors, keys.user_vector),
+    ):
+        for part in _chunks(len(ids)):
+            pipe = client.pipeline(transaction=False)
+            for external_id, vector in zip(ids[part], matrix[part], strict=True):
+                pipe.set(key(version, str(external_id)), encode(vector))
+            pipe.execute()
+            advance(part.stop - part.start)
+
+
+def write_history(
+    client: redis.Redis, transactions: pd.DataFrame, max_items: int, advance: Advance
+) -> None:
+    """Merge each customer's most recent purchases into their history (scored by time)."""
+    latest = (
+        transactions.groupby(["customer_id", "article_id"], sort=False)["t_dat"].max().reset_index()
+    )
+    latest["ts"] = latest["t_dat"].astype("int64") // 10**9
+    latest = latest.sort_values(["customer_id", "ts"], ascending=[True, False])
+    latest = latest[latest.groupby("customer_id").cumcount() < max_items]
+    customers = latest["customer_id"].to_numpy()
+    bounds = np.flatnonzero(np.r_[True, customers[1:] != customers[:-1], True])
+    articles = latest["article_id"].to_numpy()
+    stamps = latest["ts"].to_numpy()
+    pipe = client.pipeline(transaction=False)
+    pending = 0
+    for start, stop in itertools.pairwise(bounds):
+        key = keys.history(str(customers[start]))
+        pipe.zadd(
+            key, dict(zip(articles[start:stop].tolist(), stamps[start:stop].tolist(), strict=True))
+        )
+        # Keep only the newest max_items, including what the updater added meanwhile.
+        pipe.zremrangebyrank(key, 0, -max_items - 1)
+        pending += 1
+        if pending == CHUNK:
+            pipe.execute()
+            advance(pending)
+            pipe = client.pipeline(transaction=False)
+            pending = 0
+    pipe.execute()
+    advance(pending)
+
+
+def write_meta(client: redis.Redis, version: str, fields: dict[str, float]) -> None:
+    # redis-py's stubs want a mapping invariant in a wide key type; the values are plain.
+    client.hset(keys.model_meta(version), mapping=cast(Any, fields))
+
+
+def go_live(client: redis.Redis, version: str) -> None:
+    client.set(keys.LIVE_VERSION, version)

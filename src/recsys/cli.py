@@ -1,0 +1,253 @@
+"""The `recsys` command: generate, batch, serve, updater, up, demo."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recsys.settings import Settings
+
+app = typer.Typer(
+    help="Real-time recommendations on Spark/implicit ALS, Qdrant, Redis and Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+log = logging.getLogger("recsys")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"bad setting RECSYS_{str(first['loc'][0]).upper()}: {first['msg']}")
+
+
+def _drain_hook(settings: Settings) -> Callable[[str], None]:
+    from stream.bus import wait_drained
+
+    def drain(bootstrap: str) -> None:
+        left = wait_drained(
+            bootstrap, settings.events_topic, settings.updater_group, settings.drain_timeout_s
+        )
+        if left:
+            console.print(
+                f"[yellow]warning:[/yellow] {left} events were never consumed and are lost "
+                "with the embedded broker (it keeps events in memory only)"
+            )
+
+    return drain
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Folder for the three CSVs")],
+    customers: Annotated[int, typer.Option(min=1)] = 2_000,
+    articles: Annotated[int, typer.Option(min=1)] = 1_000,
+    transactions: Annotated[int, typer.Option(min=1)] = 50_000,
+    seed: int = 42,
+) -> None:
+    """Write H&M-schema CSVs with hidden taste clusters, popularity skew and drift."""
+    from batch.generate import generate as run_generate
+
+    try:
+        data = run_generate(
+            out, customers=customers, articles=articles, transactions=transactions, seed=seed
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(
+        f"wrote {data.transactions:,} transactions, {data.customers:,} customers and "
+        f"{data.articles:,} articles to {data.out_dir}"
+    )
+
+
+@app.command()
+def batch(
+    input: Annotated[Path, typer.Option("--input", help="Folder with the H&M-schema CSVs")],
+) -> None:
+    """CSVs to Delta tables, ALS, a new item index version and user vectors; then go live."""
+    settings = _settings()
+    _run_batch(settings, input)
+
+
+def _run_batch(settings: Settings, input_dir: Path) -> None:
+    from batch.ingest import InputError
+    from batch.pipeline import EmptyTrainingDataError, run_batch
+    from recsys.engines.embedded import EmbeddedEngines
+    from recsys.progress import Steps
+    from recsys.stores import redis_client
+
+    with EmbeddedEngines(settings, {"redis"}) as endpoints:
+        client = redis_client(endpoints.require_redis(), timeout_s=30)
+        try:
+            with Steps(console) as steps:
+                report = run_batch(settings, input_dir, client, steps)
+        except (InputError, EmptyTrainingDataError) as exc:
+            fail(str(exc))
+        finally:
+            client.close()
+    _print_batch_report(report)
+
+
+def _print_batch_report(report: object) -> None:
+    from batch.pipeline import BatchReport
+
+    assert isinstance(report, BatchReport)
+    table = Table(title=f"batch: model {report.version} is live")
+    table.add_column("table")
+    table.add_column("rows in", justify="right")
+    table.add_column("skipped", justify="right")
+    table.add_column("why skipped")
+    for t in report.tables:
+        reasons = ", ".join(f"{k}: {v:,}" for k, v in t.skipped.items() if v) or "-"
+        table.add_row(t.name, f"{t.rows_in:,}", f"{t.rows_skipped:,}", reasons)
+    console.print(table)
+    steps = Table(title="steps")
+    steps.add_column("step")
+    steps.add_column("seconds", justify="right")
+    for name, secs in report.step_seconds.items():
+        steps.add_row(name, f"{secs:.2f}")
+    console.print(steps)
+    console.print(
+        f"{report.interactions:,} interactions, {report.users:,} user vectors, "
+        f"{report.items:,} item vectors; ALS trained in {report.train_seconds:.2f} s"
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port")] = None,
+) -> None:
+    """Serve the HTTP API (uvicorn) on the live model version."""
+    import uvicorn
+
+    from recsys.engines.embedded import EmbeddedEngines
+    from serve.app import create_app
+    from stream.bus import ensure_topics
+
+    settings = _settings()
+    with EmbeddedEngines(
+        settings, {"redis", "kafka"}, before_broker_stop=_drain_hook(settings)
+    ) as endpoints:
+        ensure_topics(endpoints.require_kafka(), settings)
+        resolved = settings.model_copy(
+            update={
+                "redis_url": endpoints.redis_url,
+                "kafka_bootstrap_servers": endpoints.kafka_bootstrap,
+            }
+        )
+        uvicorn.run(
+            create_app(resolved),
+            host=host or settings.api_host,
+            port=port if port is not None else settings.api_port,
+            log_level="warning",
+            http="httptools",
+            loop="uvloop",
+        )
+
+
+@app.command()
+def updater() -> None:
+    """Consume purchase events and move each customer's vector (EMA), once per event."""
+    from confluent_kafka import Consumer, Producer
+
+    from recsys.engines.embedded import EmbeddedEngines
+    from recsys.stores import redis_client
+    from stream.bus import consumer_config, ensure_topics, producer_config
+    from stream.updater import Updater
+
+    settings = _settings()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with EmbeddedEngines(
+        settings, {"redis", "kafka"}, before_broker_stop=_drain_hook(settings)
+    ) as endpoints:
+        bootstrap = endpoints.require_kafka()
+        ensure_topics(bootstrap, settings)
+        client = redis_client(endpoints.require_redis(), settings.redis_timeout_s * 4)
+        consumer = Consumer(consumer_config(bootstrap, settings.updater_group, settings))
+        dlq = Producer(producer_config(bootstrap, settings))
+        consumer.subscribe([settings.events_topic])
+        log.info("updater consuming %s as group %s", settings.events_topic, settings.updater_group)
+        try:
+            Updater(settings, client, consumer, dlq).run(stop)
+        finally:
+            consumer.close()
+            dlq.flush(settings.kafka_produce_timeout_s)
+            client.close()
+
+
+@app.command()
+def up(
+    port: Annotated[int | None, typer.Option(help="API port")] = None,
+) -> None:
+    """Run engines, API and updater under one supervisor until Ctrl-C."""
+    from recsys.engines.embedded import EmbeddedEngines
+    from recsys.supervisor import Stack
+    from stream.bus import ensure_topics
+
+    settings = _settings()
+    with EmbeddedEngines(
+        settings, {"redis", "kafka"}, before_broker_stop=_drain_hook(settings)
+    ) as endpoints:
+        ensure_topics(endpoints.require_kafka(), settings)
+        stack = Stack(settings, endpoints, port if port is not None else settings.api_port)
+        try:
+            stack.start()
+            _print_urls(stack.api_url, endpoints.redis_url, endpoints.kafka_bootstrap)
+            console.print("press Ctrl-C to stop")
+            ended = stack.wait()
+            console.print(f"[red]{ended} exited[/red]; stopping (see {settings.run_dir})")
+        except KeyboardInterrupt:
+            console.print("stopping…")
+        finally:
+            stack.stop()
+
+
+def _print_urls(api: str, redis_url: str | None, kafka: str | None) -> None:
+    console.print(f"API        {api}   (docs: {api}/docs)")
+    console.print(f"Redis      {redis_url}")
+    console.print(f"Kafka      {kafka}")
+
+
+@app.command()
+def demo(
+    once: Annotated[bool, typer.Option(help="Exit after the before/after comparison")] = False,
+    port: Annotated[int | None, typer.Option(help="API port (default: a free one)")] = None,
+) -> None:
+    """Generate data, train, serve, post purchases and show the recommendations change."""
+    from recsys.demo import run_demo
+
+    settings = _settings()
+    code = run_demo(settings, console, once=once, port=port, run_batch=_run_batch)
+    if code:
+        raise typer.Exit(code)
+
+
+def main() -> None:
+    from recsys.logs import setup_logging
+
+    setup_logging()
+    # SIGTERM unwinds like Ctrl-C, so every `finally` stops what it started.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    app()

@@ -1,0 +1,1 @@
+"""Embedded engines (Valkey, Tansu) started on loopback, and how commands find them."""

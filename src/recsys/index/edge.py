@@ -1,0 +1,138 @@
+"""Qdrant Edge: the Qdrant engine in-process, one shard directory per model version.
+
+A shard is opened by one process at a time, so each serving process loads its own copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy.typing as npt
+import qdrant_edge as qe
+
+from recsys.ids import item_point_id
+from recsys.index.base import IndexedItem, ItemFilter, ScoredItem
+
+# Fields the filters run on; each gets a keyword payload index.
+INDEXED_FIELDS = ("article_id", "product_group_name", "product_type_name")
+
+
+def _match_any(key: str, values: Sequence[str]) -> qe.FieldCondition:
+    return qe.FieldCondition(key=key, match=qe.MatchAny(list(values)))
+
+
+def build_filter(rules: ItemFilter) -> qe.Filter | None:
+    must: list[Any] = []
+    must_not: list[Any] = []
+    if rules.product_groups:
+        must.append(_match_any("product_group_name", rules.product_groups))
+    if rules.product_types:
+        must.append(_match_any("product_type_name", rules.product_types))
+    if rules.exclude_ids:
+        must_not.append(qe.HasIdCondition({item_point_id(a) for a in rules.exclude_ids}))
+    if rules.exclude_groups:
+        must_not.append(_match_any("product_group_name", rules.exclude_groups))
+    if rules.exclude_types:
+        must_not.append(_match_any("product_type_name", rules.exclude_types))
+    if not must and not must_not:
+        return None
+    return qe.Filter(must=must or None, must_not=must_not or None)
+
+
+class EdgeIndexWriter:
+    """Writes a new shard directory; finish() builds HNSW and closes it for loaders."""
+
+    def __init__(self, shard_dir: Path, dim: int) -> None:
+        if shard_dir.exists():
+            raise FileExistsError(f"shard directory {shard_dir} already exists")
+        config = qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot),
+            max_search_threads=1,
+        )
+        self.shard = qe.EdgeShard.create(str(shard_dir), config)
+        for name in INDEXED_FIELDS:
+            self.shard.update(
+                qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword)
+            )
+
+    def upsert(self, items: Sequence[IndexedItem]) -> None:
+        points = [
+            qe.Point(
+                id=item_point_id(item.article_id),
+                vector=[float(x) for x in item.vector],
+                payload={"article_id": item.article_id, **item.payload},
+            )
+            for item in items
+        ]
+        self.shard.update(qe.UpdateOperation.upsert_points(points))
+
+    def finish(self) -> None:
+        self.shard.optimize()
+        self.shard.flush()
+        self.shard.close()
+
+
+class EdgeItemIndex:
+    """A serving process's own copy of a version's shard."""
+
+    def __init__(
+        self, version: str, shard_dir: Path, work_dir: Path, *, hnsw_ef: int = 128
+    ) -> None:
+        self.version = version
+        # The copy is named by pid, so a crashed process's leftovers are recognisable.
+        self._copy = work_dir / f"{os.getpid()}-{version}"
+        if self._copy.exists():
+            shutil.rmtree(self._copy)
+        self._copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(shard_dir, self._copy)
+        # max_search_threads=1 was written into the shard at creation and sticks.
+        self.shard = qe.EdgeShard.load(str(self._copy))
+        self._params = qe.SearchParams(hnsw_ef=hnsw_ef)
+
+    def search(self, vector: npt.NDArray[Any], k: int, rules: ItemFilter) -> list[ScoredItem]:
+        request = qe.QueryRequest(
+            limit=k,
+            query=qe.Query.Nearest([float(x) for x in vector]),
+            filter=build_filter(rules),
+            with_payload=True,
+            params=self._params,
+        )
+        return [_scored(point.score, point.payload) for point in self.shard.query(request)]
+
+    def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        records = self.shard.retrieve(
+            [item_point_id(a) for a in article_ids], with_payload=True, with_vector=False
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for record in records:
+            payload = dict(record.payload or {})
+            out[str(payload.pop("article_id"))] = payload
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.shard.close()
+        shutil.rmtree(self._copy, ignore_errors=True)
+
+
+def _scored(score: float, payload: dict[str, Any] | None) -> ScoredItem:
+    metadata = dict(payload or {})
+    article_id = str(metadata.pop("article_id"))
+    return ScoredItem(article_id=article_id, score=float(score), metadata=metadata)
+
+
+def remove_stale_copies(work_dir: Path) -> None:
+    """Delete shard copies left by serving processes that no longer run."""
+    from recsys.engines.process import pid_alive
+
+    if not work_dir.exists():
+        return
+    for path in work_dir.iterdir():
+        pid, _, _ = path.name.partition("-")
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,67 @@
+"""Model versions on disk: one directory each, with a manifest, the index shard and trending."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+MANIFEST = "manifest.json"
+TRENDING = "trending.json"
+SHARD = "shard"
+
+
+class Manifest(BaseModel):
+    """What a version is: how it was trained, on which data, and how to read its vectors."""
+
+    version: str
+    created_at: datetime
+    trainer: str
+    params: dict[str, Any]
+    dim: int
+    users: int
+    items: int
+    # The data the model saw: Delta table versions and the last purchase time.
+    data_version: dict[str, int]
+    cutoff: datetime
+    # Scale for a first-purchase vector, so the EMA means the same for every model.
+    user_norm_median: float
+    train_seconds: float
+    metrics: dict[str, float] = {}
+
+
+def new_version(now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%f")[:-3]
+    return f"v{stamp}"
+
+
+def version_dir(models_dir: Path, version: str) -> Path:
+    return models_dir / version
+
+
+def shard_dir(models_dir: Path, version: str) -> Path:
+    return version_dir(models_dir, version) / SHARD
+
+
+def write_manifest(models_dir: Path, manifest: Manifest) -> None:
+    path = version_dir(models_dir, manifest.version) / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(manifest.model_dump_json(indent=2))
+
+
+def read_manifest(models_dir: Path, version: str) -> Manifest:
+    return Manifest.model_validate_json((version_dir(models_dir, version) / MANIFEST).read_text())
+
+
+def write_trending(models_dir: Path, version: str, items: list[dict[str, Any]]) -> None:
+    (version_dir(models_dir, version) / TRENDING).write_text(json.dumps(items))
+
+
+def read_trending(models_dir: Path, version: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = json.loads(
+        (version_dir(models_dir, version) / TRENDING).read_text()
+    )
+    return items

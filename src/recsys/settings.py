@@ -1,0 +1,84 @@
+"""Every knob of the stack, read once from the environment (RECSYS_*) and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Rate = Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+class Settings(BaseSettings):
+    """Configuration of every command. An engine whose URL is unset is embedded."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECSYS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Where embedded engines, Delta tables, models and run files live.
+    data_dir: Path = Path("data")
+
+    # Engines. None means: find the embedded one through the run file, or start it.
+    redis_url: str | None = None
+    kafka_bootstrap_servers: str | None = None
+    qdrant_url: str | None = None
+    spark_master: str = "local[*]"
+
+    # Kafka topics and consumer behaviour (group joins in seconds, fetches in ms).
+    events_topic: str = "events"
+    dlq_topic: str = "events.dlq"
+    events_partitions: Annotated[int, Field(ge=1)] = 2
+    updater_group: str = "recsys-updater"
+    kafka_session_timeout_ms: Annotated[int, Field(ge=1000)] = 6000
+    kafka_heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 500
+    kafka_fetch_wait_max_ms: Annotated[int, Field(ge=0)] = 5
+    kafka_produce_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    updater_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
+
+    # ALS (implicit). Confidence is alpha * purchase count.
+    als_factors: Annotated[int, Field(ge=2, le=1024)] = 64
+    als_iterations: Annotated[int, Field(ge=1, le=200)] = 15
+    als_regularization: Annotated[float, Field(ge=0)] = 0.1
+    als_alpha: Annotated[float, Field(gt=0)] = 1.0
+    als_seed: int = 7
+
+    # Online learning: the share of the way a user vector moves toward a bought item,
+    # with the item scaled to the user's norm (see stream/ema.py).
+    ema_rate: Rate = 0.2
+
+    # Serving.
+    api_host: str = "127.0.0.1"
+    api_port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    default_k: Annotated[int, Field(ge=1, le=50)] = 10
+    redis_timeout_s: Annotated[float, Field(gt=0)] = 0.5
+    model_poll_interval_s: Annotated[float, Field(gt=0)] = 1.0
+    history_max_items: Annotated[int, Field(ge=1)] = 200
+    trending_half_life_days: Annotated[float, Field(gt=0)] = 7.0
+    trending_size: Annotated[int, Field(ge=10)] = 500
+
+    # Engines start-up.
+    engine_start_timeout_s: Annotated[float, Field(gt=0)] = 20.0
+
+    @field_validator("api_host")
+    @classmethod
+    def _loopback_only_by_default(cls, value: str) -> str:
+        # Listening on every interface is a deliberate choice, never a typo.
+        if value not in {"127.0.0.1", "localhost", "::1", "0.0.0.0"}:
+            raise ValueError("api_host must be 127.0.0.1, localhost, ::1 or 0.0.0.0")
+        return value
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"

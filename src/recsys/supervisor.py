@@ -1,0 +1,82 @@
+"""Run the API and the updater as children of one process, and stop them in order.
+
+Order on the way down: the API first (no new events), then wait until the updater has
+consumed everything (the embedded broker keeps events in memory only), then the updater.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import httpx
+
+from recsys.engines.embedded import Endpoints
+from recsys.engines.process import EngineStartError, ManagedProcess, spawn
+from recsys.settings import Settings
+from stream.bus import wait_drained
+
+log = logging.getLogger(__name__)
+
+
+class Stack:
+    def __init__(self, settings: Settings, endpoints: Endpoints, api_port: int) -> None:
+        self.settings = settings
+        self.endpoints = endpoints
+        self.api_port = api_port
+        self.api: ManagedProcess | None = None
+        self.updater: ManagedProcess | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.settings.api_host}:{self.api_port}"
+
+    def _child(self, name: str, *args: str) -> ManagedProcess:
+        env = {
+            **os.environ,
+            **self.endpoints.as_env(),
+            "RECSYS_DATA_DIR": str(self.settings.data_dir.resolve()),
+        }
+        argv = [sys.executable, "-m", "recsys", *args]
+        return spawn(name, argv, env=env, log_path=self.settings.run_dir / f"{name}.log")
+
+    def start(self) -> None:
+        self.updater = self._child("updater", "updater")
+        self.api = self._child(
+            "api", "serve", "--host", self.settings.api_host, "--port", str(self.api_port)
+        )
+        self.api.wait_ready(self._api_answers, self.settings.engine_start_timeout_s + 30)
+
+    def _api_answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.api_url}/health/live", timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait(self, poll_s: float = 0.5) -> str:
+        """Block until a child exits; return its name (Ctrl-C interrupts this)."""
+        while True:
+            for proc in (self.api, self.updater):
+                if proc is not None and not proc.alive():
+                    return proc.name
+            time.sleep(poll_s)
+
+    def stop(self) -> None:
+        if self.api is not None:
+            self.api.stop()
+        if self.updater is not None and self.updater.alive() and self.endpoints.kafka_bootstrap:
+            left = wait_drained(
+                self.endpoints.kafka_bootstrap,
+                self.settings.events_topic,
+                self.settings.updater_group,
+                self.settings.drain_timeout_s,
+            )
+            if left:
+                log.warning("%d events were not consumed before the updater stopped", left)
+        if self.updater is not None:
+            self.updater.stop()
+
+
+__all__ = ["EngineStartError", "Stack"]

@@ -1,0 +1,61 @@
+"""The FastAPI application: clients made once in the lifespan, routers per resource."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from recsys.settings import Settings
+from recsys.stores import async_redis_client
+from serve.deps import AppState
+from serve.live_model import LiveModel
+from serve.publisher import EventPublisher
+from serve.routes import events, health, recommend
+from stream.bus import producer_config
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """settings must name the engines (the CLI resolves embedded ones before calling)."""
+    if not settings.redis_url or not settings.kafka_bootstrap_servers:
+        raise ValueError("create_app needs resolved redis_url and kafka_bootstrap_servers")
+    redis_url, bootstrap = settings.redis_url, settings.kafka_bootstrap_servers
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = async_redis_client(redis_url, settings.redis_timeout_s)
+        publisher = EventPublisher(
+            producer_config(bootstrap, settings), settings.kafka_produce_timeout_s
+        )
+        model = LiveModel(settings, client)
+        await model.start()
+        app.state.recsys = AppState(settings, client, model, publisher)
+        try:
+            yield
+        finally:
+            await model.stop()
+            publisher.close()
+            await client.aclose()
+
+    app = FastAPI(
+        title="recsys",
+        summary="Real-time personalised recommendations",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(recommend.router)
+    app.include_router(events.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Never a stack trace to the client; the log keeps it.
+        log.exception("unhandled error on %s", request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    return app

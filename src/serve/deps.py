@@ -1,0 +1,37 @@
+"""Typed dependencies: the clients created once in the lifespan, injected per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis.asyncio as aioredis
+from fastapi import Depends, HTTPException, Request
+
+from recsys.settings import Settings
+from serve.live_model import LiveModel, ServedModel
+from serve.publisher import EventPublisher
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    redis: aioredis.Redis
+    model: LiveModel
+    publisher: EventPublisher
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.recsys
+    return state
+
+
+def get_model(request: Request) -> ServedModel:
+    model = get_state(request).model.current
+    if model is None:
+        raise HTTPException(503, "no model version is live yet: run `recsys batch` first")
+    return model
+
+
+State = Annotated[AppState, Depends(get_state)]
+Model = Annotated[ServedModel, Depends(get_model)]

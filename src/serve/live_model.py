@@ -1,0 +1,76 @@
+"""The model version this process serves, swapped when the live-version pointer moves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from recsys import keys
+from recsys.index.base import ItemIndex
+from recsys.index.factory import open_index
+from recsys.model_store import read_trending
+from recsys.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    version: str
+    index: ItemIndex
+    # Held in memory so the fallback answers even when Redis or the index does not.
+    trending: list[dict[str, Any]]
+
+
+class LiveModel:
+    def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
+        self.settings = settings
+        self.client = client
+        self.current: ServedModel | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.refresh()
+        self._task = asyncio.create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.current is not None:
+            self.current.index.close()
+            self.current = None
+
+    async def refresh(self) -> None:
+        raw = await self.client.get(keys.LIVE_VERSION)
+        version = raw.decode() if isinstance(raw, bytes) else raw
+        if version is None or (self.current and self.current.version == version):
+            return
+        loaded = await asyncio.to_thread(self._load, version)
+        old, self.current = self.current, loaded
+        log.info("serving model version %s", version)
+        # Searches run on the event loop thread, so none is using the old index now.
+        if old is not None:
+            old.index.close()
+
+    def _load(self, version: str) -> ServedModel:
+        return ServedModel(
+            version=version,
+            index=open_index(self.settings, version),
+            trending=read_trending(self.settings.models_dir, version),
+        )
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.model_poll_interval_s)
+            try:
+                await self.refresh()
+            except Exception as exc:  # keep serving the version we have
+                log.warning("could not check the live model version: %s", exc)

@@ -1,0 +1,31 @@
+"""The one online-learning step: move a user vector toward the item just bought.
+
+Scale: the item vector is first rescaled to the user's norm, so `rate` is the share of
+the way toward the item's direction whatever the norms of a given model are. The
+updater and the offline replay both call this function, so the rate the replay picks
+is the rate the updater applies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recsys.vectors import Vector
+
+
+def ema_update(user: Vector | None, item: Vector, rate: float, default_norm: float) -> Vector:
+    """Return (1 - rate) * user + rate * item * |user| / |item|.
+
+    A customer with no vector yet starts at the item's direction with default_norm
+    (the model's median user norm).
+    """
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"rate must be in (0, 1], got {rate}")
+    item_norm = float(np.linalg.norm(item))
+    if item_norm == 0.0:
+        return user.copy() if user is not None else item.copy()
+    user_norm = float(np.linalg.norm(user)) if user is not None else 0.0
+    if user is None or user_norm == 0.0:
+        return (item * (default_norm / item_norm)).astype(np.float32)
+    target = item * (user_norm / item_norm)
+    return ((1.0 - rate) * user + rate * target).astype(np.float32)

@@ -1,0 +1,113 @@
+"""`recsys batch` output in Delta, Redis and the Qdrant Edge shard, and its input errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import qdrant_edge as qe
+import redis
+from deltalake import DeltaTable
+
+from batch.hm_schema import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
+from batch.ingest import InputError, read_input
+from batch.pipeline import BatchReport
+from recsys import keys
+from recsys.model_store import read_manifest, read_trending, shard_dir
+from recsys.settings import Settings
+from recsys.vectors import decode
+
+
+def test_delta_tables_hold_the_input(
+    settings: Settings, trained: BatchReport, input_dir: Path
+) -> None:
+    tx = pd.read_csv(input_dir / TRANSACTIONS_FILE, dtype={"article_id": str})
+    bronze = DeltaTable(str(settings.lake_dir / "bronze" / "transactions")).to_pandas()
+    assert len(bronze) == len(tx)
+    assert bronze["article_id"].str.len().eq(10).all()  # the leading zero survived
+    interactions = DeltaTable(str(settings.lake_dir / "silver" / "interactions")).to_pandas()
+    assert len(interactions) == trained.interactions
+    assert not interactions.duplicated(["customer_id", "article_id"]).any()
+    pairs = tx.drop_duplicates(["customer_id", "article_id", "t_dat"])
+    assert interactions["weight"].sum() == len(pairs)
+    assert set(trained.data_version) >= {"bronze.transactions", "silver.interactions"}
+
+
+def test_redis_holds_versioned_vectors_and_history(
+    settings: Settings, trained: BatchReport, redis_conn: redis.Redis, input_dir: Path
+) -> None:
+    assert redis_conn.get(keys.LIVE_VERSION) == trained.version.encode()
+    tx = pd.read_csv(input_dir / TRANSACTIONS_FILE, dtype={"article_id": str})
+    customer = tx["customer_id"].value_counts().index[0]
+    vector = decode(redis_conn.get(keys.user_vector(trained.version, customer)))
+    assert vector is not None and vector.shape == (settings.als_factors,)
+    item = decode(redis_conn.get(keys.item_vector(trained.version, tx["article_id"].iloc[0])))
+    assert item is not None and np.isfinite(item).all()
+    history = {a.decode() for a in redis_conn.zrange(keys.history(customer), 0, -1)}
+    assert history == set(tx.loc[tx["customer_id"] == customer, "article_id"])
+
+
+def test_index_shard_has_every_trained_item_with_payload(
+    settings: Settings, trained: BatchReport
+) -> None:
+    manifest = read_manifest(settings.models_dir, trained.version)
+    assert manifest.items == trained.items and manifest.dim == settings.als_factors
+    shard = qe.EdgeShard.load(str(shard_dir(settings.models_dir, trained.version)))
+    try:
+        assert shard.info().points_count == trained.items
+        schema = shard.info().payload_schema
+        assert {"article_id", "product_group_name", "product_type_name"} <= set(schema)
+        point = shard.scroll(qe.ScrollRequest(limit=1, with_payload=True))[0][0]
+        assert point.payload and point.payload["product_group_name"]
+    finally:
+        shard.close()
+
+
+def test_trending_is_in_the_artefact(settings: Settings, trained: BatchReport) -> None:
+    top = read_trending(settings.models_dir, trained.version)
+    assert len(top) > 10
+    scores = [t["score"] for t in top]
+    assert scores == sorted(scores, reverse=True)
+    assert top[0]["metadata"]["product_group_name"]
+
+
+def _copy_input(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for name in (ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE):
+        (dst / name).write_bytes((src / name).read_bytes())
+    return dst
+
+
+def test_missing_file_is_named(input_dir: Path, tmp_path: Path) -> None:
+    folder = _copy_input(input_dir, tmp_path / "in")
+    (folder / CUSTOMERS_FILE).unlink()
+    with pytest.raises(InputError, match=r"missing input file: .*customers\.csv"):
+        read_input(folder)
+
+
+def test_missing_column_is_named(input_dir: Path, tmp_path: Path) -> None:
+    folder = _copy_input(input_dir, tmp_path / "in")
+    tx = pd.read_csv(folder / TRANSACTIONS_FILE, dtype=str).drop(columns=["price"])
+    tx.to_csv(folder / TRANSACTIONS_FILE, index=False)
+    with pytest.raises(InputError, match=r"transactions_train\.csv: missing column.*price"):
+        read_input(folder)
+
+
+def test_bad_rows_are_counted_and_skipped(input_dir: Path, tmp_path: Path) -> None:
+    folder = _copy_input(input_dir, tmp_path / "in")
+    tx = pd.read_csv(folder / TRANSACTIONS_FILE, dtype=str)
+    bad = tx.head(3).copy()
+    bad.loc[bad.index[0], "t_dat"] = "2020-13-45"
+    bad.loc[bad.index[1], "article_id"] = "0999999999"
+    bad.loc[bad.index[2], "price"] = "-0.01"
+    pd.concat([tx, bad]).to_csv(folder / TRANSACTIONS_FILE, index=False)
+    raw = read_input(folder)
+    report = {r.name: r for r in raw.reports}["transactions"]
+    assert report.rows_in == len(tx) + 3
+    assert report.rows_skipped == 3
+    assert report.skipped["unparseable t_dat"] == 1
+    assert report.skipped["unknown article_id"] == 1
+    assert report.skipped["negative or missing price"] == 1
+    assert len(raw.transactions) == len(tx)

@@ -1,0 +1,161 @@
+"""A purchase posted over HTTP moves the customer's vector in Redis, through the real
+broker and the real updater, exactly once; poison messages go to the dead-letter topic."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer
+from fastapi.testclient import TestClient
+
+from batch.pipeline import BatchReport
+from recsys import keys
+from recsys.settings import Settings
+from recsys.vectors import decode
+from stream.bus import consumer_config, pending_events, producer_config
+from stream.ema import ema_update
+from stream.updater import Updater
+
+
+@pytest.fixture(scope="module")
+def updater(settings: Settings, redis_conn: redis.Redis, trained: BatchReport) -> Iterator[str]:
+    """The updater consuming in a thread, as `recsys updater` does in its process."""
+    assert settings.kafka_bootstrap_servers
+    group = f"updater-test-{uuid.uuid4().hex[:8]}"
+    own = settings.model_copy(update={"updater_group": group})
+    consumer = Consumer(consumer_config(settings.kafka_bootstrap_servers, group, own))
+    consumer.subscribe([settings.events_topic])
+    producer = Producer(producer_config(settings.kafka_bootstrap_servers, own))
+    stop = threading.Event()
+    worker = Updater(own, redis_conn, consumer, producer)
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    yield group
+    stop.set()
+    thread.join(timeout=10)
+    consumer.close()
+
+
+def _wait_for(predicate: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def _customer_with_history(transactions: pd.DataFrame, rank: int) -> str:
+    return str(transactions["customer_id"].value_counts().index[rank])
+
+
+def test_purchase_over_http_moves_the_vector_once(
+    api: TestClient,
+    updater: str,
+    settings: Settings,
+    trained: BatchReport,
+    redis_conn: redis.Redis,
+    transactions: pd.DataFrame,
+) -> None:
+    customer = _customer_with_history(transactions, 3)
+    bought = set(transactions.loc[transactions["customer_id"] == customer, "article_id"])
+    article = next(a for a in transactions["article_id"].unique() if a not in bought)
+    user_key = keys.user_vector(trained.version, customer)
+    before = decode(redis_conn.get(user_key))
+    item = decode(redis_conn.get(keys.item_vector(trained.version, article)))
+    assert before is not None and item is not None
+
+    event_id = f"evt-{uuid.uuid4().hex}"
+    body = {"customer_id": customer, "article_id": article, "event_id": event_id}
+    assert api.post("/events/purchase", json=body).status_code == 202
+    _wait_for(lambda: redis_conn.get(keys.last_event(customer)) == event_id.encode())
+
+    after = decode(redis_conn.get(user_key))
+    expected = ema_update(before, item, settings.ema_rate, 1.0)
+    np.testing.assert_allclose(after, expected, rtol=1e-5)
+    assert redis_conn.zscore(keys.history(customer), article) is not None
+
+    # The same event again (a client retry) and its duplicate delivery change nothing.
+    assert api.post("/events/purchase", json=body).status_code == 202
+    assert settings.kafka_bootstrap_servers
+    _wait_for(
+        lambda: (
+            pending_events(settings.kafka_bootstrap_servers, settings.events_topic, updater) == 0
+        )
+    )
+    np.testing.assert_array_equal(decode(redis_conn.get(user_key)), after)
+
+    # And the API now answers with the purchase applied and the item excluded.
+    rec = api.get(f"/recommend/{customer}").json()
+    assert rec["applied_event_id"] == event_id
+    assert article not in {i["article_id"] for i in rec["items"]}
+
+
+def test_first_purchase_gives_a_new_customer_a_vector(
+    api: TestClient,
+    updater: str,
+    trained: BatchReport,
+    redis_conn: redis.Redis,
+    transactions: pd.DataFrame,
+) -> None:
+    customer = f"new-{uuid.uuid4().hex[:12]}"
+    article = str(transactions["article_id"].iloc[5])
+    assert api.get(f"/recommend/{customer}").json()["source"] == "trending"
+    event_id = f"evt-{uuid.uuid4().hex}"
+    body = {"customer_id": customer, "article_id": article, "event_id": event_id}
+    assert api.post("/events/purchase", json=body).status_code == 202
+    _wait_for(lambda: redis_conn.get(keys.last_event(customer)) == event_id.encode())
+    vector = decode(redis_conn.get(keys.user_vector(trained.version, customer)))
+    item = decode(redis_conn.get(keys.item_vector(trained.version, article)))
+    assert vector is not None and item is not None
+    cos = float(vector @ item / (np.linalg.norm(vector) * np.linalg.norm(item)))
+    assert cos == pytest.approx(1.0, abs=1e-5)
+    rec = api.get(f"/recommend/{customer}").json()
+    assert rec["source"] == "personalized"
+    assert article not in {i["article_id"] for i in rec["items"]}
+
+
+def test_poison_message_is_dead_lettered_with_reason(updater: str, settings: Settings) -> None:
+    assert settings.kafka_bootstrap_servers
+    marker = uuid.uuid4().hex.encode()
+    producer = Producer(producer_config(settings.kafka_bootstrap_servers, settings))
+    producer.produce(
+        settings.events_topic, key=b"poison", value=b'{"not": "an event", "m": "' + marker + b'"}'
+    )
+    assert producer.flush(10) == 0
+
+    reader = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"dlq-reader-{marker.decode()[:8]}",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+        }
+    )
+    reader.subscribe([settings.dlq_topic])
+    found = None
+    try:
+        deadline = time.monotonic() + 40
+        while found is None and time.monotonic() < deadline:
+            for message in reader.consume(100, 0.5):
+                if message.error() is None and marker in (message.value() or b""):
+                    found = message
+    finally:
+        reader.close()
+    assert found is not None, "the poison message never reached the dead-letter topic"
+    headers = dict(found.headers() or [])
+    assert b"customer_id" in headers["reason"]
+    # The consumer went on: nothing of the events topic is left behind for its group.
+    _wait_for(
+        lambda: (
+            pending_events(settings.kafka_bootstrap_servers, settings.events_topic, updater) == 0
+        )
+    )
