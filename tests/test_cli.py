@@ -34,6 +34,26 @@ def test_demo_once_shows_changed_recommendations_and_leaves_nothing(tmp_path: Pa
     assert engine_pids() - before == set(), "the demo left an engine running"
 
 
+@pytest.fixture
+def trained_data_dir(tmp_path: Path, input_dir: Path) -> Path:
+    """A data dir with a live model, made by `recsys batch` as a user would."""
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir), "RECSYS_ALS_FACTORS": "16"}
+    for var in ("RECSYS_REDIS_URL", "RECSYS_KAFKA_BOOTSTRAP_SERVERS"):
+        env.pop(var, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "recsys", "batch", "--input", str(input_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "is live" in result.stdout
+    return data_dir
+
+
 def test_bad_input_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
     env = {**os.environ, "RECSYS_DATA_DIR": str(tmp_path / "data")}
     result = subprocess.run(
@@ -47,3 +67,52 @@ def test_bad_input_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "input folder not found" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_up_runs_the_stack_until_interrupted_and_stops_everything(
+    tmp_path: Path, trained_data_dir: Path
+) -> None:
+    import signal
+    import time
+
+    import httpx
+    import psutil
+
+    from recsys.engines.process import free_port
+
+    port = free_port()
+    env = {**os.environ, "RECSYS_DATA_DIR": str(trained_data_dir), "RECSYS_API_PORT": str(port)}
+    for var in ("RECSYS_REDIS_URL", "RECSYS_KAFKA_BOOTSTRAP_SERVERS"):
+        env.pop(var, None)
+    before = engine_pids()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "recsys", "up"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        ready = None
+        while time.monotonic() < deadline and up.poll() is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).json()
+                if ready.get("status") == "ready":
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert ready is not None and ready["status"] == "ready", ready
+        family = psutil.Process(up.pid).children(recursive=True)
+        assert len(family) >= 4  # valkey, tansu, api, updater
+        up.send_signal(signal.SIGINT)
+        up.wait(60)
+        assert up.returncode == 0
+        _, alive = psutil.wait_procs(family, timeout=10)
+        assert not alive, f"left behind: {alive}"
+        assert engine_pids() - before == set()
+    finally:
+        if up.poll() is None:
+            up.kill()

@@ -112,5 +112,5 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     [{"customers": 0}, {"transactions": -1}, {"articles": 1}, {"articles": 10, "clusters": 9}],
 )
 def test_bad_sizes_are_refused(tmp_path: Path, kwargs: dict[str, int]) -> None:
-    with pytest.raises(ValueError, match="must|need"):
+    with pytest.raises(ValueError, match=r"must|need"):
         generate(tmp_path, **kwargs)
