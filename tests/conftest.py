@@ -36,8 +36,8 @@ def base_settings(session_dir: Path) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         data_dir=session_dir / "data",
-        als_factors=16,
-        als_iterations=8,
+        implicit_factors=16,
+        implicit_iterations=8,
         redis_url=None,
         kafka_bootstrap_servers=None,
         qdrant_url=None,

@@ -38,7 +38,7 @@ def test_demo_once_shows_changed_recommendations_and_leaves_nothing(tmp_path: Pa
 def trained_data_dir(tmp_path: Path, input_dir: Path) -> Path:
     """A data dir with a live model, made by `recsys batch` as a user would."""
     data_dir = tmp_path / "data"
-    env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir), "RECSYS_ALS_FACTORS": "16"}
+    env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir), "RECSYS_IMPLICIT_FACTORS": "16"}
     for var in ("RECSYS_REDIS_URL", "RECSYS_KAFKA_BOOTSTRAP_SERVERS"):
         env.pop(var, None)
     result = subprocess.run(

@@ -15,10 +15,16 @@ from batch.hm_schema import ARTICLE_METADATA_FIELDS
 from batch.ingest import TableReport, read_input
 from batch.interactions import build_interactions
 from batch.publish import go_live, write_history, write_index, write_meta, write_vectors
-from batch.trainer import ImplicitTrainer, Trainer
+from batch.trainer_factory import iterations, open_trainer
 from batch.trending import trending
 from recsys.index.factory import open_writer
-from recsys.model_store import Manifest, new_version, write_manifest, write_trending
+from recsys.model_store import (
+    Manifest,
+    new_version,
+    write_factors,
+    write_manifest,
+    write_trending,
+)
 from recsys.progress import Steps
 from recsys.settings import Settings
 
@@ -37,16 +43,6 @@ class BatchReport:
 
 class EmptyTrainingDataError(ValueError):
     """No valid purchase survived validation, so there is nothing to learn from."""
-
-
-def trainer_from(settings: Settings) -> Trainer:
-    return ImplicitTrainer(
-        factors=settings.als_factors,
-        iterations=settings.als_iterations,
-        regularization=settings.als_regularization,
-        alpha=settings.als_alpha,
-        seed=settings.als_seed,
-    )
 
 
 def run_batch(
@@ -72,8 +68,11 @@ def run_batch(
             data_version[f"{layer}.{name}"] = lake.overwrite(lake_dir, layer, name, table)
             advance(1)
 
-    trainer = trainer_from(settings)
-    with steps.step(f"train ALS ({trainer.name})", total=settings.als_iterations) as advance:
+    total_iterations = iterations(settings)
+    with (
+        open_trainer(settings) as trainer,
+        steps.step(f"train ALS ({trainer.name})", total=total_iterations) as advance,
+    ):
         done = [0]
 
         def on_iteration(iteration: int, _total: int) -> None:
@@ -118,6 +117,14 @@ def run_batch(
             train_seconds=factors.train_seconds,
         )
         write_trending(settings.models_dir, version, top)
+        write_factors(
+            settings.models_dir,
+            version,
+            user_ids=factors.user_ids,
+            item_ids=factors.item_ids,
+            user_factors=factors.user_factors,
+            item_factors=factors.item_factors,
+        )
         write_manifest(settings.models_dir, manifest)
         write_meta(
             client,

@@ -7,9 +7,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel
 
 MANIFEST = "manifest.json"
+FACTORS = "factors.npz"
 TRENDING = "trending.json"
 SHARD = "shard"
 
@@ -65,3 +68,27 @@ def read_trending(models_dir: Path, version: str) -> list[dict[str, Any]]:
         (version_dir(models_dir, version) / TRENDING).read_text()
     )
     return items
+
+
+def write_factors(
+    models_dir: Path,
+    version: str,
+    *,
+    user_ids: npt.NDArray[np.object_],
+    item_ids: npt.NDArray[np.object_],
+    user_factors: npt.NDArray[np.float32],
+    item_factors: npt.NDArray[np.float32],
+) -> None:
+    """The trained factors with their id maps: what a rebuild, replay or rollback needs."""
+    np.savez(
+        version_dir(models_dir, version) / FACTORS,
+        user_ids=user_ids.astype(str),
+        item_ids=item_ids.astype(str),
+        user_factors=user_factors,
+        item_factors=item_factors,
+    )
+
+
+def read_factors(models_dir: Path, version: str) -> dict[str, npt.NDArray[Any]]:
+    with np.load(version_dir(models_dir, version) / FACTORS) as data:
+        return {name: data[name] for name in data.files}

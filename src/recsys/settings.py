@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,12 +39,21 @@ class Settings(BaseSettings):
     updater_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
     drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
 
-    # ALS (implicit). Confidence is alpha * purchase count.
-    als_factors: Annotated[int, Field(ge=2, le=1024)] = 64
-    als_iterations: Annotated[int, Field(ge=1, le=200)] = 15
-    als_regularization: Annotated[float, Field(ge=0)] = 0.1
-    als_alpha: Annotated[float, Field(gt=0)] = 1.0
+    # Which ALS trains the model. Each trainer has its own parameters: the same numbers
+    # mean different models (implicit's confidence is alpha*x, Spark's 1+alpha*r, and
+    # Spark scales regularisation by counts).
+    trainer: Literal["implicit", "spark"] = "implicit"
     als_seed: int = 7
+    implicit_factors: Annotated[int, Field(ge=2, le=1024)] = 64
+    implicit_iterations: Annotated[int, Field(ge=1, le=200)] = 15
+    implicit_regularization: Annotated[float, Field(ge=0)] = 0.1
+    implicit_alpha: Annotated[float, Field(gt=0)] = 1.0
+    spark_als_rank: Annotated[int, Field(ge=2, le=1024)] = 64
+    spark_als_max_iter: Annotated[int, Field(ge=1, le=200)] = 10
+    spark_als_reg_param: Annotated[float, Field(ge=0)] = 0.1
+    spark_als_alpha: Annotated[float, Field(gt=0)] = 1.0
+    spark_driver_memory: str = "4g"
+    spark_shuffle_partitions: Annotated[int, Field(ge=1)] = 8
 
     # Online learning: the share of the way a user vector moves toward a bought item,
     # with the item scaled to the user's norm (see stream/ema.py).

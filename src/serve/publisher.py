@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any
 
@@ -17,7 +18,8 @@ class EventPublisher:
     """One producer per process; a thread serves its delivery callbacks."""
 
     def __init__(self, config: dict[str, Any], timeout_s: float) -> None:
-        self._producer = Producer(config)
+        # librdkafka's own log lines go through Python logging, not straight to stderr.
+        self._producer = Producer(config, logger=logging.getLogger("recsys.kafka"))
         self._timeout_s = timeout_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)

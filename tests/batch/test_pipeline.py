@@ -15,7 +15,7 @@ from batch.hm_schema import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
 from batch.ingest import InputError, read_input
 from batch.pipeline import BatchReport
 from recsys import keys
-from recsys.model_store import read_manifest, read_trending, shard_dir
+from recsys.model_store import read_factors, read_manifest, read_trending, shard_dir
 from recsys.settings import Settings
 from recsys.vectors import decode
 
@@ -42,7 +42,7 @@ def test_redis_holds_versioned_vectors_and_history(
     tx = pd.read_csv(input_dir / TRANSACTIONS_FILE, dtype={"article_id": str})
     customer = tx["customer_id"].value_counts().index[0]
     vector = decode(redis_conn.get(keys.user_vector(trained.version, customer)))
-    assert vector is not None and vector.shape == (settings.als_factors,)
+    assert vector is not None and vector.shape == (settings.implicit_factors,)
     item = decode(redis_conn.get(keys.item_vector(trained.version, tx["article_id"].iloc[0])))
     assert item is not None and np.isfinite(item).all()
     history = {a.decode() for a in redis_conn.zrange(keys.history(customer), 0, -1)}
@@ -53,7 +53,7 @@ def test_index_shard_has_every_trained_item_with_payload(
     settings: Settings, trained: BatchReport
 ) -> None:
     manifest = read_manifest(settings.models_dir, trained.version)
-    assert manifest.items == trained.items and manifest.dim == settings.als_factors
+    assert manifest.items == trained.items and manifest.dim == settings.implicit_factors
     shard = qe.EdgeShard.load(str(shard_dir(settings.models_dir, trained.version)))
     try:
         assert shard.info().points_count == trained.items
@@ -63,6 +63,17 @@ def test_index_shard_has_every_trained_item_with_payload(
         assert point.payload and point.payload["product_group_name"]
     finally:
         shard.close()
+
+
+def test_factors_and_id_maps_are_in_the_artefact(
+    settings: Settings, trained: BatchReport, redis_conn: redis.Redis
+) -> None:
+    factors = read_factors(settings.models_dir, trained.version)
+    assert factors["user_factors"].shape == (trained.users, settings.implicit_factors)
+    assert factors["item_ids"].shape == (trained.items,)
+    article = str(factors["item_ids"][0])
+    stored = decode(redis_conn.get(keys.item_vector(trained.version, article)))
+    np.testing.assert_array_equal(stored, factors["item_factors"][0])
 
 
 def test_trending_is_in_the_artefact(settings: Settings, trained: BatchReport) -> None:

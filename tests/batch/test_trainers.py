@@ -1,0 +1,87 @@
+"""One contract for every ALS trainer: on a matrix whose answer is known, the held-out
+item must come first (the shape of implicit's RecommenderBaseTestMixin)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from batch.trainer import Factors, ImplicitTrainer, Trainer
+from recsys.settings import Settings
+
+GROUPS, USERS_PER_GROUP, ITEMS_PER_GROUP = 3, 20, 8
+
+
+def checkerboard() -> tuple[pd.DataFrame, dict[str, str]]:
+    """Users of group g bought every item of group g except one held out per user."""
+    rows = []
+    held_out: dict[str, str] = {}
+    for g in range(GROUPS):
+        items = [f"i{g}-{j}" for j in range(ITEMS_PER_GROUP)]
+        for u in range(USERS_PER_GROUP):
+            user = f"u{g}-{u}"
+            held_out[user] = items[u % ITEMS_PER_GROUP]
+            rows += [(user, item, 1.0) for item in items if item != held_out[user]]
+    frame = pd.DataFrame(rows, columns=["customer_id", "article_id", "weight"])
+    frame["weight"] = frame["weight"].astype("float32")
+    return frame, held_out
+
+
+def assert_held_out_ranks_first(factors: Factors, data: pd.DataFrame, held: dict[str, str]) -> None:
+    users = {u: i for i, u in enumerate(factors.user_ids)}
+    items = list(factors.item_ids)
+    bought = data.groupby("customer_id")["article_id"].agg(set)
+    misses = 0
+    for user, target in held.items():
+        scores = factors.item_factors @ factors.user_factors[users[user]]
+        ranked = [items[i] for i in np.argsort(-scores) if items[i] not in bought[user]]
+        misses += ranked[0] != target
+    assert misses == 0, f"{misses} of {len(held)} held-out items did not rank first"
+
+
+@pytest.fixture(scope="module")
+def spark_session(base_settings: Settings) -> Iterator[object]:
+    from recsys.spark import SparkUnavailableError, spark_session
+
+    settings = base_settings.model_copy(update={"spark_master": "local[2]"})
+    try:
+        with spark_session(settings, "trainer-contract") as session:
+            yield session
+    except SparkUnavailableError as exc:
+        pytest.skip(str(exc))
+
+
+def _implicit(_: object) -> Trainer:
+    return ImplicitTrainer(factors=8, iterations=15, regularization=0.01, alpha=5.0, seed=1)
+
+
+def _spark(session: object) -> Trainer:
+    from batch.spark_trainer import SparkAlsTrainer
+
+    return SparkAlsTrainer(
+        session,  # type: ignore[arg-type]
+        rank=8,
+        max_iter=10,
+        reg_param=0.01,
+        alpha=5.0,
+        seed=1,
+    )
+
+
+@pytest.mark.parametrize(
+    "make", [_implicit, pytest.param(_spark, marks=pytest.mark.spark)], ids=["implicit", "spark"]
+)
+def test_held_out_item_ranks_first(
+    make: Callable[[object], Trainer], request: pytest.FixtureRequest
+) -> None:
+    session = request.getfixturevalue("spark_session") if make is _spark else None
+    data, held = checkerboard()
+    factors = make(session).fit(data)
+    assert factors.user_factors.dtype == np.float32
+    assert factors.user_factors.shape == (GROUPS * USERS_PER_GROUP, factors.dim)
+    assert factors.item_factors.shape == (GROUPS * ITEMS_PER_GROUP, factors.dim)
+    assert sorted(factors.item_ids) == sorted(data["article_id"].unique())
+    assert_held_out_ranks_first(factors, data, held)
