@@ -116,3 +116,35 @@ def test_up_runs_the_stack_until_interrupted_and_stops_everything(
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def _recsys(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "recsys", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_generate_writes_the_three_files(tmp_path: Path) -> None:
+    out = tmp_path / "hm"
+    args = ("--customers", "30", "--articles", "40", "--transactions", "300")
+    result = _recsys("generate", "--out", str(out), *args, data_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "articles.csv",
+        "customers.csv",
+        "transactions_train.csv",
+    ]
+    assert "wrote 300 transactions" in result.stdout
+
+
+def test_generate_refuses_impossible_sizes_in_one_line(tmp_path: Path) -> None:
+    result = _recsys("generate", "--out", str(tmp_path), "--articles", "1", data_dir=tmp_path)
+    assert result.returncode == 2
+    assert "error:" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
