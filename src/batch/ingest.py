@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 
 from batch.hm_schema import (
     ARTICLES_FILE,
@@ -142,3 +144,35 @@ def read_input(input_dir: Path) -> RawData:
         input_dir, articles["article_id"], customers["customer_id"]
     )
     return RawData(articles, customers, transactions, [a_report, c_report, t_report])
+
+
+def read_archived_purchases(
+    events_table: Path, known_articles: pd.Series
+) -> tuple[pd.DataFrame, TableReport]:
+    """Purchases the API accepted since the CSVs were cut, as transaction rows.
+
+    Their customers may be new (not in customers.csv), so only the article is checked.
+    """
+    report = TableReport("archived events")
+    try:
+        events = DeltaTable(str(events_table)).to_pandas(
+            columns=["event_type", "customer_id", "article_id", "ts", "price"]
+        )
+    except TableNotFoundError:
+        return pd.DataFrame(columns=list(TRANSACTIONS_SCHEMA.names)), report
+    report.rows_in = len(events)
+    events = events[events["event_type"] == "purchase"]
+    unknown = ~events["article_id"].isin(known_articles)
+    report.skipped["unknown article_id"] += int(unknown.sum())
+    events = events[~unknown]
+    frame = pd.DataFrame(
+        {
+            "t_dat": events["ts"].dt.tz_convert(None).dt.normalize().astype("datetime64[ns]"),
+            "customer_id": events["customer_id"],
+            "article_id": events["article_id"],
+            "price": events["price"].fillna(0.0).astype("float64"),
+            # Events come through the API: the online channel.
+            "sales_channel_id": 2,
+        }
+    )
+    return frame.reset_index(drop=True), report

@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import redis
 
 from batch import lake
 from batch.hm_schema import ARTICLE_METADATA_FIELDS
-from batch.ingest import TableReport, read_input
+from batch.ingest import TableReport, read_archived_purchases, read_input
 from batch.interactions import build_interactions
 from batch.publish import go_live, write_history, write_index, write_meta, write_vectors
 from batch.trainer_factory import iterations, open_trainer
@@ -50,13 +51,23 @@ def run_batch(
 ) -> BatchReport:
     with steps.step("read and validate CSVs"):
         raw = read_input(input_dir)
-    if raw.transactions.empty:
+        archived, archived_report = read_archived_purchases(
+            settings.events_table, raw.articles["article_id"]
+        )
+        raw.reports.append(archived_report)
+        # Training sees the CSVs plus what customers bought through the API since.
+        purchases = (
+            pd.concat([raw.transactions, archived], ignore_index=True)
+            if not archived.empty
+            else raw.transactions
+        )
+    if purchases.empty:
         raise EmptyTrainingDataError(f"no valid transactions in {input_dir}")
 
     data_version: dict[str, int] = {}
     with steps.step("write Delta tables", total=5) as advance:
         lake_dir = settings.lake_dir
-        interactions = build_interactions(raw.transactions)
+        interactions = build_interactions(purchases)
         for layer, name, frame in (
             ("bronze", "articles", raw.articles),
             ("bronze", "customers", raw.customers),
@@ -90,13 +101,13 @@ def run_batch(
     with steps.step("write vectors to Redis", total=total_vectors) as advance:
         write_vectors(client, version, factors, advance)
 
-    customers = int(raw.transactions["customer_id"].nunique())
+    customers = int(purchases["customer_id"].nunique())
     with steps.step("write purchase history", total=customers) as advance:
-        write_history(client, raw.transactions, settings.history_max_items, advance)
+        write_history(client, purchases, settings.history_max_items, advance)
 
     with steps.step("trending and manifest"):
         top = trending(
-            raw.transactions,
+            purchases,
             raw.articles,
             half_life_days=settings.trending_half_life_days,
             size=settings.trending_size,
@@ -112,7 +123,7 @@ def run_batch(
             users=len(factors.user_ids),
             items=len(factors.item_ids),
             data_version=data_version,
-            cutoff=raw.transactions["t_dat"].max().to_pydatetime().replace(tzinfo=UTC),
+            cutoff=purchases["t_dat"].max().to_pydatetime().replace(tzinfo=UTC),
             user_norm_median=float(np.median(norms)) if len(norms) else 1.0,
             train_seconds=factors.train_seconds,
         )

@@ -7,13 +7,23 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, Protocol
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from recsys.settings import Settings
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
+
+    from recsys.engines.embedded import Endpoints, Engine
+
+
+class Worker(Protocol):
+    def run(self, stop: threading.Event) -> None: ...
+
 
 app = typer.Typer(
     help="Real-time recommendations on Spark/implicit ALS, Qdrant, Redis and Kafka.",
@@ -40,17 +50,10 @@ def _settings() -> Settings:
 
 
 def _drain_hook(settings: Settings) -> Callable[[str], None]:
-    from stream.bus import wait_drained
+    from recsys.supervisor import drain_broker
 
     def drain(bootstrap: str) -> None:
-        left = wait_drained(
-            bootstrap, settings.events_topic, settings.updater_group, settings.drain_timeout_s
-        )
-        if left:
-            console.print(
-                f"[yellow]warning:[/yellow] {left} events were never consumed and are lost "
-                "with the embedded broker (it keeps events in memory only)"
-            )
+        drain_broker(settings, bootstrap)
 
     return drain
 
@@ -167,40 +170,64 @@ def serve(
 @app.command()
 def updater() -> None:
     """Consume purchase events and move each customer's vector (EMA), once per event."""
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Producer
+
+    from recsys.stores import redis_client
+    from stream.bus import producer_config
+    from stream.updater import Updater
+
+    def make(settings: Settings, endpoints: Endpoints, consumer: Consumer) -> Worker:
+        client = redis_client(endpoints.require_redis(), settings.redis_timeout_s * 4)
+        dlq = Producer(producer_config(endpoints.require_kafka(), settings))
+        return Updater(settings, client, consumer, dlq)
+
+    _run_consumer(lambda s: s.updater_group, {"redis", "kafka"}, make)
+
+
+@app.command()
+def archiver() -> None:
+    """Append accepted events to the Delta `events` table, exactly once each."""
+    from stream.archiver import Archiver
+
+    def make(settings: Settings, endpoints: Endpoints, consumer: Consumer) -> Worker:
+        return Archiver(settings, consumer)
+
+    _run_consumer(lambda s: s.archiver_group, {"kafka"}, make)
+
+
+def _run_consumer(
+    group_of: Callable[[Settings], str],
+    need: set[Engine],
+    make: Callable[[Settings, Endpoints, Consumer], Worker],
+) -> None:
+    """A consumer-group worker: resolve engines, subscribe, run until SIGTERM or Ctrl-C."""
+    from confluent_kafka import Consumer
 
     from recsys.engines.embedded import EmbeddedEngines
-    from recsys.stores import redis_client
-    from stream.bus import consumer_config, ensure_topics, producer_config
-    from stream.updater import Updater
+    from stream.bus import consumer_config, ensure_topics
 
     settings = _settings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with EmbeddedEngines(
-        settings, {"redis", "kafka"}, before_broker_stop=_drain_hook(settings)
-    ) as endpoints:
+    group = group_of(settings)
+    with EmbeddedEngines(settings, need, before_broker_stop=_drain_hook(settings)) as endpoints:
         bootstrap = endpoints.require_kafka()
         ensure_topics(bootstrap, settings)
-        client = redis_client(endpoints.require_redis(), settings.redis_timeout_s * 4)
-        consumer = Consumer(consumer_config(bootstrap, settings.updater_group, settings))
-        dlq = Producer(producer_config(bootstrap, settings))
+        consumer = Consumer(consumer_config(bootstrap, group, settings))
         consumer.subscribe([settings.events_topic])
-        log.info("updater consuming %s as group %s", settings.events_topic, settings.updater_group)
+        log.info("consuming %s as group %s", settings.events_topic, group)
         try:
-            Updater(settings, client, consumer, dlq).run(stop)
+            make(settings, endpoints, consumer).run(stop)
         finally:
             consumer.close()
-            dlq.flush(settings.kafka_produce_timeout_s)
-            client.close()
 
 
 @app.command()
 def up(
     port: Annotated[int | None, typer.Option(help="API port")] = None,
 ) -> None:
-    """Run engines, API and updater under one supervisor until Ctrl-C."""
+    """Run engines, API, updater and archiver under one supervisor until Ctrl-C."""
     from recsys.engines.embedded import EmbeddedEngines
     from recsys.supervisor import Stack
     from stream.bus import ensure_topics

@@ -23,8 +23,8 @@ from recsys.engines.embedded import EmbeddedEngines
 from recsys.engines.process import free_port
 from recsys.model_store import read_trending
 from recsys.settings import Settings
-from recsys.supervisor import Stack
-from stream.bus import ensure_topics, wait_drained
+from recsys.supervisor import Stack, drain_broker
+from stream.bus import ensure_topics
 
 DEMO_CUSTOMERS, DEMO_ARTICLES, DEMO_TRANSACTIONS = 3_000, 1_500, 80_000
 PURCHASES = 5
@@ -113,9 +113,7 @@ def run_demo(
     )
 
     def drain(bootstrap: str) -> None:
-        wait_drained(
-            bootstrap, settings.events_topic, settings.updater_group, settings.drain_timeout_s
-        )
+        drain_broker(settings, bootstrap)
 
     with EmbeddedEngines(settings, {"redis", "kafka"}, before_broker_stop=drain) as endpoints:
         console.rule("2. batch: Delta tables, ALS, index, Redis")

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     kafka_produce_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     updater_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
     drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
+    archiver_group: str = "recsys-archiver"
+    # One Delta commit per batch: larger batches, fewer small files; the interval bounds
+    # how stale the table can be under low traffic.
+    archiver_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5_000
+    archiver_flush_interval_s: Annotated[float, Field(gt=0)] = 2.0
 
     # Which ALS trains the model. Each trainer has its own parameters: the same numbers
     # mean different models (implicit's confidence is alpha*x, Spark's 1+alpha*r, and
@@ -83,6 +88,11 @@ class Settings(BaseSettings):
     @property
     def lake_dir(self) -> Path:
         return self.data_dir / "lake"
+
+    @property
+    def events_table(self) -> Path:
+        """The Delta table of accepted events, written by the archiver, read by the batch."""
+        return self.lake_dir / "bronze" / "events"
 
     @property
     def models_dir(self) -> Path:

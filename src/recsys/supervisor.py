@@ -21,6 +21,26 @@ from stream.bus import wait_drained
 log = logging.getLogger(__name__)
 
 
+def drain_broker(settings: Settings, bootstrap: str) -> int:
+    """Wait until the updater and the archiver have consumed everything; warn of the rest.
+
+    The embedded broker keeps events in memory only, so what is left when it stops is lost.
+    """
+    left = wait_drained(
+        bootstrap,
+        settings.events_topic,
+        [settings.updater_group, settings.archiver_group],
+        settings.drain_timeout_s,
+    )
+    if left:
+        log.warning(
+            "%d events were not consumed by every worker within %.0f s",
+            left,
+            settings.drain_timeout_s,
+        )
+    return left
+
+
 class Stack:
     def __init__(self, settings: Settings, endpoints: Endpoints, api_port: int) -> None:
         self.settings = settings
@@ -28,6 +48,7 @@ class Stack:
         self.api_port = api_port
         self.api: ManagedProcess | None = None
         self.updater: ManagedProcess | None = None
+        self.archiver: ManagedProcess | None = None
 
     @property
     def api_url(self) -> str:
@@ -44,6 +65,7 @@ class Stack:
 
     def start(self) -> None:
         self.updater = self._child("updater", "updater")
+        self.archiver = self._child("archiver", "archiver")
         self.api = self._child(
             "api", "serve", "--host", self.settings.api_host, "--port", str(self.api_port)
         )
@@ -58,7 +80,7 @@ class Stack:
     def wait(self, poll_s: float = 0.5) -> str:
         """Block until a child exits; return its name (Ctrl-C interrupts this)."""
         while True:
-            for proc in (self.api, self.updater):
+            for proc in (self.api, self.updater, self.archiver):
                 if proc is not None and not proc.alive():
                     return proc.name
             time.sleep(poll_s)
@@ -66,17 +88,11 @@ class Stack:
     def stop(self) -> None:
         if self.api is not None:
             self.api.stop()
-        if self.updater is not None and self.updater.alive() and self.endpoints.kafka_bootstrap:
-            left = wait_drained(
-                self.endpoints.kafka_bootstrap,
-                self.settings.events_topic,
-                self.settings.updater_group,
-                self.settings.drain_timeout_s,
-            )
-            if left:
-                log.warning("%d events were not consumed before the updater stopped", left)
-        if self.updater is not None:
-            self.updater.stop()
+        workers = [w for w in (self.updater, self.archiver) if w is not None]
+        if self.endpoints.kafka_bootstrap and all(w.alive() for w in workers):
+            drain_broker(self.settings, self.endpoints.kafka_bootstrap)
+        for worker in workers:
+            worker.stop()
 
 
 __all__ = ["EngineStartError", "Stack"]

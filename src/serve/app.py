@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -18,6 +19,16 @@ from serve.routes import events, health, recommend
 from stream.bus import producer_config
 
 log = logging.getLogger(__name__)
+
+
+SHUTDOWN_STEP_TIMEOUT_S = 5.0
+
+
+async def _bounded(step: Awaitable[object], what: str) -> None:
+    try:
+        await asyncio.wait_for(step, timeout=SHUTDOWN_STEP_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("shutdown: could not %s within %.0f s", what, SHUTDOWN_STEP_TIMEOUT_S)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -38,9 +49,10 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            await model.stop()
-            publisher.close()
-            await client.aclose()
+            # Every step is bounded: a shutdown that hangs is worse than one that logs.
+            await _bounded(model.stop(), "stop the model poller")
+            await _bounded(asyncio.to_thread(publisher.close), "flush the event producer")
+            await _bounded(client.aclose(), "close the Redis client")
 
     app = FastAPI(
         title="recsys",

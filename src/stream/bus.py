@@ -107,11 +107,14 @@ def pending_events(
         probe.close()
 
 
-def wait_drained(bootstrap: str, topic: str, group: str, timeout_s: float) -> int:
-    """Wait until the group has consumed everything (or timeout); return what is left."""
+def wait_drained(bootstrap: str, topic: str, groups: list[str], timeout_s: float) -> int:
+    """Wait until every group has consumed everything (or timeout); return the most left."""
     deadline = time.monotonic() + timeout_s
     while True:
-        left = pending_events(bootstrap, topic, group, timeout_s=min(5.0, timeout_s))
+        left = max(
+            pending_events(bootstrap, topic, group, timeout_s=min(5.0, timeout_s))
+            for group in groups
+        )
         if left == 0 or time.monotonic() >= deadline:
             return left
         time.sleep(0.2)

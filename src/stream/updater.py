@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import redis
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer
 from pydantic import ValidationError
 
 from recsys import keys
@@ -22,6 +22,7 @@ from recsys.events import Event
 from recsys.settings import Settings
 from recsys.vectors import Vector, decode, encode
 from stream.ema import ema_update
+from stream.offsets import commit_processed
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class Updater:
                 applied, duplicates = self._apply_version(version, events)
                 outcome.applied += applied
                 outcome.duplicates += duplicates
-        self._commit(messages)
+        commit_processed(self.consumer, messages)
         return outcome
 
     def _parse_or_dead_letter(self, message: Message) -> Event | None:
@@ -202,15 +203,3 @@ class Updater:
             raw = self.client.hget(keys.model_meta(version), "user_norm_median")
             self._norm_cache[version] = float(raw) if raw else 1.0
         return self._norm_cache[version]
-
-    def _commit(self, messages: Sequence[Message]) -> None:
-        highest: dict[tuple[str, int], int] = {}
-        for message in messages:
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            if message.error() is None and topic is not None and partition is not None:
-                highest[(topic, partition)] = max(highest.get((topic, partition), -1), offset or 0)
-        if highest:
-            self.consumer.commit(
-                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in highest.items()],
-                asynchronous=False,
-            )

@@ -1,0 +1,187 @@
+"""The archiver against the real broker and a real Delta table: every accepted event
+lands exactly once, through duplicates, poison messages and a kill -9 mid-stream."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from deltalake import DeltaTable
+
+from batch.ingest import read_archived_purchases
+from recsys.events import Event
+from recsys.settings import Settings
+from stream.archiver import Archiver
+from stream.bus import consumer_config, pending_events, producer_config
+
+
+def _topic(settings: Settings) -> str:
+    assert settings.kafka_bootstrap_servers
+    name = f"events-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin.create_topics([NewTopic(name, 2, 1)])[name].result(10)
+    return name
+
+
+def _event(i: int, article: str = "0108775001") -> Event:
+    return Event(event_id=f"e{i}", customer_id=f"c{i % 13}", article_id=article, price=0.01)
+
+
+def _table_ids(path: Path) -> list[str]:
+    return DeltaTable(str(path)).to_pandas(columns=["event_id"])["event_id"].tolist()
+
+
+def test_duplicates_and_poison_are_archived_once_or_not_at_all(
+    settings: Settings, tmp_path: Path
+) -> None:
+    bootstrap = settings.kafka_bootstrap_servers
+    assert bootstrap
+    topic = _topic(settings)
+    own = settings.model_copy(
+        update={
+            "data_dir": tmp_path / "data",
+            "events_topic": topic,
+            "archiver_group": f"arch-{topic}",
+            "archiver_flush_interval_s": 0.2,
+        }
+    )
+    producer = Producer(producer_config(bootstrap, own))
+    for i in range(40):
+        event = _event(i)
+        producer.produce(topic, key=event.customer_id.encode(), value=event.to_bytes())
+    for i in range(0, 40, 4):  # a retried POST, delivered again
+        event = _event(i)
+        producer.produce(topic, key=event.customer_id.encode(), value=event.to_bytes())
+    producer.produce(topic, key=b"x", value=b"not json at all")
+    assert producer.flush(10) == 0
+
+    consumer = Consumer(consumer_config(bootstrap, own.archiver_group, own))
+    consumer.subscribe([topic])
+    stop = threading.Event()
+    worker = threading.Thread(target=Archiver(own, consumer).run, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            if pending_events(bootstrap, topic, own.archiver_group) == 0:
+                break
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        worker.join(10)
+        consumer.close()
+    ids = _table_ids(own.events_table)
+    assert sorted(ids) == sorted(f"e{i}" for i in range(40))
+    row = DeltaTable(str(own.events_table)).to_pandas().set_index("event_id").loc["e7"]
+    assert (row["customer_id"], row["article_id"], row["event_type"]) == (
+        "c7",
+        "0108775001",
+        "purchase",
+    )
+
+
+def _archiver_process(own: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "RECSYS_DATA_DIR": str(own.data_dir),
+        "RECSYS_KAFKA_BOOTSTRAP_SERVERS": own.kafka_bootstrap_servers or "",
+        "RECSYS_EVENTS_TOPIC": own.events_topic,
+        "RECSYS_ARCHIVER_GROUP": own.archiver_group,
+        "RECSYS_ARCHIVER_BATCH_SIZE": "50",
+        "RECSYS_ARCHIVER_FLUSH_INTERVAL_S": "0.1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "recsys", "archiver"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_kill_mid_stream_loses_and_duplicates_nothing(settings: Settings, tmp_path: Path) -> None:
+    bootstrap = settings.kafka_bootstrap_servers
+    assert bootstrap
+    topic = _topic(settings)
+    own = settings.model_copy(
+        update={"data_dir": tmp_path / "data", "events_topic": topic,
+                "archiver_group": f"arch-{topic}"}
+    )  # fmt: skip
+    total = 3_000
+    producer = Producer(producer_config(bootstrap, own))
+
+    def produce() -> None:
+        for i in range(total):
+            event = _event(i)
+            producer.produce(topic, key=event.customer_id.encode(), value=event.to_bytes())
+            if i % 100 == 0:
+                producer.flush(10)
+                time.sleep(0.05)  # a steady stream, so the kill lands mid-way
+        producer.flush(10)
+
+    log = tmp_path / "archiver.log"
+    first = _archiver_process(own, log)
+    feeder = threading.Thread(target=produce)
+    feeder.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if own.events_table.exists() and len(_table_ids(own.events_table)) > 200:
+                break
+            time.sleep(0.1)
+        assert len(_table_ids(own.events_table)) > 200, log.read_text()[-2000:]
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        written_at_kill = len(_table_ids(own.events_table))
+        assert written_at_kill < total
+        feeder.join(60)
+        second = _archiver_process(own, log)
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                if len(_table_ids(own.events_table)) >= total and not pending_events(
+                    bootstrap, topic, own.archiver_group
+                ):
+                    break
+                time.sleep(0.3)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        feeder.join(60)
+    ids = pd.Series(_table_ids(own.events_table))
+    assert ids.is_unique, f"{int(ids.duplicated().sum())} events archived twice"
+    assert set(ids) == {f"e{i}" for i in range(total)}, f"{total - len(ids)} events lost"
+
+
+def test_archived_purchases_become_training_rows(settings: Settings, tmp_path: Path) -> None:
+    from stream.archiver import EVENTS_SCHEMA, append_new, ensure_events_table
+
+    path = tmp_path / "events"
+    ensure_events_table(path)
+    rows = [
+        {**_event(1, "0108775001").model_dump(), "kafka_partition": 0, "kafka_offset": 1},
+        {**_event(2, "0999999999").model_dump(), "kafka_partition": 0, "kafka_offset": 2},
+    ]
+    import pyarrow as pa
+
+    assert append_new(path, pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA)) == 2
+    assert append_new(path, pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA)) == 0
+    frame, report = read_archived_purchases(path, pd.Series(["0108775001"]))
+    assert report.rows_in == 2
+    assert report.skipped["unknown article_id"] == 1
+    assert frame["customer_id"].tolist() == ["c1"]
+    assert frame["sales_channel_id"].tolist() == [2]
+    assert str(frame["t_dat"].dtype) == "datetime64[ns]"
