@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -146,9 +147,15 @@ def read_input(input_dir: Path) -> RawData:
     return RawData(articles, customers, transactions, [a_report, c_report, t_report])
 
 
-def read_archived_purchases(
-    events_table: Path, known_articles: pd.Series
-) -> tuple[pd.DataFrame, TableReport]:
+@dataclass
+class ArchivedPurchases:
+    frame: pd.DataFrame
+    report: TableReport
+    # The newest event read: where a model trained on them stops knowing.
+    last_ts: datetime | None
+
+
+def read_archived_purchases(events_table: Path, known_articles: pd.Series) -> ArchivedPurchases:
     """Purchases the API accepted since the CSVs were cut, as transaction rows.
 
     Their customers may be new (not in customers.csv), so only the article is checked.
@@ -159,8 +166,11 @@ def read_archived_purchases(
             columns=["event_type", "customer_id", "article_id", "ts", "price"]
         )
     except TableNotFoundError:
-        return pd.DataFrame(columns=list(TRANSACTIONS_SCHEMA.names)), report
+        return ArchivedPurchases(
+            pd.DataFrame(columns=list(TRANSACTIONS_SCHEMA.names)), report, None
+        )
     report.rows_in = len(events)
+    last_ts = events["ts"].max().to_pydatetime() if len(events) else None
     events = events[events["event_type"] == "purchase"]
     unknown = ~events["article_id"].isin(known_articles)
     report.skipped["unknown article_id"] += int(unknown.sum())
@@ -175,4 +185,4 @@ def read_archived_purchases(
             "sales_channel_id": 2,
         }
     )
-    return frame.reset_index(drop=True), report
+    return ArchivedPurchases(frame.reset_index(drop=True), report, last_ts)

@@ -15,9 +15,10 @@ from batch import lake
 from batch.hm_schema import ARTICLE_METADATA_FIELDS
 from batch.ingest import TableReport, read_archived_purchases, read_input
 from batch.interactions import build_interactions
-from batch.publish import go_live, write_history, write_index, write_meta, write_vectors
+from batch.publish import write_history, write_index, write_meta, write_vectors
 from batch.trainer_factory import iterations, open_trainer
 from batch.trending import trending
+from batch.versions import cutoff_of, promote, register_candidate
 from recsys.index.factory import open_writer
 from recsys.model_store import (
     Manifest,
@@ -28,6 +29,7 @@ from recsys.model_store import (
 )
 from recsys.progress import Steps
 from recsys.settings import Settings
+from stream.replay import ReplayReport
 
 
 @dataclass
@@ -40,6 +42,8 @@ class BatchReport:
     train_seconds: float
     data_version: dict[str, int]
     step_seconds: dict[str, float] = field(default_factory=dict)
+    promoted: bool = True
+    replayed_events: int = 0
 
 
 class EmptyTrainingDataError(ValueError):
@@ -47,18 +51,23 @@ class EmptyTrainingDataError(ValueError):
 
 
 def run_batch(
-    settings: Settings, input_dir: Path, client: redis.Redis, steps: Steps
+    settings: Settings,
+    input_dir: Path,
+    client: redis.Redis,
+    steps: Steps,
+    *,
+    promote_new: bool = True,
 ) -> BatchReport:
+    """Train a new version; promote it (replay, then live) unless promote_new is False,
+    in which case it stays a candidate for `recsys models promote`."""
     with steps.step("read and validate CSVs"):
         raw = read_input(input_dir)
-        archived, archived_report = read_archived_purchases(
-            settings.events_table, raw.articles["article_id"]
-        )
-        raw.reports.append(archived_report)
+        archived = read_archived_purchases(settings.events_table, raw.articles["article_id"])
+        raw.reports.append(archived.report)
         # Training sees the CSVs plus what customers bought through the API since.
         purchases = (
-            pd.concat([raw.transactions, archived], ignore_index=True)
-            if not archived.empty
+            pd.concat([raw.transactions, archived.frame], ignore_index=True)
+            if not archived.frame.empty
             else raw.transactions
         )
     if purchases.empty:
@@ -123,7 +132,12 @@ def run_batch(
             users=len(factors.user_ids),
             items=len(factors.item_ids),
             data_version=data_version,
-            cutoff=purchases["t_dat"].max().to_pydatetime().replace(tzinfo=UTC),
+            cutoff=cutoff_of(
+                raw.transactions["t_dat"].max().to_pydatetime().replace(tzinfo=UTC)
+                if not raw.transactions.empty
+                else datetime.min.replace(tzinfo=UTC),
+                archived.last_ts,
+            ),
             user_norm_median=float(np.median(norms)) if len(norms) else 1.0,
             train_seconds=factors.train_seconds,
         )
@@ -143,8 +157,12 @@ def run_batch(
             {"dim": manifest.dim, "user_norm_median": manifest.user_norm_median},
         )
 
-    with steps.step("go live"):
-        go_live(client, version)
+    replayed: ReplayReport | None = None
+    if promote_new:
+        with steps.step("replay archived events, go live"):
+            replayed = promote(settings, client, version)
+    else:
+        register_candidate(client, version)
 
     return BatchReport(
         version=version,
@@ -155,4 +173,6 @@ def run_batch(
         train_seconds=factors.train_seconds,
         data_version=data_version,
         step_seconds=dict(steps.seconds),
+        promoted=promote_new,
+        replayed_events=replayed.applied if replayed else 0,
     )

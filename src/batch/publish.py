@@ -97,7 +97,3 @@ def write_history(
 def write_meta(client: redis.Redis, version: str, fields: dict[str, float]) -> None:
     # redis-py's stubs want a mapping invariant in a wide key type; the values are plain.
     client.hset(keys.model_meta(version), mapping=cast(Any, fields))
-
-
-def go_live(client: redis.Redis, version: str) -> None:
-    client.set(keys.LIVE_VERSION, version)

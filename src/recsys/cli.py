@@ -16,6 +16,7 @@ from rich.table import Table
 from recsys.settings import Settings
 
 if TYPE_CHECKING:
+    import redis
     from confluent_kafka import Consumer
 
     from recsys.engines.embedded import Endpoints, Engine
@@ -84,13 +85,16 @@ def generate(
 @app.command()
 def batch(
     input: Annotated[Path, typer.Option("--input", help="Folder with the H&M-schema CSVs")],
+    promote: Annotated[
+        bool, typer.Option(help="Make the new version live (else it stays a candidate)")
+    ] = True,
 ) -> None:
     """CSVs to Delta tables, ALS, a new item index version and user vectors; then go live."""
     settings = _settings()
-    _run_batch(settings, input)
+    _run_batch(settings, input, promote=promote)
 
 
-def _run_batch(settings: Settings, input_dir: Path) -> None:
+def _run_batch(settings: Settings, input_dir: Path, *, promote: bool = True) -> None:
     from batch.ingest import InputError
     from batch.pipeline import EmptyTrainingDataError, run_batch
     from recsys.engines.embedded import EmbeddedEngines
@@ -101,7 +105,7 @@ def _run_batch(settings: Settings, input_dir: Path) -> None:
         client = redis_client(endpoints.require_redis(), timeout_s=30)
         try:
             with Steps(console) as steps:
-                report = run_batch(settings, input_dir, client, steps)
+                report = run_batch(settings, input_dir, client, steps, promote_new=promote)
         except (InputError, EmptyTrainingDataError) as exc:
             fail(str(exc))
         finally:
@@ -113,7 +117,8 @@ def _print_batch_report(report: object) -> None:
     from batch.pipeline import BatchReport
 
     assert isinstance(report, BatchReport)
-    table = Table(title=f"batch: model {report.version} is live")
+    state = "is live" if report.promoted else "is a candidate (recsys models promote)"
+    table = Table(title=f"batch: model {report.version} {state}")
     table.add_column("table")
     table.add_column("rows in", justify="right")
     table.add_column("skipped", justify="right")
@@ -130,8 +135,82 @@ def _print_batch_report(report: object) -> None:
     console.print(steps)
     console.print(
         f"{report.interactions:,} interactions, {report.users:,} user vectors, "
-        f"{report.items:,} item vectors; ALS trained in {report.train_seconds:.2f} s"
+        f"{report.items:,} item vectors; ALS trained in {report.train_seconds:.2f} s; "
+        f"{report.replayed_events:,} archived events replayed onto it"
     )
+
+
+models_app = typer.Typer(help="Model versions: list, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+def _with_redis(action: Callable[[Settings, redis.Redis], None]) -> None:
+    from recsys.engines.embedded import EmbeddedEngines
+    from recsys.stores import redis_client
+
+    settings = _settings()
+    with EmbeddedEngines(settings, {"redis"}) as endpoints:
+        client = redis_client(endpoints.require_redis(), timeout_s=30)
+        try:
+            action(settings, client)
+        finally:
+            client.close()
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every version on disk: status, trainer, size, training cutoff."""
+    from batch.versions import list_versions
+
+    def show(settings: Settings, client: redis.Redis) -> None:
+        table = Table(title=f"model versions in {settings.models_dir}")
+        for col in ("version", "status", "trainer", "dim", "users", "items", "cutoff"):
+            table.add_column(col)
+        for info in list_versions(settings, client):
+            m = info.manifest
+            style = "bold green" if info.status == "live" else None
+            table.add_row(
+                m.version, info.status, m.trainer, str(m.dim), f"{m.users:,}", f"{m.items:,}",
+                m.cutoff.isoformat(timespec="seconds"), style=style,
+            )  # fmt: skip
+        console.print(table)
+
+    _with_redis(show)
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="The version to make live")],
+) -> None:
+    """Replay archived events since the version's cutoff onto it, then make it live."""
+    from batch.versions import VersionError, promote
+
+    def run(settings: Settings, client: redis.Redis) -> None:
+        try:
+            report = promote(settings, client, version)
+        except VersionError as exc:
+            fail(str(exc))
+        console.print(
+            f"{version} is live; replayed {report.events:,} archived events "
+            f"({report.applied:,} applied, {report.duplicates:,} already applied)"
+        )
+
+    _with_redis(run)
+
+
+@models_app.command("rollback")
+def models_rollback() -> None:
+    """Make the previous live version live again (brought up to date by replay)."""
+    from batch.versions import VersionError, rollback
+
+    def run(settings: Settings, client: redis.Redis) -> None:
+        try:
+            version, report = rollback(settings, client)
+        except VersionError as exc:
+            fail(str(exc))
+        console.print(f"rolled back: {version} is live ({report.applied:,} events replayed)")
+
+    _with_redis(run)
 
 
 @app.command()

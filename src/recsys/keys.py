@@ -11,6 +11,8 @@ from typing import Final
 PREFIX: Final = "rs"
 LIVE_VERSION: Final = f"{PREFIX}:model:live"
 CANDIDATE_VERSIONS: Final = f"{PREFIX}:model:candidates"
+# Versions that were live before the current one, newest first: what rollback returns to.
+VERSION_HISTORY: Final = f"{PREFIX}:model:history"
 
 
 def user_vector(version: str, customer_id: str) -> str:

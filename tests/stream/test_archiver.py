@@ -179,7 +179,9 @@ def test_archived_purchases_become_training_rows(settings: Settings, tmp_path: P
 
     assert append_new(path, pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA)) == 2
     assert append_new(path, pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA)) == 0
-    frame, report = read_archived_purchases(path, pd.Series(["0108775001"]))
+    archived = read_archived_purchases(path, pd.Series(["0108775001"]))
+    frame, report = archived.frame, archived.report
+    assert archived.last_ts is not None
     assert report.rows_in == 2
     assert report.skipped["unknown article_id"] == 1
     assert frame["customer_id"].tolist() == ["c1"]

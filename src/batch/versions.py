@@ -1,0 +1,110 @@
+"""Model versions: candidates, promotion with replay, rollback, and the list of them.
+
+A new version is a candidate first (the updater applies live events to it too); promoting
+replays the archived events since its training cutoff, then moves the live pointer, so a
+new model never forgets what customers did after its data was cut. Old versions stay for
+rollback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import redis
+
+from recsys import keys
+from recsys.model_store import Manifest, read_manifest
+from recsys.settings import Settings
+from stream.apply import EventApplier
+from stream.replay import ReplayReport, replay
+
+
+class VersionError(ValueError):
+    """A version that does not exist, or a rollback with nothing to roll back to."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    manifest: Manifest
+    status: str  # live, candidate, previous or kept
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def live_version(client: redis.Redis) -> str | None:
+    raw = client.get(keys.LIVE_VERSION)
+    return raw.decode() if isinstance(raw, bytes) else None
+
+
+def register_candidate(client: redis.Redis, version: str) -> None:
+    client.sadd(keys.CANDIDATE_VERSIONS, version)
+
+
+def _manifest(settings: Settings, version: str) -> Manifest:
+    try:
+        return read_manifest(settings.models_dir, version)
+    except FileNotFoundError as exc:
+        raise VersionError(f"no model version {version} in {settings.models_dir}") from exc
+
+
+def promote(settings: Settings, client: redis.Redis, version: str) -> ReplayReport:
+    """Replay what happened since the version's cutoff onto it, then make it live."""
+    manifest = _manifest(settings, version)
+    current = live_version(client)
+    # While it replays, live events reach it through the updater too (markers dedupe).
+    register_candidate(client, version)
+    report = replay(settings.events_table, manifest.cutoff, version, EventApplier(settings, client))
+    pipe = client.pipeline(transaction=True)
+    pipe.set(keys.LIVE_VERSION, version)
+    pipe.srem(keys.CANDIDATE_VERSIONS, version)
+    if current is not None and current != version:
+        pipe.lpush(keys.VERSION_HISTORY, current)
+    pipe.execute()
+    return report
+
+
+def rollback(settings: Settings, client: redis.Redis) -> tuple[str, ReplayReport]:
+    """Make the previous live version live again, brought up to date by replay."""
+    raw = client.lpop(keys.VERSION_HISTORY)
+    if not isinstance(raw, bytes):
+        raise VersionError("no previous version to roll back to")
+    previous = raw.decode()
+    current = live_version(client)
+    report = promote(settings, client, previous)
+    # Rolling back is not a promotion: the version rolled away from is not "previous".
+    if current is not None:
+        client.lrem(keys.VERSION_HISTORY, 1, current)
+    return previous, report
+
+
+def list_versions(settings: Settings, client: redis.Redis) -> list[VersionInfo]:
+    live = live_version(client)
+    candidates = {_text(c) for c in client.smembers(keys.CANDIDATE_VERSIONS)}
+    history = [_text(h) for h in client.lrange(keys.VERSION_HISTORY, 0, -1)]
+    found: list[VersionInfo] = []
+    if not settings.models_dir.exists():
+        return found
+    for path in sorted(settings.models_dir.iterdir(), reverse=True):
+        if not (path / "manifest.json").exists():
+            continue
+        version = path.name
+        if version == live:
+            status = "live"
+        elif version in candidates:
+            status = "candidate"
+        elif history and version == history[0]:
+            status = "previous"
+        else:
+            status = "kept"
+        found.append(VersionInfo(read_manifest(settings.models_dir, version), status))
+    return found
+
+
+def cutoff_of(csv_last_day: datetime, archived_last_ts: datetime | None) -> datetime:
+    """The instant the training data ends: the end of the CSVs' last day, or the last
+    archived event if later."""
+    end_of_csv = csv_last_day + timedelta(days=1)
+    return max(end_of_csv, archived_last_ts) if archived_last_ts else end_of_csv

@@ -1,0 +1,311 @@
+"""The offline evaluation: metrics on hand-computed cases, the temporal split, rankings whose
+answer is known, the replay on a taste switch, and the published figures on ml-100k."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from batch.evaluation import (
+    EvalConfig,
+    EvaluationResult,
+    ModelSpec,
+    PopularityTrainer,
+    RankingTask,
+    Split,
+    align,
+    average_precision_at_k,
+    build_task,
+    catalog_coverage,
+    evaluate_events,
+    evaluate_ranking,
+    evaluate_trainer,
+    make_implicit_trainer,
+    ndcg_at_k,
+    prepare_split,
+    print_results,
+    recall_at_k,
+    recommend,
+    replay,
+    temporal_split,
+    top_k,
+)
+from batch.evaluation_data import describe_events, load_events
+from batch.generate import generate
+from batch.trainer import Factors
+
+ML_100K = Path(__file__).parents[3] / "shared/datasets/ml-100k"
+DAY = pd.Timestamp("2020-01-01")
+
+
+def events_frame(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
+    """(user, item, day offset) rows as an events frame."""
+    frame = pd.DataFrame(rows, columns=["customer_id", "article_id", "day"])
+    return pd.DataFrame(
+        {
+            "customer_id": frame["customer_id"],
+            "article_id": frame["article_id"],
+            "ts": DAY + pd.to_timedelta(frame["day"], unit="D"),
+            "weight": np.ones(len(frame), dtype=np.float32),
+        }
+    )
+
+
+def task_of(train: list[tuple[str, str, int]], test: list[tuple[str, str, int]]) -> RankingTask:
+    return build_task(Split(events_frame(train), events_frame(test)), EvalConfig())
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_metrics_of_a_known_ranking() -> None:
+    hits = np.zeros((1, 10), dtype=bool)
+    hits[0, [0, 2]] = True  # relevant items at ranks 1 and 3
+    two, four = np.array([2]), np.array([4])
+    discounts = 1 / np.log2(np.arange(2, 12))
+    assert ndcg_at_k(hits, two, 10)[0] == pytest.approx(1.5 / (1 + 1 / np.log2(3)))
+    assert ndcg_at_k(hits, four, 10)[0] == pytest.approx(1.5 / discounts[:4].sum())
+    assert average_precision_at_k(hits, two, 10)[0] == pytest.approx((1 + 2 / 3) / 2)
+    assert average_precision_at_k(hits, four, 10)[0] == pytest.approx((1 + 2 / 3) / 4)
+    assert recall_at_k(hits, four, 10)[0] == pytest.approx(0.5)
+
+
+def test_metrics_at_the_extremes() -> None:
+    perfect = np.ones((1, 10), dtype=bool)
+    many = np.array([25])  # more relevant items than k: the ideal is k hits
+    assert ndcg_at_k(perfect, many, 10)[0] == pytest.approx(1.0)
+    assert average_precision_at_k(perfect, many, 10)[0] == pytest.approx(1.0)
+    assert recall_at_k(perfect, many, 10)[0] == pytest.approx(10 / 25)
+    nothing = np.zeros((2, 10), dtype=bool)
+    for metric in (ndcg_at_k, average_precision_at_k, recall_at_k):
+        assert metric(nothing, np.array([3, 0]), 10).tolist() == [0.0, 0.0]
+
+
+def test_catalog_coverage_ignores_padding() -> None:
+    recommended = np.array([[0, 1, -1], [1, 2, -1]])
+    assert catalog_coverage(recommended, 6) == pytest.approx(0.5)
+
+
+def test_top_k_orders_and_drops_masked_items() -> None:
+    scores = np.array([[0.1, 0.9, -np.inf, 0.5]], dtype=np.float32)
+    assert top_k(scores, 3).tolist() == [[1, 3, 0]]
+    assert top_k(scores, 5).tolist() == [[1, 3, 0, -1, -1]]
+
+
+# ---------------------------------------------------------------- split
+
+
+def random_events(seed: int) -> pd.DataFrame:
+    """Users with 1 to 39 events over a few days (many ties) on items of skewed popularity."""
+    rng = np.random.default_rng(seed)
+    popularity = 1 / np.arange(1, 41)
+    rows = [
+        (f"u{u}", f"i{rng.choice(40, p=popularity / popularity.sum())}", int(rng.integers(30)))
+        for u in range(60)
+        for _ in range(int(rng.integers(1, 40)))
+    ]
+    return events_frame(rows)
+
+
+def pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
+    return set(zip(frame["customer_id"], frame["article_id"], strict=True))
+
+
+def test_split_is_per_user_temporal_and_about_a_fifth() -> None:
+    events = random_events(seed=3)
+    split = temporal_split(events, test_fraction=0.2, min_user_events=5)
+    assert len(split.train) + len(split.test) == len(events)
+    sizes = events.groupby("customer_id").size()
+    test_sizes = split.test.groupby("customer_id").size().reindex(sizes.index, fill_value=0)
+    for user, n in sizes.items():
+        expected = 0 if n < 5 else max(1, int(np.floor(n * 0.2 + 0.5)))
+        assert test_sizes[user] == expected, user
+        if expected:
+            train_ts = split.train.loc[split.train["customer_id"] == user, "ts"]
+            test_ts = split.test.loc[split.test["customer_id"] == user, "ts"]
+            assert train_ts.max() <= test_ts.min(), user
+    share = len(split.test) / len(events[events["customer_id"].map(sizes) >= 5])
+    assert 0.17 < share < 0.23
+
+
+def test_split_breaks_time_ties_by_original_order() -> None:
+    events = events_frame([("u", f"i{j}", 0) for j in range(10)])
+    split = temporal_split(events, test_fraction=0.2, min_user_events=5)
+    assert split.test["article_id"].tolist() == ["i8", "i9"]
+
+
+def test_validation_is_carved_from_train_only() -> None:
+    # A user meets each item once, so a pair names one event.
+    events = events_frame([(f"u{u}", f"i{j}", j) for u in range(20) for j in range(5 + u)])
+    prepared = prepare_split(events)
+    outer = temporal_split(events, 0.2, 5)
+    validation = prepared.validation
+    rows, cols = validation.relevant.nonzero()
+    held_out = {
+        (validation.user_ids[validation.test_users[r]], validation.item_ids[c])
+        for r, c in zip(rows, cols, strict=True)
+    }
+    assert held_out and held_out <= pairs(outer.train)
+    assert pairs(validation.interactions) <= pairs(outer.train)
+    assert not pairs(validation.interactions) & held_out
+    assert validation.n_relevant.sum() + len(validation.interactions) == len(outer.train)
+    assert prepared.summary.validation_train_events + prepared.summary.validation_test_events == (
+        prepared.summary.train_events
+    )
+
+
+# ---------------------------------------------------------------- rankings with a known answer
+
+
+def test_popularity_ranks_by_train_counts_and_masks_the_users_items() -> None:
+    counts = {"a": 4, "b": 3, "c": 2, "d": 1}  # user k bought the items bought by >= k users
+    train = [(f"u{k}", item, 0) for item, n in counts.items() for k in range(1, n + 1)]
+    task = task_of(train, [("u3", "c", 1), ("u4", "b", 1)])
+    model = align(PopularityTrainer().fit(task.interactions), task)
+    items = list(task.item_ids)
+    users = np.arange(len(task.user_ids))
+    ranked = [[items[i] for i in row if i >= 0] for row in recommend(model, task.seen, users, 3)]
+    assert ranked == [[], ["d"], ["c", "d"], ["b", "c", "d"]]
+    metrics = evaluate_ranking(model, task, k=10)
+    assert metrics.users == 2 and metrics.ndcg == pytest.approx(1.0)
+
+
+def checkerboard() -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:
+    """Two taste groups; each user bought every item of their group but one, held out."""
+    train, test = [], []
+    for g in range(2):
+        items = [f"g{g}-i{j}" for j in range(8)]
+        for u in range(16):
+            held = items[u % len(items)]
+            train += [(f"g{g}-u{u}", item, 0) for item in items if item != held]
+            test.append((f"g{g}-u{u}", held, 1))
+    return train, test
+
+
+def test_als_ranks_the_held_out_item_of_the_users_group_in_top_3() -> None:
+    task = task_of(*checkerboard())
+    trainer = make_implicit_trainer(
+        {"factors": 4, "regularization": 0.01, "alpha": 1.0, "iterations": 15}
+    )
+    metrics = evaluate_ranking(align(trainer.fit(task.interactions), task), task, k=3)
+    assert metrics.users == 32
+    assert metrics.recall == pytest.approx(1.0)
+
+
+def test_the_grid_point_with_the_best_validation_ndcg_is_chosen() -> None:
+    class Reversed(PopularityTrainer):
+        def fit(self, interactions: pd.DataFrame, progress: Any = None) -> Factors:
+            factors = super().fit(interactions)
+            return Factors(
+                user_ids=factors.user_ids,
+                item_ids=factors.item_ids,
+                user_factors=-factors.user_factors,
+                item_factors=factors.item_factors,
+                params={"trainer": "reversed"},
+                train_seconds=0.0,
+            )
+
+    def make(params: dict[str, Any]) -> PopularityTrainer:
+        return PopularityTrainer() if params["popular"] else Reversed()
+
+    prepared = prepare_split(random_events(seed=5))
+    grid = [{"popular": False}, {"popular": True}]
+    result = evaluate_trainer("choice", make, grid, prepared, with_replay=False)
+    assert [p.params for p in result.grid] == grid
+    assert result.grid[1].validation_ndcg > result.grid[0].validation_ndcg
+    assert result.params == {"trainer": "popularity"}
+    assert result.replay is None
+
+
+# ---------------------------------------------------------------- replay
+
+
+def switching_tastes() -> tuple[RankingTask, Factors]:
+    """Users bought group A items in train and only group B items afterwards."""
+    group_a, group_b = [f"a{j}" for j in range(30)], [f"b{j}" for j in range(12)]
+    train, test = [], []
+    for u in range(10):
+        train += [(f"u{u}", group_a[(u + j) % 30], j) for j in range(10)]
+        test += [(f"u{u}", group_b[(3 * u + j) % 12], 20 + j) for j in range(6)]
+    # Fans make every item known to train, so the catalogue holds both groups whole.
+    train += [
+        (f"{g}-fan", item, 0) for g, group in (("a", group_a), ("b", group_b)) for item in group
+    ]
+    test.append(("u0", "a0", 40))  # a repeat: masked, so a miss for every variant
+    task = task_of(train, test)
+    rng = np.random.default_rng(0)
+    is_b = np.array([i.startswith("b") for i in task.item_ids])
+    items = np.where(is_b[:, None], [0.0, 1.0], [1.0, 0.0]) + rng.normal(0, 0.05, (len(is_b), 2))
+    factors = Factors(
+        user_ids=task.user_ids,
+        item_ids=task.item_ids,
+        user_factors=np.tile(np.float32([1.0, 0.0]), (len(task.user_ids), 1)),
+        item_factors=items.astype(np.float32),
+        params={},
+        train_seconds=0.0,
+    )
+    return task, factors
+
+
+def test_replay_ema_beats_static_when_tastes_switch() -> None:
+    task, factors = switching_tastes()
+    result = replay(align(factors, task), task, rates=(0.1, 0.5), k=10)
+    assert result.events == 61 and result.users == 10 and result.repeat_events == 1
+    assert result.static_hit_rate == 0.0  # 20 unseen A items fill the static top 10
+    assert result.best_hit_rate > 0.5
+    assert result.best_rate == 0.5
+    assert result.ema[1].hit_rate > result.ema[0].hit_rate >= result.static_hit_rate
+
+
+# ---------------------------------------------------------------- loading
+
+
+def test_load_events_reads_movielens_and_hm_folders(tmp_path: Path) -> None:
+    movielens = tmp_path / "ml"
+    movielens.mkdir()
+    (movielens / "ratings.tsv").write_text(
+        "user_id\titem_id\trating\ttimestamp\n1\t10\t5\t881250949\n2\t10\t1\t881250950\n"
+    )
+    events = load_events(movielens)
+    assert events["customer_id"].tolist() == ["1", "2"]
+    assert events["weight"].tolist() == [1.0, 1.0] and events["weight"].dtype == np.float32
+    assert events["ts"].iloc[0] == pd.Timestamp(881250949, unit="s")
+    summary = describe_events(events)
+    assert (summary.users, summary.items, summary.events) == (2, 1, 2)
+
+    generate(tmp_path / "hm", customers=40, articles=30, transactions=300, seed=1)
+    hm = load_events(tmp_path / "hm")
+    assert len(hm) > 250 and str(hm["ts"].dtype) == "datetime64[ns]"
+
+    with pytest.raises(ValueError, match="not an evaluation data folder"):
+        load_events(tmp_path)
+
+
+# ---------------------------------------------------------------- ml-100k, fixed config
+
+
+@pytest.mark.skipif(not ML_100K.is_dir(), reason=f"ml-100k not found at {ML_100K}")
+def test_ml_100k_als_beats_popularity_and_ema_beats_static() -> None:
+    fixed = {"factors": 32, "regularization": 0.1, "alpha": 1.0, "iterations": 15}
+    models = [
+        ModelSpec("popularity", lambda _p: PopularityTrainer(), [{}], replay=False),
+        ModelSpec("implicit", make_implicit_trainer, [fixed]),
+    ]
+    result = evaluate_events(load_events(ML_100K), models)
+    popularity, als = result.models
+    assert als.test.ndcg > popularity.test.ndcg + 0.03, (als.test, popularity.test)
+    assert als.replay is not None
+    assert als.replay.best_hit_rate > 1.3 * als.replay.static_hit_rate, als.replay
+    assert result.split.test_events == 20_000 and result.split.test_users == 943
+
+    assert EvaluationResult.model_validate_json(result.to_json()) == result
+    assert json.loads(result.to_json())["split"]["description"].startswith("per-user temporal")
+    console = Console(record=True, width=160)
+    print_results(result, console)
+    assert "NDCG@10" in console.export_text()

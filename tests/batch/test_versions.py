@@ -1,0 +1,124 @@
+"""Model versions: a candidate, promotion that replays what happened after the cutoff,
+rollback, and a running API switching versions without a restart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from batch.pipeline import BatchReport, run_batch
+from batch.versions import VersionError, list_versions, live_version, promote, rollback
+from recsys import keys
+from recsys.events import Event
+from recsys.progress import Steps
+from recsys.settings import Settings
+from recsys.stores import redis_client
+from recsys.vectors import decode
+from serve.app import create_app
+from stream.archiver import EVENTS_SCHEMA, append_new, ensure_events_table
+from stream.ema import ema_update
+
+
+@pytest.fixture
+def own(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, redis.Redis]]:
+    """Its own Redis database and data dir, so the suite's live model stays as it is."""
+    assert settings.redis_url
+    mine = settings.model_copy(
+        update={
+            "data_dir": tmp_path / "data",
+            "redis_url": settings.redis_url.rsplit("/", 1)[0] + "/4",
+        }
+    )
+    client = redis_client(mine.redis_url or "", 10)
+    client.flushdb()
+    yield mine, client
+    client.flushdb()
+    client.close()
+
+
+def _batch(settings: Settings, input_dir: Path, client: redis.Redis, **kw: bool) -> BatchReport:
+    with Steps(enabled=False) as steps:
+        return run_batch(settings, input_dir, client, steps, **kw)
+
+
+def _archive(settings: Settings, events: list[Event]) -> None:
+    ensure_events_table(settings.events_table)
+    rows = [
+        {**e.model_dump(), "kafka_partition": 0, "kafka_offset": i} for i, e in enumerate(events)
+    ]
+    append_new(settings.events_table, pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA))
+
+
+def test_promotion_replays_events_after_the_cutoff_and_rollback_returns(
+    own: tuple[Settings, redis.Redis], input_dir: Path, transactions: pd.DataFrame
+) -> None:
+    settings, client = own
+    first = _batch(settings, input_dir, client)
+    assert live_version(client) == first.version
+    second = _batch(settings, input_dir, client, promote_new=False)
+    assert live_version(client) == first.version
+    statuses = {i.manifest.version: i.status for i in list_versions(settings, client)}
+    assert statuses == {first.version: "live", second.version: "candidate"}
+
+    # A customer buys after the second version's data was cut.
+    customer = str(transactions["customer_id"].value_counts().index[2])
+    article = str(transactions["article_id"].value_counts().index[-1])
+    ts = datetime.now(UTC) + timedelta(seconds=1)
+    event = Event(event_id="after-cutoff-1", customer_id=customer, article_id=article, ts=ts)
+    _archive(settings, [event])
+
+    user_key = keys.user_vector(second.version, customer)
+    before = decode(client.get(user_key))
+    item = decode(client.get(keys.item_vector(second.version, article)))
+    assert before is not None and item is not None
+    report = promote(settings, client, second.version)
+    assert (report.events, report.applied) == (1, 1)
+    assert live_version(client) == second.version
+    np.testing.assert_allclose(
+        decode(client.get(user_key)), ema_update(before, item, settings.ema_rate, 1.0), rtol=1e-5
+    )
+    # Promoting again replays nothing twice.
+    assert promote(settings, client, second.version).applied == 0
+
+    previous, back = rollback(settings, client)
+    assert previous == first.version
+    assert live_version(client) == first.version
+    # The old version is brought up to date too: it learned the purchase on the way back.
+    assert back.applied == 1
+    with pytest.raises(VersionError, match="no previous version"):
+        rollback(settings, client)
+
+
+def test_unknown_version_is_refused(own: tuple[Settings, redis.Redis]) -> None:
+    settings, client = own
+    with pytest.raises(VersionError, match="no model version v-nope"):
+        promote(settings, client, "v-nope")
+
+
+def test_running_api_switches_to_the_new_version_without_failing(
+    own: tuple[Settings, redis.Redis], input_dir: Path, transactions: pd.DataFrame
+) -> None:
+    settings, client = own
+    settings = settings.model_copy(update={"model_poll_interval_s": 0.1})
+    first = _batch(settings, input_dir, client)
+    customer = str(transactions["customer_id"].value_counts().index[0])
+    with TestClient(create_app(settings)) as api:
+        assert api.get(f"/recommend/{customer}").json()["model_version"] == first.version
+        second = _batch(settings, input_dir, client)
+        seen: set[str] = set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and second.version not in seen:
+            response = api.get(f"/recommend/{customer}")
+            assert response.status_code == 200
+            assert response.json()["source"] == "personalized"
+            seen.add(response.json()["model_version"])
+        assert second.version in seen
