@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Protocol
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import redis
     from confluent_kafka import Consumer
 
+    from batch.evaluation import ModelSpec
     from recsys.engines.embedded import Endpoints, Engine
 
 
@@ -137,6 +139,106 @@ def _print_batch_report(report: object) -> None:
         f"{report.interactions:,} interactions, {report.users:,} user vectors, "
         f"{report.items:,} item vectors; ALS trained in {report.train_seconds:.2f} s; "
         f"{report.replayed_events:,} archived events replayed onto it"
+    )
+
+
+@app.command()
+def evaluate(
+    data: Annotated[
+        Path, typer.Option(help="An H&M-schema folder or a MovieLens ratings.tsv folder")
+    ],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here")] = None,
+    spark: Annotated[bool, typer.Option(help="Also evaluate Spark MLlib ALS")] = True,
+    max_test_users: Annotated[
+        int | None, typer.Option(min=1, help="Evaluate a seeded sample of test users")
+    ] = None,
+) -> None:
+    """Offline accuracy: NDCG/MAP/Recall@10 and coverage vs popularity, and the EMA replay."""
+    from batch.evaluation import EvalConfig, default_models, print_results, run_evaluation
+
+    settings = _settings()
+    config = EvalConfig(max_test_users=max_test_users)
+    with contextlib.ExitStack() as stack:
+        models = default_models()
+        if spark:
+            models.append(stack.enter_context(_spark_model(settings)))
+        try:
+            result = run_evaluation(data, models, config)
+        except ValueError as exc:
+            fail(str(exc))
+    print_results(result, console)
+    if json_out is not None:
+        json_out.write_text(result.to_json())
+        console.print(f"results written to {json_out}")
+
+
+@contextlib.contextmanager
+def _spark_model(settings: Settings) -> Iterator[ModelSpec]:
+    """Spark MLlib ALS as an evaluated model, with its own (small) grid."""
+    from batch.evaluation import ModelSpec
+    from batch.spark_trainer import SparkAlsTrainer
+    from recsys.spark import SparkUnavailableError, spark_session
+
+    grid = [
+        {"rank": 32, "max_iter": 10, "reg_param": reg, "alpha": alpha}
+        for reg in (0.05, 0.2)
+        for alpha in (1.0, 10.0)
+    ]
+    try:
+        with spark_session(settings, "recsys-evaluate") as session:
+            yield ModelSpec(
+                "spark",
+                lambda p: SparkAlsTrainer(session, seed=settings.als_seed, **p),
+                grid,
+            )
+    except SparkUnavailableError as exc:
+        fail(str(exc))
+
+
+bench_app = typer.Typer(help="Benchmarks: print a table, write JSON.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+def _write_json(path: Path, payload: dict[str, object]) -> None:
+    import json
+
+    from recsys.machine import describe
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine": describe(), **payload}, indent=2, default=str))
+    console.print(f"results written to {path}")
+
+
+@bench_app.command("train")
+def bench_train(
+    ml100k: Annotated[Path | None, typer.Option(help="MovieLens 100k folder")] = Path(
+        "../shared/datasets/ml-100k"
+    ),
+    transactions: Annotated[int, typer.Option(min=1_000)] = 1_000_000,
+    rank: Annotated[int, typer.Option(min=2)] = 64,
+    iterations: Annotated[int, typer.Option(min=1)] = 10,
+    json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/train.json"),
+) -> None:
+    """implicit against Spark MLlib ALS on the same matrices: wall time and ratio."""
+    from batch import bench_train as bench
+    from recsys.spark import SparkUnavailableError
+
+    settings = _settings()
+    datasets = bench.bench_datasets(ml100k, transactions, settings.data_dir / "bench")
+    try:
+        rows = bench.bench_train(settings, datasets, rank=rank, iterations=iterations)
+    except SparkUnavailableError as exc:
+        fail(str(exc))
+    console.print(bench.table(rows, rank, iterations))
+    _write_json(
+        json_out,
+        {
+            "benchmark": "train",
+            "rank": rank,
+            "iterations": iterations,
+            "spark_master": settings.spark_master,
+            "rows": [r.to_dict() for r in rows],
+        },
     )
 
 
