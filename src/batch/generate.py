@@ -1,15 +1,17 @@
-"""A seeded generator of H&M-schema CSVs with hidden structure: taste clusters,
-popularity skew, repeat buys and drift over time."""
+"""A seeded, vectorised generator of H&M-schema CSVs with hidden structure: taste clusters
+tied to the catalogue, power-law popularity, repeat buys, new launches and drift over time."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -22,39 +24,138 @@ from batch.hm_schema import (
     TRANSACTIONS_SCHEMA,
 )
 
-# product group -> its product types (names as in the real catalogue)
-PRODUCT_GROUPS: dict[str, tuple[str, ...]] = {
-    "Garment Upper body": ("Sweater", "T-shirt", "Blouse", "Top", "Shirt", "Hoodie", "Cardigan"),
-    "Garment Lower body": ("Trousers", "Shorts", "Skirt", "Leggings/Tights"),
-    "Garment Full body": ("Dress", "Jumpsuit/Playsuit", "Dungarees"),
-    "Accessories": ("Bag", "Hat/beanie", "Earring", "Scarf", "Belt", "Sunglasses"),
-    "Underwear": ("Bra", "Underwear bottom", "Underwear body", "Socks"),
-    "Shoes": ("Sneakers", "Boots", "Sandals", "Ballerinas"),
-    "Swimwear": ("Swimwear bottom", "Bikini top", "Swimsuit"),
-    "Socks & Tights": ("Socks", "Leggings/Tights", "Underwear Tights"),
-    "Nightwear": ("Pyjama set", "Pyjama jumpsuit/playsuit", "Night gown"),
-}
-INDEX_GROUPS = ("Ladieswear", "Menswear", "Baby/Children", "Sport", "Divided")
-INDEX_CODES = ("A", "F", "H", "S", "D")
-COLOURS = (
-    "Black", "White", "Dark Blue", "Light Pink", "Grey", "Beige", "Red", "Light Blue",
-    "Dark Green", "Yellow", "Off White", "Dark Red",
-)  # fmt: skip
-COLOUR_MASTERS = ("Black", "White", "Blue", "Pink", "Grey", "Beige", "Red", "Blue",
-                  "Green", "Yellow", "White", "Red")  # fmt: skip
-APPEARANCES = ("Solid", "Stripe", "All over pattern", "Melange", "Denim", "Check")
-VALUES = ("Dark", "Light", "Dusty Light", "Medium", "Bright")
-GARMENT_GROUPS = ("Jersey Basic", "Knitwear", "Trousers", "Accessories", "Under-, Nightwear",
-                  "Shoes", "Swimwear", "Dresses Ladies", "Blouses", "Socks and Tights")  # fmt: skip
+Ints = npt.NDArray[np.int64]
+Floats = npt.NDArray[np.float64]
+Objects = npt.NDArray[np.object_]
 
-CHUNK = 1_000_000
-SHARE_OWN, SHARE_SECOND = 0.72, 0.13  # the rest follows global popularity
-REPEAT_SAME_DAY = 0.03
-DRIFTING_CUSTOMERS = 0.2
+# (product group, section label, typical price, its product types). A type is
+# (name, product_type_no, garment group, worn by men); each group's first type is for men.
+PRODUCT_GROUPS: Final = (
+    ("Garment Upper body", "Tops", 17.0, (
+        ("T-shirt", 255, "Jersey Basic", True), ("Sweater", 252, "Knitwear", True),
+        ("Top", 254, "Jersey Fancy", False), ("Blouse", 258, "Blouses", False),
+        ("Shirt", 259, "Shirts", True), ("Hoodie", 245, "Jersey Fancy", True),
+        ("Cardigan", 267, "Knitwear", True), ("Jacket", 262, "Outdoor", True),
+        ("Vest top", 253, "Jersey Basic", False),
+    )),
+    ("Garment Lower body", "Bottoms", 25.0, (
+        ("Trousers", 272, "Trousers", True), ("Shorts", 274, "Shorts", True),
+        ("Skirt", 275, "Skirt", False), ("Leggings/Tights", 273, "Jersey Basic", False),
+    )),
+    ("Garment Full body", "One-pieces", 30.0, (
+        ("Garment Set", 270, "Jersey Fancy", True), ("Dress", 265, "Dresses Ladies", False),
+        ("Jumpsuit/Playsuit", 291, "Dressed", False),
+        ("Dungarees", 296, "Trousers Denim", True),
+    )),
+    ("Accessories", "Accessories", 10.0, (
+        ("Bag", 66, "Accessories", True), ("Hat/beanie", 71, "Accessories", True),
+        ("Earring", 72, "Accessories", False), ("Scarf", 80, "Accessories", True),
+        ("Belt", 67, "Accessories", True), ("Sunglasses", 73, "Accessories", True),
+        ("Hair clip", 77, "Accessories", False),
+    )),
+    ("Underwear", "Underwear", 12.0, (
+        ("Underwear bottom", 286, "Under-, Nightwear", True),
+        ("Bra", 306, "Under-, Nightwear", False),
+        ("Underwear body", 283, "Under-, Nightwear", False),
+    )),
+    ("Shoes", "Shoes", 35.0, (
+        ("Sneakers", 94, "Shoes", True), ("Boots", 88, "Shoes", True),
+        ("Sandals", 89, "Shoes", True), ("Ballerinas", 87, "Shoes", False),
+        ("Pumps", 90, "Shoes", False),
+    )),
+    ("Swimwear", "Swimwear, beachwear", 15.0, (
+        ("Swimwear bottom", 59, "Swimwear", True), ("Bikini top", 298, "Swimwear", False),
+        ("Swimsuit", 60, "Swimwear", False), ("Swimwear set", 61, "Swimwear", False),
+    )),
+    ("Nightwear", "Nightwear", 20.0, (
+        ("Pyjama set", 308, "Under-, Nightwear", True),
+        ("Pyjama bottom", 309, "Under-, Nightwear", True),
+        ("Night gown", 305, "Under-, Nightwear", False),
+        ("Pyjama jumpsuit/playsuit", 307, "Under-, Nightwear", False),
+    )),
+    ("Socks & Tights", "Socks & Tights", 6.0, (
+        ("Socks", 302, "Socks and Tights", True),
+        ("Underwear Tights", 304, "Socks and Tights", False),
+        ("Leg warmers", 303, "Socks and Tights", False),
+    )),
+)  # fmt: skip
+GARMENT_GROUPS: Final = {
+    "Jersey Basic": 1002, "Knitwear": 1003, "Jersey Fancy": 1005, "Dressed": 1006,
+    "Outdoor": 1007, "Trousers": 1009, "Blouses": 1010, "Shirts": 1011, "Skirt": 1012,
+    "Dresses Ladies": 1013, "Trousers Denim": 1016, "Under-, Nightwear": 1017,
+    "Swimwear": 1018, "Accessories": 1019, "Shoes": 1020, "Socks and Tights": 1021,
+    "Shorts": 1025,
+}  # fmt: skip
+# (name, index_group_no, section and department prefix)
+INDEX_GROUPS: Final = (
+    ("Ladieswear", 1, "Womens"), ("Divided", 2, "Divided"), ("Menswear", 3, "Mens"),
+    ("Baby/Children", 4, "Kids"), ("Sport", 26, "Sport"),
+)  # fmt: skip
+LADIES, DIVIDED, MENS, KIDS, SPORT = range(5)
+# (index_code, index_name, index group)
+INDEXES: Final = (
+    ("A", "Ladieswear", LADIES), ("B", "Lingeries/Tights", LADIES),
+    ("C", "Ladies Accessories", LADIES), ("D", "Divided", DIVIDED), ("F", "Menswear", MENS),
+    ("G", "Baby Sizes 50-98", KIDS), ("H", "Children Sizes 92-140", KIDS),
+    ("I", "Children Sizes 134-170", KIDS), ("J", "Children Accessories, Swimwear", KIDS),
+    ("S", "Sport", SPORT),
+)  # fmt: skip
+# (name, colour_group_code, perceived_colour_value_id, perceived_colour_master_id, weight)
+COLOURS: Final = (
+    ("Black", 9, 4, 5, 10.0), ("White", 10, 3, 9, 5.0), ("Off White", 11, 1, 9, 2.0),
+    ("Light Beige", 12, 1, 11, 2.0), ("Beige", 13, 2, 11, 2.0), ("Grey", 7, 2, 12, 1.5),
+    ("Dark Grey", 8, 4, 12, 1.5), ("Light Grey", 6, 3, 12, 1.0), ("Dark Blue", 73, 4, 2, 5.0),
+    ("Blue", 72, 7, 2, 2.0), ("Light Blue", 71, 3, 2, 2.0), ("Light Pink", 51, 3, 4, 2.0),
+    ("Pink", 52, 7, 4, 1.0), ("Red", 42, 5, 18, 1.5), ("Dark Red", 43, 4, 18, 1.0),
+    ("Dark Green", 23, 4, 19, 1.0), ("Khaki green", 20, 2, 19, 1.0), ("Yellow", 33, 5, 8, 1.0),
+)  # fmt: skip
+COLOUR_VALUES: Final = {1: "Dusty Light", 2: "Medium Dusty", 3: "Light", 4: "Dark",
+                        5: "Bright", 7: "Medium"}  # fmt: skip
+COLOUR_MASTERS: Final = {2: "Blue", 4: "Pink", 5: "Black", 8: "Yellow", 9: "White",
+                         11: "Beige", 12: "Grey", 18: "Red", 19: "Green"}  # fmt: skip
+# (name, graphical_appearance_no, weight)
+APPEARANCES: Final = (
+    ("Solid", 1010016, 10.0), ("All over pattern", 1010001, 3.0), ("Melange", 1010010, 2.0),
+    ("Stripe", 1010017, 1.5), ("Denim", 1010005, 1.0), ("Check", 1010004, 0.5),
+    ("Front print", 1010008, 1.0),
+)  # fmt: skip
+PROD_NAMES: Final = (
+    "Tilda", "Luna", "Alva", "Bella", "Ellie", "Mia", "Sara", "Kim", "Otto", "Harry", "Simon",
+    "Ivy", "Nora", "Vera", "Max", "Leo", "Rio", "Zoe", "Lisa", "Felix", "Hugo", "Stella",
+)  # fmt: skip
+# Cluster c's home index group follows its home product group PRODUCT_GROUPS[c % 9].
+HOME_INDEX: Final = (LADIES, MENS, DIVIDED, LADIES, LADIES, DIVIDED, SPORT, KIDS, SPORT)
+PRICE_POINTS: Final = (1.99, 2.99, 3.99, 4.99, 5.99, 6.99, 7.99, 9.99, 12.99, 14.99, 16.99,
+                       19.99, 24.99, 29.99, 34.99, 39.99, 49.99, 59.99, 79.99, 99.99)  # fmt: skip
+PRICE_SCALE: Final = 590.0  # the real prices look like a shelf price over a constant
+DISCOUNTS: Final = ((1.0, 0.8), (0.9, 0.07), (0.7, 0.08), (0.5, 0.05))
+
+CHUNK: Final = 1_000_000  # transaction rows per write; fixed, so files do not depend on memory
+OWN_SHARE, SECOND_SHARE = 0.72, 0.13  # the rest of the purchases follow global popularity
+HOME_GROUP_SHARE: Final = 0.9  # of a cluster's products in its home product group
+HOME_INDEX_SHARE: Final = 0.8
+PALETTE_SHARE: Final = 0.6
+ZIPF_EXPONENT: Final = 1.1
+QUALITY_PERSISTENCE: Final = 0.75  # how much an article's popularity carries over the phases
+LAUNCHED_AT_START: Final = 0.6  # of products; the rest launch in a later phase
+NEW_LAUNCH_BOOST: Final = 1.0
+PHASE_DAYS: Final = 91
+CLUSTER_SWING: Final = 0.2  # sigma of the log step of a cluster's buying rate per phase
+CLUSTER_TREND: Final = 1.4  # log change of the surely rising and falling clusters
+INACTIVE_CUSTOMERS: Final = 0.03
+EARLY_CUSTOMERS: Final = 0.6  # present from the first day; the rest join over the range
+DRIFTING_CUSTOMERS: Final = 0.2
+BASKET_STOP: Final = 0.35  # geometric basket size, mean 1 / BASKET_STOP
+REPEAT_IN_BASKET: Final = 0.06  # a line repeating the previous one: several units bought
+MAX_ARTICLES: Final = 900_000  # product codes have six digits
+MAX_CUSTOMERS: Final = 20_000_000  # string offsets of the id column stay 32-bit
+WEEKDAY_VOLUME: Final = (0.95, 0.9, 0.9, 0.95, 1.1, 1.2, 1.0)
 
 
 @dataclass(frozen=True)
 class GeneratedData:
+    """What was written."""
+
     out_dir: Path
     customers: int
     articles: int
@@ -62,130 +163,441 @@ class GeneratedData:
     clusters: int
 
 
-def _hex_ids(rng: np.random.Generator, n: int) -> npt.NDArray[np.str_]:
-    raw = np.frombuffer(rng.bytes(32 * n), dtype=np.uint8).reshape(n, 32)
-    return np.array([row.tobytes().hex() for row in raw])
+@dataclass(frozen=True)
+class _Sampler:
+    """Draws indices in proportion to weights, within a given [lo, hi) range of them."""
+
+    cum0: Floats  # running sum with a leading 0
+    last_positive: Ints  # the last index at or before i with a positive weight
+
+    @classmethod
+    def of(cls, weights: Floats) -> _Sampler:
+        positive = np.where(weights > 0, np.arange(len(weights)), -1)
+        return cls(
+            np.concatenate([[0.0], np.cumsum(weights)]),
+            np.maximum.accumulate(positive).astype(np.int64),
+        )
+
+    def mass(self, lo: Ints, hi: Ints) -> Floats:
+        return self.cum0[hi] - self.cum0[lo]
+
+    def draw(self, rng: np.random.Generator, lo: Ints, hi: Ints) -> Ints:
+        """Needs a positive mass in every range."""
+        before = self.cum0[lo]
+        target = before + rng.random(len(lo)) * (self.cum0[hi] - before)
+        picked = np.searchsorted(self.cum0[1:], target, side="right").astype(np.int64)
+        # Rounding can push a draw past its range's last weighted index.
+        return np.minimum(picked, self.last_positive[hi - 1])
 
 
-def _pick(rng: np.random.Generator, options: tuple[str, ...], n: int) -> npt.NDArray[np.int64]:
-    return rng.integers(0, len(options), size=n)
+def _choice(rng: np.random.Generator, weights: Floats, n: int) -> Ints:
+    cdf = np.cumsum(weights) / weights.sum()
+    return np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), len(weights) - 1)
 
 
-def _articles(rng: np.random.Generator, n: int, k: int) -> tuple[pa.Table, npt.NDArray[np.int64]]:
-    groups = list(PRODUCT_GROUPS)
-    cluster = rng.permutation(np.arange(n) % k)
-    # Each cluster has a home product group, index group and two colours: a visible taste.
-    home_group = np.arange(k) % len(groups)
-    home_index = np.arange(k) % len(INDEX_GROUPS)
-    home_colours = rng.integers(0, len(COLOURS), size=(k, 2))
+def _hex_ids(rng: np.random.Generator, n: int) -> pa.Array:
+    """n random 64-char lowercase hex ids in sorted order, as the real files list them."""
+    raw = rng.integers(0, 256, size=(n, 32), dtype=np.uint8)
+    order = np.argsort(raw[:, :8].copy().view(">u8").ravel(), kind="stable")
+    raw = raw[order]
+    digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+    chars = np.empty((n, 64), dtype=np.uint8)
+    chars[:, 0::2] = digits[raw >> 4]
+    chars[:, 1::2] = digits[raw & 15]
+    offsets = np.arange(0, 64 * (n + 1), 64, dtype=np.int32)
+    return pa.Array.from_buffers(
+        pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(chars.tobytes())]
+    )
+
+
+def _names(values: tuple[str, ...] | list[str], index: Ints) -> Objects:
+    return np.array(values, dtype=object)[index]
+
+
+@dataclass(frozen=True)
+class _Catalogue:
+    frame: pd.DataFrame
+    cluster: Ints  # per article
+    product: Ints  # per article
+    launch: Ints  # phase a product goes on sale, per product
+    base_price: Floats  # shelf price per article, before PRICE_SCALE
+
+
+def _catalogue(rng: np.random.Generator, articles: int, k: int, phases: int) -> _Catalogue:
+    n_groups = len(PRODUCT_GROUPS)
+    # Colour variants of a product share a product code; at least k products exist.
+    most = min(4, articles // k)
+    sizes = rng.integers(1, most + 1, size=articles)
+    products = int(np.searchsorted(np.cumsum(sizes), articles)) + 1
+    sizes = sizes[:products]
+    sizes[-1] = articles - sizes[:-1].sum()
+    product_of = np.repeat(np.arange(products), sizes)
+    rank_in_product = np.arange(articles) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+
+    cluster = rng.permutation(np.arange(products) % k).astype(np.int64)
+    home_group = np.arange(k) % n_groups
+    home_index = (np.array(HOME_INDEX)[home_group] + np.arange(k) // n_groups) % len(INDEX_GROUPS)
+    colour_weights = np.array([c[4] for c in COLOURS])
+    palettes = np.stack([rng.choice(len(COLOURS), 3, replace=False) for _ in range(k)])
+
     group = np.where(
-        rng.random(n) < 0.85, home_group[cluster], rng.integers(0, len(groups), size=n)
+        rng.random(products) < HOME_GROUP_SHARE,
+        home_group[cluster],
+        rng.integers(0, n_groups, size=products),
     )
-    index = np.where(
-        rng.random(n) < 0.8, home_index[cluster], rng.integers(0, len(INDEX_GROUPS), size=n)
+    index_group = np.where(
+        rng.random(products) < HOME_INDEX_SHARE,
+        home_index[cluster],
+        rng.integers(0, len(INDEX_GROUPS), size=products),
     )
+    # Product types, flattened over groups: men get their group's first type instead.
+    type_rows = [(g, t) for g, (_, _, _, types) in enumerate(PRODUCT_GROUPS) for t in types]
+    type_first = np.cumsum([0] + [len(types) for _, _, _, types in PRODUCT_GROUPS])
+    n_types = np.diff(type_first)
+    ptype = type_first[group] + (rng.random(products) * n_types[group]).astype(np.int64)
+    for_men = np.array([t[3] for _, t in type_rows])
+    ptype = np.where((index_group == MENS) & ~for_men[ptype], type_first[group], ptype)
+
+    # The index within the index group follows the product group, as H&M files them.
+    index_of = np.full((len(INDEX_GROUPS), n_groups), -1, dtype=np.int64)
+    index_of[LADIES] = [0, 0, 0, 2, 1, 0, 0, 1, 1]
+    index_of[DIVIDED], index_of[MENS], index_of[SPORT] = 3, 4, 9
+    index_of[KIDS] = [-1, -1, -1, 8, -1, -1, 8, -1, -1]
+    index = index_of[index_group, group]
+    index = np.where(index < 0, 5 + rng.integers(0, 3, size=products), index)
+
+    garment_names = list(GARMENT_GROUPS)
+    garment = np.array([garment_names.index(t[2]) for _, t in type_rows])[ptype]
+    appearance = _choice(rng, np.array([a[2] for a in APPEARANCES]), products)
+    name = rng.integers(0, len(PROD_NAMES), size=products)
+    codes = 100_000 + np.sort(rng.choice(MAX_ARTICLES, size=products, replace=False))
+    first_variant = rng.integers(1, 30, size=products)
+
+    launch = np.where(
+        rng.random(products) < LAUNCHED_AT_START, 0, rng.integers(0, phases, size=products)
+    )
+    # Every cluster keeps something on sale from the first day.
+    launch[np.unique(cluster, return_index=True)[1]] = 0
+
+    typical = np.array([g[2] for g in PRODUCT_GROUPS])[group]
+    shelf = typical * rng.lognormal(0.0, 0.35, size=products)
+    points = np.array(PRICE_POINTS)
+    nearest = np.clip(np.searchsorted(points, shelf), 0, len(points) - 1)
+
     colour = np.where(
-        rng.random(n) < 0.6,
-        home_colours[cluster, rng.integers(0, 2, size=n)],
-        rng.integers(0, len(COLOURS), size=n),
+        rng.random(articles) < PALETTE_SHARE,
+        palettes[cluster[product_of], rng.integers(0, 3, size=articles)],
+        _choice(rng, colour_weights, articles),
     )
-    type_pick = rng.random(n)
-    product_type = [
-        PRODUCT_GROUPS[groups[g]][int(u * len(PRODUCT_GROUPS[groups[g]]))]
-        for g, u in zip(group, type_pick, strict=True)
-    ]
-    all_types = sorted({t for types in PRODUCT_GROUPS.values() for t in types})
-    type_no = {t: 250 + i for i, t in enumerate(all_types)}
-    appearance = _pick(rng, APPEARANCES, n)
-    value = _pick(rng, VALUES, n)
-    garment = group % len(GARMENT_GROUPS)
-    # Colour variants of one product share a product code, as in the real catalogue.
-    product_code = 108_775 + np.arange(n) // 2
-    variant = np.arange(n) % 2 + 1
-    article_id = [f"0{p:06d}{v:03d}" for p, v in zip(product_code, variant, strict=True)]
-    group_name = np.array(groups)[group]
-    index_name = np.array(INDEX_GROUPS)[index]
-    colour_name = np.array(COLOURS)[colour]
-    prod_name = [
-        f"{c} {t} {i % 97}" for c, t, i in zip(colour_name, product_type, range(n), strict=True)
-    ]
-    section = group * len(INDEX_GROUPS) + index
-    columns = {
-        "article_id": article_id,
-        "product_code": product_code,
-        "prod_name": prod_name,
-        "product_type_no": [type_no[t] for t in product_type],
-        "product_type_name": product_type,
-        "product_group_name": group_name,
-        "graphical_appearance_no": 1_010_001 + appearance,
-        "graphical_appearance_name": np.array(APPEARANCES)[appearance],
-        "colour_group_code": 9 + colour,
-        "colour_group_name": colour_name,
-        "perceived_colour_value_id": 1 + value,
-        "perceived_colour_value_name": np.array(VALUES)[value],
-        "perceived_colour_master_id": 5 + colour,
-        "perceived_colour_master_name": np.array(COLOUR_MASTERS)[colour],
-        "department_no": 1_000 + group * 10 + index,
-        "department_name": [f"{g} {i}" for g, i in zip(group_name, index_name, strict=True)],
-        "index_code": np.array(INDEX_CODES)[index],
-        "index_name": index_name,
-        "index_group_no": 1 + index,
-        "index_group_name": index_name,
-        "section_no": 10 + section,
-        "section_name": [f"{i} {g}" for g, i in zip(group_name, index_name, strict=True)],
-        "garment_group_no": 1_001 + garment,
-        "garment_group_name": np.array(GARMENT_GROUPS)[garment],
-        "detail_desc": [
-            f"{t} in {c.lower()} from our {i} collection."
-            for t, c, i in zip(product_type, colour_name, index_name, strict=True)
-        ],
-    }
-    return pa.table(columns, schema=ARTICLES_SCHEMA), cluster
 
-
-def _customers(rng: np.random.Generator, n: int) -> pa.Table:
-    def maybe_one(p: float) -> pa.Array:
-        present = rng.random(n) < p
-        return pa.array(np.ones(n), mask=~present)
-
-    status = np.array(["ACTIVE", "PRE-CREATE", "LEFT CLUB"])[
-        rng.choice(3, size=n, p=[0.93, 0.06, 0.01])
-    ]
-    news = np.array(["NONE", "Regularly", "Monthly"])[rng.choice(3, size=n, p=[0.64, 0.35, 0.01])]
-    ages = np.clip(np.round(rng.gamma(4.0, 8.0, size=n) + 16), 16, 99)
-    return pa.table(
+    p = product_of
+    type_name = np.array([t[0] for _, t in type_rows], dtype=object)[ptype[p]]
+    group_name = _names([g[0] for g in PRODUCT_GROUPS], group[p])
+    colour_name = _names([c[0] for c in COLOURS], colour)
+    appearance_name = _names([a[0] for a in APPEARANCES], appearance[p])
+    ig = index_group[p]
+    section_name = (
+        _names([g[2] for g in INDEX_GROUPS], ig)
+        + " "
+        + _names([g[1] for g in PRODUCT_GROUPS], group[p])
+    )
+    garment_name = _names(garment_names, garment[p])
+    article_id = codes[p] * 1000 + first_variant[p] + rank_in_product
+    lower_type = np.array([t[0].lower() for _, t in type_rows], dtype=object)[ptype[p]]
+    frame = pd.DataFrame(
         {
-            "customer_id": _hex_ids(rng, n),
-            "FN": maybe_one(0.35),
-            "Active": maybe_one(0.34),
-            "club_member_status": pa.array(status, mask=rng.random(n) < 0.005),
-            "fashion_news_frequency": pa.array(news, mask=rng.random(n) < 0.01),
-            "age": pa.array(ages, mask=rng.random(n) < 0.01),
-            "postal_code": _hex_ids(rng, n),
+            "article_id": pd.Series(article_id).map("{:010d}".format),
+            "product_code": codes[p],
+            "prod_name": _names(PROD_NAMES, name[p]) + " " + lower_type,
+            "product_type_no": np.array([t[1] for _, t in type_rows])[ptype[p]],
+            "product_type_name": type_name,
+            "product_group_name": group_name,
+            "graphical_appearance_no": np.array([a[1] for a in APPEARANCES])[appearance[p]],
+            "graphical_appearance_name": appearance_name,
+            "colour_group_code": np.array([c[1] for c in COLOURS])[colour],
+            "colour_group_name": colour_name,
+            "perceived_colour_value_id": np.array([c[2] for c in COLOURS])[colour],
+            "perceived_colour_value_name": _names([COLOUR_VALUES[c[2]] for c in COLOURS], colour),
+            "perceived_colour_master_id": np.array([c[3] for c in COLOURS])[colour],
+            "perceived_colour_master_name": _names([COLOUR_MASTERS[c[3]] for c in COLOURS], colour),
+            "department_no": 1000 + 100 * ig + garment[p],
+            "department_name": _names([g[2] for g in INDEX_GROUPS], ig) + " " + garment_name,
+            "index_code": _names([i[0] for i in INDEXES], index[p]),
+            "index_name": _names([i[1] for i in INDEXES], index[p]),
+            "index_group_no": np.array([g[1] for g in INDEX_GROUPS])[ig],
+            "index_group_name": _names([g[0] for g in INDEX_GROUPS], ig),
+            "section_no": 2 + n_groups * ig + group[p],
+            "section_name": section_name,
+            "garment_group_no": np.array(list(GARMENT_GROUPS.values()))[garment[p]],
+            "garment_group_name": garment_name,
+            "detail_desc": type_name
+            + " in "
+            + _names([c[0].lower() for c in COLOURS], colour)
+            + " with a "
+            + _names([a[0].lower() for a in APPEARANCES], appearance[p])
+            + " look from the "
+            + section_name
+            + " range.",
         },
+        columns=ARTICLES_SCHEMA.names,
+    )
+    return _Catalogue(frame, cluster[p], p, launch, points[nearest][p])
+
+
+@dataclass(frozen=True)
+class _Customers:
+    ids: pa.Array
+    table: pa.Table
+    main: Ints  # taste cluster
+    second: Ints  # a weaker second taste
+    drift_to: Ints  # the taste from drift_day on; main for those who never drift
+    drift_day: Ints
+    start: Ints  # first day they can buy
+    activity: Floats  # relative purchase rate; zero for those who never buy
+    online: Floats  # probability that a basket is bought online (sales channel 2)
+
+
+def _other_cluster(rng: np.random.Generator, main: Ints, k: int) -> Ints:
+    if k == 1:
+        return main.copy()
+    return (main + rng.integers(1, k, size=len(main))) % k
+
+
+def _customers(rng: np.random.Generator, n: int, k: int, days: int) -> _Customers:
+    ids = _hex_ids(rng, n)
+    main = _choice(rng, rng.dirichlet(np.full(k, 4.0)), n)
+    second = _other_cluster(rng, main, k)
+    start = np.where(rng.random(n) < EARLY_CUSTOMERS, 0, rng.integers(0, days, size=n))
+    drift_to = np.where(rng.random(n) < DRIFTING_CUSTOMERS, _other_cluster(rng, main, k), main)
+    drift_day = start + (rng.uniform(0.35, 0.9, size=n) * (days - start)).astype(np.int64)
+    # Capped, so no single customer dominates a small data set.
+    activity = np.minimum(0.1 + rng.lognormal(0.0, 1.1, size=n), 12.0)
+    activity *= rng.random(n) >= INACTIVE_CUSTOMERS
+    if not activity.any():
+        activity[0] = 1.0
+    online = rng.beta(2.2, 1.0, size=n)
+
+    # The real file's fields hang together: news readers are the FN=1 members.
+    fn = rng.random(n) < 0.35
+    active = fn & (rng.random(n) < 0.97)
+    status = _choice(rng, np.array([0.93, 0.067, 0.003]), n)
+    news = np.where(fn, np.where(rng.random(n) < 0.99, 1, 2), 0)
+    young = rng.random(n) < rng.uniform(0.3, 0.8, size=k)[main]
+    age = np.where(young, rng.normal(24.0, 4.0, size=n), rng.normal(50.0, 11.0, size=n))
+    postal_pool = _hex_ids(rng, max(1, n // 3))
+    # A few postal codes are shared by very many customers, as in the real file.
+    postal = (len(postal_pool) * rng.random(n) ** 3).astype(np.int64)
+    table = pa.Table.from_arrays(
+        [
+            ids,
+            pa.array(np.ones(n), mask=~fn),
+            pa.array(np.ones(n), mask=~active),
+            pa.array(
+                _names(("ACTIVE", "PRE-CREATE", "LEFT CLUB"), status),
+                type=pa.string(),
+                mask=rng.random(n) < 0.0045,
+            ),
+            pa.array(
+                _names(("NONE", "Regularly", "Monthly"), news),
+                type=pa.string(),
+                mask=rng.random(n) < 0.0117,
+            ),
+            pa.array(np.clip(np.round(age), 16, 99), mask=rng.random(n) < 0.0115),
+            postal_pool.take(pa.array(postal)),
+        ],
         schema=CUSTOMERS_SCHEMA,
     )
+    return _Customers(ids, table, main, second, drift_to, drift_day, start, activity, online)
 
 
-def _cdfs(
-    weights: npt.NDArray[np.float64], cluster: npt.NDArray[np.int64], k: int
-) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]]:
-    out = []
-    for c in range(k):
-        members = np.flatnonzero(cluster == c)
-        cdf = np.cumsum(weights[members])
-        out.append((members, cdf / cdf[-1]))
-    return out
+def _swing(rng: np.random.Generator, k: int, phases: int) -> Floats:
+    """Each taste cluster's buying rate per phase: a random walk, plus one taste that surely
+    rises and one that surely falls over the range, whatever the seed."""
+    walk = np.cumsum(rng.normal(0.0, CLUSTER_SWING, size=(phases, k)), axis=0)
+    walk -= walk[0]
+    if k > 1:
+        rising, falling = rng.choice(k, size=2, replace=False)
+        ramp = np.linspace(0.0, CLUSTER_TREND, phases)
+        walk[:, rising] += ramp
+        walk[:, falling] -= ramp
+    swing: Floats = np.exp(np.clip(walk, -1.5, 1.5))
+    return swing
 
 
-def _sample_in(
+@dataclass(frozen=True)
+class _Popularity:
+    order: Ints  # articles grouped by cluster: position -> article
+    bounds: Ints  # cluster c holds positions bounds[c]:bounds[c + 1]
+    sampler: _Sampler  # over phases x positions, one row per phase
+
+
+def _popularity(
+    rng: np.random.Generator, catalogue: _Catalogue, cluster_share: Floats
+) -> _Popularity:
+    """A power law within each cluster whose ranking moves from phase to phase, with new
+    launches entering high."""
+    phases, k = cluster_share.shape
+    n = len(catalogue.cluster)
+    order = np.argsort(catalogue.cluster, kind="stable").astype(np.int64)
+    cluster = catalogue.cluster[order]
+    bounds = np.searchsorted(cluster, np.arange(k + 1)).astype(np.int64)
+    product = catalogue.product[order]
+    launch = catalogue.launch[product]
+    quality = rng.normal(size=int(product.max()) + 1)[product] + 0.5 * rng.normal(size=n)
+    fresh = np.sqrt(1.0 - QUALITY_PERSISTENCE**2)
+    weights = np.empty((phases, n))
+    # A floor keeps clusters nobody belongs to reachable for second tastes and drift.
+    floor = np.maximum(cluster_share, 0.01 / k)
+    for phase in range(phases):
+        score = QUALITY_PERSISTENCE * quality + fresh * rng.normal(size=n)
+        score += NEW_LAUNCH_BOOST * (launch == phase)
+        ranked = np.lexsort((-score, cluster))
+        rank = np.empty(n, dtype=np.int64)
+        rank[ranked] = np.arange(n) - bounds[cluster[ranked]]
+        w = (rank + 1.0) ** -ZIPF_EXPONENT * (launch <= phase)
+        per_cluster = np.add.reduceat(w, bounds[:-1])
+        weights[phase] = w / per_cluster[cluster] * floor[phase, cluster]
+    return _Popularity(order, bounds, _Sampler.of(weights.ravel()))
+
+
+def _day_weights(rng: np.random.Generator, start: date, days: int) -> Floats:
+    dates = np.datetime64(start, "D") + np.arange(days)
+    weekday = (dates.astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
+    day_of_year = (dates - dates.astype("datetime64[Y]")).astype(np.int64)
+    summer = 1.0 + 0.2 * np.cos(2 * np.pi * (day_of_year - 170) / 365.25)
+    growth = 1.0 + 0.5 * np.arange(days) / days
+    w = growth * summer * np.array(WEEKDAY_VOLUME)[weekday] * rng.lognormal(0.0, 0.1, days)
+    normalised: Floats = w / w.sum()
+    return normalised
+
+
+def _phase_of(rng: np.random.Generator, day: Ints, days: int, phases: int) -> Ints:
+    """Phases blend into each other: a day between two is drawn from either."""
+    if phases == 1:
+        return np.zeros(len(day), dtype=np.int64)
+    x = day * ((phases - 1) / max(days - 1, 1))
+    lo = np.minimum(x.astype(np.int64), phases - 2)
+    return lo + (rng.random(len(day)) < x - lo)
+
+
+def _transactions(
     rng: np.random.Generator,
-    table: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]],
-    n: int,
-) -> npt.NDArray[np.int64]:
-    members, cdf = table
-    picks = np.searchsorted(cdf, rng.random(n), side="right")
-    return members[np.minimum(picks, len(members) - 1)]
+    *,
+    transactions: int,
+    start: date,
+    days: int,
+    catalogue: _Catalogue,
+    people: _Customers,
+    progress: Callable[[str], None],
+) -> Iterator[pa.Table]:
+    k = int(catalogue.cluster.max()) + 1
+    n_articles = len(catalogue.cluster)
+    phases = _phases(days)
+    swing = _swing(rng, k, phases)
+    mass = np.bincount(people.main, weights=people.activity, minlength=k)
+    popularity = _popularity(rng, catalogue, mass * swing / (mass * swing).sum(1, keepdims=True))
+    # Buyers by first day, so "who can buy on day d" is a prefix; one row of rates per phase.
+    buyers = np.flatnonzero(people.activity > 0)
+    buyers = buyers[np.argsort(people.start[buyers], kind="stable")]
+    joined_by = people.start[buyers]
+    n_buyers = len(buyers)
+    rates = people.activity[buyers] * swing[:, people.main[buyers]]
+    customer_sampler = _Sampler.of(rates.ravel())
+
+    line_end = np.cumsum(rng.multinomial(transactions, _day_weights(rng, start, days)))
+    dates = pa.array((np.datetime64(start, "D") + np.arange(days)).astype(str), pa.string())
+    article_ids = pa.array(catalogue.frame["article_id"].to_numpy(), pa.string())
+    factors = np.array([d[0] for d in DISCOUNTS])
+    factor_weights = np.array([d[1] for d in DISCOUNTS])
+
+    for first in range(0, transactions, CHUNK):
+        n = min(CHUNK, transactions - first)
+        day = np.searchsorted(line_end, np.arange(first, first + n), side="right")
+        day = day.astype(np.int64)
+
+        # Baskets: one customer, one channel, a few lines.
+        sizes = rng.geometric(BASKET_STOP, size=n // 2 + 16)
+        while sizes.sum() < n:
+            sizes = np.concatenate([sizes, rng.geometric(BASKET_STOP, size=n // 2 + 16)])
+        basket_start = np.cumsum(sizes) - sizes
+        basket_start = basket_start[basket_start < n]
+        basket_of = np.repeat(np.arange(len(basket_start)), np.diff(basket_start, append=n))
+        basket_day = day[basket_start]
+        row = _phase_of(rng, basket_day, days, phases) * n_buyers
+        joined = row + np.searchsorted(joined_by, basket_day, side="right")
+        # Nobody has joined yet only if every early customer never buys: then anyone may.
+        joined = np.where(customer_sampler.mass(row, joined) > 0, joined, row + n_buyers)
+        buyer = buyers[customer_sampler.draw(rng, row, joined) - row]
+        online = rng.random(len(buyer)) < people.online[buyer]
+        who = buyer[basket_of]
+        channel = np.where(online, 2, 1)[basket_of]
+
+        own = np.where(day >= people.drift_day[who], people.drift_to[who], people.main[who])
+        roll = rng.random(n)
+        cluster = np.where(roll < OWN_SHARE, own, people.second[who])
+        anywhere = roll >= OWN_SHARE + SECOND_SHARE
+        row = _phase_of(rng, day, days, phases) * n_articles
+        lo = row + np.where(anywhere, 0, popularity.bounds[cluster])
+        hi = row + np.where(anywhere, n_articles, popularity.bounds[cluster + 1])
+        what = popularity.order[popularity.sampler.draw(rng, lo, hi) - row]
+        factor = factors[_choice(rng, factor_weights, n)]
+
+        # Several units of one article in one basket: the same row repeated, as in the real file.
+        repeat = rng.random(n) < REPEAT_IN_BASKET
+        repeat[basket_start] = False
+        source = np.maximum.accumulate(np.where(repeat, 0, np.arange(n)))
+        what, factor = what[source], factor[source]
+
+        price = np.round(catalogue.base_price[what] * factor / PRICE_SCALE, 6)
+        yield pa.Table.from_arrays(
+            [
+                dates.take(pa.array(day)),
+                people.ids.take(pa.array(who)),
+                article_ids.take(pa.array(what)),
+                pa.array(price),
+                pa.array(channel.astype(np.int64)),
+            ],
+            schema=TRANSACTIONS_SCHEMA,
+        )
+        progress(f"transactions: {first + n:,} of {transactions:,}")
+
+
+def _phases(days: int) -> int:
+    return max(1, round(days / PHASE_DAYS))
+
+
+def _write_csv(path: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
+    """Unquoted, like the real files; nulls are empty fields."""
+    options = pacsv.WriteOptions(include_header=False, quoting_style="none")
+    with pa.OSFile(str(path), "wb") as sink:
+        sink.write((",".join(schema.names) + "\n").encode())
+        with pacsv.CSVWriter(sink, schema, write_options=options) as writer:
+            for table in tables:
+                writer.write_table(table)
+
+
+def _clusters(
+    customers: int, articles: int, transactions: int, days: int, clusters: int | None
+) -> int:
+    sizes = (
+        ("customers", customers),
+        ("articles", articles),
+        ("transactions", transactions),
+        ("days", days),
+    )
+    for name, value in sizes:
+        if value < 1:
+            raise ValueError(f"{name} must be positive, got {value}")
+    k = clusters if clusters is not None else min(8, max(2, articles // 25))
+    if k < 1:
+        raise ValueError(f"clusters must be positive, got {k}")
+    if articles < k:
+        raise ValueError(f"articles must be at least one per taste cluster: {articles} < {k}")
+    if articles > MAX_ARTICLES:
+        raise ValueError(f"articles must be at most {MAX_ARTICLES:,}, got {articles:,}")
+    if customers > MAX_CUSTOMERS:
+        raise ValueError(f"customers must be at most {MAX_CUSTOMERS:,}, got {customers:,}")
+    return k
 
 
 def generate(
@@ -200,77 +612,37 @@ def generate(
     days: int = 733,
     progress: Callable[[str], None] | None = None,
 ) -> GeneratedData:
-    """Write articles.csv, customers.csv and transactions_train.csv to out_dir."""
-    k = clusters if clusters is not None else max(2, min(len(PRODUCT_GROUPS), articles // 25))
-    if customers < 1 or articles < 1 or transactions < 1 or days < 1:
-        raise ValueError("customers, articles, transactions and days must all be positive")
-    if k < 1 or articles < k * 2:
-        raise ValueError(
-            f"need at least two articles per cluster ({k} clusters, {articles} articles)"
-        )
-    if articles > 1_780_000:
-        raise ValueError("at most 1,780,000 articles fit the 10-digit article_id scheme")
-    say = progress or (lambda _msg: None)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write articles.csv, customers.csv and transactions_train.csv to out_dir.
+
+    The same arguments always give the same bytes. `clusters` defaults to 8, fewer for
+    small catalogues; the transactions span `days` days from `start`.
+    """
+    k = _clusters(customers, articles, transactions, days, clusters)
+    say = progress if progress is not None else _quiet
     rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
-    say("articles")
-    article_table, cluster = _articles(rng, articles, k)
-    pacsv.write_csv(article_table, out_dir / ARTICLES_FILE)
-    say("customers")
-    customer_table = _customers(rng, customers)
-    pacsv.write_csv(customer_table, out_dir / CUSTOMERS_FILE)
-
-    # Popularity: a power law within each cluster; activity: a few customers buy a lot.
-    popularity = (1.0 / (rng.permutation(articles) + 1.0) ** 1.1).astype(np.float64)
-    in_cluster = _cdfs(popularity, cluster, k)
-    global_cdf = (np.arange(articles), np.cumsum(popularity) / popularity.sum())
-    activity = rng.lognormal(0.0, 1.2, size=customers)
-    activity_cdf = np.cumsum(activity) / activity.sum()
-    main = rng.integers(0, k, size=customers)
-    second = (main + rng.integers(1, max(2, k), size=customers)) % k
-    drifts = rng.random(customers) < DRIFTING_CUSTOMERS
-    drift_to = (main + rng.integers(1, max(2, k), size=customers)) % k
-    drift_day = rng.integers(days // 2, days, size=customers)
-    base_price = np.round(rng.lognormal(np.log(0.025), 0.5, size=articles), 4)
-    customer_ids = customer_table.column("customer_id").to_numpy(zero_copy_only=False)
-    article_ids = article_table.column("article_id").to_numpy(zero_copy_only=False)
-    day_zero = np.datetime64(start.isoformat(), "D")
-
-    say("transactions")
-    chunks: list[pa.Table] = []
-    for offset in range(0, transactions, CHUNK):
-        n = min(CHUNK, transactions - offset)
-        who = np.minimum(np.searchsorted(activity_cdf, rng.random(n)), customers - 1)
-        # Later days sell more, as a growing shop does.
-        day = np.minimum((np.sqrt(rng.random(n)) * days).astype(np.int64), days - 1)
-        own = np.where(drifts[who] & (day >= drift_day[who]), drift_to[who], main[who])
-        roll = rng.random(n)
-        taste = np.where(roll < SHARE_OWN, own, second[who])
-        what = np.empty(n, dtype=np.int64)
-        from_global = roll >= SHARE_OWN + SHARE_SECOND
-        what[from_global] = _sample_in(rng, global_cdf, int(from_global.sum()))
-        for c in range(k):
-            rows = np.flatnonzero(~from_global & (taste == c))
-            what[rows] = _sample_in(rng, in_cluster[c], len(rows))
-        # Several units of one article on one day: the real data has them too.
-        repeat = np.flatnonzero(rng.random(n) < REPEAT_SAME_DAY)
-        repeat = repeat[repeat > 0]
-        who[repeat], what[repeat], day[repeat] = who[repeat - 1], what[repeat - 1], day[repeat - 1]
-        order = np.argsort(day, kind="stable")
-        who, what, day = who[order], what[order], day[order]
-        price = np.round(base_price[what] * rng.uniform(0.9, 1.1, size=n), 6)
-        chunks.append(
-            pa.table(
-                {
-                    "t_dat": (day_zero + day).astype(str),
-                    "customer_id": customer_ids[who],
-                    "article_id": article_ids[what],
-                    "price": price,
-                    "sales_channel_id": np.where(rng.random(n) < 0.7, 2, 1),
-                },
-                schema=TRANSACTIONS_SCHEMA,
-            )
-        )
-    pacsv.write_csv(pa.concat_tables(chunks), out_dir / TRANSACTIONS_FILE)
+    say(f"articles: {articles:,}")
+    catalogue = _catalogue(rng, articles, k, _phases(days))
+    catalogue.frame.to_csv(out_dir / ARTICLES_FILE, index=False, lineterminator="\n")
+    say(f"customers: {customers:,}")
+    people = _customers(rng, customers, k, days)
+    _write_csv(out_dir / CUSTOMERS_FILE, CUSTOMERS_SCHEMA, [people.table])
+    _write_csv(
+        out_dir / TRANSACTIONS_FILE,
+        TRANSACTIONS_SCHEMA,
+        _transactions(
+            rng,
+            transactions=transactions,
+            start=start,
+            days=days,
+            catalogue=catalogue,
+            people=people,
+            progress=say,
+        ),
+    )
     return GeneratedData(out_dir, customers, articles, transactions, k)
+
+
+def _quiet(_message: str) -> None:
+    return None

@@ -242,6 +242,31 @@ def bench_train(
     )
 
 
+@bench_app.command("batch")
+def bench_batch(
+    sizes: Annotated[str, typer.Option(help="Comma-separated transaction counts")] = (
+        "1000000,5000000"
+    ),
+    json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/batch.json"),
+) -> None:
+    """The whole batch on generated data at each size: seconds per step."""
+    from dataclasses import asdict
+
+    from batch import bench_batch as bench
+
+    try:
+        counts = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--sizes must be comma-separated integers, got {sizes!r}")
+    settings = _settings()
+    rows = bench.bench_batch(settings, counts, settings.data_dir / "bench")
+    console.print(bench.table(rows))
+    _write_json(
+        json_out,
+        {"benchmark": "batch", "trainer": settings.trainer, "rows": [asdict(r) for r in rows]},
+    )
+
+
 models_app = typer.Typer(help="Model versions: list, promote, roll back.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 

@@ -31,12 +31,17 @@ def spark_session(settings: Settings, app_name: str = "recsys") -> Iterator[Spar
     require_java()
     from pyspark.sql import SparkSession
 
+    # Spark otherwise binds to the first non-loopback interface it finds; here everything
+    # stays on loopback unless the deployment says where the driver lives.
+    driver_host = os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
     builder = (
         SparkSession.builder.master(settings.spark_master)
         .appName(app_name)
         .config("spark.driver.memory", settings.spark_driver_memory)
         # Loopback unless told otherwise: workers reach the driver on this address.
-        .config("spark.driver.host", os.environ.get("SPARK_DRIVER_HOST", "127.0.0.1"))
+        .config("spark.driver.host", os.environ.get("SPARK_DRIVER_HOST", driver_host))
+        .config("spark.driver.bindAddress", driver_host)
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))

@@ -25,7 +25,12 @@ pytestmark = pytest.mark.spark
 
 def _spark_class(name: str, args: list[str], log: Path) -> ManagedProcess:
     home = Path(pyspark.__file__).parent
-    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_NO_DAEMONIZE": "1"}
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(home),
+        "SPARK_NO_DAEMONIZE": "1",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
     return spawn(name, [str(home / "bin" / "spark-class"), *args], env=env, log_path=log)
 
 
