@@ -12,17 +12,19 @@ import pyarrow as pa
 import redis
 
 from batch import lake
+from batch.gate import as_manifest_metrics, decide, holdout_metrics
 from batch.hm_schema import ARTICLE_METADATA_FIELDS
 from batch.ingest import TableReport, read_archived_purchases, read_input
 from batch.interactions import build_interactions
 from batch.publish import write_history, write_index, write_meta, write_vectors
 from batch.trainer_factory import iterations, open_trainer
 from batch.trending import trending
-from batch.versions import cutoff_of, promote, register_candidate
+from batch.versions import cutoff_of, live_version, promote, register_candidate
 from recsys.index.factory import open_writer
 from recsys.model_store import (
     Manifest,
     new_version,
+    read_manifest,
     write_factors,
     write_manifest,
     write_trending,
@@ -43,6 +45,8 @@ class BatchReport:
     data_version: dict[str, int]
     step_seconds: dict[str, float] = field(default_factory=dict)
     promoted: bool = True
+    gate_reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
     replayed_events: int = 0
 
 
@@ -57,6 +61,7 @@ def run_batch(
     steps: Steps,
     *,
     promote_new: bool = True,
+    force: bool = False,
 ) -> BatchReport:
     """Train a new version; promote it (replay, then live) unless promote_new is False,
     in which case it stays a candidate for `recsys models promote`."""
@@ -100,6 +105,10 @@ def run_batch(
             done[0] = iteration
 
         factors = trainer.fit(interactions, progress=on_iteration)
+    metrics: dict[str, float] = {}
+    if settings.evaluate_before_promotion:
+        with steps.step("evaluate on a holdout"), open_trainer(settings) as holdout_trainer:
+            metrics = as_manifest_metrics(holdout_metrics(purchases, holdout_trainer))
 
     version = new_version()
     metadata = raw.articles.set_index("article_id")[list(ARTICLE_METADATA_FIELDS)]
@@ -140,6 +149,7 @@ def run_batch(
             ),
             user_norm_median=float(np.median(norms)) if len(norms) else 1.0,
             train_seconds=factors.train_seconds,
+            metrics=metrics,
         )
         write_trending(settings.models_dir, version, top)
         write_factors(
@@ -157,8 +167,15 @@ def run_batch(
             {"dim": manifest.dim, "user_norm_median": manifest.user_norm_median},
         )
 
+    live = live_version(client)
+    gate = decide(
+        manifest,
+        read_manifest(settings.models_dir, live) if live else None,
+        settings.promotion_max_ndcg_drop,
+        force=force,
+    )
     replayed: ReplayReport | None = None
-    if promote_new:
+    if promote_new and gate.promote:
         with steps.step("replay archived events, go live"):
             replayed = promote(settings, client, version)
     else:
@@ -173,6 +190,8 @@ def run_batch(
         train_seconds=factors.train_seconds,
         data_version=data_version,
         step_seconds=dict(steps.seconds),
-        promoted=promote_new,
+        promoted=promote_new and gate.promote,
+        gate_reason=gate.reason,
+        metrics=metrics,
         replayed_events=replayed.applied if replayed else 0,
     )

@@ -90,13 +90,18 @@ def batch(
     promote: Annotated[
         bool, typer.Option(help="Make the new version live (else it stays a candidate)")
     ] = True,
+    force: Annotated[
+        bool, typer.Option(help="Promote even if its holdout NDCG is worse than the live one's")
+    ] = False,
 ) -> None:
     """CSVs to Delta tables, ALS, a new item index version and user vectors; then go live."""
     settings = _settings()
-    _run_batch(settings, input, promote=promote)
+    _run_batch(settings, input, promote=promote, force=force)
 
 
-def _run_batch(settings: Settings, input_dir: Path, *, promote: bool = True) -> None:
+def _run_batch(
+    settings: Settings, input_dir: Path, *, promote: bool = True, force: bool = False
+) -> None:
     from batch.ingest import InputError
     from batch.pipeline import EmptyTrainingDataError, run_batch
     from recsys.engines.embedded import EmbeddedEngines
@@ -107,7 +112,9 @@ def _run_batch(settings: Settings, input_dir: Path, *, promote: bool = True) -> 
         client = redis_client(endpoints.require_redis(), timeout_s=30)
         try:
             with Steps(console) as steps:
-                report = run_batch(settings, input_dir, client, steps, promote_new=promote)
+                report = run_batch(
+                    settings, input_dir, client, steps, promote_new=promote, force=force
+                )
         except (InputError, EmptyTrainingDataError) as exc:
             fail(str(exc))
         finally:
@@ -140,6 +147,12 @@ def _print_batch_report(report: object) -> None:
         f"{report.items:,} item vectors; ALS trained in {report.train_seconds:.2f} s; "
         f"{report.replayed_events:,} archived events replayed onto it"
     )
+    if report.metrics:
+        console.print(
+            "holdout @10: "
+            + ", ".join(f"{k.removeprefix('holdout_')} {v:.4f}" for k, v in report.metrics.items())
+        )
+    console.print(f"promotion: {report.gate_reason}")
 
 
 @app.command()

@@ -122,3 +122,28 @@ def test_running_api_switches_to_the_new_version_without_failing(
             assert response.json()["source"] == "personalized"
             seen.add(response.json()["model_version"])
         assert second.version in seen
+
+
+def test_a_worse_version_is_not_promoted_unless_forced(
+    own: tuple[Settings, redis.Redis], input_dir: Path
+) -> None:
+    from recsys.model_store import read_manifest, write_manifest
+
+    settings, client = own
+    first = _batch(settings, input_dir, client)
+    manifest = read_manifest(settings.models_dir, first.version)
+    assert 0 < manifest.metrics["holdout_ndcg_at_10"] < 1
+    # Pretend the live model was excellent: the next run cannot match it.
+    write_manifest(
+        settings.models_dir,
+        manifest.model_copy(update={"metrics": {**manifest.metrics, "holdout_ndcg_at_10": 0.99}}),
+    )
+    second = _batch(settings, input_dir, client)
+    assert not second.promoted
+    assert "below live 0.9900" in second.gate_reason
+    assert live_version(client) == first.version
+    assert second.version in {i.manifest.version for i in list_versions(settings, client)
+                              if i.status == "candidate"}  # fmt: skip
+    third = _batch(settings, input_dir, client, force=True)
+    assert third.promoted and third.gate_reason.startswith("forced")
+    assert live_version(client) == third.version
