@@ -129,6 +129,7 @@ def run_batch(
             raw.articles,
             half_life_days=settings.trending_half_life_days,
             size=settings.trending_size,
+            segment_size=settings.trending_segment_size,
             metadata_fields=ARTICLE_METADATA_FIELDS,
         )
         norms = np.linalg.norm(factors.user_factors, axis=1)

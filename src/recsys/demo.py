@@ -24,6 +24,7 @@ from recsys.engines.process import free_port
 from recsys.model_store import read_trending
 from recsys.settings import Settings
 from recsys.supervisor import Stack, drain_broker
+from recsys.trending_lists import TrendingLists
 from stream.bus import ensure_topics
 
 DEMO_CUSTOMERS, DEMO_ARTICLES, DEMO_TRANSACTIONS = 3_000, 1_500, 80_000
@@ -48,13 +49,14 @@ def pick_customer(input_dir: Path) -> tuple[str, str]:
 
 
 def other_taste(
-    trending: list[dict[str, Any]], before: list[dict[str, Any]], own_group: str
+    trending: TrendingLists, before: list[dict[str, Any]], own_group: str
 ) -> tuple[str, list[str]]:
     """The trending product group least present in the customer's list, and its top items."""
     shown = Counter(i["metadata"]["product_group_name"] for i in before)
-    by_group: dict[str, list[str]] = {}
-    for entry in trending:
-        by_group.setdefault(entry["metadata"]["product_group_name"], []).append(entry["article_id"])
+    by_group = {
+        group: [e["article_id"] for e in entries]
+        for group, entries in trending.by_segment["product_group_name"].items()
+    }
     candidates = [g for g, items in by_group.items() if g != own_group and len(items) >= PURCHASES]
     group = min(candidates, key=lambda g: (shown[g], -len(by_group[g])))
     return group, by_group[group][:PURCHASES]

@@ -11,6 +11,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
+from recsys.trending_lists import TrendingLists
+
 MANIFEST = "manifest.json"
 FACTORS = "factors.npz"
 TRENDING = "trending.json"
@@ -59,15 +61,13 @@ def read_manifest(models_dir: Path, version: str) -> Manifest:
     return Manifest.model_validate_json((version_dir(models_dir, version) / MANIFEST).read_text())
 
 
-def write_trending(models_dir: Path, version: str, items: list[dict[str, Any]]) -> None:
-    (version_dir(models_dir, version) / TRENDING).write_text(json.dumps(items))
+def write_trending(models_dir: Path, version: str, lists: TrendingLists) -> None:
+    (version_dir(models_dir, version) / TRENDING).write_text(json.dumps(lists.to_dict()))
 
 
-def read_trending(models_dir: Path, version: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = json.loads(
-        (version_dir(models_dir, version) / TRENDING).read_text()
-    )
-    return items
+def read_trending(models_dir: Path, version: str) -> TrendingLists:
+    raw = json.loads((version_dir(models_dir, version) / TRENDING).read_text())
+    return TrendingLists.from_dict(raw)
 
 
 def write_factors(

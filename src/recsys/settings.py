@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     history_max_items: Annotated[int, Field(ge=1)] = 200
     trending_half_life_days: Annotated[float, Field(gt=0)] = 7.0
     trending_size: Annotated[int, Field(ge=10)] = 500
+    trending_segment_size: Annotated[int, Field(ge=10)] = 100  # per product group and type
 
     # Engines start-up.
     engine_start_timeout_s: Annotated[float, Field(gt=0)] = 20.0

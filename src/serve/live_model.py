@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -15,6 +14,7 @@ from recsys.index.base import ItemIndex
 from recsys.index.factory import open_index
 from recsys.model_store import read_trending
 from recsys.settings import Settings
+from recsys.trending_lists import TrendingLists
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class ServedModel:
     version: str
     index: ItemIndex
     # Held in memory so the fallback answers even when Redis or the index does not.
-    trending: list[dict[str, Any]]
+    trending: TrendingLists
 
 
 class LiveModel:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -47,16 +46,6 @@ async def load_customer(
     )
 
 
-def trending_items(trending: list[dict[str, Any]], k: int, rules: ItemFilter) -> list[ScoredItem]:
-    out: list[ScoredItem] = []
-    for entry in trending:
-        if rules.allows(entry["article_id"], entry["metadata"]):
-            out.append(ScoredItem(entry["article_id"], float(entry["score"]), entry["metadata"]))
-            if len(out) == k:
-                break
-    return out
-
-
 async def rank(
     model: ServedModel,
     client: aioredis.Redis,
@@ -68,16 +57,12 @@ async def rank(
     try:
         state = await load_customer(client, model.version, customer_id, timeout_s)
     except (RedisError, TimeoutError, OSError):
-        return Ranked(
-            "trending", trending_items(model.trending, k, rules), None, "redis_unavailable"
-        )
+        return Ranked("trending", model.trending.top(k, rules), None, "redis_unavailable")
     # What the customer already bought is never recommended back.
     rules = dataclasses.replace(rules, exclude_ids=(*rules.exclude_ids, *state.purchased))
     if state.vector is None:
         reason = "unknown_customer"
-        return Ranked(
-            "trending", trending_items(model.trending, k, rules), state.last_event_id, reason
-        )
+        return Ranked("trending", model.trending.top(k, rules), state.last_event_id, reason)
     # The query takes well under a millisecond, so it runs inline on the event loop.
     items = model.index.search(state.vector, k, rules)
     return Ranked("personalized", items, state.last_event_id, None)

@@ -15,6 +15,7 @@ from batch.hm_schema import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
 from batch.ingest import InputError, read_input
 from batch.pipeline import BatchReport
 from recsys import keys
+from recsys.index.base import ItemFilter
 from recsys.model_store import read_factors, read_manifest, read_trending, shard_dir
 from recsys.settings import Settings
 from recsys.vectors import decode
@@ -78,10 +79,20 @@ def test_factors_and_id_maps_are_in_the_artefact(
 
 def test_trending_is_in_the_artefact(settings: Settings, trained: BatchReport) -> None:
     top = read_trending(settings.models_dir, trained.version)
-    assert len(top) > 10
-    scores = [t["score"] for t in top]
+    assert len(top.overall) > 10
+    scores = [t["score"] for t in top.overall]
     assert scores == sorted(scores, reverse=True)
-    assert top[0]["metadata"]["product_group_name"]
+    groups = top.by_segment["product_group_name"]
+    assert len(groups) >= 3
+    for group, entries in groups.items():
+        assert all(e["metadata"]["product_group_name"] == group for e in entries)
+    # A filter on one group is answered from that group's own list, in full.
+    rare = min(groups, key=lambda g: len(groups[g]))
+    picked = top.top(5, ItemFilter(product_groups=[rare]))
+    assert len(picked) == min(5, len(groups[rare]))
+    assert {p.metadata["product_group_name"] for p in picked} == {rare}
+    excluded = top.top(10, ItemFilter(exclude_groups=[rare], exclude_ids=[picked[0].article_id]))
+    assert all(p.metadata["product_group_name"] != rare for p in excluded)
 
 
 def _copy_input(src: Path, dst: Path) -> Path:

@@ -1,0 +1,49 @@
+"""Trending lists of a model version: global, and per product group and type, so the
+fallback can honour the same filters as personalised results."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any
+
+from recsys.index.base import ItemFilter, ScoredItem
+
+Entry = dict[str, Any]  # {"article_id", "score", "metadata"}
+SEGMENTS = ("product_group_name", "product_type_name")
+
+
+@dataclass(frozen=True)
+class TrendingLists:
+    overall: list[Entry]
+    # segment field -> value -> entries, best first
+    by_segment: dict[str, dict[str, list[Entry]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"overall": self.overall, "by_segment": self.by_segment}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrendingLists:
+        return cls(overall=raw["overall"], by_segment=raw.get("by_segment", {}))
+
+    def _pool(self, rules: ItemFilter) -> list[Entry]:
+        """The narrowest lists the filter allows: per type, else per group, else overall."""
+        for segment, wanted in (
+            ("product_type_name", rules.product_types),
+            ("product_group_name", rules.product_groups),
+        ):
+            if wanted:
+                lists = [self.by_segment.get(segment, {}).get(value, []) for value in wanted]
+                return list(heapq.merge(*lists, key=lambda e: -float(e["score"])))
+        return self.overall
+
+    def top(self, k: int, rules: ItemFilter) -> list[ScoredItem]:
+        out: list[ScoredItem] = []
+        for entry in self._pool(rules):
+            if rules.allows(entry["article_id"], entry["metadata"]):
+                out.append(
+                    ScoredItem(entry["article_id"], float(entry["score"]), entry["metadata"])
+                )
+                if len(out) == k:
+                    break
+        return out
