@@ -12,21 +12,32 @@ import pytest
 from support import engine_pids
 
 
-@pytest.mark.slow
-def test_demo_once_shows_changed_recommendations_and_leaves_nothing(tmp_path: Path) -> None:
-    env = {**os.environ, "RECSYS_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "160"}
+def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a user with no engines configured: everything embedded."""
+    env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir), "COLUMNS": "160", **extra}
     for var in ("RECSYS_REDIS_URL", "RECSYS_KAFKA_BOOTSTRAP_SERVERS", "RECSYS_QDRANT_URL"):
         env.pop(var, None)
-    before = engine_pids()
-    result = subprocess.run(
-        [sys.executable, "-m", "recsys", "demo", "--once"],
-        env=env,
-        cwd=tmp_path,
+    return env
+
+
+def _recsys(
+    *args: str, data_dir: Path, timeout: float = 120, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recsys", *args],
+        env=_env(data_dir, **extra),
+        cwd=data_dir.parent,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+@pytest.mark.slow
+def test_demo_once_shows_changed_recommendations_and_leaves_nothing(tmp_path: Path) -> None:
+    before = engine_pids()
+    result = _recsys("demo", "--once", data_dir=tmp_path / "data", timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "recommendations before" in out and "recommendations after" in out
@@ -38,32 +49,17 @@ def test_demo_once_shows_changed_recommendations_and_leaves_nothing(tmp_path: Pa
 def trained_data_dir(tmp_path: Path, input_dir: Path) -> Path:
     """A data dir with a live model, made by `recsys batch` as a user would."""
     data_dir = tmp_path / "data"
-    env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir), "RECSYS_IMPLICIT_FACTORS": "16"}
-    for var in ("RECSYS_REDIS_URL", "RECSYS_KAFKA_BOOTSTRAP_SERVERS"):
-        env.pop(var, None)
-    result = subprocess.run(
-        [sys.executable, "-m", "recsys", "batch", "--input", str(input_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
+    result = _recsys(
+        "batch", "--input", str(input_dir), data_dir=data_dir, timeout=300,
+        RECSYS_IMPLICIT_FACTORS="16",
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "is live" in result.stdout
     return data_dir
 
 
 def test_bad_input_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    env = {**os.environ, "RECSYS_DATA_DIR": str(tmp_path / "data")}
-    result = subprocess.run(
-        [sys.executable, "-m", "recsys", "batch", "--input", str(tmp_path / "nope")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    result = _recsys("batch", "--input", str(tmp_path / "nope"), data_dir=tmp_path / "data")
     assert result.returncode == 2
     assert "input folder not found" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
@@ -81,9 +77,7 @@ def test_up_runs_the_stack_until_interrupted_and_stops_everything(
     from recsys.engines.process import free_port
 
     port = free_port()
-    env = {**os.environ, "RECSYS_DATA_DIR": str(trained_data_dir), "RECSYS_API_PORT": str(port)}
-    for var in ("RECSYS_REDIS_URL", "RECSYS_KAFKA_BOOTSTRAP_SERVERS"):
-        env.pop(var, None)
+    env = _env(trained_data_dir, RECSYS_API_PORT=str(port))
     before = engine_pids()
     up = subprocess.Popen(
         [sys.executable, "-m", "recsys", "up"],
@@ -116,18 +110,6 @@ def test_up_runs_the_stack_until_interrupted_and_stops_everything(
     finally:
         if up.poll() is None:
             up.kill()
-
-
-def _recsys(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "RECSYS_DATA_DIR": str(data_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "recsys", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def test_generate_writes_the_three_files(tmp_path: Path) -> None:
