@@ -45,6 +45,7 @@ class EvalConfig:
     min_user_events: int = 5
     ema_rates: tuple[float, ...] = EMA_RATES
     max_test_users: int | None = None  # a seeded sample keeps huge data sets tractable
+    interaction_half_life_days: float | None = None  # as RECSYS_INTERACTION_HALF_LIFE_DAYS
     seed: int = 0
 
     def describe_split(self) -> str:
@@ -52,7 +53,12 @@ class EvalConfig:
             f"per-user temporal, last {self.test_fraction:.0%} of each user's events are test "
             f"(users with fewer than {self.min_user_events} events stay in train); all items "
             "not in the user's train set ranked; hyperparameters chosen on a validation split "
-            "carved the same way from train"
+            "carved the same way from train; interaction weights "
+            + (
+                f"decay by half every {self.interaction_half_life_days:g} days"
+                if self.interaction_half_life_days
+                else "do not decay"
+            )
         )
 
 
@@ -162,9 +168,10 @@ def temporal_split(events: pd.DataFrame, test_fraction: float, min_user_events: 
     )
 
 
-def to_interactions(events: pd.DataFrame) -> pd.DataFrame:
-    """One row per (user, item); weight = number of distinct events (timestamps)."""
-    interactions = build_interactions(events.rename(columns={"ts": "t_dat"}))
+def to_interactions(events: pd.DataFrame, half_life_days: float | None = None) -> pd.DataFrame:
+    """One row per (user, item); weight = distinct events (timestamps), time-decayed when
+    half_life_days is set, exactly as the batch builds them."""
+    interactions = build_interactions(events.rename(columns={"ts": "t_dat"}), half_life_days)
     return interactions[["customer_id", "article_id", "weight"]].reset_index(drop=True)
 
 
@@ -203,7 +210,7 @@ def _pick_users(candidates: IntArray, config: EvalConfig) -> IntArray:
 
 
 def build_task(split: Split, config: EvalConfig) -> RankingTask:
-    interactions = to_interactions(split.train)
+    interactions = to_interactions(split.train, config.interaction_half_life_days)
     users = pd.Index(np.sort(interactions["customer_id"].unique()))
     items = pd.Index(np.sort(interactions["article_id"].unique()))
     seen = _binary_csr(

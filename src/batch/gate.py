@@ -3,6 +3,7 @@ and is not promoted when it is worse than the live version by more than a margin
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,9 @@ from recsys.model_store import Manifest
 HOLDOUT = EvalConfig(max_test_users=20_000)
 
 
-def holdout_metrics(purchases: pd.DataFrame, trainer: Trainer) -> RankingMetrics:
+def holdout_metrics(
+    purchases: pd.DataFrame, trainer: Trainer, half_life_days: float
+) -> RankingMetrics:
     """Fit the same trainer on all but each customer's last 20% of purchases; score @10."""
     events = pd.DataFrame(
         {
@@ -34,7 +37,8 @@ def holdout_metrics(purchases: pd.DataFrame, trainer: Trainer) -> RankingMetrics
         }
     )
     split = temporal_split(events, HOLDOUT.test_fraction, HOLDOUT.min_user_events)
-    task = build_task(split, HOLDOUT)
+    config = dataclasses.replace(HOLDOUT, interaction_half_life_days=half_life_days or None)
+    task = build_task(split, config)
     factors = trainer.fit(task.interactions)
     return evaluate_ranking(align(factors, task), task, HOLDOUT.k)
 

@@ -81,7 +81,7 @@ def run_batch(
     data_version: dict[str, int] = {}
     with steps.step("write Delta tables", total=5) as advance:
         lake_dir = settings.lake_dir
-        interactions = build_interactions(purchases)
+        interactions = build_interactions(purchases, settings.interaction_half_life_days or None)
         for layer, name, frame in (
             ("bronze", "articles", raw.articles),
             ("bronze", "customers", raw.customers),
@@ -108,7 +108,9 @@ def run_batch(
     metrics: dict[str, float] = {}
     if settings.evaluate_before_promotion:
         with steps.step("evaluate on a holdout"), open_trainer(settings) as holdout_trainer:
-            metrics = as_manifest_metrics(holdout_metrics(purchases, holdout_trainer))
+            metrics = as_manifest_metrics(
+                holdout_metrics(purchases, holdout_trainer, settings.interaction_half_life_days)
+            )
 
     version = new_version()
     metadata = raw.articles.set_index("article_id")[list(ARTICLE_METADATA_FIELDS)]

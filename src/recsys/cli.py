@@ -165,12 +165,17 @@ def evaluate(
     max_test_users: Annotated[
         int | None, typer.Option(min=1, help="Evaluate a seeded sample of test users")
     ] = None,
+    half_life_days: Annotated[
+        float | None,
+        typer.Option(min=0, help="Interaction decay (0: none); default: the batch's setting"),
+    ] = None,
 ) -> None:
     """Offline accuracy: NDCG/MAP/Recall@10 and coverage vs popularity, and the EMA replay."""
     from batch.evaluation import EvalConfig, default_models, print_results, run_evaluation
 
     settings = _settings()
-    config = EvalConfig(max_test_users=max_test_users)
+    half_life = settings.interaction_half_life_days if half_life_days is None else half_life_days
+    config = EvalConfig(max_test_users=max_test_users, interaction_half_life_days=half_life or None)
     with contextlib.ExitStack() as stack:
         models = default_models()
         if spark:

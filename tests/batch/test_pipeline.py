@@ -31,8 +31,10 @@ def test_delta_tables_hold_the_input(
     interactions = DeltaTable(str(settings.lake_dir / "silver" / "interactions")).to_pandas()
     assert len(interactions) == trained.interactions
     assert not interactions.duplicated(["customer_id", "article_id"]).any()
-    pairs = tx.drop_duplicates(["customer_id", "article_id", "t_dat"])
-    assert interactions["weight"].sum() == len(pairs)
+    days = pd.to_datetime(tx.drop_duplicates(["customer_id", "article_id", "t_dat"])["t_dat"])
+    age = (days.max() - days).dt.days.to_numpy()
+    expected = np.exp2(-age / settings.interaction_half_life_days).sum()
+    assert interactions["weight"].sum() == pytest.approx(expected, rel=1e-4)
     assert set(trained.data_version) >= {"bronze.transactions", "silver.interactions"}
 
 

@@ -119,14 +119,20 @@ def test_kill_mid_stream_loses_and_duplicates_nothing(settings: Settings, tmp_pa
     )  # fmt: skip
     total = 3_000
     producer = Producer(producer_config(bootstrap, own))
+    killed = threading.Event()
 
     def produce() -> None:
+        # A steady stream; the second half waits for the kill, so the kill lands mid-way
+        # however fast or slow the machine is.
         for i in range(total):
+            if i == total // 2:
+                producer.flush(10)
+                killed.wait(120)
             event = _event(i)
             producer.produce(topic, key=event.customer_id.encode(), value=event.to_bytes())
             if i % 100 == 0:
                 producer.flush(10)
-                time.sleep(0.05)  # a steady stream, so the kill lands mid-way
+                time.sleep(0.05)
         producer.flush(10)
 
     log = tmp_path / "archiver.log"
@@ -142,6 +148,7 @@ def test_kill_mid_stream_loses_and_duplicates_nothing(settings: Settings, tmp_pa
         assert len(_table_ids(own.events_table)) > 200, log.read_text()[-2000:]
         first.send_signal(signal.SIGKILL)
         first.wait(10)
+        killed.set()
         written_at_kill = len(_table_ids(own.events_table))
         assert written_at_kill < total
         feeder.join(60)
@@ -158,6 +165,7 @@ def test_kill_mid_stream_loses_and_duplicates_nothing(settings: Settings, tmp_pa
             second.send_signal(signal.SIGTERM)
             second.wait(30)
     finally:
+        killed.set()
         if first.poll() is None:
             first.kill()
         feeder.join(60)
