@@ -428,6 +428,7 @@ def _run_consumer(
     from confluent_kafka import Consumer
 
     from recsys.engines.embedded import EmbeddedEngines
+    from recsys.supervisor import ASSIGNED
     from stream.bus import consumer_config, ensure_topics
 
     settings = _settings()
@@ -439,7 +440,11 @@ def _run_consumer(
         bootstrap = endpoints.require_kafka()
         ensure_topics(bootstrap, settings)
         consumer = Consumer(consumer_config(bootstrap, group, settings))
-        consumer.subscribe([settings.events_topic])
+        consumer.subscribe(
+            [settings.events_topic],
+            # The supervisor waits for this line: the worker consumes from here on.
+            on_assign=lambda _c, parts: log.info("%s: %s", ASSIGNED, len(parts)),
+        )
         log.info("consuming %s as group %s", settings.events_topic, group)
         try:
             make(settings, endpoints, consumer).run(stop)

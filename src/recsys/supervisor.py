@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+from functools import partial
 
 import httpx
 
@@ -19,6 +20,9 @@ from recsys.settings import Settings
 from stream.bus import wait_drained
 
 log = logging.getLogger(__name__)
+
+# Logged by a consumer-group worker (recsys.cli) once it owns partitions.
+ASSIGNED = "partitions assigned"
 
 
 def drain_broker(settings: Settings, bootstrap: str) -> int:
@@ -39,6 +43,10 @@ def drain_broker(settings: Settings, bootstrap: str) -> int:
             settings.drain_timeout_s,
         )
     return left
+
+
+def _has_partitions(worker: ManagedProcess) -> bool:
+    return ASSIGNED in worker.log_text()
 
 
 class Stack:
@@ -64,12 +72,17 @@ class Stack:
         return spawn(name, argv, env=env, log_path=self.settings.run_dir / f"{name}.log")
 
     def start(self) -> None:
-        self.updater = self._child("updater", "updater")
-        self.archiver = self._child("archiver", "archiver")
+        workers = [self._child("updater", "updater"), self._child("archiver", "archiver")]
+        self.updater, self.archiver = workers
         self.api = self._child(
             "api", "serve", "--host", self.settings.api_host, "--port", str(self.api_port)
         )
         self.api.wait_ready(self._api_answers, self.settings.engine_start_timeout_s + 30)
+        # A consumer takes a few seconds to join its group; until then events wait.
+        for worker in workers:
+            worker.wait_ready(
+                partial(_has_partitions, worker), self.settings.engine_start_timeout_s
+            )
 
     def _api_answers(self) -> bool:
         try:

@@ -86,6 +86,7 @@ class ManagedProcess:
     popen: subprocess.Popen[bytes]
     log_path: Path | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
+    _log_start: int = 0  # the log is appended to across runs; this run starts here
 
     @property
     def pid(self) -> int:
@@ -126,10 +127,18 @@ class ManagedProcess:
             self._log.close()
             self._log = None
 
+    def log_text(self) -> str:
+        """What this run of the child has written to its log so far."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as handle:
+            handle.seek(self._log_start)
+            return handle.read().decode(errors="replace")
+
     def _log_hint(self) -> str:
         if self.log_path is None or not self.log_path.exists():
             return ""
-        tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+        tail = self.log_text().strip().splitlines()[-3:]
         return f" (log {self.log_path}: {' | '.join(tail)})" if tail else ""
 
 
@@ -143,9 +152,11 @@ def spawn(
 ) -> ManagedProcess:
     """Start argv as a child that receives SIGTERM if this process dies."""
     log: IO[bytes] | None = None
+    log_start = 0
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = log_path.open("ab")
+        log_start = log.tell()
     popen = subprocess.Popen(
         list(argv),
         stdin=subprocess.DEVNULL,
@@ -155,4 +166,4 @@ def spawn(
         cwd=cwd,
         preexec_fn=_die_with_parent(os.getpid()),
     )
-    return ManagedProcess(name=name, popen=popen, log_path=log_path, _log=log)
+    return ManagedProcess(name=name, popen=popen, log_path=log_path, _log=log, _log_start=log_start)
