@@ -153,6 +153,8 @@ class ArchivedPurchases:
     report: TableReport
     # The newest event read: where a model trained on them stops knowing.
     last_ts: datetime | None
+    # The Delta version read: promotion replays exactly the events added after it.
+    table_version: int | None = None
 
 
 def read_archived_purchases(events_table: Path, known_articles: pd.Series) -> ArchivedPurchases:
@@ -162,9 +164,8 @@ def read_archived_purchases(events_table: Path, known_articles: pd.Series) -> Ar
     """
     report = TableReport("archived events")
     try:
-        events = DeltaTable(str(events_table)).to_pandas(
-            columns=["event_type", "customer_id", "article_id", "ts", "price"]
-        )
+        table = DeltaTable(str(events_table))
+        events = table.to_pandas(columns=["event_type", "customer_id", "article_id", "ts", "price"])
     except TableNotFoundError:
         return ArchivedPurchases(
             pd.DataFrame(columns=list(TRANSACTIONS_SCHEMA.names)), report, None
@@ -185,4 +186,4 @@ def read_archived_purchases(events_table: Path, known_articles: pd.Series) -> Ar
             "sales_channel_id": 2,
         }
     )
-    return ArchivedPurchases(frame.reset_index(drop=True), report, last_ts)
+    return ArchivedPurchases(frame.reset_index(drop=True), report, last_ts, int(table.version()))

@@ -19,7 +19,13 @@ from batch.interactions import build_interactions
 from batch.publish import write_history, write_index, write_meta, write_vectors
 from batch.trainer_factory import iterations, open_trainer
 from batch.trending import trending
-from batch.versions import cutoff_of, live_version, promote, register_candidate
+from batch.versions import (
+    EVENTS_TABLE_KEY,
+    cutoff_of,
+    live_version,
+    promote,
+    register_candidate,
+)
 from recsys.index.factory import open_writer
 from recsys.model_store import (
     Manifest,
@@ -79,6 +85,10 @@ def run_batch(
         raise EmptyTrainingDataError(f"no valid transactions in {input_dir}")
 
     data_version: dict[str, int] = {}
+    # -1: there was no events table yet, so every archived event is new to this version.
+    data_version[EVENTS_TABLE_KEY] = (
+        archived.table_version if archived.table_version is not None else -1
+    )
     with steps.step("write Delta tables", total=5) as advance:
         lake_dir = settings.lake_dir
         interactions = build_interactions(purchases, settings.interaction_half_life_days or None)

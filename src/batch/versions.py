@@ -19,6 +19,9 @@ from recsys.settings import Settings
 from stream.apply import EventApplier
 from stream.replay import ReplayReport, replay
 
+# The manifest's data_version key for the events table version the batch trained on.
+EVENTS_TABLE_KEY = "bronze.events"
+
 
 class VersionError(ValueError):
     """A version that does not exist, or a rollback with nothing to roll back to."""
@@ -56,7 +59,13 @@ def promote(settings: Settings, client: redis.Redis, version: str) -> ReplayRepo
     current = live_version(client)
     # While it replays, live events reach it through the updater too (markers dedupe).
     register_candidate(client, version)
-    report = replay(settings.events_table, manifest.cutoff, version, EventApplier(settings, client))
+    report = replay(
+        settings.events_table,
+        version,
+        EventApplier(settings, client),
+        seen_table_version=manifest.data_version.get(EVENTS_TABLE_KEY),
+        since=manifest.cutoff,
+    )
     pipe = client.pipeline(transaction=True)
     pipe.set(keys.LIVE_VERSION, version)
     pipe.srem(keys.CANDIDATE_VERSIONS, version)

@@ -1,5 +1,9 @@
 """Replay archived purchases onto a model version, so it does not forget what customers
-did after its training data was cut. Idempotent: applied events are skipped."""
+did after its training data was cut. Idempotent: applied events are skipped.
+
+What the version has not seen is exactly what the events table gained after the Delta
+version its batch read; where that version is gone (vacuumed) or unknown, events after
+the training cutoff stand in for it."""
 
 from __future__ import annotations
 
@@ -24,21 +28,47 @@ class ReplayReport:
     duplicates: int
 
 
-def archived_since(events_table: Path, since: datetime) -> pd.DataFrame:
-    """Purchases in the archive strictly after `since`, oldest first."""
+def unseen_purchases(
+    events_table: Path, seen_table_version: int | None, since: datetime
+) -> pd.DataFrame:
+    """Archived purchases a model trained on `seen_table_version` never saw, oldest first."""
     try:
-        table = DeltaTable(str(events_table))
+        frame = DeltaTable(str(events_table)).to_pandas()
     except TableNotFoundError:
         return pd.DataFrame()
-    frame = table.to_pandas()
-    frame = frame[(frame["event_type"] == "purchase") & (frame["ts"] > pd.Timestamp(since))]
+    frame = frame[frame["event_type"] == "purchase"]
+    seen = _event_ids_at(events_table, seen_table_version)
+    if seen is not None:
+        frame = frame[~frame["event_id"].isin(seen)]
+    else:
+        frame = frame[frame["ts"] > pd.Timestamp(since)]
     return frame.sort_values(["ts", "kafka_partition", "kafka_offset"], kind="stable")
 
 
+def _event_ids_at(events_table: Path, table_version: int | None) -> pd.Series | None:
+    """Event ids in the table at that version; empty for -1 (no table yet); None when
+    unknown, so the caller falls back to the cutoff."""
+    if table_version is None:
+        return None
+    if table_version < 0:
+        return pd.Series([], dtype=object)
+    try:
+        old = DeltaTable(str(events_table), version=table_version)
+    except Exception:  # vacuumed, or never existed: fall back to the cutoff
+        return None
+    ids: pd.Series = old.to_pandas(columns=["event_id"])["event_id"]
+    return ids
+
+
 def replay(
-    events_table: Path, since: datetime, version: str, applier: EventApplier
+    events_table: Path,
+    version: str,
+    applier: EventApplier,
+    *,
+    seen_table_version: int | None,
+    since: datetime,
 ) -> ReplayReport:
-    frame = archived_since(events_table, since)
+    frame = unseen_purchases(events_table, seen_table_version, since)
     applied = duplicates = 0
     fields = [name for name in Event.model_fields if name in frame.columns]
     for start in range(0, len(frame), CHUNK):
