@@ -104,23 +104,22 @@ def run_batch(
             advance(1)
 
     total_iterations = iterations(settings)
-    with (
-        open_trainer(settings) as trainer,
-        steps.step(f"train ALS ({trainer.name})", total=total_iterations) as advance,
-    ):
-        done = [0]
-
-        def on_iteration(iteration: int, _total: int) -> None:
-            advance(iteration - done[0])
-            done[0] = iteration
-
-        factors = trainer.fit(interactions, progress=on_iteration)
     metrics: dict[str, float] = {}
-    if settings.evaluate_before_promotion:
-        with steps.step("evaluate on a holdout"), open_trainer(settings) as holdout_trainer:
-            metrics = as_manifest_metrics(
-                holdout_metrics(purchases, holdout_trainer, settings.interaction_half_life_days)
-            )
+    # One trainer (for Spark, one session) serves the model and its holdout measure.
+    with open_trainer(settings) as trainer:
+        with steps.step(f"train ALS ({trainer.name})", total=total_iterations) as advance:
+            done = [0]
+
+            def on_iteration(iteration: int, _total: int) -> None:
+                advance(iteration - done[0])
+                done[0] = iteration
+
+            factors = trainer.fit(interactions, progress=on_iteration)
+        if settings.evaluate_before_promotion:
+            with steps.step("evaluate on a holdout"):
+                metrics = as_manifest_metrics(
+                    holdout_metrics(purchases, trainer, settings.interaction_half_life_days)
+                )
 
     version = new_version()
     metadata = raw.articles.set_index("article_id")[list(ARTICLE_METADATA_FIELDS)]

@@ -15,7 +15,7 @@ def valkey_binary() -> Path:
     return Path(get_binary_path())
 
 
-def _answers(url: str) -> bool:
+def valkey_answers(url: str) -> bool:
     client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
     try:
         return bool(client.ping())
@@ -45,9 +45,5 @@ def start_valkey(
     ]  # fmt: skip
     proc = spawn("valkey-server", argv, log_path=work_dir / "valkey.log")
     url = f"redis://127.0.0.1:{port}/0"
-    proc.wait_ready(lambda: listens_on(proc.pid, port) and _answers(url), timeout)
+    proc.wait_ready(lambda: listens_on(proc.pid, port) and valkey_answers(url), timeout)
     return proc, url
-
-
-def valkey_answers(url: str) -> bool:
-    return _answers(url)
