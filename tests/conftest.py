@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import psutil
@@ -22,6 +23,9 @@ from recsys.stores import redis_client
 from serve.app import create_app
 from stream.bus import ensure_topics
 from support import engine_processes
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 SMALL = {"customers": 400, "articles": 300, "transactions": 15_000}
 
@@ -78,9 +82,24 @@ def input_dir(session_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained(settings: Settings, input_dir: Path, redis_conn: redis.Redis) -> BatchReport:
+def spark(base_settings: Settings) -> Iterator[SparkSession]:
+    """One Spark session for the whole suite: a JVM has one, and starting it takes seconds."""
+    from recsys.spark import SparkUnavailableError, spark_session
+
+    own = base_settings.model_copy(update={"spark_master": "local[2]", "spark_driver_memory": "2g"})
+    try:
+        with spark_session(own, "recsys-tests") as session:
+            yield session
+    except SparkUnavailableError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def trained(
+    settings: Settings, input_dir: Path, redis_conn: redis.Redis, spark: SparkSession
+) -> BatchReport:
     with Steps(enabled=False) as steps:
-        return run_batch(settings, input_dir, redis_conn, steps)
+        return run_batch(settings, input_dir, redis_conn, steps, spark)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from rich.table import Table
@@ -14,8 +15,9 @@ from batch.evaluation_data import load_events
 from batch.generate import generate
 from batch.spark_trainer import SparkAlsTrainer
 from batch.trainer import ImplicitTrainer
-from recsys.settings import Settings
-from recsys.spark import spark_session
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class TrainTiming:
 
 
 def bench_datasets(
-    ml100k: Path | None, transactions: int, work_dir: Path
+    ml100k: Path | None, transactions: int, work_dir: Path, spark: SparkSession
 ) -> dict[str, pd.DataFrame]:
     """The matrices to train on: ml-100k where present, and a generated H&M set."""
     sets: dict[str, pd.DataFrame] = {}
@@ -52,39 +54,38 @@ def bench_datasets(
             transactions=transactions,
             seed=1,
         )
-    sets[f"generated {transactions:,} tx"] = to_interactions(load_events(generated))
+    sets[f"generated {transactions:,} tx"] = to_interactions(load_events(generated, spark))
     return sets
 
 
 def bench_train(
-    settings: Settings, datasets: dict[str, pd.DataFrame], *, rank: int, iterations: int
+    session: SparkSession, datasets: dict[str, pd.DataFrame], *, rank: int, iterations: int
 ) -> list[TrainTiming]:
     """Wall time of a full fit on each matrix, implicit then Spark, in one run."""
     rows = []
-    with spark_session(settings, "recsys-bench-train") as session:
-        for name, interactions in datasets.items():
-            implicit = ImplicitTrainer(
-                factors=rank, iterations=iterations, regularization=0.1, alpha=1.0, seed=1
+    for name, interactions in datasets.items():
+        implicit = ImplicitTrainer(
+            factors=rank, iterations=iterations, regularization=0.1, alpha=1.0, seed=1
+        )
+        spark = SparkAlsTrainer(
+            session, rank=rank, max_iter=iterations, reg_param=0.1, alpha=1.0, seed=1
+        )
+        started = time.perf_counter()
+        fitted = implicit.fit(interactions)
+        implicit_s = time.perf_counter() - started
+        started = time.perf_counter()
+        spark.fit(interactions)
+        spark_s = time.perf_counter() - started
+        rows.append(
+            TrainTiming(
+                dataset=name,
+                users=len(fitted.user_ids),
+                items=len(fitted.item_ids),
+                interactions=len(interactions),
+                implicit_s=implicit_s,
+                spark_s=spark_s,
             )
-            spark = SparkAlsTrainer(
-                session, rank=rank, max_iter=iterations, reg_param=0.1, alpha=1.0, seed=1
-            )
-            started = time.perf_counter()
-            fitted = implicit.fit(interactions)
-            implicit_s = time.perf_counter() - started
-            started = time.perf_counter()
-            spark.fit(interactions)
-            spark_s = time.perf_counter() - started
-            rows.append(
-                TrainTiming(
-                    dataset=name,
-                    users=len(fitted.user_ids),
-                    items=len(fitted.item_ids),
-                    interactions=len(interactions),
-                    implicit_s=implicit_s,
-                    spark_s=spark_s,
-                )
-            )
+        )
     return rows
 
 

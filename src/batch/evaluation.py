@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,8 +20,11 @@ from rich.table import Table
 
 from batch.evaluation_data import EventsSummary, describe_events, detect_source, load_events
 from batch.interactions import build_interactions
-from batch.trainer import Factors, ImplicitTrainer, Progress, Trainer
+from batch.trainer import Factors, ImplicitTrainer, Progress, Trainer, TrainingData, as_pandas
 from stream.ema import ema_update
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -536,8 +539,9 @@ class PopularityTrainer:
 
     name = "popularity"
 
-    def fit(self, interactions: pd.DataFrame, progress: Progress | None = None) -> Factors:
+    def fit(self, data: TrainingData, progress: Progress | None = None) -> Factors:
         started = time.perf_counter()
+        interactions = as_pandas(data)
         counts = interactions.groupby("article_id", sort=True)["weight"].sum()
         users = np.sort(interactions["customer_id"].unique())
         return Factors(
@@ -649,13 +653,16 @@ def evaluate_events(
 
 
 def run_evaluation(
-    data_dir: Path, models: Sequence[ModelSpec] | None = None, config: EvalConfig | None = None
+    data_dir: Path,
+    models: Sequence[ModelSpec] | None = None,
+    config: EvalConfig | None = None,
+    spark: SparkSession | None = None,
 ) -> EvaluationResult:
-    """Load an H&M or MovieLens folder and evaluate the models on it."""
+    """Load an H&M (with Spark) or MovieLens folder and evaluate the models on it."""
     started = time.perf_counter()
     source = detect_source(data_dir)
     result = evaluate_events(
-        load_events(data_dir), models, config, data_dir=data_dir, source=source
+        load_events(data_dir, spark), models, config, data_dir=data_dir, source=source
     )
     return result.model_copy(update={"seconds": time.perf_counter() - started})
 

@@ -4,14 +4,17 @@ frame for the offline evaluation."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
 from batch.hm_schema import TRANSACTIONS_FILE
-from batch.ingest import read_input
+from batch.ingest import clean_purchases
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 MOVIELENS_FILE = "ratings.tsv"
 MOVIELENS_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
@@ -41,15 +44,20 @@ def detect_source(data_dir: Path) -> Source:
     )
 
 
-def load_events(data_dir: Path) -> pd.DataFrame:
-    """Columns customer_id, article_id (str), ts (datetime64[ns]), weight (float32)."""
+def load_events(data_dir: Path, spark: SparkSession | None = None) -> pd.DataFrame:
+    """Columns customer_id, article_id (str), ts (datetime64[ns]), weight (float32).
+
+    An H&M folder goes through the batch's own Spark cleaning, so it needs a session."""
     if detect_source(data_dir) == "hm":
-        return load_hm_events(data_dir)
+        if spark is None:
+            raise ValueError(f"{data_dir} is an H&M folder: reading it needs a Spark session")
+        return load_hm_events(data_dir, spark)
     return load_movielens_events(data_dir)
 
 
-def load_hm_events(data_dir: Path) -> pd.DataFrame:
-    transactions = read_input(data_dir).transactions
+def load_hm_events(data_dir: Path, spark: SparkSession) -> pd.DataFrame:
+    purchases, _ = clean_purchases(spark, data_dir)
+    transactions = purchases.select("customer_id", "article_id", "t_dat").toPandas()
     return _events(transactions["customer_id"], transactions["article_id"], transactions["t_dat"])
 
 

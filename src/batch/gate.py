@@ -32,7 +32,7 @@ def holdout_metrics(
         {
             "customer_id": purchases["customer_id"].to_numpy(),
             "article_id": purchases["article_id"].to_numpy(),
-            "ts": purchases["t_dat"].to_numpy(),
+            "ts": pd.to_datetime(purchases["t_dat"]).to_numpy(),
             "weight": np.ones(len(purchases), dtype=np.float32),
         }
     )

@@ -1,19 +1,21 @@
-"""Raw H&M CSVs into typed, validated tables; bad rows are counted, not fatal."""
+"""Ingestion and cleaning as Spark jobs: the H&M CSVs as read into bronze, then typed and
+validated rows out; bad rows are counted by reason and skipped, never fatal.
+
+A missing file or column stops the run with one line naming it (`InputError`).
+"""
 
 from __future__ import annotations
 
 import csv
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
-import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
-from deltalake import DeltaTable
-from deltalake.exceptions import TableNotFoundError
 
+from batch import lake
 from batch.hm_schema import (
     ARTICLES_FILE,
     ARTICLES_SCHEMA,
@@ -22,7 +24,16 @@ from batch.hm_schema import (
     TRANSACTIONS_FILE,
     TRANSACTIONS_SCHEMA,
 )
+from batch.lake import Lake
 from recsys.ids import ID_PATTERN, MAX_ID_LENGTH
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+REASON = "_skip_reason"
+ROW = "_row"
+# Purchases from the CSVs and purchases the API accepted since, told apart in silver.
+SOURCE_CSV, SOURCE_EVENTS = "csv", "events"
 
 
 class InputError(ValueError):
@@ -43,113 +54,198 @@ class TableReport:
 
 
 @dataclass
-class RawData:
-    articles: pd.DataFrame
-    customers: pd.DataFrame
-    transactions: pd.DataFrame
+class Cleaned:
+    """Valid, typed rows of the three inputs, and what was skipped on the way."""
+
+    articles: DataFrame
+    customers: DataFrame
+    transactions: DataFrame
     reports: list[TableReport]
+    written: dict[str, lake.Written] = field(default_factory=dict)
 
 
-def _read_as_strings(path: Path, schema: pa.Schema) -> pd.DataFrame:
-    """Read every column as text so one bad value cannot fail the file; types come later."""
-    if not path.is_file():
-        raise InputError(f"missing input file: {path}")
+def _header(path: Path) -> list[str]:
     with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
-        header = [c.strip() for c in next(csv.reader(handle), [])]
-    missing = [name for name in schema.names if name not in header]
-    if missing:
-        raise InputError(f"{path.name}: missing column(s) {', '.join(missing)}")
-    table = pacsv.read_csv(
-        path,
-        convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in schema.names},
-            include_columns=list(schema.names),
-            strings_can_be_null=True,
-        ),
-    )
-    frame: pd.DataFrame = table.to_pandas()
-    return frame
+        return [c.strip() for c in next(csv.reader(handle), [])]
 
 
-def _valid_ids(ids: pd.Series) -> pd.Series:
-    return ids.notna() & (ids.str.len() <= MAX_ID_LENGTH) & ids.str.fullmatch(ID_PATTERN[1:-1])
-
-
-def _numeric(frame: pd.DataFrame, schema: pa.Schema) -> None:
-    for col in schema:
-        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-            frame[col.name] = pd.to_numeric(frame[col.name], errors="coerce")
-
-
-def read_articles(input_dir: Path) -> tuple[pd.DataFrame, TableReport]:
-    frame = _read_as_strings(input_dir / ARTICLES_FILE, ARTICLES_SCHEMA)
-    report = TableReport("articles", rows_in=len(frame))
-    ok = _valid_ids(frame["article_id"])
-    report.skipped["invalid article_id"] += int((~ok).sum())
-    frame = frame[ok]
-    dup = frame["article_id"].duplicated()
-    report.skipped["duplicate article_id"] += int(dup.sum())
-    frame = frame[~dup].reset_index(drop=True)
-    _numeric(frame, ARTICLES_SCHEMA)
-    text_cols = [c.name for c in ARTICLES_SCHEMA if pa.types.is_string(c.type)]
-    frame[text_cols] = frame[text_cols].fillna("")
-    return frame, report
-
-
-def read_customers(input_dir: Path) -> tuple[pd.DataFrame, TableReport]:
-    frame = _read_as_strings(input_dir / CUSTOMERS_FILE, CUSTOMERS_SCHEMA)
-    report = TableReport("customers", rows_in=len(frame))
-    ok = _valid_ids(frame["customer_id"])
-    report.skipped["invalid customer_id"] += int((~ok).sum())
-    frame = frame[ok]
-    dup = frame["customer_id"].duplicated()
-    report.skipped["duplicate customer_id"] += int(dup.sum())
-    frame = frame[~dup].reset_index(drop=True)
-    _numeric(frame, CUSTOMERS_SCHEMA)
-    return frame, report
-
-
-def read_transactions(
-    input_dir: Path, known_articles: pd.Series, known_customers: pd.Series
-) -> tuple[pd.DataFrame, TableReport]:
-    frame = _read_as_strings(input_dir / TRANSACTIONS_FILE, TRANSACTIONS_SCHEMA)
-    report = TableReport("transactions", rows_in=len(frame))
-    frame["t_dat"] = pd.to_datetime(frame["t_dat"], format="%Y-%m-%d", errors="coerce")
-    _numeric(frame, TRANSACTIONS_SCHEMA)
-    # Each row is charged to the first rule it breaks, so the reasons add up to the skips.
-    rules: list[tuple[str, pd.Series]] = [
-        ("unparseable t_dat", frame["t_dat"].isna()),
-        ("invalid customer_id", ~_valid_ids(frame["customer_id"])),
-        ("invalid article_id", ~_valid_ids(frame["article_id"])),
-        ("unknown article_id", ~frame["article_id"].isin(known_articles)),
-        ("unknown customer_id", ~frame["customer_id"].isin(known_customers)),
-        ("negative or missing price", ~(frame["price"] >= 0)),
-    ]
-    bad = pd.Series(False, index=frame.index)
-    for reason, broken in rules:
-        newly = broken & ~bad
-        report.skipped[reason] += int(newly.sum())
-        bad |= newly
-    frame = frame[~bad].reset_index(drop=True)
-    frame["sales_channel_id"] = frame["sales_channel_id"].fillna(0).astype("int64")
-    return frame, report
-
-
-def read_input(input_dir: Path) -> RawData:
-    """Read and validate the three CSVs of an H&M-schema folder."""
+def check_input(input_dir: Path) -> None:
+    """Fail fast, before any Spark work, on a missing folder, file or column."""
     if not input_dir.is_dir():
         raise InputError(f"input folder not found: {input_dir}")
-    articles, a_report = read_articles(input_dir)
-    customers, c_report = read_customers(input_dir)
-    transactions, t_report = read_transactions(
-        input_dir, articles["article_id"], customers["customer_id"]
+    for file, schema in (
+        (ARTICLES_FILE, ARTICLES_SCHEMA),
+        (CUSTOMERS_FILE, CUSTOMERS_SCHEMA),
+        (TRANSACTIONS_FILE, TRANSACTIONS_SCHEMA),
+    ):
+        path = input_dir / file
+        if not path.is_file():
+            raise InputError(f"missing input file: {path}")
+        missing = [name for name in schema.names if name not in _header(path)]
+        if missing:
+            raise InputError(f"{file}: missing column(s) {', '.join(missing)}")
+
+
+INPUTS: Final = (
+    ("articles", ARTICLES_FILE, ARTICLES_SCHEMA),
+    ("customers", CUSTOMERS_FILE, CUSTOMERS_SCHEMA),
+    ("transactions", TRANSACTIONS_FILE, TRANSACTIONS_SCHEMA),
+)
+
+
+def read_csv(spark: SparkSession, path: Path, schema: pa.Schema) -> DataFrame:
+    """One CSV as read: every column text (no value can fail the file), picked by name."""
+    from pyspark.sql import functions as F
+
+    frame = spark.read.option("header", "true").option("escape", '"').csv(str(path))
+    # Row order is kept so "the first of duplicate ids wins" means the first line.
+    return frame.select(*[F.col(f"`{c}`") for c in schema.names]).withColumn(
+        ROW, F.monotonically_increasing_id()
     )
-    return RawData(articles, customers, transactions, [a_report, c_report, t_report])
+
+
+def load_bronze(store: Lake, input_dir: Path) -> dict[str, lake.Written]:
+    """The CSVs as read into the bronze tables."""
+    check_input(input_dir)
+    return {
+        name: store.write(read_csv(store.spark, input_dir / file, schema), "bronze", name)
+        for name, file, schema in INPUTS
+    }
+
+
+def clean_purchases(spark: SparkSession, input_dir: Path) -> tuple[DataFrame, TableReport]:
+    """Valid purchases straight from the CSVs (no tables written): the evaluation's input."""
+    check_input(input_dir)
+    frames = {name: read_csv(spark, input_dir / file, schema) for name, file, schema in INPUTS}
+    articles, _ = clean_articles(frames["articles"])
+    customers, _ = clean_customers(frames["customers"])
+    return clean_transactions(frames["transactions"], articles, customers)
+
+
+def _valid_id(col: Column) -> Column:
+    from pyspark.sql import functions as F
+
+    return col.isNotNull() & (F.length(col) <= MAX_ID_LENGTH) & col.rlike(ID_PATTERN)
+
+
+def _typed(frame: DataFrame, schema: pa.Schema) -> DataFrame:
+    """Numbers that do not parse become null (a missing value, not a bad row)."""
+    from pyspark.sql import functions as F
+
+    columns = []
+    for col in schema:
+        if pa.types.is_integer(col.type):
+            columns.append(F.col(col.name).try_cast("long").alias(col.name))
+        elif pa.types.is_floating(col.type):
+            columns.append(F.col(col.name).try_cast("double").alias(col.name))
+        else:
+            columns.append(F.col(col.name))
+    return frame.select(*columns, REASON)
+
+
+def _first_broken(rules: list[tuple[str, Column]]) -> Column:
+    """Each row is charged to the first rule it breaks, so the reasons add up to the skips."""
+    from pyspark.sql import functions as F
+
+    reason = F.lit(None).cast("string")
+    for name, broken in reversed(rules):
+        reason = F.when(broken, F.lit(name)).otherwise(reason)
+    return reason
+
+
+def _split(frame: DataFrame, report: TableReport) -> DataFrame:
+    """Count rows by skip reason (one pass) and keep the rows with none."""
+    for row in frame.groupBy(REASON).count().collect():
+        report.rows_in += int(row["count"])
+        if row[REASON] is not None:
+            report.skipped[str(row[REASON])] += int(row["count"])
+    return frame.where(frame[REASON].isNull()).drop(REASON)
+
+
+def _clean_entities(
+    bronze: DataFrame, name: str, key: str, schema: pa.Schema
+) -> tuple[DataFrame, TableReport]:
+    """One row per valid id, the first line of duplicates kept, numbers typed."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    report = TableReport(name)
+    later_duplicate = F.row_number().over(Window.partitionBy(key).orderBy(ROW)) > 1
+    flagged = bronze.withColumn(
+        REASON,
+        _first_broken(
+            [(f"invalid {key}", ~_valid_id(F.col(key))), (f"duplicate {key}", later_duplicate)]
+        ),
+    )
+    return _split(_typed(flagged, schema), report), report
+
+
+def clean_articles(bronze: DataFrame) -> tuple[DataFrame, TableReport]:
+    frame, report = _clean_entities(bronze, "articles", "article_id", ARTICLES_SCHEMA)
+    text = [c.name for c in ARTICLES_SCHEMA if pa.types.is_string(c.type)]
+    return frame.fillna("", subset=text), report
+
+
+def clean_customers(bronze: DataFrame) -> tuple[DataFrame, TableReport]:
+    return _clean_entities(bronze, "customers", "customer_id", CUSTOMERS_SCHEMA)
+
+
+def clean_transactions(
+    bronze: DataFrame, articles: DataFrame, customers: DataFrame
+) -> tuple[DataFrame, TableReport]:
+    from pyspark.sql import functions as F
+
+    report = TableReport("transactions")
+    known_articles = articles.select("article_id", F.lit(True).alias("_known_article"))
+    known_customers = customers.select("customer_id", F.lit(True).alias("_known_customer"))
+    frame = (
+        bronze.withColumn("t_dat", F.to_date(F.try_to_timestamp("t_dat", F.lit("yyyy-MM-dd"))))
+        .withColumn("price", F.col("price").try_cast("double"))
+        .join(F.broadcast(known_articles), "article_id", "left")
+        .join(known_customers, "customer_id", "left")
+    )
+    flagged = frame.withColumn(
+        REASON,
+        _first_broken(
+            [
+                ("unparseable t_dat", F.col("t_dat").isNull()),
+                ("invalid customer_id", ~_valid_id(F.col("customer_id"))),
+                ("invalid article_id", ~_valid_id(F.col("article_id"))),
+                ("unknown article_id", F.col("_known_article").isNull()),
+                ("unknown customer_id", F.col("_known_customer").isNull()),
+                ("negative or missing price", ~F.coalesce(F.col("price") >= 0, F.lit(False))),
+            ]
+        ),
+    )
+    valid = _split(flagged, report).select(
+        "t_dat",
+        "customer_id",
+        "article_id",
+        "price",
+        F.coalesce(F.col("sales_channel_id").try_cast("long"), F.lit(0)).alias("sales_channel_id"),
+        F.lit(SOURCE_CSV).alias("source"),
+    )
+    return valid, report
+
+
+def clean(store: Lake) -> Cleaned:
+    """Typed, valid rows from this run's bronze tables; items and customers are written to
+    silver (and read back from there), transactions are left to the caller to complete."""
+    articles, a_report = clean_articles(lake.read(store, "bronze", "articles"))
+    written = {"silver.items": store.write(articles, "silver", "items")}
+    customers, c_report = clean_customers(lake.read(store, "bronze", "customers"))
+    written["silver.customers"] = store.write(customers, "silver", "customers")
+    articles = lake.read(store, "silver", "items")
+    customers = lake.read(store, "silver", "customers")
+    transactions, t_report = clean_transactions(
+        lake.read(store, "bronze", "transactions"), articles, customers
+    )
+    return Cleaned(articles, customers, transactions, [a_report, c_report, t_report], written)
 
 
 @dataclass
 class ArchivedPurchases:
-    frame: pd.DataFrame
+    frame: DataFrame
     report: TableReport
     # The newest event read: where a model trained on them stops knowing.
     last_ts: datetime | None
@@ -157,33 +253,48 @@ class ArchivedPurchases:
     table_version: int | None = None
 
 
-def read_archived_purchases(events_table: Path, known_articles: pd.Series) -> ArchivedPurchases:
-    """Purchases the API accepted since the CSVs were cut, as transaction rows.
+def archived_purchases(
+    store: Lake, events_table: Path, articles: DataFrame
+) -> ArchivedPurchases | None:
+    """Purchases the API accepted since the CSVs were cut, as transaction rows (None when
+    the archiver has written nothing yet). Their customers may be new (not in
+    customers.csv), so only the article is checked."""
+    from pyspark.sql import functions as F
 
-    Their customers may be new (not in customers.csv), so only the article is checked.
-    """
+    snap = store.snapshot(events_table)
+    if snap is None:
+        return None
     report = TableReport("archived events")
-    try:
-        table = DeltaTable(str(events_table))
-        events = table.to_pandas(columns=["event_type", "customer_id", "article_id", "ts", "price"])
-    except TableNotFoundError:
-        return ArchivedPurchases(
-            pd.DataFrame(columns=list(TRANSACTIONS_SCHEMA.names)), report, None
-        )
-    report.rows_in = len(events)
-    last_ts = events["ts"].max().to_pydatetime() if len(events) else None
-    events = events[events["event_type"] == "purchase"]
-    unknown = ~events["article_id"].isin(known_articles)
-    report.skipped["unknown article_id"] += int(unknown.sum())
-    events = events[~unknown]
-    frame = pd.DataFrame(
-        {
-            "t_dat": events["ts"].dt.tz_convert(None).dt.normalize().astype("datetime64[ns]"),
-            "customer_id": events["customer_id"],
-            "article_id": events["article_id"],
-            "price": events["price"].fillna(0.0).astype("float64"),
-            # Events come through the API: the online channel.
-            "sales_channel_id": 2,
-        }
+    events = snap.frame
+    # Microseconds, not a timestamp: PySpark would hand a timestamp back in local time.
+    totals = events.agg(
+        F.count(F.lit(1)).alias("n"), F.max(F.unix_micros("ts")).alias("last")
+    ).first()
+    assert totals is not None
+    report.rows_in = int(totals["n"])
+    last = (
+        None
+        if totals["last"] is None
+        else datetime.fromtimestamp(int(totals["last"]) / 1e6, tz=UTC)
     )
-    return ArchivedPurchases(frame.reset_index(drop=True), report, last_ts, int(table.version()))
+    known = articles.select("article_id", F.lit(True).alias("_known_article"))
+    purchases = (
+        events.where(F.col("event_type") == "purchase")
+        .join(F.broadcast(known), "article_id", "left")
+        .withColumn(
+            REASON,
+            F.when(F.col("_known_article").isNull(), F.lit("unknown article_id")),
+        )
+    )
+    for row in purchases.where(F.col(REASON).isNotNull()).groupBy(REASON).count().collect():
+        report.skipped[str(row[REASON])] += int(row["count"])
+    frame = purchases.where(F.col(REASON).isNull()).select(
+        F.to_date("ts").alias("t_dat"),
+        "customer_id",
+        "article_id",
+        F.coalesce(F.col("price").cast("double"), F.lit(0.0)).alias("price"),
+        # Events come through the API: the online channel.
+        F.lit(2).cast("long").alias("sales_channel_id"),
+        F.lit(SOURCE_EVENTS).alias("source"),
+    )
+    return ArchivedPurchases(frame, report, last, snap.version)

@@ -1,24 +1,195 @@
-"""Delta tables of the lake (bronze, silver, gold), written and read with delta-rs."""
+"""The Delta lake of the batch (bronze, silver, gold): Spark computes, one of two writers
+commits, and Spark reads a table back at one snapshot.
+
+- `DeltaRsLake` (default): Spark's executors write the Parquet files into the table's
+  folder and the driver commits them with delta-rs, so no Delta jars are needed. Spark
+  reads a table through the active files of its log (never the folder, which still
+  holds replaced files until they are vacuumed).
+- `DeltaSparkLake`: Delta's own Spark data source, where its jars can be fetched.
+
+Every write replaces the table's contents in one commit, so re-running a step is
+idempotent; what an overwrite replaced stays for time travel until the retention ends.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from deltalake import Schema as DeltaSchema
+from deltalake.exceptions import TableNotFoundError
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
+
+from recsys.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one commit produced: the table version and the rows it now holds."""
+
+    version: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A table read at one version: the frame and that version."""
+
+    frame: DataFrame
+    version: int
 
 
 def table_path(lake_dir: Path, layer: str, name: str) -> Path:
     return lake_dir / layer / name
 
 
-def overwrite(lake_dir: Path, layer: str, name: str, data: pa.Table) -> int:
-    """Replace a table's contents in one commit (a re-run is idempotent); return its version."""
-    path = table_path(lake_dir, layer, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), data, mode="overwrite", schema_mode="overwrite")
-    return int(DeltaTable(str(path)).version())
+class Lake(Protocol):
+    spark: SparkSession
+    lake_dir: Path
+
+    def write(self, frame: DataFrame, layer: str, name: str) -> Written: ...
+
+    def snapshot(self, path: Path) -> Snapshot | None:
+        """The table at `path` at its current version, or None when there is no table."""
+        ...
 
 
-def read(lake_dir: Path, layer: str, name: str) -> pa.Table:
-    return DeltaTable(str(table_path(lake_dir, layer, name))).to_pyarrow_table()
+def read(lake: Lake, layer: str, name: str) -> DataFrame:
+    """A table the batch wrote earlier in the run (it must exist)."""
+    path = table_path(lake.lake_dir, layer, name)
+    snap = lake.snapshot(path)
+    if snap is None:
+        raise FileNotFoundError(f"no Delta table at {path}")
+    return snap.frame
+
+
+class DeltaRsLake:
+    """Spark writes Parquet, delta-rs commits it: Delta tables without Delta's jars."""
+
+    def __init__(self, spark: SparkSession, lake_dir: Path, retention_hours: float) -> None:
+        self.spark = spark
+        self.lake_dir = lake_dir
+        self.retention_hours = retention_hours
+
+    def write(self, frame: DataFrame, layer: str, name: str) -> Written:
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        path = table_path(self.lake_dir, layer, name)
+        # A folder per write: its files become the table's only active files on commit;
+        # a write that dies before the commit leaves files no version refers to.
+        folder = f"write-{uuid.uuid4().hex}"
+        frame.write.parquet(str(path / folder))
+        actions, rows = _add_actions(path, folder)
+        schema = to_arrow_schema(frame.schema)
+        if DeltaTable.is_deltatable(str(path)):
+            table = DeltaTable(str(path))
+            changes: list[AddAction | RemoveAction] = list(actions)
+            table.create_write_transaction(changes, mode="overwrite", schema=schema)
+        else:
+            create_table_with_add_actions(
+                str(path), DeltaSchema.from_arrow(schema), actions, mode="error"
+            )
+            table = DeltaTable(str(path))
+        table.update_incremental()
+        version = int(table.version())
+        # Vacuum commits too: only when an overwrite left files past the retention.
+        hours = int(self.retention_hours)
+        if table.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=True):
+            table.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=False)
+        return Written(version, rows)
+
+    def snapshot(self, path: Path) -> Snapshot | None:
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        try:
+            table = DeltaTable(str(path))
+        except TableNotFoundError:
+            return None
+        uris = table.file_uris()
+        if uris:
+            frame = self.spark.read.option("mergeSchema", "true").parquet(*uris)
+        else:
+            schema = from_arrow_schema(_arrow_schema(table))
+            frame = self.spark.createDataFrame([], schema)
+        return Snapshot(frame, int(table.version()))
+
+
+def _arrow_schema(table: DeltaTable) -> pa.Schema:
+    return pa.schema(table.schema())
+
+
+def _add_actions(table: Path, folder: str) -> tuple[list[AddAction], int]:
+    actions: list[AddAction] = []
+    total = 0
+    for file in sorted((table / folder).glob("*.parquet")):
+        rows = pq.read_metadata(file).num_rows
+        stat = file.stat()
+        actions.append(
+            AddAction(
+                path=f"{folder}/{file.name}",
+                size=stat.st_size,
+                partition_values={},
+                modification_time=int(stat.st_mtime * 1000),
+                data_change=True,
+                stats=json.dumps({"numRecords": rows}),
+            )
+        )
+        total += rows
+    # Spark's local file system leaves checksum files beside the data; Delta has no use
+    # for them.
+    for crc in (table / folder).glob(".*.crc"):
+        os.unlink(crc)
+    return actions, total
+
+
+class DeltaSparkLake:
+    """Delta's own Spark writer and reader (delta-spark's jars on the session)."""
+
+    def __init__(self, spark: SparkSession, lake_dir: Path, retention_hours: float) -> None:
+        self.spark = spark
+        self.lake_dir = lake_dir
+        self.retention_hours = retention_hours
+
+    def _version(self, path: Path) -> int:
+        from delta.tables import DeltaTable as SparkDeltaTable
+
+        newest = SparkDeltaTable.forPath(self.spark, str(path)).history(1).first()
+        assert newest is not None
+        return int(newest["version"])
+
+    def write(self, frame: DataFrame, layer: str, name: str) -> Written:
+        from delta.tables import DeltaTable as SparkDeltaTable
+
+        path = table_path(self.lake_dir, layer, name)
+        frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
+            str(path)
+        )
+        version = self._version(path)
+        rows = self.spark.read.format("delta").option("versionAsOf", version).load(str(path))
+        SparkDeltaTable.forPath(self.spark, str(path)).vacuum(self.retention_hours)
+        return Written(version, rows.count())
+
+    def snapshot(self, path: Path) -> Snapshot | None:
+        from delta.tables import DeltaTable as SparkDeltaTable
+
+        if not SparkDeltaTable.isDeltaTable(self.spark, str(path)):
+            return None
+        version = self._version(path)
+        frame = self.spark.read.format("delta").option("versionAsOf", version).load(str(path))
+        return Snapshot(frame, version)
+
+
+def open_lake(settings: Settings, spark: SparkSession) -> Lake:
+    if settings.lake_writer == "delta-spark":
+        return DeltaSparkLake(spark, settings.lake_dir, settings.lake_retention_hours)
+    return DeltaRsLake(spark, settings.lake_dir, settings.lake_retention_hours)

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 import redis
 
 from batch import lake
 from batch.gate import as_manifest_metrics, decide, holdout_metrics
+from batch.history import iterate_histories, latest_purchases_job
 from batch.hm_schema import ARTICLE_METADATA_FIELDS
-from batch.ingest import TableReport, read_archived_purchases, read_input
-from batch.interactions import build_interactions
+from batch.ingest import SOURCE_CSV, TableReport, archived_purchases, clean, load_bronze
+from batch.interactions import interactions_job
+from batch.lake import open_lake
+from batch.model_outputs import write_model_outputs
 from batch.publish import write_history, write_index, write_meta, write_vectors
 from batch.trainer_factory import iterations, open_trainer
-from batch.trending import trending
+from batch.trending import to_lists, trending_job
 from batch.versions import (
     EVENTS_TABLE_KEY,
     cutoff_of,
@@ -39,6 +41,9 @@ from recsys.progress import Steps
 from recsys.settings import Settings
 from stream.replay import ReplayReport
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 
 @dataclass
 class BatchReport:
@@ -56,6 +61,12 @@ class BatchReport:
     replayed_events: int = 0
 
 
+def _day_start(day: date | None) -> datetime:
+    if day is None:
+        return datetime.min.replace(tzinfo=UTC)
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
 class EmptyTrainingDataError(ValueError):
     """No valid purchase survived validation, so there is nothing to learn from."""
 
@@ -65,64 +76,76 @@ def run_batch(
     input_dir: Path,
     client: redis.Redis,
     steps: Steps,
+    spark: SparkSession,
     *,
     promote_new: bool = True,
     force: bool = False,
 ) -> BatchReport:
     """Train a new version; promote it (replay, then live) unless promote_new is False,
-    in which case it stays a candidate for `recsys models promote`."""
-    with steps.step("read and validate CSVs"):
-        raw = read_input(input_dir)
-        archived = read_archived_purchases(settings.events_table, raw.articles["article_id"])
-        raw.reports.append(archived.report)
-        # Training sees the CSVs plus what customers bought through the API since.
-        purchases = (
-            pd.concat([raw.transactions, archived.frame], ignore_index=True)
-            if not archived.frame.empty
-            else raw.transactions
-        )
-    if purchases.empty:
-        raise EmptyTrainingDataError(f"no valid transactions in {input_dir}")
+    in which case it stays a candidate for `recsys models promote`.
 
+    Every data step is a Spark job on `spark` (local or a cluster) over Delta tables."""
+    from pyspark.sql import functions as F
+
+    store = open_lake(settings, spark)
     data_version: dict[str, int] = {}
-    # -1: there was no events table yet, so every archived event is new to this version.
-    data_version[EVENTS_TABLE_KEY] = (
-        archived.table_version if archived.table_version is not None else -1
-    )
-    with steps.step("write Delta tables", total=5) as advance:
-        lake_dir = settings.lake_dir
-        interactions = build_interactions(purchases, settings.interaction_half_life_days or None)
-        for layer, name, frame in (
-            ("bronze", "articles", raw.articles),
-            ("bronze", "customers", raw.customers),
-            ("bronze", "transactions", raw.transactions),
-            ("silver", "interactions", interactions),
-            ("silver", "items", raw.articles),
-        ):
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            data_version[f"{layer}.{name}"] = lake.overwrite(lake_dir, layer, name, table)
-            advance(1)
+    with steps.step("load CSVs into bronze"):
+        for name, bronze in load_bronze(store, input_dir).items():
+            data_version[f"bronze.{name}"] = bronze.version
 
-    total_iterations = iterations(settings)
+    with steps.step("clean and validate"):
+        cleaned = clean(store)
+        reports = list(cleaned.reports)
+        archived = archived_purchases(store, settings.events_table, cleaned.articles)
+        # Training sees the CSVs plus what customers bought through the API since.
+        purchases = cleaned.transactions
+        if archived is not None:
+            reports.append(archived.report)
+            purchases = purchases.unionByName(archived.frame)
+        written = {
+            **cleaned.written,
+            "silver.transactions": store.write(purchases, "silver", "transactions"),
+        }
+        data_version.update({name: w.version for name, w in written.items()})
+        # -1: there was no events table yet, so every archived event is new to this version.
+        data_version[EVENTS_TABLE_KEY] = (
+            archived.table_version
+            if archived is not None and archived.table_version is not None
+            else -1
+        )
+    if written["silver.transactions"].rows == 0:
+        raise EmptyTrainingDataError(f"no valid transactions in {input_dir}")
+    purchases = lake.read(store, "silver", "transactions")
+
+    with steps.step("build interactions"):
+        built = store.write(
+            interactions_job(purchases, settings.interaction_half_life_days or None),
+            "silver",
+            "interactions",
+        )
+        data_version["silver.interactions"] = built.version
+        interactions = lake.read(store, "silver", "interactions")
+
+    trainer = open_trainer(settings, spark)
+    with steps.step(f"train ALS ({trainer.name})", total=iterations(settings)) as advance:
+        done = [0]
+
+        def on_iteration(iteration: int, _total: int) -> None:
+            advance(iteration - done[0])
+            done[0] = iteration
+
+        factors = trainer.fit(interactions, progress=on_iteration)
     metrics: dict[str, float] = {}
-    # One trainer (for Spark, one session) serves the model and its holdout measure.
-    with open_trainer(settings) as trainer:
-        with steps.step(f"train ALS ({trainer.name})", total=total_iterations) as advance:
-            done = [0]
-
-            def on_iteration(iteration: int, _total: int) -> None:
-                advance(iteration - done[0])
-                done[0] = iteration
-
-            factors = trainer.fit(interactions, progress=on_iteration)
-        if settings.evaluate_before_promotion:
-            with steps.step("evaluate on a holdout"):
-                metrics = as_manifest_metrics(
-                    holdout_metrics(purchases, trainer, settings.interaction_half_life_days)
-                )
+    if settings.evaluate_before_promotion:
+        with steps.step("evaluate on a holdout"):
+            events = purchases.select("customer_id", "article_id", "t_dat").toPandas()
+            metrics = as_manifest_metrics(
+                holdout_metrics(events, trainer, settings.interaction_half_life_days)
+            )
 
     version = new_version()
-    metadata = raw.articles.set_index("article_id")[list(ARTICLE_METADATA_FIELDS)]
+    fields = list(ARTICLE_METADATA_FIELDS)
+    metadata = cleaned.articles.select("article_id", *fields).toPandas().set_index("article_id")
     with steps.step("build item index", total=len(factors.item_ids)) as advance:
         write_index(open_writer(settings, version, factors.dim), factors, metadata, advance)
 
@@ -130,19 +153,30 @@ def run_batch(
     with steps.step("write vectors to Redis", total=total_vectors) as advance:
         write_vectors(client, version, factors, advance)
 
-    customers = int(purchases["customer_id"].nunique())
-    with steps.step("write purchase history", total=customers) as advance:
-        write_history(client, purchases, settings.history_max_items, advance)
+    with steps.step("write purchase history", total=len(factors.user_ids)) as advance:
+        histories = latest_purchases_job(purchases, settings.history_max_items)
+        write_history(client, iterate_histories(histories), settings.history_max_items, advance)
 
-    with steps.step("trending and manifest"):
-        top = trending(
-            purchases,
-            raw.articles,
-            half_life_days=settings.trending_half_life_days,
-            size=settings.trending_size,
-            segment_size=settings.trending_segment_size,
-            metadata_fields=ARTICLE_METADATA_FIELDS,
+    with steps.step("trending, model outputs and manifest"):
+        sizes = {"size": settings.trending_size, "segment_size": settings.trending_segment_size}
+        gold = store.write(
+            trending_job(
+                purchases,
+                cleaned.articles,
+                half_life_days=settings.trending_half_life_days,
+                metadata_fields=ARTICLE_METADATA_FIELDS,
+                **sizes,
+            ),
+            "gold",
+            "trending",
         )
+        data_version["gold.trending"] = gold.version
+        top = to_lists(
+            lake.read(store, "gold", "trending"), metadata_fields=ARTICLE_METADATA_FIELDS, **sizes
+        )
+        for name, written_out in write_model_outputs(store, version, factors).items():
+            data_version[name] = written_out.version
+        newest_csv_day = purchases.where(F.col("source") == SOURCE_CSV).agg(F.max("t_dat")).first()
         norms = np.linalg.norm(factors.user_factors, axis=1)
         manifest = Manifest(
             version=version,
@@ -154,10 +188,8 @@ def run_batch(
             items=len(factors.item_ids),
             data_version=data_version,
             cutoff=cutoff_of(
-                raw.transactions["t_dat"].max().to_pydatetime().replace(tzinfo=UTC)
-                if not raw.transactions.empty
-                else datetime.min.replace(tzinfo=UTC),
-                archived.last_ts,
+                _day_start(newest_csv_day[0] if newest_csv_day else None),
+                archived.last_ts if archived is not None else None,
             ),
             user_norm_median=float(np.median(norms)) if len(norms) else 1.0,
             train_seconds=factors.train_seconds,
@@ -195,8 +227,8 @@ def run_batch(
 
     return BatchReport(
         version=version,
-        tables=raw.reports,
-        interactions=len(interactions),
+        tables=reports,
+        interactions=built.rows,
         users=len(factors.user_ids),
         items=len(factors.item_ids),
         train_seconds=factors.train_seconds,

@@ -5,11 +5,9 @@ The live-version pointer moves last, so a reader never sees a half-written versi
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
-import numpy as np
 import pandas as pd
 import redis
 
@@ -62,36 +60,30 @@ def write_vectors(client: redis.Redis, version: str, factors: Factors, advance: 
 
 
 def write_history(
-    client: redis.Redis, transactions: pd.DataFrame, max_items: int, advance: Advance
-) -> None:
-    """Merge each customer's most recent purchases into their history (scored by time)."""
-    latest = (
-        transactions.groupby(["customer_id", "article_id"], sort=False)["t_dat"].max().reset_index()
-    )
-    latest["ts"] = latest["t_dat"].astype("int64") // 10**9
-    latest = latest.sort_values(["customer_id", "ts"], ascending=[True, False])
-    latest = latest[latest.groupby("customer_id").cumcount() < max_items]
-    customers = latest["customer_id"].to_numpy()
-    bounds = np.flatnonzero(np.r_[True, customers[1:] != customers[:-1], True])
-    articles = latest["article_id"].to_numpy()
-    stamps = latest["ts"].to_numpy()
+    client: redis.Redis,
+    histories: Iterable[tuple[str, dict[str, int]]],
+    max_items: int,
+    advance: Advance,
+) -> int:
+    """Merge each customer's most recent purchases (article -> unix time) into their
+    history; return how many customers were written."""
     pipe = client.pipeline(transaction=False)
-    pending = 0
-    for start, stop in itertools.pairwise(bounds):
-        key = keys.history(str(customers[start]))
-        pipe.zadd(
-            key, dict(zip(articles[start:stop].tolist(), stamps[start:stop].tolist(), strict=True))
-        )
+    pending = written = 0
+    for customer_id, items in histories:
+        key = keys.history(customer_id)
+        pipe.zadd(key, cast(Any, items))
         # Keep only the newest max_items, including what the updater added meanwhile.
         pipe.zremrangebyrank(key, 0, -max_items - 1)
         pending += 1
         if pending == CHUNK:
             pipe.execute()
             advance(pending)
+            written += pending
             pipe = client.pipeline(transaction=False)
             pending = 0
     pipe.execute()
     advance(pending)
+    return written + pending
 
 
 def write_meta(client: redis.Redis, version: str, fields: dict[str, float]) -> None:

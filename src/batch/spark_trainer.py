@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from batch.trainer import Factors, Progress
+from batch.trainer import Factors, Progress, TrainingData
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -42,21 +42,32 @@ class SparkAlsTrainer:
             "seed": seed,
         }
 
-    def fit(self, interactions: pd.DataFrame, progress: Progress | None = None) -> Factors:
+    def fit(self, interactions: TrainingData, progress: Progress | None = None) -> Factors:
+        from pyspark.ml.feature import StringIndexer
         from pyspark.ml.recommendation import ALS
+        from pyspark.sql import functions as F
 
-        # Dense indexes exist only inside training; external ids come back out.
-        users = pd.Categorical(interactions["customer_id"])
-        items = pd.Categorical(interactions["article_id"])
-        frame = pd.DataFrame(
-            {
-                "u": users.codes.astype(np.int32),
-                "i": items.codes.astype(np.int32),
-                "r": interactions["weight"].to_numpy(dtype=np.float32),
-            }
-        )
         started = time.perf_counter()
-        data = self.session.createDataFrame(frame)
+        frame = (
+            self.session.createDataFrame(
+                interactions[["customer_id", "article_id", "weight"]].astype({"weight": "float32"})
+            )
+            if isinstance(interactions, pd.DataFrame)
+            else interactions
+        )
+        # Dense indexes exist only inside training (the JVM builds them, in id order, and
+        # hands the labels back); external ids come back out.
+        users = StringIndexer(
+            inputCol="customer_id", outputCol="_u", stringOrderType="alphabetAsc"
+        ).fit(frame)
+        items = StringIndexer(
+            inputCol="article_id", outputCol="_i", stringOrderType="alphabetAsc"
+        ).fit(frame)
+        data = items.transform(users.transform(frame)).select(
+            F.col("_u").cast("int").alias("u"),
+            F.col("_i").cast("int").alias("i"),
+            F.col("weight").cast("float").alias("r"),
+        )
         model = ALS(
             rank=self.params["rank"],
             maxIter=self.params["max_iter"],
@@ -69,13 +80,15 @@ class SparkAlsTrainer:
             ratingCol="r",
             nonnegative=False,
         ).fit(data)
-        user_factors = _dense(model.userFactors.toPandas(), len(users.categories), model.rank)
-        item_factors = _dense(model.itemFactors.toPandas(), len(items.categories), model.rank)
+        user_ids = np.asarray(users.labelsArray[0], dtype=object)
+        item_ids = np.asarray(items.labelsArray[0], dtype=object)
+        user_factors = _dense(model.userFactors.toPandas(), len(user_ids), model.rank)
+        item_factors = _dense(model.itemFactors.toPandas(), len(item_ids), model.rank)
         if progress is not None:
             progress(self.params["max_iter"], self.params["max_iter"])
         return Factors(
-            user_ids=np.asarray(users.categories, dtype=object),
-            item_ids=np.asarray(items.categories, dtype=object),
+            user_ids=user_ids,
+            item_ids=item_ids,
             user_factors=user_factors,
             item_factors=item_factors,
             params={

@@ -5,14 +5,27 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import scipy.sparse as sp
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkFrame
+
 Progress = Callable[[int, int], None]  # (iterations done, iterations total)
+# Interactions (customer_id, article_id, weight): in memory, or a Spark job's output.
+TrainingData: TypeAlias = "pd.DataFrame | SparkFrame"
+
+
+def as_pandas(data: TrainingData) -> pd.DataFrame:
+    """A single-node trainer's input, collected from Spark when it comes from a job."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    frame: pd.DataFrame = data.select("customer_id", "article_id", "weight").toPandas()
+    return frame
 
 
 @dataclass(frozen=True)
@@ -34,7 +47,7 @@ class Factors:
 class Trainer(Protocol):
     name: str
 
-    def fit(self, interactions: pd.DataFrame, progress: Progress | None = None) -> Factors: ...
+    def fit(self, interactions: TrainingData, progress: Progress | None = None) -> Factors: ...
 
 
 @dataclass(frozen=True)
@@ -79,11 +92,11 @@ class ImplicitTrainer:
             "seed": seed,
         }
 
-    def fit(self, interactions: pd.DataFrame, progress: Progress | None = None) -> Factors:
+    def fit(self, interactions: TrainingData, progress: Progress | None = None) -> Factors:
         from implicit.cpu.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
 
-        data = to_matrix(interactions)
+        data = to_matrix(as_pandas(interactions))
         total = int(self.params["iterations"])
 
         def on_iteration(iteration: int, _elapsed: float, _loss: float) -> None:

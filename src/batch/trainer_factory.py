@@ -1,12 +1,14 @@
-"""Pick the ALS trainer from the settings; Spark's session lives as long as the trainer."""
+"""Pick the ALS trainer from the settings; Spark's runs on the batch's session."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from batch.trainer import ImplicitTrainer, Trainer
 from recsys.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 def iterations(settings: Settings) -> int:
@@ -15,26 +17,22 @@ def iterations(settings: Settings) -> int:
     return settings.implicit_iterations
 
 
-@contextlib.contextmanager
-def open_trainer(settings: Settings) -> Iterator[Trainer]:
+def open_trainer(settings: Settings, spark: SparkSession) -> Trainer:
     if settings.trainer == "implicit":
-        yield ImplicitTrainer(
+        return ImplicitTrainer(
             factors=settings.implicit_factors,
             iterations=settings.implicit_iterations,
             regularization=settings.implicit_regularization,
             alpha=settings.implicit_alpha,
             seed=settings.als_seed,
         )
-        return
     from batch.spark_trainer import SparkAlsTrainer
-    from recsys.spark import spark_session
 
-    with spark_session(settings, "recsys-als") as session:
-        yield SparkAlsTrainer(
-            session,
-            rank=settings.spark_als_rank,
-            max_iter=settings.spark_als_max_iter,
-            reg_param=settings.spark_als_reg_param,
-            alpha=settings.spark_als_alpha,
-            seed=settings.als_seed,
-        )
+    return SparkAlsTrainer(
+        spark,
+        rank=settings.spark_als_rank,
+        max_iter=settings.spark_als_max_iter,
+        reg_param=settings.spark_als_reg_param,
+        alpha=settings.spark_als_alpha,
+        seed=settings.als_seed,
+    )

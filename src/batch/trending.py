@@ -1,44 +1,87 @@
-"""Time-decayed popularity: the fallback lists held in the model artefact."""
+"""Time-decayed popularity as a Spark job: the fallback lists held in the model artefact.
+
+Every article's score sums its purchases weighted 2^(-age/half_life), age in days from
+the newest purchase. The job ranks the articles overall and within every product group
+and type, keeps the rows some list needs (the gold `trending` table) and the driver turns
+them into the lists the API holds in memory.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from recsys.trending_lists import SEGMENTS, Entry, TrendingLists
 
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
-def _entries(scores: pd.Series, meta: pd.DataFrame) -> list[Entry]:
-    records = meta.reindex(scores.index).fillna("").to_dict("records")
-    return [
-        {"article_id": str(article_id), "score": float(score), "metadata": record}
-        for (article_id, score), record in zip(scores.items(), records, strict=True)
-    ]
+OVERALL_RANK = "rank_overall"
 
 
-def trending(
-    transactions: pd.DataFrame,
-    articles: pd.DataFrame,
+def _rank_column(segment: str) -> str:
+    return f"rank_in_{segment}"
+
+
+def trending_job(
+    purchases: DataFrame,
+    articles: DataFrame,
     *,
     half_life_days: float,
     size: int,
     segment_size: int,
     metadata_fields: tuple[str, ...],
-) -> TrendingLists:
-    """Articles ranked by purchases weighted 2^(-age/half_life), age from the last day:
-    the top `size` overall and the top `segment_size` of every product group and type."""
-    if transactions.empty:
-        return TrendingLists(overall=[])
-    now = transactions["t_dat"].max()
-    age_days = (now - transactions["t_dat"]).dt.days.to_numpy(dtype=np.float64)
-    weights = pd.Series(np.exp2(-age_days / half_life_days), index=transactions.index)
-    scores = weights.groupby(transactions["article_id"]).sum().sort_values(ascending=False)
-    meta = articles.set_index("article_id")[list(metadata_fields)]
-    by_segment: dict[str, dict[str, list[Entry]]] = {}
-    segment_of = meta.reindex(scores.index)
+) -> DataFrame:
+    """One row per article on some list: its score, its ranks and its metadata."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    newest = purchases.agg(F.max("t_dat").alias("_newest"))
+    age = F.datediff(F.col("_newest"), F.col("t_dat")).cast("double")
+    scores = (
+        purchases.crossJoin(F.broadcast(newest))
+        .groupBy("article_id")
+        .agg(F.sum(F.pow(F.lit(2.0), -age / F.lit(float(half_life_days)))).alias("score"))
+        .join(articles.select("article_id", *metadata_fields), "article_id", "left")
+        .fillna("", subset=list(metadata_fields))
+    )
+    # Ties go to the smaller id, so the lists are the same on every run.
+    order = [F.col("score").desc(), F.col("article_id")]
+    ranked = scores.withColumn(OVERALL_RANK, F.row_number().over(Window.orderBy(*order)))
+    keep = F.col(OVERALL_RANK) <= size
     for segment in SEGMENTS:
-        groups = scores.groupby(segment_of[segment].fillna(""), sort=False)
-        by_segment[segment] = {
-            str(value): _entries(part.head(segment_size), meta) for value, part in groups if value
+        rank = F.row_number().over(Window.partitionBy(segment).orderBy(*order))
+        ranked = ranked.withColumn(
+            _rank_column(segment), F.when(F.col(segment) != "", rank).cast("int")
+        )
+        keep = keep | (F.col(_rank_column(segment)) <= segment_size)
+    return ranked.where(keep)
+
+
+def to_lists(
+    rows: DataFrame, *, size: int, segment_size: int, metadata_fields: tuple[str, ...]
+) -> TrendingLists:
+    """The gold rows as the lists of the model artefact (best first)."""
+    records: list[dict[str, Any]] = [row.asDict() for row in rows.collect()]
+
+    def entry(record: dict[str, Any]) -> Entry:
+        return {
+            "article_id": str(record["article_id"]),
+            "score": float(record["score"]),
+            "metadata": {name: record[name] for name in metadata_fields},
         }
-    return TrendingLists(overall=_entries(scores.head(size), meta), by_segment=by_segment)
+
+    overall = sorted(
+        (r for r in records if r[OVERALL_RANK] <= size), key=lambda r: int(r[OVERALL_RANK])
+    )
+    by_segment: dict[str, dict[str, list[Entry]]] = {}
+    for segment in SEGMENTS:
+        rank = _rank_column(segment)
+        lists: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            if record[rank] is not None and record[rank] <= segment_size:
+                lists.setdefault(str(record[segment]), []).append(record)
+        by_segment[segment] = {
+            value: [entry(r) for r in sorted(part, key=lambda r: int(r[rank]))]
+            for value, part in lists.items()
+        }
+    return TrendingLists(overall=[entry(r) for r in overall], by_segment=by_segment)

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Protocol
 
@@ -19,6 +19,7 @@ from recsys.settings import Settings
 if TYPE_CHECKING:
     import redis
     from confluent_kafka import Consumer
+    from pyspark.sql import SparkSession
 
     from batch.evaluation import ModelSpec
     from recsys.engines.embedded import Endpoints, Engine
@@ -102,20 +103,27 @@ def batch(
 def _run_batch(
     settings: Settings, input_dir: Path, *, promote: bool = True, force: bool = False
 ) -> None:
-    from batch.ingest import InputError
+    from batch.ingest import InputError, check_input
     from batch.pipeline import EmptyTrainingDataError, run_batch
     from recsys.engines.embedded import EmbeddedEngines
     from recsys.progress import Steps
+    from recsys.spark import SparkUnavailableError, spark_session
     from recsys.stores import redis_client
 
+    try:
+        check_input(input_dir)  # before starting anything: a missing file is one line
+    except InputError as exc:
+        fail(str(exc))
     with EmbeddedEngines(settings, {"redis"}) as endpoints:
         client = redis_client(endpoints.require_redis(), timeout_s=30)
         try:
-            with Steps(console) as steps:
+            with Steps(console) as steps, contextlib.ExitStack() as stack:
+                with steps.step("start Spark"):
+                    spark = stack.enter_context(spark_session(settings, "recsys-batch"))
                 report = run_batch(
-                    settings, input_dir, client, steps, promote_new=promote, force=force
+                    settings, input_dir, client, steps, spark, promote_new=promote, force=force
                 )
-        except (InputError, EmptyTrainingDataError) as exc:
+        except (InputError, EmptyTrainingDataError, SparkUnavailableError) as exc:
             fail(str(exc))
         finally:
             client.close()
@@ -176,12 +184,26 @@ def evaluate(
     settings = _settings()
     half_life = settings.interaction_half_life_days if half_life_days is None else half_life_days
     config = EvalConfig(max_test_users=max_test_users, interaction_half_life_days=half_life or None)
+    from batch.evaluation_data import detect_source
+    from recsys.spark import SparkUnavailableError, spark_session
+
+    try:
+        # H&M folders are cleaned by the batch's Spark job, so they need Spark too.
+        needs_spark = spark or detect_source(data) == "hm"
+    except ValueError as exc:
+        fail(str(exc))
     with contextlib.ExitStack() as stack:
+        session = None
+        if needs_spark:
+            try:
+                session = stack.enter_context(spark_session(settings, "recsys-evaluate"))
+            except SparkUnavailableError as exc:
+                fail(str(exc))
         models = default_models()
-        if spark:
-            models.append(stack.enter_context(_spark_model(settings)))
+        if spark and session is not None:
+            models.append(_spark_model(settings, session))
         try:
-            result = run_evaluation(data, models, config)
+            result = run_evaluation(data, models, config, session)
         except ValueError as exc:
             fail(str(exc))
     print_results(result, console)
@@ -190,27 +212,17 @@ def evaluate(
         console.print(f"results written to {json_out}")
 
 
-@contextlib.contextmanager
-def _spark_model(settings: Settings) -> Iterator[ModelSpec]:
+def _spark_model(settings: Settings, session: SparkSession) -> ModelSpec:
     """Spark MLlib ALS as an evaluated model, with its own (small) grid."""
     from batch.evaluation import ModelSpec
     from batch.spark_trainer import SparkAlsTrainer
-    from recsys.spark import SparkUnavailableError, spark_session
 
     grid = [
         {"rank": 32, "max_iter": 10, "reg_param": reg, "alpha": alpha}
         for reg in (0.05, 0.2)
         for alpha in (1.0, 10.0)
     ]
-    try:
-        with spark_session(settings, "recsys-evaluate") as session:
-            yield ModelSpec(
-                "spark",
-                lambda p: SparkAlsTrainer(session, seed=settings.als_seed, **p),
-                grid,
-            )
-    except SparkUnavailableError as exc:
-        fail(str(exc))
+    return ModelSpec("spark", lambda p: SparkAlsTrainer(session, seed=settings.als_seed, **p), grid)
 
 
 bench_app = typer.Typer(help="Benchmarks: print a table, write JSON.", no_args_is_help=True)
@@ -239,12 +251,15 @@ def bench_train(
 ) -> None:
     """implicit against Spark MLlib ALS on the same matrices: wall time and ratio."""
     from batch import bench_train as bench
-    from recsys.spark import SparkUnavailableError
+    from recsys.spark import SparkUnavailableError, spark_session
 
     settings = _settings()
-    datasets = bench.bench_datasets(ml100k, transactions, settings.data_dir / "bench")
     try:
-        rows = bench.bench_train(settings, datasets, rank=rank, iterations=iterations)
+        with spark_session(settings, "recsys-bench-train") as session:
+            datasets = bench.bench_datasets(
+                ml100k, transactions, settings.data_dir / "bench", session
+            )
+            rows = bench.bench_train(session, datasets, rank=rank, iterations=iterations)
     except SparkUnavailableError as exc:
         fail(str(exc))
     console.print(bench.table(rows, rank, iterations))

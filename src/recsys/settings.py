@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     spark_als_alpha: Annotated[float, Field(gt=0)] = 10.0
     spark_driver_memory: str = "4g"
     spark_shuffle_partitions: Annotated[int, Field(ge=1)] = 8
+    # Who writes the Delta tables. "deltalake": Spark writes the Parquet files and
+    # delta-rs commits them (no jars needed; the lake must be a filesystem the driver
+    # and executors share). "delta-spark": Delta's own Spark writer, whose jars Spark
+    # fetches from Maven (install the `delta-spark` extra).
+    lake_writer: Literal["deltalake", "delta-spark"] = "deltalake"
+    # Files an overwrite replaced are deleted this long after (time travel until then).
+    lake_retention_hours: Annotated[float, Field(ge=0)] = 168.0
 
     # Interaction weights decay by half every this many days (0: no decay). 90 is the
     # validation choice on H&M-schema purchases (docs/evaluation.md).

@@ -26,6 +26,25 @@ def require_java() -> None:
         )
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _with_delta_spark(builder: SparkSession.Builder) -> SparkSession.Builder:
+    try:
+        from delta import configure_spark_with_delta_pip
+    except ImportError as exc:
+        raise SparkUnavailableError(
+            "RECSYS_LAKE_WRITER=delta-spark needs the delta-spark package: "
+            "uv sync --extra delta-spark"
+        ) from exc
+    builder = builder.config(
+        "spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension"
+    ).config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+    configured: SparkSession.Builder = configure_spark_with_delta_pip(builder)
+    return configured
+
+
 @contextlib.contextmanager
 def spark_session(settings: Settings, app_name: str = "recsys") -> Iterator[SparkSession]:
     require_java()
@@ -46,8 +65,21 @@ def spark_session(settings: Settings, app_name: str = "recsys") -> Iterator[Spar
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
+        # Delta (and delta-rs, which commits the files Spark writes) reads these natively.
+        .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+        .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
     )
-    session = builder.getOrCreate()
+    if settings.lake_writer == "delta-spark":
+        builder = _with_delta_spark(builder)
+        try:
+            session = builder.getOrCreate()
+        except Exception as exc:  # the JVM reports a failed jar download as a plain error
+            raise SparkUnavailableError(
+                f"delta-spark's jars could not be fetched from Maven ({_first_line(exc)}); "
+                "use RECSYS_LAKE_WRITER=deltalake"
+            ) from exc
+    else:
+        session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     try:
         yield session

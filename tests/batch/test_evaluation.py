@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,9 @@ from batch.trainer import Factors
 
 ML_100K = Path(__file__).parents[3] / "shared/datasets/ml-100k"
 DAY = pd.Timestamp("2020-01-01")
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 def events_frame(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
@@ -266,7 +269,7 @@ def test_replay_ema_beats_static_when_tastes_switch() -> None:
 # ---------------------------------------------------------------- loading
 
 
-def test_load_events_reads_movielens_and_hm_folders(tmp_path: Path) -> None:
+def test_load_events_reads_movielens_and_hm_folders(tmp_path: Path, spark: SparkSession) -> None:
     movielens = tmp_path / "ml"
     movielens.mkdir()
     (movielens / "ratings.tsv").write_text(
@@ -280,7 +283,9 @@ def test_load_events_reads_movielens_and_hm_folders(tmp_path: Path) -> None:
     assert (summary.users, summary.items, summary.events) == (2, 1, 2)
 
     generate(tmp_path / "hm", customers=40, articles=30, transactions=300, seed=1)
-    hm = load_events(tmp_path / "hm")
+    with pytest.raises(ValueError, match="needs a Spark session"):
+        load_events(tmp_path / "hm")
+    hm = load_events(tmp_path / "hm", spark)  # through the batch's own cleaning job
     assert len(hm) > 250 and str(hm["ts"].dtype) == "datetime64[ns]"
 
     with pytest.raises(ValueError, match="not an evaluation data folder"):

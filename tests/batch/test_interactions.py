@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import pandas as pd
 import pytest
 
-from batch.interactions import build_interactions
+from batch.interactions import build_interactions, interactions_job
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 def _tx(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
@@ -30,3 +36,23 @@ def test_half_life_halves_the_weight_of_an_older_day() -> None:
 
 def test_empty_input_gives_empty_interactions() -> None:
     assert build_interactions(_tx([]), half_life_days=10).empty
+
+
+def test_the_spark_job_and_the_in_memory_rule_agree(spark: SparkSession) -> None:
+    """The batch's Spark job and the evaluation's pandas twin give the same weights."""
+    rng = np.random.default_rng(3)
+    days = pd.date_range("2020-01-01", periods=120, freq="D")
+    tx = pd.DataFrame(
+        {
+            "customer_id": rng.choice([f"c{i}" for i in range(30)], 3_000),
+            "article_id": rng.choice([f"a{i}" for i in range(50)], 3_000),
+            "t_dat": rng.choice(days, 3_000),
+        }
+    )
+    for half_life in (None, 30.0):
+        expected = build_interactions(tx, half_life).set_index(["customer_id", "article_id"])
+        frame = spark.createDataFrame(tx.assign(t_dat=tx["t_dat"].dt.date))
+        got = interactions_job(frame, half_life).toPandas()
+        got = got.set_index(["customer_id", "article_id"]).loc[expected.index]
+        np.testing.assert_allclose(got["weight"], expected["weight"], rtol=1e-5)
+        assert (pd.to_datetime(got["last_purchase"]) == expected["last_purchase"]).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -12,13 +13,17 @@ import redis
 from deltalake import DeltaTable
 
 from batch.hm_schema import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
-from batch.ingest import InputError, read_input
+from batch.ingest import InputError, check_input, clean, load_bronze
+from batch.lake import DeltaRsLake
 from batch.pipeline import BatchReport
 from recsys import keys
 from recsys.index.base import ItemFilter
 from recsys.model_store import read_factors, read_manifest, read_trending, shard_dir
 from recsys.settings import Settings
 from recsys.vectors import decode
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 def test_delta_tables_hold_the_input(
@@ -36,6 +41,14 @@ def test_delta_tables_hold_the_input(
     expected = np.exp2(-age / settings.interaction_half_life_days).sum()
     assert interactions["weight"].sum() == pytest.approx(expected, rel=1e-4)
     assert set(trained.data_version) >= {"bronze.transactions", "silver.interactions"}
+    silver = DeltaTable(str(settings.lake_dir / "silver" / "transactions")).to_pandas()
+    assert len(silver) == len(tx) and set(silver["source"]) == {"csv"}
+    for gold in ("trending", "item_factors", "user_factors"):
+        table = DeltaTable(str(settings.lake_dir / "gold" / gold)).to_pandas()
+        assert len(table) > 0 and f"gold.{gold}" in trained.data_version
+    items = DeltaTable(str(settings.lake_dir / "gold" / "item_factors")).to_pandas()
+    assert len(items) == trained.items and set(items["model_version"]) == {trained.version}
+    assert len(items["factors"].iloc[0]) == settings.implicit_factors
 
 
 def test_redis_holds_versioned_vectors_and_history(
@@ -108,7 +121,7 @@ def test_missing_file_is_named(input_dir: Path, tmp_path: Path) -> None:
     folder = _copy_input(input_dir, tmp_path / "in")
     (folder / CUSTOMERS_FILE).unlink()
     with pytest.raises(InputError, match=r"missing input file: .*customers\.csv"):
-        read_input(folder)
+        check_input(folder)
 
 
 def test_missing_column_is_named(input_dir: Path, tmp_path: Path) -> None:
@@ -116,22 +129,60 @@ def test_missing_column_is_named(input_dir: Path, tmp_path: Path) -> None:
     tx = pd.read_csv(folder / TRANSACTIONS_FILE, dtype=str).drop(columns=["price"])
     tx.to_csv(folder / TRANSACTIONS_FILE, index=False)
     with pytest.raises(InputError, match=r"transactions_train\.csv: missing column.*price"):
-        read_input(folder)
+        check_input(folder)
 
 
-def test_bad_rows_are_counted_and_skipped(input_dir: Path, tmp_path: Path) -> None:
+def test_bad_rows_are_counted_and_skipped(
+    input_dir: Path, tmp_path: Path, spark: SparkSession
+) -> None:
     folder = _copy_input(input_dir, tmp_path / "in")
     tx = pd.read_csv(folder / TRANSACTIONS_FILE, dtype=str)
-    bad = tx.head(3).copy()
+    bad = tx.head(6).copy()
     bad.loc[bad.index[0], "t_dat"] = "2020-13-45"
     bad.loc[bad.index[1], "article_id"] = "0999999999"
     bad.loc[bad.index[2], "price"] = "-0.01"
+    bad.loc[bad.index[3], "price"] = "abc"
+    bad.loc[bad.index[4], "customer_id"] = "not a valid id!"
+    bad.loc[bad.index[5], "customer_id"] = "f" * 64
     pd.concat([tx, bad]).to_csv(folder / TRANSACTIONS_FILE, index=False)
-    raw = read_input(folder)
-    report = {r.name: r for r in raw.reports}["transactions"]
-    assert report.rows_in == len(tx) + 3
-    assert report.rows_skipped == 3
-    assert report.skipped["unparseable t_dat"] == 1
-    assert report.skipped["unknown article_id"] == 1
-    assert report.skipped["negative or missing price"] == 1
-    assert len(raw.transactions) == len(tx)
+    articles = pd.read_csv(folder / ARTICLES_FILE, dtype=str)
+    pd.concat([articles, articles.head(2)]).to_csv(folder / ARTICLES_FILE, index=False)
+
+    store = DeltaRsLake(spark, tmp_path / "lake", retention_hours=0)
+    bronze = load_bronze(store, folder)
+    assert bronze["transactions"].rows == len(tx) + 6  # bronze holds the rows as read
+    cleaned = clean(store)
+    reports = {r.name: r for r in cleaned.reports}
+    report = reports["transactions"]
+    assert report.rows_in == len(tx) + 6
+    assert dict(report.skipped) == {
+        "unparseable t_dat": 1,
+        "unknown article_id": 1,
+        "negative or missing price": 2,
+        "invalid customer_id": 1,
+        "unknown customer_id": 1,
+    }
+    assert cleaned.transactions.count() == len(tx)
+    assert dict(reports["articles"].skipped) == {"duplicate article_id": 2}
+    assert cleaned.articles.count() == len(articles)
+    # The first of two rows with one id is the one kept.
+    kept = cleaned.articles.where(f"article_id = '{articles['article_id'].iloc[0]}'").first()
+    assert kept is not None and kept["prod_name"] == articles["prod_name"].iloc[0]
+
+
+def test_rewriting_a_table_is_idempotent_and_old_files_go(
+    input_dir: Path, tmp_path: Path, spark: SparkSession
+) -> None:
+    store = DeltaRsLake(spark, tmp_path / "lake", retention_hours=0)
+    first = load_bronze(store, input_dir)["transactions"]
+    second = load_bronze(store, input_dir)["transactions"]
+    assert (first.version, second.version) == (0, 1)
+    assert first.rows == second.rows
+    folder = tmp_path / "lake" / "bronze" / "transactions"
+    table = DeltaTable(str(folder))
+    assert len(table.to_pandas()) == second.rows
+    # With no retention, the files the overwrite replaced are vacuumed at once.
+    on_disk = {p.relative_to(folder) for p in folder.rglob("*.parquet")}
+    active = {Path(u.removeprefix("file://")).relative_to(folder) for u in table.file_uris()}
+    assert on_disk == active
+    assert len(on_disk) >= 1

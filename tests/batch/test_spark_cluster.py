@@ -4,7 +4,8 @@ the batch trains its model on that cluster with MLlib ALS, then serves it."""
 from __future__ import annotations
 
 import os
-import time
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,11 +13,9 @@ import pyspark
 import pytest
 import redis
 
-from batch.pipeline import run_batch
 from recsys import keys
 from recsys.engines.process import ManagedProcess, free_port, listens_on, spawn
 from recsys.model_store import read_manifest
-from recsys.progress import Steps
 from recsys.settings import Settings
 from recsys.stores import redis_client
 
@@ -35,7 +34,8 @@ def _spark_class(name: str, args: list[str], log: Path) -> ManagedProcess:
 
 
 @pytest.fixture(scope="module")
-def spark_master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A master and a worker; yields the master's URL and the worker's work folder."""
     from recsys.spark import SparkUnavailableError, require_java
 
     try:
@@ -65,41 +65,54 @@ def spark_master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             lambda: "Successfully registered with master" in (logs / "worker.log").read_text(),
             timeout=60,
         )
-        yield url
+        yield url, logs / "work"
     finally:
         if worker is not None:
             worker.stop()
         master.stop()
 
 
-def test_batch_trains_with_mllib_on_a_standalone_cluster(
-    spark_master: str, settings: Settings, input_dir: Path, tmp_path: Path
+def test_batch_runs_its_jobs_and_mllib_on_a_standalone_cluster(
+    spark_cluster: tuple[str, Path], settings: Settings, input_dir: Path, tmp_path: Path
 ) -> None:
-    # Its own Redis database and data dir, so the suite's live model stays as it is.
+    """`recsys batch` as a user runs it, every Spark job (ingestion, cleaning,
+    interactions, trending, ALS) on the cluster, by configuration alone. Its own process:
+    a JVM holds one Spark context, and the suite's is a local one."""
+    spark_master, work = spark_cluster
     assert settings.redis_url
-    own = settings.model_copy(
-        update={
-            "data_dir": tmp_path / "data",
-            "redis_url": settings.redis_url.rsplit("/", 1)[0] + "/3",
-            "trainer": "spark",
-            "spark_master": spark_master,
-            "spark_driver_memory": "1g",
-            "spark_als_rank": 8,
-            "spark_als_max_iter": 5,
-        }
-    )
-    client: redis.Redis = redis_client(own.redis_url or "", 10)
+    redis_url = settings.redis_url.rsplit("/", 1)[0] + "/3"
+    env = {
+        **os.environ,
+        "RECSYS_DATA_DIR": str(tmp_path / "data"),
+        "RECSYS_REDIS_URL": redis_url,
+        "RECSYS_TRAINER": "spark",
+        "RECSYS_SPARK_MASTER": spark_master,
+        "RECSYS_SPARK_DRIVER_MEMORY": "1g",
+        "RECSYS_SPARK_ALS_RANK": "8",
+        "RECSYS_SPARK_ALS_MAX_ITER": "5",
+        # Executors run Python of their own for PySpark code: this one.
+        "PYSPARK_PYTHON": sys.executable,
+        "COLUMNS": "160",
+    }
+    client: redis.Redis = redis_client(redis_url, 10)
     try:
-        started = time.perf_counter()
-        with Steps(enabled=False) as steps:
-            report = run_batch(own, input_dir, client, steps)
-        assert time.perf_counter() - started < 300
-        manifest = read_manifest(own.models_dir, report.version)
+        result = subprocess.run(
+            [sys.executable, "-m", "recsys", "batch", "--input", str(input_dir)],
+            env=env, capture_output=True, text=True, timeout=420, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        version = client.get(keys.LIVE_VERSION)
+        assert version is not None
+        manifest = read_manifest(tmp_path / "data" / "models", version.decode())
         assert manifest.trainer == "spark"
         assert manifest.params["rank"] == 8
         assert manifest.params["master"] == spark_master
         assert manifest.dim == 8
-        assert client.get(keys.LIVE_VERSION) == report.version.encode()
+        assert {"bronze.transactions", "silver.interactions", "gold.trending"} <= set(
+            manifest.data_version
+        )
+        # The cluster ran the jobs: its worker launched an executor for the application.
+        assert any(work.glob("app-*/*/stderr")), "no executor ran on the worker"
     finally:
         client.flushdb()
         client.close()

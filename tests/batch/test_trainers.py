@@ -3,14 +3,17 @@ item must come first (the shape of implicit's RecommenderBaseTestMixin)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from batch.trainer import Factors, ImplicitTrainer, Trainer
-from recsys.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 GROUPS, USERS_PER_GROUP, ITEMS_PER_GROUP = 3, 20, 8
 
@@ -42,18 +45,6 @@ def assert_held_out_ranks_first(factors: Factors, data: pd.DataFrame, held: dict
     assert misses == 0, f"{misses} of {len(held)} held-out items did not rank first"
 
 
-@pytest.fixture(scope="module")
-def spark_session(base_settings: Settings) -> Iterator[object]:
-    from recsys.spark import SparkUnavailableError, spark_session
-
-    settings = base_settings.model_copy(update={"spark_master": "local[2]"})
-    try:
-        with spark_session(settings, "trainer-contract") as session:
-            yield session
-    except SparkUnavailableError as exc:
-        pytest.skip(str(exc))
-
-
 def _implicit(_: object) -> Trainer:
     return ImplicitTrainer(factors=8, iterations=15, regularization=0.01, alpha=5.0, seed=1)
 
@@ -77,11 +68,23 @@ def _spark(session: object) -> Trainer:
 def test_held_out_item_ranks_first(
     make: Callable[[object], Trainer], request: pytest.FixtureRequest
 ) -> None:
-    session = request.getfixturevalue("spark_session") if make is _spark else None
+    session = request.getfixturevalue("spark") if make is _spark else None
     data, held = checkerboard()
     factors = make(session).fit(data)
     assert factors.user_factors.dtype == np.float32
     assert factors.user_factors.shape == (GROUPS * USERS_PER_GROUP, factors.dim)
     assert factors.item_factors.shape == (GROUPS * ITEMS_PER_GROUP, factors.dim)
     assert sorted(factors.item_ids) == sorted(data["article_id"].unique())
+    assert_held_out_ranks_first(factors, data, held)
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("make", [_implicit, _spark], ids=["implicit", "spark"])
+def test_trainers_take_a_spark_jobs_output(
+    make: Callable[[object], Trainer], spark: SparkSession
+) -> None:
+    """The batch hands its Spark interactions table over as is: the same contract holds."""
+    data, held = checkerboard()
+    factors = make(spark).fit(spark.createDataFrame(data))
+    assert sorted(factors.user_ids) == sorted(held)
     assert_held_out_ranks_first(factors, data, held)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,9 @@ from serve.app import create_app
 from stream.archiver import EVENTS_SCHEMA, append_new, ensure_events_table
 from stream.ema import ema_update
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 
 @pytest.fixture
 def own(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, redis.Redis]]:
@@ -45,9 +49,11 @@ def own(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, redis.Re
     client.close()
 
 
-def _batch(settings: Settings, input_dir: Path, client: redis.Redis, **kw: bool) -> BatchReport:
+def _batch(
+    settings: Settings, input_dir: Path, client: redis.Redis, spark: SparkSession, **kw: bool
+) -> BatchReport:
     with Steps(enabled=False) as steps:
-        return run_batch(settings, input_dir, client, steps, **kw)
+        return run_batch(settings, input_dir, client, steps, spark, **kw)
 
 
 def _archive(settings: Settings, events: list[Event]) -> None:
@@ -59,12 +65,15 @@ def _archive(settings: Settings, events: list[Event]) -> None:
 
 
 def test_promotion_replays_events_after_the_cutoff_and_rollback_returns(
-    own: tuple[Settings, redis.Redis], input_dir: Path, transactions: pd.DataFrame
+    own: tuple[Settings, redis.Redis],
+    input_dir: Path,
+    transactions: pd.DataFrame,
+    spark: SparkSession,
 ) -> None:
     settings, client = own
-    first = _batch(settings, input_dir, client)
+    first = _batch(settings, input_dir, client, spark)
     assert live_version(client) == first.version
-    second = _batch(settings, input_dir, client, promote_new=False)
+    second = _batch(settings, input_dir, client, spark, promote_new=False)
     assert live_version(client) == first.version
     statuses = {i.manifest.version: i.status for i in list_versions(settings, client)}
     assert statuses == {first.version: "live", second.version: "candidate"}
@@ -112,15 +121,18 @@ def test_unknown_version_is_refused(own: tuple[Settings, redis.Redis]) -> None:
 
 
 def test_running_api_switches_to_the_new_version_without_failing(
-    own: tuple[Settings, redis.Redis], input_dir: Path, transactions: pd.DataFrame
+    own: tuple[Settings, redis.Redis],
+    input_dir: Path,
+    transactions: pd.DataFrame,
+    spark: SparkSession,
 ) -> None:
     settings, client = own
     settings = settings.model_copy(update={"model_poll_interval_s": 0.1})
-    first = _batch(settings, input_dir, client)
+    first = _batch(settings, input_dir, client, spark)
     customer = str(transactions["customer_id"].value_counts().index[0])
     with TestClient(create_app(settings)) as api:
         assert api.get(f"/recommend/{customer}").json()["model_version"] == first.version
-        second = _batch(settings, input_dir, client)
+        second = _batch(settings, input_dir, client, spark)
         seen: set[str] = set()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and second.version not in seen:
@@ -132,12 +144,12 @@ def test_running_api_switches_to_the_new_version_without_failing(
 
 
 def test_a_worse_version_is_not_promoted_unless_forced(
-    own: tuple[Settings, redis.Redis], input_dir: Path
+    own: tuple[Settings, redis.Redis], input_dir: Path, spark: SparkSession
 ) -> None:
     from recsys.model_store import read_manifest, write_manifest
 
     settings, client = own
-    first = _batch(settings, input_dir, client)
+    first = _batch(settings, input_dir, client, spark)
     manifest = read_manifest(settings.models_dir, first.version)
     assert 0 < manifest.metrics["holdout_ndcg_at_10"] < 1
     # Pretend the live model was excellent: the next run cannot match it.
@@ -145,12 +157,12 @@ def test_a_worse_version_is_not_promoted_unless_forced(
         settings.models_dir,
         manifest.model_copy(update={"metrics": {**manifest.metrics, "holdout_ndcg_at_10": 0.99}}),
     )
-    second = _batch(settings, input_dir, client)
+    second = _batch(settings, input_dir, client, spark)
     assert not second.promoted
     assert "below live 0.9900" in second.gate_reason
     assert live_version(client) == first.version
     assert second.version in {i.manifest.version for i in list_versions(settings, client)
                               if i.status == "candidate"}  # fmt: skip
-    third = _batch(settings, input_dir, client, force=True)
+    third = _batch(settings, input_dir, client, spark, force=True)
     assert third.promoted and third.gate_reason.startswith("forced")
     assert live_version(client) == third.version

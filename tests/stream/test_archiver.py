@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from confluent_kafka import Consumer, Producer
@@ -19,11 +20,15 @@ from confluent_kafka.cimpl import NewTopic
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from batch.ingest import read_archived_purchases
+from batch.ingest import archived_purchases
+from batch.lake import DeltaRsLake
 from recsys.events import Event
 from recsys.settings import Settings
 from stream.archiver import Archiver
 from stream.bus import consumer_config, pending_events, producer_config
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 def _topic(settings: Settings) -> str:
@@ -180,7 +185,9 @@ def test_kill_mid_stream_loses_and_duplicates_nothing(settings: Settings, tmp_pa
     assert set(ids) == {f"e{i}" for i in range(total)}, f"{total - len(ids)} events lost"
 
 
-def test_archived_purchases_become_training_rows(settings: Settings, tmp_path: Path) -> None:
+def test_archived_purchases_become_training_rows(
+    settings: Settings, tmp_path: Path, spark: SparkSession
+) -> None:
     from stream.archiver import EVENTS_SCHEMA, append_new, ensure_events_table
 
     path = tmp_path / "events"
@@ -193,11 +200,17 @@ def test_archived_purchases_become_training_rows(settings: Settings, tmp_path: P
 
     assert append_new(path, pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA)) == 2
     assert append_new(path, pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA)) == 0
-    archived = read_archived_purchases(path, pd.Series(["0108775001"]))
-    frame, report = archived.frame, archived.report
-    assert archived.last_ts is not None
+    store = DeltaRsLake(spark, tmp_path / "lake", retention_hours=0)
+    articles = spark.createDataFrame(pd.DataFrame({"article_id": ["0108775001"]}))
+    assert archived_purchases(store, tmp_path / "no-events", articles) is None
+    archived = archived_purchases(store, path, articles)
+    assert archived is not None
+    frame, report = archived.frame.toPandas(), archived.report
+    assert archived.last_ts == max(r["ts"] for r in rows)
+    assert archived.table_version == 1
     assert report.rows_in == 2
     assert report.skipped["unknown article_id"] == 1
     assert frame["customer_id"].tolist() == ["c1"]
     assert frame["sales_channel_id"].tolist() == [2]
-    assert str(frame["t_dat"].dtype) == "datetime64[ns]"
+    assert frame["source"].tolist() == ["events"]
+    assert frame["t_dat"].tolist() == [rows[0]["ts"].date()]
