@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
 import psutil
+import redis
 
 from recsys.engines.tansu import tansu_binary
 from recsys.engines.valkey import valkey_binary
+from recsys.settings import Settings
+from recsys.stores import redis_client
 
 
 def engine_processes() -> list[psutil.Process]:
@@ -23,3 +30,20 @@ def engine_processes() -> list[psutil.Process]:
 
 def engine_pids() -> set[int]:
     return {p.pid for p in engine_processes()}
+
+
+@contextlib.contextmanager
+def isolated(settings: Settings, data_dir: Path, db: int) -> Iterator[tuple[Settings, redis.Redis]]:
+    """Settings with their own data dir and Redis database (emptied before and after), so
+    a test can run batches and promotions while the suite's live model stays as it is."""
+    assert settings.redis_url
+    mine = settings.model_copy(
+        update={"data_dir": data_dir, "redis_url": settings.redis_url.rsplit("/", 1)[0] + f"/{db}"}
+    )
+    client = redis_client(mine.redis_url or "", 10)
+    client.flushdb()
+    try:
+        yield mine, client
+    finally:
+        client.flushdb()
+        client.close()

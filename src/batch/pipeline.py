@@ -19,6 +19,7 @@ from batch.interactions import interactions_job
 from batch.lake import open_lake
 from batch.model_outputs import write_model_outputs
 from batch.publish import write_history, write_index, write_meta, write_vectors
+from batch.retention import Pruned, prune
 from batch.trainer_factory import iterations, open_trainer
 from batch.trending import to_lists, trending_job
 from batch.versions import (
@@ -28,7 +29,7 @@ from batch.versions import (
     promote,
     register_candidate,
 )
-from recsys.index.factory import open_writer
+from recsys.index.factory import open_backend
 from recsys.model_store import (
     Manifest,
     new_version,
@@ -59,6 +60,7 @@ class BatchReport:
     gate_reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     replayed_events: int = 0
+    pruned_versions: list[str] = field(default_factory=list)
 
 
 def _day_start(day: date | None) -> datetime:
@@ -147,7 +149,7 @@ def run_batch(
     fields = list(ARTICLE_METADATA_FIELDS)
     metadata = cleaned.articles.select("article_id", *fields).toPandas().set_index("article_id")
     with steps.step("build item index", total=len(factors.item_ids)) as advance:
-        write_index(open_writer(settings, version, factors.dim), factors, metadata, advance)
+        write_index(open_backend(settings).writer(version, factors.dim), factors, metadata, advance)
 
     total_vectors = len(factors.item_ids) + len(factors.user_ids)
     with steps.step("write vectors to Redis", total=total_vectors) as advance:
@@ -224,6 +226,10 @@ def run_batch(
             replayed = promote(settings, client, version)
     else:
         register_candidate(client, version)
+    pruned: list[Pruned] = []
+    if settings.prune_after_batch:
+        with steps.step("prune old versions"):
+            pruned = prune(settings, client, settings.model_versions_kept)
 
     return BatchReport(
         version=version,
@@ -238,4 +244,5 @@ def run_batch(
         gate_reason=gate.reason,
         metrics=metrics,
         replayed_events=replayed.applied if replayed else 0,
+        pruned_versions=[p.version for p in pruned],
     )

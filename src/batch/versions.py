@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import redis
 
 from recsys import keys
+from recsys.index.factory import open_backend
 from recsys.model_store import Manifest, read_manifest
 from recsys.settings import Settings
 from stream.apply import EventApplier
@@ -72,6 +73,8 @@ def promote(settings: Settings, client: redis.Redis, version: str) -> ReplayRepo
     if current is not None and current != version:
         pipe.lpush(keys.VERSION_HISTORY, current)
     pipe.execute()
+    # The pointer is the truth the API follows; a server's alias follows it.
+    open_backend(settings).publish(version)
     return report
 
 

@@ -161,6 +161,8 @@ def _print_batch_report(report: object) -> None:
             + ", ".join(f"{k.removeprefix('holdout_')} {v:.4f}" for k, v in report.metrics.items())
         )
     console.print(f"promotion: {report.gate_reason}")
+    if report.pruned_versions:
+        console.print(f"pruned old versions: {', '.join(report.pruned_versions)}")
 
 
 @app.command()
@@ -300,7 +302,9 @@ def bench_batch(
     )
 
 
-models_app = typer.Typer(help="Model versions: list, promote, roll back.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Model versions: list, promote, roll back, prune.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 
 
@@ -369,6 +373,26 @@ def models_rollback() -> None:
         except VersionError as exc:
             fail(str(exc))
         console.print(f"rolled back: {version} is live ({report.applied:,} events replayed)")
+
+    _with_redis(run)
+
+
+@models_app.command("prune")
+def models_prune(
+    keep: Annotated[
+        int | None,
+        typer.Option(min=0, help="Versions to keep for rollback (default: the setting)"),
+    ] = None,
+) -> None:
+    """Delete old versions' Redis keys and files; keep live, newer and rollback ones."""
+    from batch.retention import prune
+
+    def run(settings: Settings, client: redis.Redis) -> None:
+        pruned = prune(settings, client, settings.model_versions_kept if keep is None else keep)
+        for p in pruned:
+            files = "its files removed" if p.had_files else "no files"
+            console.print(f"pruned {p.version}: {p.redis_keys:,} Redis keys, {files}")
+        console.print(f"{len(pruned)} version(s) pruned")
 
     _with_redis(run)
 

@@ -47,14 +47,19 @@ def version_dir(models_dir: Path, version: str) -> Path:
     return models_dir / version
 
 
+def _file(models_dir: Path, version: str, name: str) -> Path:
+    """A file of the version's folder, the folder made if this is its first file."""
+    folder = version_dir(models_dir, version)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
 def shard_dir(models_dir: Path, version: str) -> Path:
     return version_dir(models_dir, version) / SHARD
 
 
 def write_manifest(models_dir: Path, manifest: Manifest) -> None:
-    path = version_dir(models_dir, manifest.version) / MANIFEST
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(manifest.model_dump_json(indent=2))
+    _file(models_dir, manifest.version, MANIFEST).write_text(manifest.model_dump_json(indent=2))
 
 
 def read_manifest(models_dir: Path, version: str) -> Manifest:
@@ -62,7 +67,7 @@ def read_manifest(models_dir: Path, version: str) -> Manifest:
 
 
 def write_trending(models_dir: Path, version: str, lists: TrendingLists) -> None:
-    (version_dir(models_dir, version) / TRENDING).write_text(json.dumps(lists.to_dict()))
+    _file(models_dir, version, TRENDING).write_text(json.dumps(lists.to_dict()))
 
 
 def read_trending(models_dir: Path, version: str) -> TrendingLists:
@@ -81,7 +86,7 @@ def write_factors(
 ) -> None:
     """The trained factors with their id maps: what a rebuild, replay or rollback needs."""
     np.savez(
-        version_dir(models_dir, version) / FACTORS,
+        _file(models_dir, version, FACTORS),
         user_ids=user_ids.astype(str),
         item_ids=item_ids.astype(str),
         user_factors=user_factors,

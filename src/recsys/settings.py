@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Rate = Annotated[float, Field(gt=0.0, le=1.0)]
@@ -24,7 +24,13 @@ class Settings(BaseSettings):
     # Engines. None means: find the embedded one through the run file, or start it.
     redis_url: str | None = None
     kafka_bootstrap_servers: str | None = None
+    # A Qdrant server (http://host:6333), or ":memory:" for qdrant-client's in-process
+    # local mode (tests). Unset: the embedded Qdrant Edge engine.
     qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    # Each version is the collection <prefix>_<version>; the alias <prefix> is the live one.
+    qdrant_collection: str = "recsys_items"
+    qdrant_timeout_s: Annotated[float, Field(gt=0)] = 2.0
     spark_master: str = "local[*]"
 
     # Kafka topics and consumer behaviour (group joins in seconds, fetches in ms).
@@ -78,6 +84,10 @@ class Settings(BaseSettings):
     promotion_max_ndcg_drop: Annotated[float, Field(ge=0, le=1)] = 0.02
     # Measure each new version on a temporal holdout (one more fit) before promoting it.
     evaluate_before_promotion: bool = True
+    # After each batch run, older versions are deleted (Redis keys and files) except the
+    # live one, newer candidates and this many that rollback can return to.
+    model_versions_kept: Annotated[int, Field(ge=0)] = 2
+    prune_after_batch: bool = True
 
     # Online learning: the share of the way a user vector moves toward a bought item,
     # with the item scaled to the user's norm (see stream/ema.py). 0.3 is the replay's

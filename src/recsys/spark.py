@@ -1,4 +1,8 @@
-"""One Spark session per command, on the master the settings name (local or a cluster)."""
+"""One Spark session per command, on the master the settings name (local or a cluster).
+
+A process holds one: once stopped, PySpark's JVM gateway is gone, so a command that runs
+several Spark steps keeps one session open across them.
+"""
 
 from __future__ import annotations
 

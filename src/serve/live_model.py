@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from recsys import keys
 from recsys.index.base import ItemIndex
-from recsys.index.factory import open_index
+from recsys.index.factory import open_backend
 from recsys.model_store import read_trending
 from recsys.settings import Settings
 from recsys.trending_lists import TrendingLists
@@ -31,6 +31,7 @@ class LiveModel:
     def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
         self.settings = settings
         self.client = client
+        self.backend = open_backend(settings)
         self.current: ServedModel | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -63,7 +64,7 @@ class LiveModel:
     def _load(self, version: str) -> ServedModel:
         return ServedModel(
             version=version,
-            index=open_index(self.settings, version),
+            index=self.backend.open(version),
             trending=read_trending(self.settings.models_dir, version),
         )
 

@@ -4,6 +4,7 @@ rollback, and a running API switching versions without a restart."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,11 +23,11 @@ from recsys import keys
 from recsys.events import Event
 from recsys.progress import Steps
 from recsys.settings import Settings
-from recsys.stores import redis_client
 from recsys.vectors import decode
 from serve.app import create_app
 from stream.archiver import EVENTS_SCHEMA, append_new, ensure_events_table
 from stream.ema import ema_update
+from support import isolated
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -34,19 +35,8 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def own(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, redis.Redis]]:
-    """Its own Redis database and data dir, so the suite's live model stays as it is."""
-    assert settings.redis_url
-    mine = settings.model_copy(
-        update={
-            "data_dir": tmp_path / "data",
-            "redis_url": settings.redis_url.rsplit("/", 1)[0] + "/4",
-        }
-    )
-    client = redis_client(mine.redis_url or "", 10)
-    client.flushdb()
-    yield mine, client
-    client.flushdb()
-    client.close()
+    with isolated(settings, tmp_path / "data", db=4) as pair:
+        yield pair
 
 
 def _batch(
@@ -120,14 +110,21 @@ def test_unknown_version_is_refused(own: tuple[Settings, redis.Redis]) -> None:
         promote(settings, client, "v-nope")
 
 
+@pytest.mark.parametrize("backend", ["edge", "qdrant-client"])
 def test_running_api_switches_to_the_new_version_without_failing(
     own: tuple[Settings, redis.Redis],
     input_dir: Path,
     transactions: pd.DataFrame,
     spark: SparkSession,
+    backend: str,
 ) -> None:
+    """With Qdrant Edge, and with a Qdrant server through qdrant-client (its in-process
+    local mode): each version its own collection, the alias following the live one."""
     settings, client = own
-    settings = settings.model_copy(update={"model_poll_interval_s": 0.1})
+    update: dict[str, object] = {"model_poll_interval_s": 0.1}
+    if backend == "qdrant-client":
+        update |= {"qdrant_url": ":memory:", "qdrant_collection": f"items_{uuid.uuid4().hex[:8]}"}
+    settings = settings.model_copy(update=update)
     first = _batch(settings, input_dir, client, spark)
     customer = str(transactions["customer_id"].value_counts().index[0])
     with TestClient(create_app(settings)) as api:
@@ -141,6 +138,13 @@ def test_running_api_switches_to_the_new_version_without_failing(
             assert response.json()["source"] == "personalized"
             seen.add(response.json()["model_version"])
         assert second.version in seen
+    if backend == "qdrant-client":
+        from recsys.index.qdrant_server import QdrantServerBackend, client_for
+
+        index = QdrantServerBackend(client_for(settings), settings.qdrant_collection)
+        assert index.live() == index.collection(second.version)
+        rollback(settings, client)
+        assert index.live() == index.collection(first.version)
 
 
 def test_a_worse_version_is_not_promoted_unless_forced(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy.typing as npt
+
+from recsys.ids import item_point_id
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,37 @@ class IndexedItem:
     vector: npt.NDArray[Any]
     payload: Mapping[str, Any]
 
+    def as_point(self) -> tuple[str, list[float], dict[str, Any]]:
+        """(point id, vector, payload) as every backend stores it: the id derived from the
+        article id, which also travels in the payload."""
+        return (
+            item_point_id(self.article_id),
+            [float(x) for x in self.vector],
+            {"article_id": self.article_id, **self.payload},
+        )
+
+
+def payloads_by_article(payloads: Iterable[Mapping[str, Any] | None]) -> dict[str, dict[str, Any]]:
+    """Stored payloads keyed by their article id (which leaves the payload)."""
+    out: dict[str, dict[str, Any]] = {}
+    for stored in payloads:
+        payload = dict(stored or {})
+        out[str(payload.pop("article_id"))] = payload
+    return out
+
 
 @dataclass(frozen=True)
 class ScoredItem:
     article_id: str
     score: float
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_payload(cls, score: float, payload: Mapping[str, Any] | None) -> ScoredItem:
+        """A hit as an index returns it: the article id travels in the payload."""
+        metadata = dict(payload or {})
+        article_id = str(metadata.pop("article_id"))
+        return cls(article_id=article_id, score=float(score), metadata=metadata)
 
 
 class ItemIndex(Protocol):
@@ -62,6 +89,26 @@ class ItemIndex(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class IndexBackend(Protocol):
+    """Where model versions of the item index live: the embedded engine or a server."""
+
+    def writer(self, version: str, dim: int) -> IndexWriter:
+        """A writer for a new version; nothing serves it before it is published."""
+        ...
+
+    def open(self, version: str) -> ItemIndex:
+        """The version, loaded for serving in this process."""
+        ...
+
+    def publish(self, version: str) -> None:
+        """The version goes live (a server moves its alias to it)."""
+        ...
+
+    def drop(self, version: str) -> None:
+        """The version's index is deleted (it was pruned)."""
+        ...
 
 
 class IndexWriter(Protocol):

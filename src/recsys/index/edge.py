@@ -16,31 +16,23 @@ import numpy.typing as npt
 import qdrant_edge as qe
 
 from recsys.ids import item_point_id
-from recsys.index.base import IndexedItem, ItemFilter, ScoredItem
-
-# Fields the filters run on; each gets a keyword payload index.
-INDEXED_FIELDS = ("article_id", "product_group_name", "product_type_name")
+from recsys.index.base import IndexedItem, ItemFilter, ScoredItem, payloads_by_article
+from recsys.index.filters import INDEXED_FIELDS, filter_spec
 
 
-def _match_any(key: str, values: Sequence[str]) -> qe.FieldCondition:
-    return qe.FieldCondition(key=key, match=qe.MatchAny(list(values)))
+def _condition(spec: dict[str, Any]) -> Any:
+    if "has_id" in spec:
+        return qe.HasIdCondition(set(spec["has_id"]))
+    return qe.FieldCondition(key=spec["key"], match=qe.MatchAny(list(spec["match"]["any"])))
 
 
 def build_filter(rules: ItemFilter) -> qe.Filter | None:
-    must: list[Any] = []
-    must_not: list[Any] = []
-    if rules.product_groups:
-        must.append(_match_any("product_group_name", rules.product_groups))
-    if rules.product_types:
-        must.append(_match_any("product_type_name", rules.product_types))
-    if rules.exclude_ids:
-        must_not.append(qe.HasIdCondition({item_point_id(a) for a in rules.exclude_ids}))
-    if rules.exclude_groups:
-        must_not.append(_match_any("product_group_name", rules.exclude_groups))
-    if rules.exclude_types:
-        must_not.append(_match_any("product_type_name", rules.exclude_types))
-    if not must and not must_not:
+    """The rules' filter (recsys.index.filters) as Qdrant Edge objects."""
+    spec = filter_spec(rules)
+    if spec is None:
         return None
+    must = [_condition(c) for c in spec.get("must", [])]
+    must_not = [_condition(c) for c in spec.get("must_not", [])]
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
@@ -61,14 +53,7 @@ class EdgeIndexWriter:
             )
 
     def upsert(self, items: Sequence[IndexedItem]) -> None:
-        points = [
-            qe.Point(
-                id=item_point_id(item.article_id),
-                vector=[float(x) for x in item.vector],
-                payload={"article_id": item.article_id, **item.payload},
-            )
-            for item in items
-        ]
+        points = [qe.Point(*item.as_point()) for item in items]
         self.shard.update(qe.UpdateOperation.upsert_points(points))
 
     def finish(self) -> None:
@@ -81,7 +66,13 @@ class EdgeItemIndex:
     """A serving process's own copy of a version's shard."""
 
     def __init__(
-        self, version: str, shard_dir: Path, work_dir: Path, *, hnsw_ef: int = 128
+        self,
+        version: str,
+        shard_dir: Path,
+        work_dir: Path,
+        *,
+        hnsw_ef: int = 128,
+        exact: bool = False,
     ) -> None:
         self.version = version
         # The copy is named by pid, so a crashed process's leftovers are recognisable.
@@ -92,7 +83,8 @@ class EdgeItemIndex:
         shutil.copytree(shard_dir, self._copy)
         # max_search_threads=1 was written into the shard at creation and sticks.
         self.shard = qe.EdgeShard.load(str(self._copy))
-        self._params = qe.SearchParams(hnsw_ef=hnsw_ef)
+        # exact=True scores every point: the reference the congruence test compares with.
+        self._params = qe.SearchParams(hnsw_ef=hnsw_ef, exact=exact)
 
     def search(self, vector: npt.NDArray[Any], k: int, rules: ItemFilter) -> list[ScoredItem]:
         request = qe.QueryRequest(
@@ -102,28 +94,21 @@ class EdgeItemIndex:
             with_payload=True,
             params=self._params,
         )
-        return [_scored(point.score, point.payload) for point in self.shard.query(request)]
+        return [
+            ScoredItem.from_payload(point.score, point.payload)
+            for point in self.shard.query(request)
+        ]
 
     def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         records = self.shard.retrieve(
             [item_point_id(a) for a in article_ids], with_payload=True, with_vector=False
         )
-        out: dict[str, dict[str, Any]] = {}
-        for record in records:
-            payload = dict(record.payload or {})
-            out[str(payload.pop("article_id"))] = payload
-        return out
+        return payloads_by_article(record.payload for record in records)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.shard.close()
         shutil.rmtree(self._copy, ignore_errors=True)
-
-
-def _scored(score: float, payload: dict[str, Any] | None) -> ScoredItem:
-    metadata = dict(payload or {})
-    article_id = str(metadata.pop("article_id"))
-    return ScoredItem(article_id=article_id, score=float(score), metadata=metadata)
 
 
 def remove_stale_copies(work_dir: Path) -> None:

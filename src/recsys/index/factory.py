@@ -1,32 +1,40 @@
-"""Pick the item-index backend from the settings."""
+"""Pick the item-index backend from the settings: a Qdrant server when
+RECSYS_QDRANT_URL is set, else the embedded Qdrant Edge engine."""
 
 from __future__ import annotations
 
-from recsys.index.base import IndexWriter, ItemIndex
+import shutil
+
+from recsys.index.base import IndexBackend, IndexWriter, ItemIndex
 from recsys.index.edge import EdgeIndexWriter, EdgeItemIndex, remove_stale_copies
 from recsys.model_store import shard_dir
 from recsys.settings import Settings
 
 
-class IndexConfigError(RuntimeError):
-    pass
+class EdgeBackend:
+    """Each version is a shard folder in the model directory; serving copies it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def writer(self, version: str, dim: int) -> IndexWriter:
+        return EdgeIndexWriter(shard_dir(self.settings.models_dir, version), dim)
+
+    def open(self, version: str) -> ItemIndex:
+        work_dir = self.settings.data_dir / "serving"
+        remove_stale_copies(work_dir)
+        return EdgeItemIndex(version, shard_dir(self.settings.models_dir, version), work_dir)
+
+    def publish(self, version: str) -> None:
+        """Serving follows the live-version pointer; there is nothing to move here."""
+
+    def drop(self, version: str) -> None:
+        shutil.rmtree(shard_dir(self.settings.models_dir, version), ignore_errors=True)
 
 
-def _require_embedded(settings: Settings) -> None:
+def open_backend(settings: Settings) -> IndexBackend:
     if settings.qdrant_url:
-        raise IndexConfigError(
-            "RECSYS_QDRANT_URL is set, but this build serves from the embedded Qdrant Edge "
-            "engine only; unset it"
-        )
+        from recsys.index.qdrant_server import QdrantServerBackend, client_for
 
-
-def open_writer(settings: Settings, version: str, dim: int) -> IndexWriter:
-    _require_embedded(settings)
-    return EdgeIndexWriter(shard_dir(settings.models_dir, version), dim)
-
-
-def open_index(settings: Settings, version: str) -> ItemIndex:
-    _require_embedded(settings)
-    work_dir = settings.data_dir / "serving"
-    remove_stale_copies(work_dir)
-    return EdgeItemIndex(version, shard_dir(settings.models_dir, version), work_dir)
+        return QdrantServerBackend(client_for(settings), settings.qdrant_collection)
+    return EdgeBackend(settings)

@@ -1,0 +1,84 @@
+"""Old model versions go: their version-scoped Redis keys, their index (a shard, or a
+server's collection) and their folder (manifest, factors, trending), so storage does not
+grow with every batch run.
+
+Kept: the live version, every version newer than it (a candidate that may still be
+promoted, or a batch run still writing its files), and the `keep` most recent versions
+rollback can return to. A candidate older than the live version was passed over; the
+updater would feed it for nothing. With no live version nothing is pruned.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+
+import redis
+
+from batch.versions import live_version
+from recsys import keys
+from recsys.index.factory import open_backend
+from recsys.model_store import version_dir
+from recsys.settings import Settings
+
+SCAN_BATCH = 5_000
+
+
+@dataclass(frozen=True)
+class Pruned:
+    version: str
+    redis_keys: int
+    had_files: bool
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def versions_to_prune(settings: Settings, client: redis.Redis, keep: int) -> list[str]:
+    """Every version on disk or in Redis's lists that the rules above do not keep."""
+    live = live_version(client)
+    if live is None:
+        return []
+    candidates = {_text(c) for c in client.smembers(keys.CANDIDATE_VERSIONS)}
+    history = [_text(h) for h in client.lrange(keys.VERSION_HISTORY, 0, -1)]
+    on_disk = (
+        {p.name for p in settings.models_dir.iterdir() if p.is_dir()}
+        if settings.models_dir.exists()
+        else set()
+    )
+    known = on_disk | candidates | set(history)
+    # Version names sort by creation time (vYYYYMMDDTHHMMSSmmm).
+    kept = {live} | set(history[:keep]) | {v for v in known if v > live}
+    return sorted(known - kept)
+
+
+def _delete_version_keys(client: redis.Redis, version: str) -> int:
+    deleted = 0
+    batch: list[str | bytes] = []
+    for key in client.scan_iter(match=f"{keys.PREFIX}:v:{version}:*", count=SCAN_BATCH):
+        batch.append(key)
+        if len(batch) == SCAN_BATCH:
+            deleted += int(client.unlink(*batch))
+            batch = []
+    if batch:
+        deleted += int(client.unlink(*batch))
+    return deleted
+
+
+def prune(settings: Settings, client: redis.Redis, keep: int) -> list[Pruned]:
+    """Delete what `versions_to_prune` names; return what went."""
+    out = []
+    index = open_backend(settings)
+    for version in versions_to_prune(settings, client, keep):
+        # Out of the lists first, so nothing points at a version while it is deleted.
+        pipe = client.pipeline(transaction=True)
+        pipe.srem(keys.CANDIDATE_VERSIONS, version)
+        pipe.lrem(keys.VERSION_HISTORY, 0, version)
+        pipe.execute()
+        index.drop(version)
+        folder = version_dir(settings.models_dir, version)
+        had_files = folder.exists()
+        shutil.rmtree(folder, ignore_errors=True)
+        out.append(Pruned(version, _delete_version_keys(client, version), had_files))
+    return out

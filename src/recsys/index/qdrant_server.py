@@ -1,0 +1,167 @@
+"""A Qdrant server (or cluster) through qdrant-client: one collection per model version,
+and an alias that names the live one.
+
+The API queries the collection of the version whose user vectors it reads (vectors of
+two versions do not share a space); the alias `<collection prefix>` follows the live
+version for everyone else: dashboards, ad-hoc queries, other services.
+
+`RECSYS_QDRANT_URL=:memory:` runs qdrant-client's local mode in-process: the same client
+code path without a server, for tests (one process; payload indexes are not built there).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy.typing as npt
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from recsys.ids import item_point_id
+from recsys.index.base import IndexedItem, ItemFilter, ScoredItem, payloads_by_article
+from recsys.index.filters import INDEXED_FIELDS, filter_spec
+from recsys.settings import Settings
+
+LOCAL_MODE = ":memory:"
+
+
+@functools.cache
+def _client(url: str, timeout_s: float, api_key: str | None) -> QdrantClient:
+    """One client per server per process (a local-mode instance is shared the same way)."""
+    if url == LOCAL_MODE:
+        return QdrantClient(location=LOCAL_MODE)
+    return QdrantClient(url=url, timeout=max(1, round(timeout_s)), api_key=api_key)
+
+
+def client_for(settings: Settings) -> QdrantClient:
+    assert settings.qdrant_url
+    key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+    return _client(settings.qdrant_url, settings.qdrant_timeout_s, key)
+
+
+def build_filter(rules: ItemFilter) -> qm.Filter | None:
+    spec = filter_spec(rules)
+    return None if spec is None else qm.Filter.model_validate(spec)
+
+
+class ServerIndexWriter:
+    """Creates the version's collection, with keyword indexes on the filtered fields."""
+
+    def __init__(self, client: QdrantClient, collection: str, dim: int) -> None:
+        if client.collection_exists(collection):
+            raise FileExistsError(f"Qdrant collection {collection} already exists")
+        self.client = client
+        self.collection = collection
+        client.create_collection(
+            collection, vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.DOT)
+        )
+        if not _is_local(client):  # local mode has no payload indexes (and warns)
+            for name in INDEXED_FIELDS:
+                client.create_payload_index(collection, name, qm.PayloadSchemaType.KEYWORD)
+
+    def upsert(self, items: Sequence[IndexedItem]) -> None:
+        self.client.upsert(
+            self.collection,
+            points=[
+                qm.PointStruct(id=pid, vector=vector, payload=payload)
+                for pid, vector, payload in (item.as_point() for item in items)
+            ],
+            wait=True,
+        )
+
+    def finish(self) -> None:
+        """The server builds HNSW in the background; points are searchable already."""
+
+
+class ServerItemIndex:
+    """One version's collection on the server, as the serving process sees it."""
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        collection: str,
+        version: str,
+        *,
+        hnsw_ef: int = 128,
+        exact: bool = False,
+    ) -> None:
+        if not client.collection_exists(collection):
+            raise FileNotFoundError(f"Qdrant collection {collection} does not exist")
+        self.client = client
+        self.collection = collection
+        self.version = version
+        # Local mode always scores every point and warns about search parameters.
+        self._params = None if _is_local(client) else qm.SearchParams(hnsw_ef=hnsw_ef, exact=exact)
+
+    def search(self, vector: npt.NDArray[Any], k: int, rules: ItemFilter) -> list[ScoredItem]:
+        response = self.client.query_points(
+            self.collection,
+            query=[float(x) for x in vector],
+            query_filter=build_filter(rules),
+            limit=k,
+            with_payload=True,
+            search_params=self._params,
+        )
+        return [ScoredItem.from_payload(p.score, p.payload) for p in response.points]
+
+    def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        records = self.client.retrieve(
+            self.collection,
+            ids=[item_point_id(a) for a in article_ids],
+            with_payload=True,
+            with_vectors=False,
+        )
+        return payloads_by_article(record.payload for record in records)
+
+    def close(self) -> None:
+        """The client is shared by the process; nothing to release per version."""
+
+
+def _is_local(client: QdrantClient) -> bool:
+    return client.init_options.get("location") == LOCAL_MODE
+
+
+class QdrantServerBackend:
+    """Model versions as collections `<prefix>_<version>`; the alias `<prefix>` is live."""
+
+    def __init__(self, client: QdrantClient, prefix: str) -> None:
+        self.client = client
+        self.alias = prefix
+
+    def collection(self, version: str) -> str:
+        return f"{self.alias}_{version}"
+
+    def writer(self, version: str, dim: int) -> ServerIndexWriter:
+        return ServerIndexWriter(self.client, self.collection(version), dim)
+
+    def open(self, version: str) -> ServerItemIndex:
+        return ServerItemIndex(self.client, self.collection(version), version)
+
+    def publish(self, version: str) -> None:
+        """Point the alias at the version's collection in one atomic change."""
+        changes: list[qm.AliasOperations] = [
+            qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=self.alias))
+        ]
+        if self.live() is None:
+            changes = []
+        changes.append(
+            qm.CreateAliasOperation(
+                create_alias=qm.CreateAlias(
+                    collection_name=self.collection(version), alias_name=self.alias
+                )
+            )
+        )
+        self.client.update_collection_aliases(change_aliases_operations=changes)
+
+    def live(self) -> str | None:
+        """The collection the alias names, if any."""
+        for alias in self.client.get_aliases().aliases:
+            if alias.alias_name == self.alias:
+                return alias.collection_name
+        return None
+
+    def drop(self, version: str) -> None:
+        if self.client.collection_exists(self.collection(version)):
+            self.client.delete_collection(self.collection(version))

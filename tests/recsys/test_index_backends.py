@@ -1,0 +1,109 @@
+"""Both item-index backends behind one interface: the embedded Qdrant Edge engine and a
+Qdrant server through qdrant-client (its local mode stands in for the server and runs the
+same client code). Exact search on both must give the same answers."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient
+
+from recsys.index.base import IndexedItem, ItemFilter, ItemIndex
+from recsys.index.edge import EdgeIndexWriter, EdgeItemIndex
+from recsys.index.qdrant_server import LOCAL_MODE, QdrantServerBackend, ServerItemIndex
+
+DIM, ITEMS = 16, 400
+GROUPS = ["Upper body", "Lower body", "Shoes", "Accessories"]
+TYPES = ["Sweater", "Trousers", "Sneakers", "Bag", "Hat", "Skirt"]
+
+
+def _items() -> list[IndexedItem]:
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(ITEMS, DIM)).astype(np.float32)
+    return [
+        IndexedItem(
+            f"{i:010d}",
+            vectors[i],
+            {
+                "product_group_name": GROUPS[i % len(GROUPS)],
+                "product_type_name": TYPES[i % len(TYPES)],
+                "prod_name": f"item {i}",
+            },
+        )
+        for i in range(ITEMS)
+    ]
+
+
+RULES = [
+    ItemFilter(),
+    ItemFilter(product_groups=["Shoes"]),
+    ItemFilter(product_types=["Bag", "Hat"]),
+    ItemFilter(exclude_ids=[f"{i:010d}" for i in range(0, ITEMS, 3)]),
+    ItemFilter(exclude_groups=["Upper body"], exclude_types=["Skirt"]),
+    ItemFilter(product_groups=["Lower body", "Accessories"], exclude_types=["Bag"],
+               exclude_ids=[f"{i:010d}" for i in range(50)]),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[ItemIndex, ItemIndex]:
+    items = _items()
+    folder = tmp_path_factory.mktemp("edge")
+    edge_writer = EdgeIndexWriter(folder / "shard", DIM)
+    client = QdrantClient(location=LOCAL_MODE)
+    backend = QdrantServerBackend(client, "congruence")
+    server_writer = backend.writer("v1", DIM)
+    for writer in (edge_writer, server_writer):
+        writer.upsert(items)
+        writer.finish()
+    edge = EdgeItemIndex("v1", folder / "shard", folder / "serving", exact=True)
+    server = ServerItemIndex(client, backend.collection("v1"), "v1", exact=True)
+    return edge, server
+
+
+@pytest.mark.parametrize("rules", RULES, ids=range(len(RULES)))
+def test_exact_search_gives_the_same_ids_and_scores(
+    both: tuple[ItemIndex, ItemIndex], rules: ItemFilter
+) -> None:
+    edge, server = both
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        query = rng.normal(size=DIM).astype(np.float32)
+        a, b = edge.search(query, 25, rules), server.search(query, 25, rules)
+        assert [x.article_id for x in a] == [x.article_id for x in b]
+        np.testing.assert_allclose([x.score for x in a], [x.score for x in b], rtol=1e-4)
+        assert [x.metadata for x in a] == [x.metadata for x in b]
+        assert all(rules.allows(x.article_id, x.metadata) for x in a)
+        assert len(a) == 25
+
+
+def test_retrieve_gives_the_same_payloads(both: tuple[ItemIndex, ItemIndex]) -> None:
+    edge, server = both
+    wanted = ["0000000001", "0000000200", "9999999999"]
+    assert edge.retrieve(wanted) == server.retrieve(wanted)
+    assert set(edge.retrieve(wanted)) == {"0000000001", "0000000200"}
+
+
+def test_server_versions_are_collections_behind_one_alias(tmp_path: Path) -> None:
+    client = QdrantClient(location=LOCAL_MODE)
+    backend = QdrantServerBackend(client, f"items_{uuid.uuid4().hex[:6]}")
+    for version in ("v1", "v2"):
+        writer = backend.writer(version, DIM)
+        writer.upsert(_items()[:10])
+        writer.finish()
+    assert backend.live() is None
+    backend.publish("v1")
+    assert backend.live() == backend.collection("v1")
+    backend.publish("v2")  # one atomic alias change
+    assert backend.live() == backend.collection("v2")
+    hits = client.query_points(backend.alias, query=[1.0] * DIM, limit=3).points
+    assert len(hits) == 3  # the alias answers queries like a collection
+    with pytest.raises(FileExistsError):
+        backend.writer("v2", DIM)
+    backend.drop("v1")
+    assert not client.collection_exists(backend.collection("v1"))
+    with pytest.raises(FileNotFoundError):
+        backend.open("v1")
