@@ -94,10 +94,19 @@ INPUTS: Final = (
 
 
 def read_csv(spark: SparkSession, path: Path, schema: pa.Schema) -> DataFrame:
-    """One CSV as read: every column text (no value can fail the file), picked by name."""
+    """One CSV as read: every column text (no value can fail the file), picked by name.
+
+    Quoted values may hold commas, doubled quotes and, in the articles' free text, line
+    breaks; only that file is read multi-line (which cannot be split across tasks)."""
     from pyspark.sql import functions as F
 
-    frame = spark.read.option("header", "true").option("escape", '"').csv(str(path))
+    multiline = path.name == ARTICLES_FILE
+    frame = (
+        spark.read.option("header", "true")
+        .option("escape", '"')
+        .option("multiLine", str(multiline).lower())
+        .csv(str(path))
+    )
     # Row order is kept so "the first of duplicate ids wins" means the first line.
     return frame.select(*[F.col(f"`{c}`") for c in schema.names]).withColumn(
         ROW, F.monotonically_increasing_id()

@@ -156,8 +156,14 @@ def run_batch(
         write_vectors(client, version, factors, advance)
 
     with steps.step("write purchase history", total=len(factors.user_ids)) as advance:
-        histories = latest_purchases_job(purchases, settings.history_max_items)
-        write_history(client, iterate_histories(histories), settings.history_max_items, advance)
+        recent = store.write(
+            latest_purchases_job(purchases, settings.history_max_items),
+            "silver",
+            "recent_purchases",
+        )
+        data_version["silver.recent_purchases"] = recent.version
+        histories = iterate_histories(lake.table_path(store.lake_dir, "silver", "recent_purchases"))
+        write_history(client, histories, settings.history_max_items, advance)
 
     with steps.step("trending, model outputs and manifest"):
         sizes = {"size": settings.trending_size, "segment_size": settings.trending_segment_size}

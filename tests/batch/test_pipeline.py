@@ -146,6 +146,8 @@ def test_bad_rows_are_counted_and_skipped(
     bad.loc[bad.index[5], "customer_id"] = "f" * 64
     pd.concat([tx, bad]).to_csv(folder / TRANSACTIONS_FILE, index=False)
     articles = pd.read_csv(folder / ARTICLES_FILE, dtype=str)
+    # Free text as the real file has it: commas, quotes, even a line break.
+    articles.loc[articles.index[1], "detail_desc"] = 'Soft, "cosy" knit.\nHand wash'
     pd.concat([articles, articles.head(2)]).to_csv(folder / ARTICLES_FILE, index=False)
 
     store = DeltaRsLake(spark, tmp_path / "lake", retention_hours=0)
@@ -168,6 +170,8 @@ def test_bad_rows_are_counted_and_skipped(
     # The first of two rows with one id is the one kept.
     kept = cleaned.articles.where(f"article_id = '{articles['article_id'].iloc[0]}'").first()
     assert kept is not None and kept["prod_name"] == articles["prod_name"].iloc[0]
+    second = cleaned.articles.where(f"article_id = '{articles['article_id'].iloc[1]}'").first()
+    assert second is not None and second["detail_desc"] == 'Soft, "cosy" knit.\nHand wash'
 
 
 def test_rewriting_a_table_is_idempotent_and_old_files_go(
