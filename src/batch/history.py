@@ -1,7 +1,8 @@
-"""Each customer's most recent purchases as a Spark job, for their Redis history.
+"""Each customer's most recent purchases and purchase counts as Spark jobs, for their
+Redis history and profile.
 
-The job writes one row per (customer, article) it keeps; the driver then streams the
-table's Arrow batches into Redis, so no customer's list passes through Python rows.
+The jobs write tables; the driver then streams the tables' Arrow batches into Redis, so
+no customer's rows pass through Python one by one.
 """
 
 from __future__ import annotations
@@ -43,14 +44,39 @@ def latest_purchases_job(purchases: DataFrame, max_items: int) -> DataFrame:
     )
 
 
+def profiles_job(purchases: DataFrame) -> DataFrame:
+    """customer_id, purchases (rows), first_ts and last_ts (unix seconds of the day)."""
+    from pyspark.sql import functions as F
+
+    return purchases.groupBy("customer_id").agg(
+        F.count(F.lit(1)).alias("purchases"),
+        (F.unix_date(F.min("t_dat")).cast("long") * SECONDS_PER_DAY).alias("first_ts"),
+        (F.unix_date(F.max("t_dat")).cast("long") * SECONDS_PER_DAY).alias("last_ts"),
+    )
+
+
+def _batches(table: Path) -> Iterator[pa.Table]:
+    for batch in DeltaTable(str(table)).to_pyarrow_dataset().to_batches(batch_size=BATCH_ROWS):
+        if batch.num_rows:
+            yield pa.Table.from_batches([batch])
+
+
+def iterate_profiles(table: Path) -> Iterator[tuple[str, dict[str, int]]]:
+    """(customer, {purchases, first_ts, last_ts}) from the profiles job's table."""
+    for part in _batches(table):
+        columns = {
+            name: pc.cast(part[name], pa.int64()).to_pylist()
+            for name in ("purchases", "first_ts", "last_ts")
+        }
+        for row, customer in enumerate(part["customer_id"].to_pylist()):
+            yield str(customer), {name: values[row] for name, values in columns.items()}
+
+
 def iterate_histories(table: Path) -> Iterator[tuple[str, dict[str, int]]]:
     """(customer, {article: ts}) from the job's table, batch by batch. A customer split
     across two batches comes out twice; adding to a sorted set merges them."""
-    dataset = DeltaTable(str(table)).to_pyarrow_dataset()
-    for batch in dataset.to_batches(batch_size=BATCH_ROWS):
-        if batch.num_rows == 0:
-            continue
-        ordered = pa.Table.from_batches([batch]).sort_by("customer_id")
+    for part in _batches(table):
+        ordered = part.sort_by("customer_id")
         customers = ordered["customer_id"].to_numpy(zero_copy_only=False)
         articles = ordered["article_id"].to_pylist()
         stamps = pc.cast(ordered["ts"], pa.int64()).to_pylist()

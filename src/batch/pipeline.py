@@ -12,13 +12,24 @@ import redis
 
 from batch import lake
 from batch.gate import as_manifest_metrics, decide, holdout_metrics
-from batch.history import iterate_histories, latest_purchases_job
+from batch.history import (
+    iterate_histories,
+    iterate_profiles,
+    latest_purchases_job,
+    profiles_job,
+)
 from batch.hm_schema import ARTICLE_METADATA_FIELDS
 from batch.ingest import SOURCE_CSV, TableReport, archived_purchases, clean, load_bronze
 from batch.interactions import interactions_job
 from batch.lake import open_lake
 from batch.model_outputs import write_model_outputs
-from batch.publish import write_history, write_index, write_meta, write_vectors
+from batch.publish import (
+    write_history,
+    write_index,
+    write_meta,
+    write_profiles,
+    write_vectors,
+)
 from batch.retention import Pruned, prune
 from batch.trainer_factory import iterations, open_trainer
 from batch.trending import to_lists, trending_job
@@ -155,15 +166,17 @@ def run_batch(
     with steps.step("write vectors to Redis", total=total_vectors) as advance:
         write_vectors(client, version, factors, advance)
 
-    with steps.step("write purchase history", total=len(factors.user_ids)) as advance:
-        recent = store.write(
-            latest_purchases_job(purchases, settings.history_max_items),
-            "silver",
-            "recent_purchases",
-        )
-        data_version["silver.recent_purchases"] = recent.version
-        histories = iterate_histories(lake.table_path(store.lake_dir, "silver", "recent_purchases"))
+    customers = len(factors.user_ids)
+    with steps.step("write purchase history and profiles", total=2 * customers) as advance:
+        for name, job in (
+            ("recent_purchases", latest_purchases_job(purchases, settings.history_max_items)),
+            ("customer_profiles", profiles_job(purchases)),
+        ):
+            data_version[f"silver.{name}"] = store.write(job, "silver", name).version
+        silver = store.lake_dir / "silver"
+        histories = iterate_histories(silver / "recent_purchases")
         write_history(client, histories, settings.history_max_items, advance)
+        write_profiles(client, version, iterate_profiles(silver / "customer_profiles"), advance)
 
     with steps.step("trending, model outputs and manifest"):
         sizes = {"size": settings.trending_size, "segment_size": settings.trending_segment_size}

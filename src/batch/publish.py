@@ -89,3 +89,24 @@ def write_history(
 def write_meta(client: redis.Redis, version: str, fields: dict[str, float]) -> None:
     # redis-py's stubs want a mapping invariant in a wide key type; the values are plain.
     client.hset(keys.model_meta(version), mapping=cast(Any, fields))
+
+
+def write_profiles(
+    client: redis.Redis,
+    version: str,
+    profiles: Iterable[tuple[str, dict[str, int]]],
+    advance: Advance,
+) -> None:
+    """The version's purchase counts per customer (the updater increments them after)."""
+    pipe = client.pipeline(transaction=False)
+    pending = 0
+    for customer_id, fields in profiles:
+        pipe.hset(keys.profile(version, customer_id), mapping=cast(Any, fields))
+        pending += 1
+        if pending == CHUNK:
+            pipe.execute()
+            advance(pending)
+            pipe = client.pipeline(transaction=False)
+            pending = 0
+    pipe.execute()
+    advance(pending)

@@ -31,6 +31,12 @@ def applied_event(version: str, customer_id: str, event_id: str) -> str:
     return f"{PREFIX}:v:{version}:ev:{{{customer_id}}}:{event_id}"
 
 
+def profile(version: str, customer_id: str) -> str:
+    """Hash of the customer's purchase counts as this version knows them: purchases,
+    first_ts, last_ts (unix seconds); the updater keeps it current."""
+    return f"{PREFIX}:v:{version}:p:{{{customer_id}}}"
+
+
 def history(customer_id: str) -> str:
     """Sorted set of the customer's purchased article ids, scored by purchase time."""
     return f"{PREFIX}:hist:{{{customer_id}}}"

@@ -98,12 +98,20 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=0, le=65535)] = 8000
     default_k: Annotated[int, Field(ge=1, le=50)] = 10
+    # MMR trade-off when a request names none: 1 is pure relevance, 0 pure diversity
+    # (docs/evaluation.md measures what lower values cost and buy).
+    diversity_lambda: Annotated[float, Field(ge=0, le=1)] = 0.9
     redis_timeout_s: Annotated[float, Field(gt=0)] = 0.5
     model_poll_interval_s: Annotated[float, Field(gt=0)] = 1.0
     history_max_items: Annotated[int, Field(ge=1)] = 200
     trending_half_life_days: Annotated[float, Field(gt=0)] = 7.0
     trending_size: Annotated[int, Field(ge=10)] = 500
     trending_segment_size: Annotated[int, Field(ge=10)] = 100  # per product group and type
+
+    # Tracing: OTLP over HTTP to this endpoint (Jaeger: http://localhost:4318), else to
+    # the console when asked, else nowhere.
+    otlp_endpoint: str | None = None
+    trace_to_console: bool = False
 
     # Engines start-up.
     engine_start_timeout_s: Annotated[float, Field(gt=0)] = 20.0

@@ -8,14 +8,20 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from opentelemetry.sdk.trace.export import SpanExporter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from observability.tracing import tracer_provider
 from recsys.settings import Settings
 from recsys.stores import async_redis_client
 from serve.deps import AppState
 from serve.live_model import LiveModel
+from serve.metrics import Metrics
+from serve.middleware import RequestTelemetry
 from serve.publisher import EventPublisher
-from serve.routes import events, health, recommend
+from serve.routes import events, health, items, models, recommend, users
+from serve.telemetry import Telemetry
 from stream.bus import producer_config
 
 log = logging.getLogger(__name__)
@@ -31,11 +37,14 @@ async def _bounded(step: Awaitable[object], what: str) -> None:
         log.warning("shutdown: could not %s within %.0f s", what, SHUTDOWN_STEP_TIMEOUT_S)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """settings must name the engines (the CLI resolves embedded ones before calling)."""
+def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None) -> FastAPI:
+    """settings must name the engines (the CLI resolves embedded ones before calling);
+    span_exporter overrides where traces go (tests collect them in memory)."""
     if not settings.redis_url or not settings.kafka_bootstrap_servers:
         raise ValueError("create_app needs resolved redis_url and kafka_bootstrap_servers")
     redis_url, bootstrap = settings.redis_url, settings.kafka_bootstrap_servers
+    provider = tracer_provider(settings, "recsys-api", span_exporter)
+    telemetry = Telemetry(Metrics(), provider.get_tracer("recsys.serve"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,7 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         model = LiveModel(settings, client)
         await model.start()
-        app.state.recsys = AppState(settings, client, model, publisher)
+        app.state.recsys = AppState(settings, client, model, publisher, telemetry)
         try:
             yield
         finally:
@@ -53,6 +62,7 @@ def create_app(settings: Settings) -> FastAPI:
             await _bounded(model.stop(), "stop the model poller")
             await _bounded(asyncio.to_thread(publisher.close), "flush the event producer")
             await _bounded(client.aclose(), "close the Redis client")
+            await _bounded(asyncio.to_thread(provider.shutdown), "flush the traces")
 
     app = FastAPI(
         title="recsys",
@@ -60,9 +70,15 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.include_router(recommend.router)
-    app.include_router(events.router)
-    app.include_router(health.router)
+    for module in (recommend, items, users, events, models, health):
+        app.include_router(module.router)
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        """Prometheus exposition of the API's metrics."""
+        return Response(generate_latest(telemetry.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(RequestTelemetry, telemetry=telemetry)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from recsys.settings import Settings
 from serve.live_model import LiveModel, ServedModel
 from serve.publisher import EventPublisher
+from serve.telemetry import Telemetry
 
 
 @dataclass
@@ -19,6 +20,7 @@ class AppState:
     redis: aioredis.Redis
     model: LiveModel
     publisher: EventPublisher
+    telemetry: Telemetry
 
 
 def get_state(request: Request) -> AppState:

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from recsys import keys
 from recsys.index.base import ItemIndex
 from recsys.index.factory import open_backend
-from recsys.model_store import read_trending
+from recsys.model_store import Manifest, read_manifest, read_trending
 from recsys.settings import Settings
 from recsys.trending_lists import TrendingLists
 
@@ -25,6 +25,7 @@ class ServedModel:
     index: ItemIndex
     # Held in memory so the fallback answers even when Redis or the index does not.
     trending: TrendingLists
+    manifest: Manifest
 
 
 class LiveModel:
@@ -66,6 +67,7 @@ class LiveModel:
             version=version,
             index=self.backend.open(version),
             trending=read_trending(self.settings.models_dir, version),
+            manifest=read_manifest(self.settings.models_dir, version),
         )
 
     async def _poll(self) -> None:

@@ -1,24 +1,56 @@
-"""Ranking for one customer: their vector in the index, or trending when there is none."""
+"""Ranking for one customer: their vector in the index (with the request's rules, MMR and
+explanations), or trending when there is none."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import time
 from dataclasses import dataclass
 
+import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from recsys import keys
-from recsys.index.base import ItemFilter, ScoredItem
+from recsys.index.base import ItemFilter, Mmr, ScoredItem
 from recsys.vectors import Vector, decode
+from serve.explain import Contribution, explain, intra_list_diversity
 from serve.live_model import ServedModel
+from serve.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+# MMR picks from the nearest max(MMR_MIN_POOL, MMR_POOL_PER_ITEM * k) items: at k = 50
+# that is 250, so diversity changes the list even at the largest k.
+MMR_MIN_POOL = 100
+MMR_POOL_PER_ITEM = 5
+# Explanations compare with the customer's most recent purchases, up to this many.
+EXPLAIN_RECENT = 20
+
+
+def mmr_for(k: int, diversity_lambda: float) -> Mmr | None:
+    """None at 1.0: pure relevance is the plain nearest-neighbour query."""
+    if diversity_lambda >= 1.0:
+        return None
+    return Mmr(relevance=diversity_lambda, candidates=max(MMR_MIN_POOL, MMR_POOL_PER_ITEM * k))
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What the request wants."""
+
+    k: int
+    rules: ItemFilter
+    mmr: Mmr | None = None
+    explain_top_k: int | None = None  # None: no explanations
 
 
 @dataclass(frozen=True)
 class CustomerState:
     vector: Vector | None
-    purchased: list[str]
+    purchased: list[str]  # newest first
     last_event_id: str | None
 
 
@@ -28,17 +60,20 @@ class Ranked:
     items: list[ScoredItem]
     applied_event_id: str | None
     fallback_reason: str | None
+    explanations: dict[str, list[Contribution]] | None = None
 
 
 async def load_customer(
-    client: aioredis.Redis, version: str, customer_id: str, timeout_s: float
+    client: aioredis.Redis, version: str, customer_id: str, timeout_s: float, tel: Telemetry
 ) -> CustomerState:
-    """One round trip: the vector of the served version, the purchase history, the last event."""
-    pipe = client.pipeline(transaction=False)
-    pipe.get(keys.user_vector(version, customer_id))
-    pipe.zrange(keys.history(customer_id), 0, -1)
-    pipe.get(keys.last_event(customer_id))
-    raw_vector, history, last = await asyncio.wait_for(pipe.execute(), timeout=timeout_s)
+    """One round trip: the vector of the served version, the purchase history (newest
+    first), the last applied event."""
+    with tel.span("redis.load_customer"), tel.redis("load_customer"):
+        pipe = client.pipeline(transaction=False)
+        pipe.get(keys.user_vector(version, customer_id))
+        pipe.zrevrange(keys.history(customer_id), 0, -1)
+        pipe.get(keys.last_event(customer_id))
+        raw_vector, history, last = await asyncio.wait_for(pipe.execute(), timeout=timeout_s)
     return CustomerState(
         vector=decode(raw_vector),
         purchased=[a.decode() for a in history],
@@ -46,23 +81,85 @@ async def load_customer(
     )
 
 
+def _count_rules(tel: Telemetry, rules: ItemFilter) -> None:
+    for name, values in (
+        ("product_group", rules.product_groups),
+        ("product_type", rules.product_types),
+        ("exclude_ids", rules.exclude_ids),
+        ("exclude_groups", rules.exclude_groups),
+        ("exclude_types", rules.exclude_types),
+    ):
+        if values:
+            tel.metrics.filters.labels(name).inc()
+    tel.metrics.excluded_explicit.inc(len(rules.exclude_ids))
+
+
+def search(
+    model: ServedModel, vector: Vector, ask: Ask, rules: ItemFilter, tel: Telemetry
+) -> list[ScoredItem]:
+    """The index query (MMR when asked), timed and traced; vectors come back for the
+    diversity score and the explanations."""
+    name = "index.mmr" if ask.mmr is not None else "index.search"
+    with tel.span(name, k=ask.k), tel.timer(tel.metrics.search_seconds):
+        started = time.perf_counter()
+        items = model.index.search(vector, ask.k, rules, mmr=ask.mmr, with_vectors=True)
+        if ask.mmr is not None:
+            tel.metrics.mmr.inc()
+            tel.metrics.mmr_seconds.observe(time.perf_counter() - started)
+    diversity = intra_list_diversity([i.vector for i in items if i.vector is not None])
+    if diversity is not None:
+        tel.metrics.diversity.observe(diversity)
+    return items
+
+
+def explain_items(
+    model: ServedModel, items: list[ScoredItem], purchased: list[str], top_k: int, tel: Telemetry
+) -> dict[str, list[Contribution]]:
+    tel.metrics.explains.inc()
+    with tel.span("explain"), tel.timer(tel.metrics.explain_seconds):
+        recent = purchased[:EXPLAIN_RECENT]
+        with tel.timer(tel.metrics.retrieve_seconds):
+            vectors = model.index.vectors(recent)
+        bought = [(a, vectors[a]) for a in recent if a in vectors]
+        recommended = {i.article_id: i.vector for i in items if i.vector is not None}
+        return explain(recommended, bought, top_k)
+
+
+def _trending(model: ServedModel, ask: Ask, rules: ItemFilter) -> list[ScoredItem]:
+    return model.trending.top(ask.k, rules)
+
+
 async def rank(
     model: ServedModel,
     client: aioredis.Redis,
     customer_id: str,
-    k: int,
-    rules: ItemFilter,
+    ask: Ask,
     timeout_s: float,
+    tel: Telemetry,
 ) -> Ranked:
+    _count_rules(tel, ask.rules)
     try:
-        state = await load_customer(client, model.version, customer_id, timeout_s)
+        state = await load_customer(client, model.version, customer_id, timeout_s, tel)
     except (RedisError, TimeoutError, OSError):
-        return Ranked("trending", model.trending.top(k, rules), None, "redis_unavailable")
+        return Ranked("trending", _trending(model, ask, ask.rules), None, "redis_unavailable")
     # What the customer already bought is never recommended back.
-    rules = dataclasses.replace(rules, exclude_ids=(*rules.exclude_ids, *state.purchased))
+    tel.metrics.excluded_history.inc(len(state.purchased))
+    rules = dataclasses.replace(
+        ask.rules, exclude_ids=tuple(dict.fromkeys((*ask.rules.exclude_ids, *state.purchased)))
+    )
     if state.vector is None:
         reason = "unknown_customer"
-        return Ranked("trending", model.trending.top(k, rules), state.last_event_id, reason)
+        return Ranked("trending", _trending(model, ask, rules), state.last_event_id, reason)
     # The query takes well under a millisecond, so it runs inline on the event loop.
-    items = model.index.search(state.vector, k, rules)
-    return Ranked("personalized", items, state.last_event_id, None)
+    try:
+        items = search(model, np.asarray(state.vector), ask, rules, tel)
+    except Exception as exc:  # a server backend that is down or timing out
+        log.warning("index query failed, serving trending: %s", exc)
+        reason = "index_unavailable"
+        return Ranked("trending", _trending(model, ask, rules), state.last_event_id, reason)
+    explanations = (
+        explain_items(model, items, state.purchased, ask.explain_top_k, tel)
+        if ask.explain_top_k is not None
+        else None
+    )
+    return Ranked("personalized", items, state.last_event_id, None, explanations)

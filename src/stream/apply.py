@@ -1,8 +1,9 @@
 """Apply purchase events to the user vectors of one model version, each event once.
 
-An event's marker, the new vector, the history and the last-applied event id are written
-by one Lua script, so a replayed or duplicated event never moves a vector twice. The
-updater and the promotion replay both go through here.
+An event's marker, the new vector, the history, the last-applied event id and the
+customer's purchase counts are written by one Lua script, so a replayed or duplicated
+event never moves a vector twice. The updater and the promotion replay both go through
+here.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from recsys.settings import Settings
 from recsys.vectors import Vector, decode, encode
 from stream.ema import ema_update
 
-# KEYS: applied marker, user vector, history, last event.
+# KEYS: applied marker, user vector, history, last event, profile counts.
 # ARGV: vector bytes (empty: leave the vector), marker ttl s, article id, ts, event id, max history.
 APPLY_SCRIPT = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
@@ -30,6 +31,16 @@ end
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[6]) - 1)
 redis.call('SET', KEYS[4], ARGV[5])
+local ts = tonumber(ARGV[4])
+redis.call('HINCRBY', KEYS[5], 'purchases', 1)
+local first = redis.call('HGET', KEYS[5], 'first_ts')
+if not first or ts < tonumber(first) then
+  redis.call('HSET', KEYS[5], 'first_ts', ts)
+end
+local last = redis.call('HGET', KEYS[5], 'last_ts')
+if not last or ts > tonumber(last) then
+  redis.call('HSET', KEYS[5], 'last_ts', ts)
+end
 return 1
 """
 
@@ -89,6 +100,7 @@ class EventApplier:
                         keys.user_vector(version, customer),
                         keys.history(customer),
                         keys.last_event(customer),
+                        keys.profile(version, customer),
                     ],
                     args=[
                         encode(vector) if item is not None and vector is not None else b"",

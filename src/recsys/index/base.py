@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import numpy.typing as npt
 
 from recsys.ids import item_point_id
@@ -52,6 +53,17 @@ class IndexedItem:
         )
 
 
+def vectors_by_article(
+    records: Iterable[tuple[Mapping[str, Any] | None, Any]],
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Stored (payload, vector) pairs as vectors keyed by article id."""
+    return {
+        str((payload or {})["article_id"]): np.asarray(vector, dtype=np.float32)
+        for payload, vector in records
+        if vector is not None
+    }
+
+
 def payloads_by_article(payloads: Iterable[Mapping[str, Any] | None]) -> dict[str, dict[str, Any]]:
     """Stored payloads keyed by their article id (which leaves the payload)."""
     out: dict[str, dict[str, Any]] = {}
@@ -62,17 +74,42 @@ def payloads_by_article(payloads: Iterable[Mapping[str, Any] | None]) -> dict[st
 
 
 @dataclass(frozen=True)
+class Mmr:
+    """Maximal marginal relevance over the `candidates` nearest items.
+
+    `relevance` is the API's diversity_lambda: 1 ranks by relevance alone, 0 by diversity
+    alone. Qdrant Edge takes it as is (`lambda_`); the Qdrant server's `diversity` runs
+    the other way, and `server_diversity` is the one place that converts.
+    """
+
+    relevance: float
+    candidates: int
+
+    @property
+    def server_diversity(self) -> float:
+        return 1.0 - self.relevance
+
+
+@dataclass(frozen=True)
 class ScoredItem:
     article_id: str
-    score: float
+    score: float  # the dot product with the query, also when MMR picked the order
     metadata: dict[str, Any] = field(default_factory=dict)
+    vector: npt.NDArray[np.float32] | None = None
 
     @classmethod
-    def from_payload(cls, score: float, payload: Mapping[str, Any] | None) -> ScoredItem:
+    def from_point(
+        cls, score: float, payload: Mapping[str, Any] | None, vector: Any = None
+    ) -> ScoredItem:
         """A hit as an index returns it: the article id travels in the payload."""
         metadata = dict(payload or {})
         article_id = str(metadata.pop("article_id"))
-        return cls(article_id=article_id, score=float(score), metadata=metadata)
+        return cls(
+            article_id=article_id,
+            score=float(score),
+            metadata=metadata,
+            vector=None if vector is None else np.asarray(vector, dtype=np.float32),
+        )
 
 
 class ItemIndex(Protocol):
@@ -80,12 +117,25 @@ class ItemIndex(Protocol):
 
     version: str
 
-    def search(self, vector: npt.NDArray[Any], k: int, rules: ItemFilter) -> list[ScoredItem]:
-        """The k items with the highest dot product with vector that pass rules."""
+    def search(
+        self,
+        vector: npt.NDArray[Any],
+        k: int,
+        rules: ItemFilter,
+        *,
+        mmr: Mmr | None = None,
+        with_vectors: bool = False,
+    ) -> list[ScoredItem]:
+        """The k items with the highest dot product with vector that pass rules, or with
+        mmr the k the engine's MMR picks from its candidates (in its order)."""
         ...
 
     def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Payloads of the given items that exist in this version."""
+        ...
+
+    def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """Vectors of the given items that exist in this version."""
         ...
 
     def close(self) -> None: ...

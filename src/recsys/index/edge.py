@@ -8,15 +8,24 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 import qdrant_edge as qe
 
 from recsys.ids import item_point_id
-from recsys.index.base import IndexedItem, ItemFilter, ScoredItem, payloads_by_article
+from recsys.index.base import (
+    IndexedItem,
+    ItemFilter,
+    Mmr,
+    ScoredItem,
+    payloads_by_article,
+    vectors_by_article,
+)
 from recsys.index.filters import INDEXED_FIELDS, filter_spec
 
 
@@ -86,24 +95,45 @@ class EdgeItemIndex:
         # exact=True scores every point: the reference the congruence test compares with.
         self._params = qe.SearchParams(hnsw_ef=hnsw_ef, exact=exact)
 
-    def search(self, vector: npt.NDArray[Any], k: int, rules: ItemFilter) -> list[ScoredItem]:
+    def search(
+        self,
+        vector: npt.NDArray[Any],
+        k: int,
+        rules: ItemFilter,
+        *,
+        mmr: Mmr | None = None,
+        with_vectors: bool = False,
+    ) -> list[ScoredItem]:
+        values = [float(x) for x in vector]
         request = qe.QueryRequest(
             limit=k,
-            query=qe.Query.Nearest([float(x) for x in vector]),
+            query=(
+                qe.Mmr(values, mmr.relevance, mmr.candidates)
+                if mmr is not None
+                else qe.Query.Nearest(values)
+            ),
             filter=build_filter(rules),
             with_payload=True,
+            with_vector=with_vectors,
             params=self._params,
         )
         return [
-            ScoredItem.from_payload(point.score, point.payload)
-            for point in self.shard.query(request)
+            ScoredItem.from_point(p.score, p.payload, p.vector if with_vectors else None)
+            for p in self.shard.query(request)
         ]
 
-    def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        records = self.shard.retrieve(
-            [item_point_id(a) for a in article_ids], with_payload=True, with_vector=False
+    def _records(self, article_ids: Sequence[str], with_vectors: bool) -> list[qe.Record]:
+        ids: list[int | uuid.UUID | str] = [item_point_id(a) for a in article_ids]
+        records: list[qe.Record] = self.shard.retrieve(
+            ids, with_payload=True, with_vector=with_vectors
         )
-        return payloads_by_article(record.payload for record in records)
+        return records
+
+    def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return payloads_by_article(r.payload for r in self._records(article_ids, False))
+
+    def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        return vectors_by_article((r.payload, r.vector) for r in self._records(article_ids, True))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

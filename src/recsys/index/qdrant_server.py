@@ -15,12 +15,20 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
 from recsys.ids import item_point_id
-from recsys.index.base import IndexedItem, ItemFilter, ScoredItem, payloads_by_article
+from recsys.index.base import (
+    IndexedItem,
+    ItemFilter,
+    Mmr,
+    ScoredItem,
+    payloads_by_article,
+    vectors_by_article,
+)
 from recsys.index.filters import INDEXED_FIELDS, filter_spec
 from recsys.settings import Settings
 
@@ -95,25 +103,50 @@ class ServerItemIndex:
         # Local mode always scores every point and warns about search parameters.
         self._params = None if _is_local(client) else qm.SearchParams(hnsw_ef=hnsw_ef, exact=exact)
 
-    def search(self, vector: npt.NDArray[Any], k: int, rules: ItemFilter) -> list[ScoredItem]:
+    def search(
+        self,
+        vector: npt.NDArray[Any],
+        k: int,
+        rules: ItemFilter,
+        *,
+        mmr: Mmr | None = None,
+        with_vectors: bool = False,
+    ) -> list[ScoredItem]:
+        values = [float(x) for x in vector]
         response = self.client.query_points(
             self.collection,
-            query=[float(x) for x in vector],
+            query=(
+                qm.NearestQuery(
+                    nearest=values,
+                    mmr=qm.Mmr(diversity=mmr.server_diversity, candidates_limit=mmr.candidates),
+                )
+                if mmr is not None
+                else values
+            ),
             query_filter=build_filter(rules),
             limit=k,
             with_payload=True,
+            with_vectors=with_vectors,
             search_params=self._params,
         )
-        return [ScoredItem.from_payload(p.score, p.payload) for p in response.points]
+        return [
+            ScoredItem.from_point(p.score, p.payload, p.vector if with_vectors else None)
+            for p in response.points
+        ]
 
-    def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        records = self.client.retrieve(
+    def _records(self, article_ids: Sequence[str], with_vectors: bool) -> list[qm.Record]:
+        return self.client.retrieve(
             self.collection,
             ids=[item_point_id(a) for a in article_ids],
             with_payload=True,
-            with_vectors=False,
+            with_vectors=with_vectors,
         )
-        return payloads_by_article(record.payload for record in records)
+
+    def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return payloads_by_article(r.payload for r in self._records(article_ids, False))
+
+    def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        return vectors_by_article((r.payload, r.vector) for r in self._records(article_ids, True))
 
     def close(self) -> None:
         """The client is shared by the process; nothing to release per version."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, status
+from opentelemetry.propagate import inject
 
 from recsys.events import Event, new_event_id
 from serve.deps import Model, State
@@ -33,10 +34,19 @@ async def post_purchase(body: PurchaseIn, state: State, model: Model) -> Purchas
         ts=body.ts or datetime.now(UTC),
         price=body.price,
     )
+    tel = state.telemetry
     try:
-        await state.publisher.publish(
-            state.settings.events_topic, key=event.customer_id, value=event.to_bytes()
-        )
+        with tel.span("kafka.produce", topic=state.settings.events_topic):
+            # The trace goes on with the message: the updater continues it.
+            headers: dict[str, str] = {}
+            inject(headers)
+            await state.publisher.publish(
+                state.settings.events_topic,
+                key=event.customer_id,
+                value=event.to_bytes(),
+                headers=list(headers.items()),
+            )
     except PublishError as exc:
         raise HTTPException(503, f"event not stored, retry with the same event_id: {exc}") from exc
+    tel.metrics.purchases.inc()
     return PurchaseAccepted(event_id=event.event_id)

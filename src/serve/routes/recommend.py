@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
-from recsys.ids import ID_PATTERN, MAX_ID_LENGTH
-from recsys.index.base import ItemFilter
 from serve.deps import Model, State
-from serve.recommender import rank
-from serve.schemas import Recommendations, RecommendedItem
+from serve.params import CustomerId, ItemRules, K
+from serve.recommender import Ask, mmr_for, rank
+from serve.responses import BAD_INPUT, NOT_LIVE, to_items
+from serve.schemas import Recommendations
 
 router = APIRouter(tags=["recommendations"])
 
@@ -18,28 +18,53 @@ router = APIRouter(tags=["recommendations"])
 @router.get(
     "/recommend/{customer_id}",
     response_model=Recommendations,
-    responses={
-        422: {"description": "A parameter is out of range or malformed"},
-        503: {"description": "No model version is live yet"},
-    },
+    responses={**BAD_INPUT, **NOT_LIVE},
 )
 async def recommend(
     state: State,
     model: Model,
-    customer_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)],
-    k: Annotated[int, Query(ge=1, le=50, description="How many items")] = 10,
+    customer_id: CustomerId,
+    rules: ItemRules,
+    k: K = 10,
+    explain: Annotated[
+        bool, Query(description="Say which recent purchases led to each item")
+    ] = False,
+    explain_top_k: Annotated[
+        int, Query(ge=1, le=10, description="Purchases per explanation (1-10)")
+    ] = 3,
+    diversity_lambda: Annotated[
+        float | None,
+        Query(
+            ge=0.0,
+            le=1.0,
+            description="MMR trade-off: 1 is pure relevance, 0 pure diversity; "
+            "default RECSYS_DIVERSITY_LAMBDA",
+        ),
+    ] = None,
 ) -> Recommendations:
-    ranked = await rank(
-        model, state.redis, customer_id, k, ItemFilter(), state.settings.redis_timeout_s
+    """Personalised top-k from the customer's vector, inside the index's filters, never an
+    article they bought; trending (with the same rules) for an unknown customer or when
+    Redis or the index is down, flagged by `source` and `fallback_reason`."""
+    relevance = state.settings.diversity_lambda if diversity_lambda is None else diversity_lambda
+    ask = Ask(
+        k=k,
+        rules=rules,
+        mmr=mmr_for(k, relevance),
+        explain_top_k=explain_top_k if explain else None,
     )
+    ranked = await rank(
+        model, state.redis, customer_id, ask, state.settings.redis_timeout_s, state.telemetry
+    )
+    metrics = state.telemetry.metrics
+    metrics.requests.labels(ranked.source).inc()
+    if ranked.fallback_reason:
+        metrics.fallbacks.labels(ranked.fallback_reason).inc()
     return Recommendations(
         customer_id=customer_id,
         source="personalized" if ranked.source == "personalized" else "trending",
         model_version=model.version,
-        items=[
-            RecommendedItem(article_id=i.article_id, score=i.score, metadata=i.metadata)
-            for i in ranked.items
-        ],
+        diversity_lambda=relevance,
+        items=to_items(ranked.items, ranked.explanations),
         applied_event_id=ranked.applied_event_id,
         fallback_reason=ranked.fallback_reason,
     )

@@ -1,0 +1,46 @@
+"""GET /items/{article_id}/similar and GET /popular: item-centred lists."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fastapi import APIRouter, HTTPException
+
+from serve.deps import Model, State
+from serve.params import ArticleId, ItemRules, K
+from serve.responses import BAD_INPUT, NOT_LIVE, to_items
+from serve.schemas import ErrorBody, Popular, SimilarItems
+
+router = APIRouter(tags=["items"])
+
+
+@router.get(
+    "/items/{article_id}/similar",
+    response_model=SimilarItems,
+    responses={
+        404: {"model": ErrorBody, "description": "Unknown article"},
+        **BAD_INPUT,
+        **NOT_LIVE,
+    },
+)
+async def similar(
+    state: State, model: Model, article_id: ArticleId, rules: ItemRules, k: K = 10
+) -> SimilarItems:
+    """The items whose vectors are nearest the article's (the article itself excluded),
+    with the same filters and exclusions as /recommend."""
+    tel = state.telemetry
+    tel.metrics.similar.inc()
+    with tel.span("index.retrieve"), tel.timer(tel.metrics.retrieve_seconds):
+        vector = model.index.vectors([article_id]).get(article_id)
+    if vector is None:
+        raise HTTPException(404, f"unknown article_id: {article_id}")
+    rules = dataclasses.replace(rules, exclude_ids=(*rules.exclude_ids, article_id))
+    with tel.span("index.search", k=k), tel.timer(tel.metrics.search_seconds):
+        items = model.index.search(vector, k, rules)
+    return SimilarItems(article_id=article_id, model_version=model.version, items=to_items(items))
+
+
+@router.get("/popular", response_model=Popular, responses={**BAD_INPUT, **NOT_LIVE})
+async def popular(model: Model, rules: ItemRules, k: K = 10) -> Popular:
+    """Trending (time-decayed popularity) with the same filters and exclusions."""
+    return Popular(model_version=model.version, items=to_items(model.trending.top(k, rules)))

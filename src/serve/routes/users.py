@@ -1,0 +1,101 @@
+"""GET /users/{customer_id}/profile: purchase counts, recent purchases, favourite categories."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from redis.exceptions import RedisError
+
+from recsys import keys
+from serve.deps import Model, State
+from serve.params import CustomerId
+from serve.responses import BAD_INPUT, NOT_LIVE
+from serve.schemas import CategoryShare, ErrorBody, Profile, PurchaseRecord
+
+router = APIRouter(tags=["users"])
+
+
+def _when(raw: bytes | str | float | None) -> datetime | None:
+    return None if raw is None else datetime.fromtimestamp(float(raw), tz=UTC)
+
+
+def _shares(counts: Counter[str], top: int) -> list[CategoryShare]:
+    total = sum(counts.values())
+    return [
+        CategoryShare(name=name, count=count, percent=100.0 * count / total)
+        for name, count in counts.most_common(top)
+    ]
+
+
+@router.get(
+    "/users/{customer_id}/profile",
+    response_model=Profile,
+    responses={
+        404: {"model": ErrorBody, "description": "No purchase of this customer is known"},
+        **BAD_INPUT,
+        **NOT_LIVE,
+    },
+)
+async def profile(
+    state: State,
+    model: Model,
+    customer_id: CustomerId,
+    recent_limit: Annotated[int, Query(ge=1, le=50, description="Recent purchases (1-50)")] = 10,
+    top_categories: Annotated[
+        int, Query(ge=1, le=10, description="Product groups and types to list (1-10)")
+    ] = 5,
+) -> Profile:
+    """Counts as the live model version knows them (the updater keeps them current); the
+    category shares are over the customer's most recent distinct purchases."""
+    tel = state.telemetry
+    tel.metrics.profiles.inc()
+    try:
+        with tel.span("redis.load_profile"), tel.redis("load_profile"):
+            pipe = state.redis.pipeline(transaction=False)
+            pipe.hgetall(keys.profile(model.version, customer_id))
+            pipe.zrevrange(keys.history(customer_id), 0, -1, withscores=True)
+            counts, history = await asyncio.wait_for(
+                pipe.execute(), timeout=state.settings.redis_timeout_s
+            )
+    except (RedisError, TimeoutError, OSError) as exc:
+        raise HTTPException(503, "profiles are unavailable: Redis does not answer") from exc
+    if not counts and not history:
+        raise HTTPException(404, f"no purchase known for customer_id: {customer_id}")
+    bought = [(a.decode(), float(ts)) for a, ts in history]
+    with tel.span("index.retrieve"), tel.timer(tel.metrics.retrieve_seconds):
+        metadata = model.index.retrieve([a for a, _ in bought])
+    groups: Counter[str] = Counter()
+    types: Counter[str] = Counter()
+    for article_id, _ in bought:
+        fields = metadata.get(article_id, {})
+        if fields.get("product_group_name"):
+            groups[str(fields["product_group_name"])] += 1
+        if fields.get("product_type_name"):
+            types[str(fields["product_type_name"])] += 1
+    fields = {k.decode(): v for k, v in counts.items()}
+    last_ts = bought[0][1] if bought else None
+    return Profile(
+        customer_id=customer_id,
+        model_version=model.version,
+        total_purchases=int(fields.get("purchases", len(bought))),
+        first_purchase=_when(fields.get("first_ts", bought[-1][1] if bought else None)),
+        last_purchase=_when(fields.get("last_ts", last_ts)),
+        recent_purchases=[
+            PurchaseRecord(
+                article_id=a,
+                purchased_at=_when(ts) or datetime.now(UTC),
+                metadata=metadata.get(a, {}),
+            )
+            for a, ts in bought[:recent_limit]
+        ],
+        top_product_groups=_shares(groups, top_categories),
+        top_product_types=_shares(types, top_categories),
+        categories_basis=(
+            f"the customer's {len(bought)} most recent distinct purchases "
+            f"(at most {state.settings.history_max_items} are kept)"
+        ),
+    )

@@ -1,0 +1,37 @@
+"""What the request path reports to: the app's metrics and its tracer, in one handle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry.trace import Span, Tracer
+from prometheus_client import Histogram
+
+from serve.metrics import Metrics
+
+
+class Telemetry:
+    def __init__(self, metrics: Metrics, tracer: Tracer) -> None:
+        self.metrics = metrics
+        self.tracer = tracer
+
+    @contextmanager
+    def span(self, name: str, **attributes: Any) -> Iterator[Span]:
+        """A child of the current span (the request's)."""
+        with self.tracer.start_as_current_span(name, attributes=attributes) as span:
+            yield span
+
+    @contextmanager
+    def timer(self, histogram: Histogram) -> Iterator[None]:
+        """Observe the block's wall time, also when it raises."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            histogram.observe(time.perf_counter() - started)
+
+    def redis(self, operation: str) -> Any:
+        return self.timer(self.metrics.redis_seconds.labels(operation))
