@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,3 +49,60 @@ def isolated(settings: Settings, data_dir: Path, db: int) -> Iterator[tuple[Sett
     finally:
         client.flushdb()
         client.close()
+
+
+class TcpProxy:
+    """A loopback TCP proxy a test can break: "forward" passes bytes both ways, "refuse"
+    drops every connection at once (a dependency that is down), "blackhole" accepts and
+    never answers (a dependency that hangs)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.mode = "forward"
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.close()
+            self._open.clear()
+
+    def close(self) -> None:
+        self._closed = True
+        self.set_mode("refuse")
+        self._server.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self.mode == "refuse":
+                client.close()
+                continue
+            with self._lock:
+                self._open.append(client)
+            if self.mode == "blackhole":
+                continue  # held open, never answered
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._open.append(upstream)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.close()

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from batch.diversity import LAMBDAS, DiversityPoint, diversity_sweep
 from batch.evaluation_data import EventsSummary, describe_events, detect_source, load_events
 from batch.interactions import build_interactions
 from batch.trainer import Factors, ImplicitTrainer, Progress, Trainer, TrainingData, as_pandas
@@ -48,6 +49,8 @@ class EvalConfig:
     min_user_events: int = 5
     ema_rates: tuple[float, ...] = EMA_RATES
     max_test_users: int | None = None  # a seeded sample keeps huge data sets tractable
+    diversity_lambdas: tuple[float, ...] = LAMBDAS  # MMR trade-offs to measure ((): none)
+    diversity_users: int = 1_000  # test users queried through the engine per lambda
     interaction_half_life_days: float | None = None  # as RECSYS_INTERACTION_HALF_LIFE_DAYS
     seed: int = 0
 
@@ -113,6 +116,7 @@ class ModelResult(_Result):
     grid: list[GridPoint]
     test: RankingMetrics
     replay: ReplayResult | None
+    diversity: list[DiversityPoint] | None = None
     fit_seconds: float
     seconds: float
 
@@ -620,6 +624,18 @@ def evaluate_trainer(
         grid=points,
         test=evaluate_ranking(model, split.test, config.k),
         replay=replay(model, split.test, config.ema_rates, config.k) if with_replay else None,
+        diversity=(
+            diversity_sweep(
+                model,
+                split.test,
+                config.k,
+                config.diversity_lambdas,
+                config.diversity_users,
+                config.seed,
+            )
+            if with_replay and config.diversity_lambdas
+            else None
+        ),
         fit_seconds=factors.train_seconds,
         seconds=time.perf_counter() - started,
     )
@@ -715,6 +731,22 @@ def _replay_table(result: EvaluationResult) -> Table | None:
     return table
 
 
+def _diversity_table(name: str, points: list[DiversityPoint], k: int) -> Table:
+    table = Table(title=f"{name}: MMR through Qdrant Edge ({points[0].users} test users)")
+    for column in ("diversity_lambda", f"NDCG@{k}", f"Recall@{k}", "intra-list diversity",
+                   "coverage"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for p in points:
+        table.add_row(
+            f"{p.diversity_lambda:g}",
+            f"{p.ndcg:.4f}",
+            f"{p.recall:.4f}",
+            f"{p.intra_list_diversity:.3f}",
+            f"{p.coverage:.3f}",
+        )
+    return table
+
+
 def print_results(result: EvaluationResult, console: Console) -> None:
     s, d = result.split, result.data
     console.print(
@@ -732,4 +764,7 @@ def print_results(result: EvaluationResult, console: Console) -> None:
     if replay_table is not None:
         console.print(replay_table)
         console.print(f"EMA update: {EMA_SCALE}")
+    for m in result.models:
+        if m.diversity:
+            console.print(_diversity_table(m.name, m.diversity, result.split.k))
     console.print(f"Total {result.seconds:.1f} s")

@@ -302,6 +302,50 @@ def bench_batch(
     )
 
 
+@bench_app.command("serve")
+def bench_serve(
+    articles: Annotated[int, typer.Option(min=100)] = 100_000,
+    customers: Annotated[int, typer.Option(min=100)] = 100_000,
+    transactions: Annotated[int, typer.Option(min=1_000)] = 1_000_000,
+    duration: Annotated[float, typer.Option(min=1, help="Seconds per load run")] = 10.0,
+    connections: Annotated[int, typer.Option(min=1, help="wrk connections")] = 32,
+    json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/serve.json"),
+) -> None:
+    """/recommend (plain, filter, MMR, explain) against a bare FastAPI endpoint (wrk)."""
+    from serve import bench_serve as bench
+
+    settings = _settings()
+    try:
+        result = bench.run(
+            settings,
+            articles=articles,
+            customers=customers,
+            transactions=transactions,
+            duration_s=duration,
+            connections=connections,
+            work_dir=settings.data_dir / "bench",
+        )
+    except bench.WrkMissingError as exc:
+        fail(str(exc))
+    console.print(bench.table(result))
+    console.print(
+        f"ANN recall@10 against exact search (hnsw_ef {result.hnsw_ef}): "
+        f"{result.ann_recall_at_10:.3f}"
+    )
+    _write_json(json_out, {"benchmark": "serve", **bench.to_dict(result)})
+
+
+@bench_app.command("bare-server", hidden=True)
+def bench_bare_server(
+    port: Annotated[int, typer.Option()],
+    fixture: Annotated[Path, typer.Option(exists=True)],
+) -> None:
+    """The bench's yardstick server (started by `recsys bench serve`)."""
+    from serve.bench_serve import create_bare_app
+
+    _run_uvicorn(create_bare_app(fixture), "127.0.0.1", port)
+
+
 models_app = typer.Typer(
     help="Model versions: list, promote, roll back, prune.", no_args_is_help=True
 )
@@ -403,8 +447,6 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port")] = None,
 ) -> None:
     """Serve the HTTP API (uvicorn) on the live model version."""
-    import uvicorn
-
     from recsys.engines.embedded import EmbeddedEngines
     from serve.app import create_app
     from stream.bus import ensure_topics
@@ -420,14 +462,25 @@ def serve(
                 "kafka_bootstrap_servers": endpoints.kafka_bootstrap,
             }
         )
-        uvicorn.run(
+        _run_uvicorn(
             create_app(resolved),
-            host=host or settings.api_host,
-            port=port if port is not None else settings.api_port,
-            log_level="warning",
-            http="httptools",
-            loop="uvloop",
+            host or settings.api_host,
+            port if port is not None else settings.api_port,
         )
+
+
+def _run_uvicorn(asgi_app: object, host: str, port: int) -> None:
+    """The one way this project runs an HTTP server (the API and the bench's yardstick)."""
+    import uvicorn
+
+    uvicorn.run(
+        asgi_app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level="warning",
+        http="httptools",
+        loop="uvloop",
+    )
 
 
 @app.command()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from recsys.diversity import unit_rows
+
 Vector = npt.NDArray[np.float32]
 
 
@@ -24,11 +26,6 @@ class Contribution:
     share: float  # percent of the explanation, non-negative, the item's shares sum to 100
 
 
-def _unit_rows(matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32)
-
-
 def explain(
     recommended: dict[str, Vector], purchases: list[tuple[str, Vector]], top_k: int
 ) -> dict[str, list[Contribution]]:
@@ -36,9 +33,9 @@ def explain(
     if not recommended or not purchases:
         return {article_id: [] for article_id in recommended}
     bought_ids = [article_id for article_id, _ in purchases]
-    bought = _unit_rows(np.stack([v for _, v in purchases]).astype(np.float32))
+    bought = unit_rows(np.stack([v for _, v in purchases]).astype(np.float32))
     rec_ids = list(recommended)
-    recs = _unit_rows(np.stack([recommended[a] for a in rec_ids]).astype(np.float32))
+    recs = unit_rows(np.stack([recommended[a] for a in rec_ids]).astype(np.float32))
     similarity = recs @ bought.T  # recommended x purchases
     take = min(top_k, len(bought_ids))
     out: dict[str, list[Contribution]] = {}
@@ -52,14 +49,3 @@ def explain(
             for i, share in zip(best, shares, strict=True)
         ]
     return out
-
-
-def intra_list_diversity(vectors: list[Vector]) -> float | None:
-    """1 - mean pairwise cosine of a result list (None below two items)."""
-    if len(vectors) < 2:
-        return None
-    unit = _unit_rows(np.stack(vectors).astype(np.float32))
-    sims = unit @ unit.T
-    n = len(vectors)
-    mean = (float(sims.sum()) - float(np.trace(sims))) / (n * (n - 1))
-    return 1.0 - mean

@@ -14,27 +14,17 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from recsys import keys
+from recsys.diversity import intra_list_diversity
 from recsys.index.base import ItemFilter, Mmr, ScoredItem
 from recsys.vectors import Vector, decode
-from serve.explain import Contribution, explain, intra_list_diversity
+from serve.explain import Contribution, explain
 from serve.live_model import ServedModel
 from serve.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
-# MMR picks from the nearest max(MMR_MIN_POOL, MMR_POOL_PER_ITEM * k) items: at k = 50
-# that is 250, so diversity changes the list even at the largest k.
-MMR_MIN_POOL = 100
-MMR_POOL_PER_ITEM = 5
 # Explanations compare with the customer's most recent purchases, up to this many.
 EXPLAIN_RECENT = 20
-
-
-def mmr_for(k: int, diversity_lambda: float) -> Mmr | None:
-    """None at 1.0: pure relevance is the plain nearest-neighbour query."""
-    if diversity_lambda >= 1.0:
-        return None
-    return Mmr(relevance=diversity_lambda, candidates=max(MMR_MIN_POOL, MMR_POOL_PER_ITEM * k))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from recsys.index.base import IndexedItem, ItemFilter, ItemIndex
+from recsys.index.base import IndexedItem, ItemFilter, ItemIndex, Mmr
 from recsys.index.edge import EdgeIndexWriter, EdgeItemIndex
 from recsys.index.qdrant_server import LOCAL_MODE, QdrantServerBackend, ServerItemIndex
 
@@ -107,3 +107,37 @@ def test_server_versions_are_collections_behind_one_alias(tmp_path: Path) -> Non
     assert not client.collection_exists(backend.collection("v1"))
     with pytest.raises(FileNotFoundError):
         backend.open("v1")
+
+
+@pytest.mark.parametrize("relevance", [0.9, 0.5, 0.0])
+@pytest.mark.parametrize("rules", [RULES[0], RULES[5]], ids=["no-rules", "rules"])
+def test_mmr_picks_the_same_items_in_the_same_order(
+    both: tuple[ItemIndex, ItemIndex], relevance: float, rules: ItemFilter
+) -> None:
+    """Both engines' MMR, with the API's diversity_lambda converted in one place."""
+    edge, server = both
+    mmr = Mmr(relevance=relevance, candidates=100)
+    rng = np.random.default_rng(17)
+    for _ in range(5):
+        query = rng.normal(size=DIM).astype(np.float32)
+        a = edge.search(query, 10, rules, mmr=mmr, with_vectors=True)
+        b = server.search(query, 10, rules, mmr=mmr, with_vectors=True)
+        assert [x.article_id for x in a] == [x.article_id for x in b]
+        np.testing.assert_allclose([x.score for x in a], [x.score for x in b], rtol=1e-4)
+        for x, y in zip(a, b, strict=True):
+            assert x.vector is not None and y.vector is not None
+            np.testing.assert_allclose(x.vector, y.vector, rtol=1e-6)
+    plain = edge.search(query, 10, rules)
+    assert [x.article_id for x in edge.search(query, 10, rules, mmr=Mmr(1.0, 100))] == [
+        x.article_id for x in plain
+    ]
+
+
+def test_vectors_come_back_as_stored(both: tuple[ItemIndex, ItemIndex]) -> None:
+    edge, server = both
+    items = {i.article_id: i.vector for i in _items()[:5]}
+    for index in (edge, server):
+        got = index.vectors([*items, "9999999999"])
+        assert set(got) == set(items)
+        for article_id, vector in items.items():
+            np.testing.assert_allclose(got[article_id], vector, rtol=1e-6)

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from recsys.diversity import mmr_for
 from serve.deps import Model, State
 from serve.params import CustomerId, ItemRules, K
-from serve.recommender import Ask, mmr_for, rank
+from serve.recommender import Ask, rank
 from serve.responses import BAD_INPUT, NOT_LIVE, to_items
 from serve.schemas import Recommendations
 

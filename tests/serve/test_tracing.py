@@ -1,0 +1,91 @@
+"""The span tree of a request, collected with the OpenTelemetry SDK's in-memory exporter,
+and the trace context travelling on the Kafka message."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+from confluent_kafka import Consumer
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from batch.pipeline import BatchReport
+from recsys.settings import Settings
+from serve.app import create_app
+
+
+@pytest.fixture(scope="module")
+def traced(
+    settings: Settings, trained: BatchReport
+) -> Iterator[tuple[TestClient, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    with TestClient(create_app(settings, span_exporter=exporter)) as api:
+        yield api, exporter
+
+
+def _children(spans: list[ReadableSpan], parent: ReadableSpan) -> list[str]:
+    assert parent.context is not None
+    return [
+        s.name for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id
+    ]
+
+
+def test_a_recommendation_is_one_span_with_its_parts_beneath(
+    traced: tuple[TestClient, InMemorySpanExporter], known_customer: str
+) -> None:
+    api, exporter = traced
+    exporter.clear()
+    response = api.get(f"/recommend/{known_customer}", params={"explain": "true", "k": 5})
+    assert response.status_code == 200
+    spans = list(exporter.get_finished_spans())
+    (root,) = [s for s in spans if s.name == "GET /recommend/{customer_id}"]
+    assert root.parent is None
+    assert root.attributes is not None and root.attributes["http.response.status_code"] == 200
+    # The default diversity_lambda is below 1, so the index query is MMR.
+    assert _children(spans, root) == ["redis.load_customer", "index.mmr", "explain"]
+    assert len({s.context.trace_id for s in spans if s.context}) == 1
+
+
+def test_the_trace_travels_on_the_kafka_message(
+    traced: tuple[TestClient, InMemorySpanExporter],
+    settings: Settings,
+    transactions: pd.DataFrame,
+    known_customer: str,
+) -> None:
+    api, exporter = traced
+    exporter.clear()
+    event_id = f"evt-trace-{uuid.uuid4().hex[:8]}"
+    body = {"customer_id": known_customer, "article_id": str(transactions["article_id"].iloc[0]),
+            "event_id": event_id}  # fmt: skip
+    assert api.post("/events/purchase", json=body).status_code == 202
+    spans = list(exporter.get_finished_spans())
+    (root,) = [s for s in spans if s.name == "POST /events/purchase"]
+    assert _children(spans, root) == ["kafka.produce"]
+    assert root.context is not None
+    trace_id = f"{root.context.trace_id:032x}"
+
+    assert settings.kafka_bootstrap_servers
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"test-trace-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([settings.events_topic])
+    headers: dict[str, bytes] = {}
+    try:
+        for _ in range(60):
+            for message in consumer.consume(100, 0.5):
+                if message.error() is None and event_id.encode() in (message.value() or b""):
+                    headers = {k: v for k, v in message.headers() or [] if v is not None}
+            if headers:
+                break
+    finally:
+        consumer.close()
+    assert "traceparent" in headers, "no trace context on the message"
+    assert headers["traceparent"].decode().split("-")[1] == trace_id
