@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from typing import Annotated, Final
@@ -27,5 +28,6 @@ def is_valid_id(value: str) -> bool:
     return 0 < len(value) <= MAX_ID_LENGTH and _ID_RE.match(value) is not None
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def item_point_id(article_id: str) -> str:
     return str(uuid.uuid5(_ITEM_NAMESPACE, article_id))

@@ -3,21 +3,19 @@
 Both run as `recsys serve`-style uvicorn processes with the same settings; the bare one
 answers a fixed Recommendations body taken from a real response, through the same
 pydantic encoding. wrk (another process, sharing the 2 cores: say so in the results)
-finds each variant's maximum throughput; an open-loop generator then holds half of it
-and reports p50/p99. ANN recall@10 compares the served HNSW search with exact search on
-the trained embeddings.
+finds each variant's maximum throughput, then holds about half of it (a pause per
+connection) and reports p50/p99 there. ANN recall@10 compares the served HNSW search
+with exact search on the trained embeddings.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +48,6 @@ class VariantResult:
     half_load_rps: float = 0.0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
-    errors: int = 0
 
 
 @dataclass
@@ -76,70 +73,82 @@ def require_wrk() -> str:
     return path
 
 
-def wrk_script(customers: list[str], query: str, folder: Path) -> Path:
-    """A wrk script that asks for a random customer of the list on every request."""
-    ids = ",".join(json.dumps(c) for c in customers)
-    script = folder / f"wrk-{abs(hash(query))}.lua"
-    script.write_text(
-        f"local ids = {{{ids}}}\n"
-        "math.randomseed(7)\n"
-        "request = function()\n"
-        f'  return wrk.format("GET", "/recommend/" .. ids[math.random(#ids)] .. "?{query}")\n'
-        "end\n"
-    )
+@dataclass(frozen=True)
+class WrkRun:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def wrk_script(
+    path: str, customers: list[str] | None, query: str, folder: Path, delay_ms: float = 0.0
+) -> Path:
+    """A wrk script: GET path, or per request a random customer's /recommend when
+    customers are given; each connection pauses delay_ms between requests (to hold a
+    rate)."""
+    lines = ["math.randomseed(7)"]
+    if customers:
+        ids = ",".join(json.dumps(c) for c in customers)
+        lines += [
+            f"local ids = {{{ids}}}",
+            "request = function()",
+            f'  return wrk.format("GET", "/recommend/" .. ids[math.random(#ids)] .. "?{query}")',
+            "end",
+        ]
+    else:
+        lines += ["request = function()", f'  return wrk.format("GET", "{path}")', "end"]
+    if delay_ms > 0:
+        lines += ["delay = function()", f"  return {delay_ms:.3f}", "end"]
+    script = folder / f"wrk-{len(list(folder.iterdir()))}.lua"
+    script.write_text("\n".join(lines) + "\n")
     return script
 
 
-def run_wrk(url: str, script: Path | None, duration_s: float, connections: int) -> float:
-    """Requests per second wrk sustained (non-2xx answers make it fail loudly)."""
-    argv = [require_wrk(), "-t1", f"-c{connections}", f"-d{int(duration_s)}s"]
-    if script is not None:
-        argv += ["-s", str(script)]
-    out = subprocess.run(
-        [*argv, url], capture_output=True, text=True, timeout=duration_s + 60, check=True
-    ).stdout
-    if "Non-2xx" in out:
-        raise RuntimeError(f"wrk saw errors on {url}:\n{out}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
     if match is None:
-        raise RuntimeError(f"wrk printed no rate:\n{out}")
-    return float(match.group(1))
+        raise RuntimeError(f"wrk latency not understood: {text}")
+    return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
 
 
-async def _open_loop(urls: list[str], rate: float, duration_s: float) -> tuple[list[float], int]:
-    """Send at a fixed rate whatever the answers do; latency from the scheduled send."""
-    latencies: list[float] = []
-    errors = 0
-    total = int(rate * duration_s)
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(limits=limits, timeout=10.0) as client:
-
-        async def one(url: str, due: float) -> None:
-            nonlocal errors
-            try:
-                response = await client.get(url)
-                if response.status_code != 200:
-                    errors += 1
-            except httpx.HTTPError:
-                errors += 1
-            latencies.append(time.perf_counter() - due)
-
-        started = time.perf_counter()
-        tasks = []
-        for i in range(total):
-            due = started + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(urls[i % len(urls)], due)))
-        await asyncio.gather(*tasks)
-    return latencies, errors
+def run_wrk(url: str, script: Path, duration_s: float, connections: int) -> WrkRun:
+    """What wrk measured: req/s and latency percentiles (errors fail loudly)."""
+    argv = [require_wrk(), "-t1", f"-c{connections}", f"-d{int(duration_s)}s", "--latency",
+            "-s", str(script), url]  # fmt: skip
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=duration_s + 60, check=True
+    ).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw errors on {url}:\n{out}")
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"\s50%\s+(\S+)", out)
+    p99 = re.search(r"\s99%\s+(\S+)", out)
+    if rate is None or p50 is None or p99 is None:
+        raise RuntimeError(f"wrk printed no rate or latency:\n{out}")
+    return WrkRun(float(rate.group(1)), _ms(p50.group(1)), _ms(p99.group(1)))
 
 
-def half_load(urls: list[str], rate: float, duration_s: float) -> tuple[float, float, int]:
-    latencies, errors = asyncio.run(_open_loop(urls, rate, duration_s))
-    ms = np.asarray(latencies) * 1000.0
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), errors
+HALF_LOAD_CONNECTIONS = 8
+
+
+def at_max_and_half(
+    url: str, customers: list[str] | None, query: str, run: RunShape
+) -> tuple[WrkRun, WrkRun]:
+    """Saturate, then hold about half that rate: a few connections each pause so that
+    together they send half the maximum (wrk reports the rate reached)."""
+    path = httpx.URL(url).path
+    script = wrk_script(path, customers, query, run.folder)
+    peak = run_wrk(url, script, run.duration_s, run.connections)
+    delay_ms = HALF_LOAD_CONNECTIONS * 1000.0 / (peak.rps / 2)
+    script = wrk_script(path, customers, query, run.folder, delay_ms)
+    return peak, run_wrk(url, script, run.duration_s, HALF_LOAD_CONNECTIONS)
+
+
+@dataclass(frozen=True)
+class RunShape:
+    duration_s: float
+    connections: int
+    folder: Path
 
 
 def start_server(argv: list[str], env: dict[str, str], port: int, log: Path) -> ManagedProcess:
@@ -164,27 +173,18 @@ def bare_fixture(api_url: str, customer: str, folder: Path) -> Path:
 
 
 def measure(
-    api_url: str,
-    bare_url: str,
-    customers: list[str],
-    group: str,
-    *,
-    duration_s: float,
-    connections: int,
-    folder: Path,
+    api_url: str, bare_url: str, customers: list[str], group: str, run: RunShape
 ) -> list[VariantResult]:
-    bare_rps = run_wrk(f"{bare_url}/bare", None, duration_s, connections)
-    p50, p99, errors = half_load([f"{bare_url}/bare"], bare_rps / 2, duration_s)
-    results = [VariantResult("bare endpoint", bare_rps, None, None, bare_rps / 2, p50, p99, errors)]
+    peak, half = at_max_and_half(f"{bare_url}/bare", None, "", run)
+    results = [VariantResult("bare endpoint", peak.rps, None, None, half.rps, half.p50_ms,
+                             half.p99_ms)]  # fmt: skip
     for name, query in VARIANTS.items():
         filled = query.format(group=httpx.URL("", params={"g": group}).query.decode()[2:])
-        script = wrk_script(customers, filled, folder)
-        rps = run_wrk(f"{api_url}/", script, duration_s, connections)
-        urls = [f"{api_url}/recommend/{c}?{filled}" for c in customers]
-        p50, p99, errors = half_load(urls, rps / 2, duration_s)
+        peak_v, half_v = at_max_and_half(f"{api_url}/", customers, filled, run)
         results.append(
-            VariantResult(name, rps, rps / bare_rps, TARGETS[name], rps / 2, p50, p99, errors)
-        )
+            VariantResult(name, peak_v.rps, peak_v.rps / peak.rps, TARGETS[name], half_v.rps,
+                          half_v.p50_ms, half_v.p99_ms)
+        )  # fmt: skip
     return results
 
 
@@ -212,7 +212,8 @@ def ann_recall(shard: Path, users: np.ndarray[Any, Any], k: int = 10, hnsw_ef: i
 def table(result: ServeBench) -> Table:
     out = Table(title=f"serving: max throughput (wrk, {result.connections} connections) and "
                       "latency at half of it")  # fmt: skip
-    for column in ("variant", "max req/s", "vs bare", "target", "p50 ms", "p99 ms", "errors"):
+    for column in ("variant", "max req/s", "vs bare", "target", "half-load req/s", "p50 ms",
+                   "p99 ms"):  # fmt: skip
         out.add_column(column, justify="left" if column == "variant" else "right")
     for v in result.variants:
         out.add_row(
@@ -220,9 +221,9 @@ def table(result: ServeBench) -> Table:
             f"{v.max_rps:,.0f}",
             f"{v.ratio_to_bare:.2f}x" if v.ratio_to_bare is not None else "-",
             f">= {v.target_ratio:.2f}x" if v.target_ratio is not None else "-",
+            f"{v.half_load_rps:,.0f}",
             f"{v.p50_ms:.2f}",
             f"{v.p99_ms:.2f}",
-            str(v.errors),
         )
     return out
 
@@ -335,9 +336,7 @@ def run(
                     f"http://127.0.0.1:{bare_port}",
                     sample,
                     max(set(groups), key=groups.count),
-                    duration_s=duration_s,
-                    connections=connections,
-                    folder=folder,
+                    RunShape(duration_s, connections, folder),
                 )
             finally:
                 if bare is not None:

@@ -23,13 +23,16 @@ class AppState:
     telemetry: Telemetry
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are async: FastAPI would run a plain def in its threadpool, a thread hop
+# per request for a dictionary lookup.
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.recsys
     return state
 
 
-def get_model(request: Request) -> ServedModel:
-    model = get_state(request).model.current
+async def get_model(request: Request) -> ServedModel:
+    state: AppState = request.app.state.recsys
+    model = state.model.current
     if model is None:
         raise HTTPException(503, "no model version is live yet: run `recsys batch` first")
     return model

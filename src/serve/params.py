@@ -41,7 +41,7 @@ def _text(description: str) -> Any:
     return Query(max_length=MAX_LIST_CHARS, description=description)
 
 
-def item_rules(
+async def item_rules(
     product_group: Annotated[
         str | None, _text("Only these product groups (product_group_name, comma-separated)")
     ] = None,
@@ -56,7 +56,8 @@ def item_rules(
         str | None, _text("Never these product types (comma-separated)")
     ] = None,
 ) -> ItemFilter:
-    """The business rules of a request; they run inside the index."""
+    """The business rules of a request; they run inside the index. (Async, so FastAPI
+    does not hand this bit of parsing to its threadpool.)"""
     return ItemFilter(
         product_groups=comma_list("product_group", product_group),
         product_types=comma_list("product_type", product_type),
