@@ -36,7 +36,7 @@ def test_scores_are_the_dot_products_of_the_stored_vectors(
     api: TestClient, known_customer: str, trained: BatchReport, redis_conn: redis.Redis
 ) -> None:
     body = api.get(f"/recommend/{known_customer}", params={"k": 5}).json()
-    assert body["diversity_lambda"] == 0.9  # the default, from the settings
+    assert body["diversity_lambda"] == 1.0  # the default, from the settings
     user = decode(redis_conn.get(keys.user_vector(trained.version, known_customer)))
     assert user is not None
     for item in body["items"]:

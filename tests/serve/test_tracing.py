@@ -39,15 +39,21 @@ def test_a_recommendation_is_one_span_with_its_parts_beneath(
 ) -> None:
     api, exporter = traced
     exporter.clear()
-    response = api.get(f"/recommend/{known_customer}", params={"explain": "true", "k": 5})
+    params = {"explain": "true", "k": 5, "diversity_lambda": 0.8}
+    response = api.get(f"/recommend/{known_customer}", params=params)
     assert response.status_code == 200
     spans = list(exporter.get_finished_spans())
     (root,) = [s for s in spans if s.name == "GET /recommend/{customer_id}"]
     assert root.parent is None
     assert root.attributes is not None and root.attributes["http.response.status_code"] == 200
-    # The default diversity_lambda is below 1, so the index query is MMR.
+    # diversity_lambda below 1: the index query is MMR.
     assert _children(spans, root) == ["redis.load_customer", "index.mmr", "explain"]
     assert len({s.context.trace_id for s in spans if s.context}) == 1
+    exporter.clear()
+    api.get(f"/recommend/{known_customer}")
+    spans = list(exporter.get_finished_spans())
+    (root,) = [s for s in spans if s.name == "GET /recommend/{customer_id}"]
+    assert _children(spans, root) == ["redis.load_customer", "index.search"]
 
 
 def test_the_trace_travels_on_the_kafka_message(
