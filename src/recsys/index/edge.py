@@ -45,6 +45,10 @@ def build_filter(rules: ItemFilter) -> qe.Filter | None:
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
+# Below ~8k items of 32 dims a scan is as fast as a graph and exact.
+HNSW_FROM_KB = 1_000
+
+
 class EdgeIndexWriter:
     """Writes a new shard directory; finish() builds HNSW and closes it for loaders."""
 
@@ -54,6 +58,13 @@ class EdgeIndexWriter:
         config = qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot),
             max_search_threads=1,
+            # Qdrant leaves segments under 10 MB of vectors unindexed and scans them
+            # whole even when indexed (1.2-1.7 ms a query at 72k x 32): build and use
+            # HNSW from HNSW_FROM_KB on.
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=HNSW_FROM_KB),
+            hnsw_config=qe.HnswIndexConfig(
+                m=16, ef_construct=100, full_scan_threshold=HNSW_FROM_KB
+            ),
         )
         self.shard = qe.EdgeShard.create(str(shard_dir), config)
         for name in INDEXED_FIELDS:
