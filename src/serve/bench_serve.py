@@ -84,8 +84,8 @@ def wrk_script(
     path: str, customers: list[str] | None, query: str, folder: Path, delay_ms: float = 0.0
 ) -> Path:
     """A wrk script: GET path, or per request a random customer's /recommend when
-    customers are given; each connection pauses delay_ms between requests (to hold a
-    rate)."""
+    customers are given; each connection pauses delay_ms on average between requests (to
+    hold a rate)."""
     lines = ["math.randomseed(7)"]
     if customers:
         ids = ",".join(json.dumps(c) for c in customers)
@@ -98,7 +98,10 @@ def wrk_script(
     else:
         lines += ["request = function()", f'  return wrk.format("GET", "{path}")', "end"]
     if delay_ms > 0:
-        lines += ["delay = function()", f"  return {delay_ms:.3f}", "end"]
+        # Exponential pauses (Poisson arrivals): equal pauses would send the connections'
+        # requests in bursts and measure the queue of a burst, not the service.
+        lines += ["delay = function()", f"  return -math.log(1 - math.random()) * {delay_ms:.3f}",
+                  "end"]  # fmt: skip
     script = folder / f"wrk-{len(list(folder.iterdir()))}.lua"
     script.write_text("\n".join(lines) + "\n")
     return script
