@@ -28,6 +28,10 @@ class ServedModel:
     manifest: Manifest
 
 
+# Longer than any request can take (its Redis timeout is well under a second).
+RETIRE_AFTER_S = 10.0
+
+
 class LiveModel:
     def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
         self.settings = settings
@@ -35,6 +39,7 @@ class LiveModel:
         self.backend = open_backend(settings)
         self.current: ServedModel | None = None
         self._task: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         with contextlib.suppress(Exception):
@@ -46,6 +51,10 @@ class LiveModel:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for task in list(self._retiring):  # close retired versions now, not later
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self.current is not None:
             self.current.index.close()
             self.current = None
@@ -58,8 +67,17 @@ class LiveModel:
         loaded = await asyncio.to_thread(self._load, version)
         old, self.current = self.current, loaded
         log.info("serving model version %s", version)
-        # Searches run on the event loop thread, so none is using the old index now.
         if old is not None:
+            # A request that began on the old version may still be waiting for Redis and
+            # search it afterwards: close it once no request can still hold it.
+            task = asyncio.create_task(self._retire(old))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, old: ServedModel) -> None:
+        try:
+            await asyncio.sleep(RETIRE_AFTER_S)
+        finally:
             old.index.close()
 
     def _load(self, version: str) -> ServedModel:

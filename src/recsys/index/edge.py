@@ -95,10 +95,9 @@ class EdgeItemIndex:
         exact: bool = False,
     ) -> None:
         self.version = version
-        # The copy is named by pid, so a crashed process's leftovers are recognisable.
-        self._copy = work_dir / f"{os.getpid()}-{version}"
-        if self._copy.exists():
-            shutil.rmtree(self._copy)
+        # The copy is named by pid (a crashed process's leftovers are recognisable) and is
+        # this instance's own: two apps in one process must not share or delete one.
+        self._copy = work_dir / f"{os.getpid()}-{version}-{uuid.uuid4().hex[:8]}"
         self._copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(shard_dir, self._copy)
         # max_search_threads=1 was written into the shard at creation and sticks.
