@@ -25,7 +25,8 @@ class Metrics:
         )
         self.diversity = Histogram(
             "recommendation_diversity_score",
-            "Intra-list diversity of personalised results: 1 - mean pairwise cosine",
+            "Intra-list diversity of personalised results (1 - mean pairwise cosine): "
+            "every MMR list, one in 16 of the others",
             buckets=DIVERSITY_BUCKETS,
             registry=r,
         )

@@ -87,18 +87,22 @@ def _count_rules(tel: Telemetry, rules: ItemFilter) -> None:
 def search(
     model: ServedModel, vector: Vector, ask: Ask, rules: ItemFilter, tel: Telemetry
 ) -> list[ScoredItem]:
-    """The index query (MMR when asked), timed and traced; vectors come back for the
-    diversity score and the explanations."""
+    """The index query (MMR when asked), timed and traced. Vectors come back only when
+    something uses them: explanations, and the diversity score, which is measured on
+    every MMR list and on a sample of the others (it is hot-path work for a metric)."""
     name = "index.mmr" if ask.mmr is not None else "index.search"
+    measure = ask.mmr is not None or tel.sample_diversity()
+    with_vectors = measure or ask.explain_top_k is not None
     with tel.span(name, k=ask.k), tel.timer(tel.metrics.search_seconds):
         started = time.perf_counter()
-        items = model.index.search(vector, ask.k, rules, mmr=ask.mmr, with_vectors=True)
+        items = model.index.search(vector, ask.k, rules, mmr=ask.mmr, with_vectors=with_vectors)
         if ask.mmr is not None:
             tel.metrics.mmr.inc()
             tel.metrics.mmr_seconds.observe(time.perf_counter() - started)
-    diversity = intra_list_diversity([i.vector for i in items if i.vector is not None])
-    if diversity is not None:
-        tel.metrics.diversity.observe(diversity)
+    if measure:
+        diversity = intra_list_diversity([i.vector for i in items if i.vector is not None])
+        if diversity is not None:
+            tel.metrics.diversity.observe(diversity)
     return items
 
 

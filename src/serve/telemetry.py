@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,11 +13,18 @@ from prometheus_client import Histogram
 
 from serve.metrics import Metrics
 
+# The diversity score of plain (not MMR) lists is measured on one request in this many.
+DIVERSITY_SAMPLE_EVERY = 16
+
 
 class Telemetry:
     def __init__(self, metrics: Metrics, tracer: Tracer) -> None:
         self.metrics = metrics
         self.tracer = tracer
+        self._requests = itertools.count()
+
+    def sample_diversity(self) -> bool:
+        return next(self._requests) % DIVERSITY_SAMPLE_EVERY == 0
 
     @contextmanager
     def span(self, name: str, **attributes: Any) -> Iterator[Span]:
