@@ -4,16 +4,23 @@ never a hang or a 500, and readiness says which part is down."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import pytest
 from fastapi.testclient import TestClient
 
-from batch.pipeline import BatchReport
+from batch.pipeline import BatchReport, run_batch
+from recsys.progress import Steps
 from recsys.settings import Settings
 from serve.app import create_app
-from support import TcpProxy
+from support import TcpProxy, isolated
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +70,26 @@ def test_redis_down_or_hanging_gives_flagged_trending_in_time(
             break
     else:
         pytest.fail("personalised results did not come back after Redis did")
+
+
+def test_index_gone_gives_flagged_trending_and_degraded_readiness(
+    settings: Settings, input_dir: Path, spark: SparkSession, tmp_path: Path, known_customer: str
+) -> None:
+    """A Qdrant server (qdrant-client's local mode) losing the served collection mid-run."""
+    from recsys.index.qdrant_server import QdrantServerBackend, client_for
+
+    with isolated(settings, tmp_path / "data", db=7) as (own, client):
+        own = own.model_copy(
+            update={"qdrant_url": ":memory:", "qdrant_collection": f"gone_{uuid.uuid4().hex[:8]}"}
+        )
+        with Steps(enabled=False) as steps:
+            report = run_batch(own, input_dir, client, steps, spark)
+        with TestClient(create_app(own)) as api:
+            assert api.get(f"/recommend/{known_customer}").json()["source"] == "personalized"
+            QdrantServerBackend(client_for(own), own.qdrant_collection).drop(report.version)
+            body = api.get(f"/recommend/{known_customer}", params={"k": 5}).json()
+            assert (body["source"], body["fallback_reason"]) == ("trending", "index_unavailable")
+            assert len(body["items"]) == 5
+            ready = api.get("/health/ready")
+            assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+            assert ready.json()["checks"]["index"].startswith("down")

@@ -138,6 +138,10 @@ class ItemIndex(Protocol):
         """Vectors of the given items that exist in this version."""
         ...
 
+    def check(self) -> None:
+        """Raise when the index cannot answer (a server down, a shard gone)."""
+        ...
+
     def close(self) -> None: ...
 
 

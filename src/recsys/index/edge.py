@@ -145,6 +145,9 @@ class EdgeItemIndex:
     def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         return vectors_by_article((r.payload, r.vector) for r in self._records(article_ids, True))
 
+    def check(self) -> None:
+        self.shard.info()
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.shard.close()

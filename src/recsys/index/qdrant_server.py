@@ -148,6 +148,10 @@ class ServerItemIndex:
     def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         return vectors_by_article((r.payload, r.vector) for r in self._records(article_ids, True))
 
+    def check(self) -> None:
+        if not self.client.collection_exists(self.collection):
+            raise FileNotFoundError(f"Qdrant collection {self.collection} is gone")
+
     def close(self) -> None:
         """The client is shared by the process; nothing to release per version."""
 

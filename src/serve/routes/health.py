@@ -28,7 +28,15 @@ async def ready(state: State) -> JSONResponse:
     except Exception as exc:
         checks["redis"] = f"down: {type(exc).__name__}"
     model = state.model.current
-    checks["index"] = "ok" if model is not None else "no live model"
+    if model is None:
+        checks["index"] = "no live model"
+    else:
+        try:
+            timeout = state.settings.qdrant_timeout_s
+            await asyncio.wait_for(asyncio.to_thread(model.index.check), timeout=timeout)
+            checks["index"] = "ok"
+        except Exception as exc:  # trending still serves: degraded, not unavailable
+            checks["index"] = f"down: {type(exc).__name__}"
     broker_ok = await asyncio.to_thread(state.publisher.broker_reachable)
     checks["kafka"] = "ok" if broker_ok else "down: events are refused with 503"
     status: Literal["ready", "degraded", "unavailable"]
