@@ -6,6 +6,7 @@ No global state is set: the provider is made once and handed to what traces.
 
 from __future__ import annotations
 
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -20,8 +21,11 @@ from recsys.settings import Settings
 
 def tracer_provider(
     settings: Settings, service: str, exporter: SpanExporter | None = None
-) -> TracerProvider:
-    """exporter (tests pass an in-memory one) wins over the settings."""
+) -> trace.TracerProvider:
+    """exporter (tests pass an in-memory one) wins over the settings. With nowhere to
+    send spans the provider is a no-op one: no span is built only to be dropped."""
+    if exporter is None and not settings.otlp_endpoint and not settings.trace_to_console:
+        return trace.NoOpTracerProvider()
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -32,6 +36,12 @@ def tracer_provider(
         provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=5))
         )
-    elif settings.trace_to_console:
+    else:
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
     return provider
+
+
+def shutdown(provider: trace.TracerProvider) -> None:
+    """Flush and stop an SDK provider; a no-op one has nothing to flush."""
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()

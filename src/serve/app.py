@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from observability.tracing import shutdown as shutdown_tracing
 from observability.tracing import tracer_provider
 from recsys.settings import Settings
 from recsys.stores import async_redis_client
@@ -62,7 +63,7 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
             await _bounded(model.stop(), "stop the model poller")
             await _bounded(asyncio.to_thread(publisher.close), "flush the event producer")
             await _bounded(client.aclose(), "close the Redis client")
-            await _bounded(asyncio.to_thread(provider.shutdown), "flush the traces")
+            await _bounded(asyncio.to_thread(shutdown_tracing, provider), "flush the traces")
 
     app = FastAPI(
         title="recsys",
