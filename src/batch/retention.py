@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis
 
-from batch.versions import live_version
+from batch.versions import pointers
 from recsys import keys
 from recsys.index.factory import open_backend
 from recsys.model_store import version_dir
@@ -31,17 +31,12 @@ class Pruned:
     had_files: bool
 
 
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
 def versions_to_prune(settings: Settings, client: redis.Redis, keep: int) -> list[str]:
     """Every version on disk or in Redis's lists that the rules above do not keep."""
-    live = live_version(client)
+    state = pointers(client)
+    live, candidates, history = state.live, state.candidates, state.history
     if live is None:
         return []
-    candidates = {_text(c) for c in client.smembers(keys.CANDIDATE_VERSIONS)}
-    history = [_text(h) for h in client.lrange(keys.VERSION_HISTORY, 0, -1)]
     on_disk = (
         {p.name for p in settings.models_dir.iterdir() if p.is_dir()}
         if settings.models_dir.exists()

@@ -92,10 +92,27 @@ def rollback(settings: Settings, client: redis.Redis) -> tuple[str, ReplayReport
     return previous, report
 
 
+@dataclass(frozen=True)
+class Pointers:
+    """Where Redis says the versions stand: live, candidates, rollback history (newest
+    first)."""
+
+    live: str | None
+    candidates: set[str]
+    history: list[str]
+
+
+def pointers(client: redis.Redis) -> Pointers:
+    return Pointers(
+        live=live_version(client),
+        candidates={_text(c) for c in client.smembers(keys.CANDIDATE_VERSIONS)},
+        history=[_text(h) for h in client.lrange(keys.VERSION_HISTORY, 0, -1)],
+    )
+
+
 def list_versions(settings: Settings, client: redis.Redis) -> list[VersionInfo]:
-    live = live_version(client)
-    candidates = {_text(c) for c in client.smembers(keys.CANDIDATE_VERSIONS)}
-    history = [_text(h) for h in client.lrange(keys.VERSION_HISTORY, 0, -1)]
+    state = pointers(client)
+    live, candidates, history = state.live, state.candidates, state.history
     found: list[VersionInfo] = []
     if not settings.models_dir.exists():
         return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -332,7 +333,7 @@ def bench_serve(
         f"ANN recall@10 against exact search (hnsw_ef {result.hnsw_ef}): "
         f"{result.ann_recall_at_10:.3f}"
     )
-    _write_json(json_out, {"benchmark": "serve", **bench.to_dict(result)})
+    _write_json(json_out, {"benchmark": "serve", **dataclasses.asdict(result)})
 
 
 @bench_app.command("bare-server", hidden=True)

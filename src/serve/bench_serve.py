@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -231,17 +231,6 @@ def table(result: ServeBench) -> Table:
     return out
 
 
-def to_dict(result: ServeBench) -> dict[str, Any]:
-    return asdict(result)
-
-
-def python() -> str:
-    return sys.executable
-
-
-__all__ = ["ServeBench", "free_port", "start_server"]
-
-
 def create_bare_app(fixture: Path) -> Any:
     """The yardstick: a FastAPI app answering a fixed Recommendations body (taken from a
     real response) with the same response model, hence the same encoding."""
@@ -321,7 +310,7 @@ def run(
         with tempfile.TemporaryDirectory(prefix="recsys-bench-serve-") as tmp:
             folder = Path(tmp)
             api_port, bare_port = free_port(), free_port()
-            api = start_server([python(), "-m", "recsys", "serve", "--port", str(api_port)],
+            api = start_server([sys.executable, "-m", "recsys", "serve", "--port", str(api_port)],
                                env, api_port, data_dir / "api.log")  # fmt: skip
             bare: ManagedProcess | None = None
             try:
@@ -330,8 +319,8 @@ def run(
                 groups = [i["metadata"]["product_group_name"]
                           for i in json.loads(fixture.read_text())["items"]]  # fmt: skip
                 bare = start_server(
-                    [python(), "-m", "recsys", "bench", "bare-server", "--port", str(bare_port),
-                     "--fixture", str(fixture)],
+                    [sys.executable, "-m", "recsys", "bench", "bare-server",
+                     "--port", str(bare_port), "--fixture", str(fixture)],
                     env, bare_port, data_dir / "bare.log",
                 )  # fmt: skip
                 result.variants = measure(

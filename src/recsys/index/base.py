@@ -112,6 +112,27 @@ class ScoredItem:
         )
 
 
+class StoredPoint(Protocol):
+    @property
+    def payload(self) -> Any: ...
+
+    @property
+    def vector(self) -> Any: ...
+
+
+class RecordLookups:
+    """retrieve() and vectors() for a backend that can fetch stored points by id."""
+
+    def _records(self, article_ids: Sequence[str], with_vectors: bool) -> Sequence[StoredPoint]:
+        raise NotImplementedError
+
+    def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return payloads_by_article(r.payload for r in self._records(article_ids, False))
+
+    def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        return vectors_by_article((r.payload, r.vector) for r in self._records(article_ids, True))
+
+
 class ItemIndex(Protocol):
     """A loaded, read-only model version of the item index."""
 

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 import qdrant_edge as qe
 
@@ -22,9 +21,8 @@ from recsys.index.base import (
     IndexedItem,
     ItemFilter,
     Mmr,
+    RecordLookups,
     ScoredItem,
-    payloads_by_article,
-    vectors_by_article,
 )
 from recsys.index.filters import INDEXED_FIELDS, filter_spec
 
@@ -82,7 +80,7 @@ class EdgeIndexWriter:
         self.shard.close()
 
 
-class EdgeItemIndex:
+class EdgeItemIndex(RecordLookups):
     """A serving process's own copy of a version's shard."""
 
     def __init__(
@@ -138,12 +136,6 @@ class EdgeItemIndex:
             ids, with_payload=True, with_vector=with_vectors
         )
         return records
-
-    def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        return payloads_by_article(r.payload for r in self._records(article_ids, False))
-
-    def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
-        return vectors_by_article((r.payload, r.vector) for r in self._records(article_ids, True))
 
     def check(self) -> None:
         self.shard.info()

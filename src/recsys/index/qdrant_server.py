@@ -15,7 +15,6 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
@@ -25,9 +24,8 @@ from recsys.index.base import (
     IndexedItem,
     ItemFilter,
     Mmr,
+    RecordLookups,
     ScoredItem,
-    payloads_by_article,
-    vectors_by_article,
 )
 from recsys.index.filters import INDEXED_FIELDS, filter_spec
 from recsys.settings import Settings
@@ -83,7 +81,7 @@ class ServerIndexWriter:
         """The server builds HNSW in the background; points are searchable already."""
 
 
-class ServerItemIndex:
+class ServerItemIndex(RecordLookups):
     """One version's collection on the server, as the serving process sees it."""
 
     def __init__(
@@ -141,12 +139,6 @@ class ServerItemIndex:
             with_payload=True,
             with_vectors=with_vectors,
         )
-
-    def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        return payloads_by_article(r.payload for r in self._records(article_ids, False))
-
-    def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
-        return vectors_by_article((r.payload, r.vector) for r in self._records(article_ids, True))
 
     def check(self) -> None:
         if not self.client.collection_exists(self.collection):
