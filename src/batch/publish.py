@@ -13,6 +13,7 @@ import redis
 
 from batch.trainer import Factors
 from recsys import keys
+from recsys.ids import item_point_id
 from recsys.index.base import IndexedItem, IndexWriter
 from recsys.vectors import encode
 
@@ -29,6 +30,7 @@ def write_index(
     writer: IndexWriter, factors: Factors, metadata: pd.DataFrame, advance: Advance
 ) -> None:
     """metadata is indexed by article_id and holds the payload fields."""
+    check_point_ids([str(a) for a in factors.item_ids])
     meta = metadata.reindex(factors.item_ids).fillna("")
     records: list[dict[str, Any]] = [
         {str(k): v for k, v in r.items()} for r in meta.to_dict("records")
@@ -44,6 +46,21 @@ def write_index(
         )
         advance(part.stop - part.start)
     writer.finish()
+
+
+class PointIdCollisionError(RuntimeError):
+    """Two article ids hash to one point id of the index."""
+
+
+def check_point_ids(article_ids: list[str]) -> None:
+    seen: dict[int, str] = {}
+    for article_id in article_ids:
+        other = seen.setdefault(item_point_id(article_id), article_id)
+        if other != article_id:
+            raise PointIdCollisionError(
+                f"articles {other!r} and {article_id!r} hash to the same index point id; "
+                "rename one of them"
+            )
 
 
 def write_vectors(client: redis.Redis, version: str, factors: Factors, advance: Advance) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol
 
 import typer
 from rich.console import Console
@@ -310,12 +311,15 @@ def bench_serve(
     transactions: Annotated[int, typer.Option(min=1_000)] = 1_000_000,
     duration: Annotated[float, typer.Option(min=1, help="Seconds per load run")] = 10.0,
     connections: Annotated[int, typer.Option(min=1, help="wrk connections")] = 32,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Server processes, the same for both servers")
+    ] = 2,
     json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/serve.json"),
 ) -> None:
     """/recommend (plain, filter, MMR, explain) against a bare FastAPI endpoint (wrk)."""
     from serve import bench_serve as bench
 
-    settings = _settings()
+    settings = _settings().model_copy(update={"api_workers": workers})
     try:
         result = bench.run(
             settings,
@@ -329,10 +333,14 @@ def bench_serve(
     except bench.WrkMissingError as exc:
         fail(str(exc))
     console.print(bench.table(result))
-    console.print(
-        f"ANN recall@10 against exact search (hnsw_ef {result.hnsw_ef}): "
-        f"{result.ann_recall_at_10:.3f}"
-    )
+    recall = result.ann_recall_at_10
+    if recall is not None:
+        console.print(
+            f"ANN recall@10 against exact search: {recall.unfiltered:.3f} unfiltered "
+            f"(hnsw_ef {result.search_ef}); filtered on one product group "
+            f"(hnsw_ef {result.filtered_search_ef}): mean {recall.filtered_mean:.3f}, "
+            f"worst group {recall.filtered_min:.3f}"
+        )
     _write_json(json_out, {"benchmark": "serve", **dataclasses.asdict(result)})
 
 
@@ -341,10 +349,17 @@ def bench_bare_server(
     port: Annotated[int, typer.Option()],
     fixture: Annotated[Path, typer.Option(exists=True)],
 ) -> None:
-    """The bench's yardstick server (started by `recsys bench serve`)."""
-    from serve.bench_serve import create_bare_app
+    """The bench's yardstick server (started by `recsys bench serve`), with as many
+    workers as the API (RECSYS_API_WORKERS)."""
+    from serve.bench_serve import FIXTURE_ENV, create_bare_app
 
-    _run_uvicorn(create_bare_app(fixture), "127.0.0.1", port)
+    workers = _settings().api_workers
+    if workers == 1:
+        _run_uvicorn(create_bare_app(fixture), "127.0.0.1", port)
+    else:
+        os.environ[FIXTURE_ENV] = str(fixture)
+        _run_uvicorn("serve.bench_serve:bare_app_from_environment", "127.0.0.1", port,
+                     workers=workers)  # fmt: skip
 
 
 models_app = typer.Typer(
@@ -463,25 +478,33 @@ def serve(
                 "kafka_bootstrap_servers": endpoints.kafka_bootstrap,
             }
         )
-        _run_uvicorn(
-            create_app(resolved),
-            host or settings.api_host,
-            port if port is not None else settings.api_port,
-        )
+        listen = (host or settings.api_host, port if port is not None else settings.api_port)
+        if settings.api_workers == 1:
+            _run_uvicorn(create_app(resolved), *listen)
+        else:
+            # Each worker builds its app from the environment, engines included.
+            os.environ.update(endpoints.as_env())
+            _run_uvicorn("serve.app:app_from_environment", *listen, workers=settings.api_workers)
 
 
-def _run_uvicorn(asgi_app: object, host: str, port: int) -> None:
-    """The one way this project runs an HTTP server (the API and the bench's yardstick)."""
+def _run_uvicorn(target: object, host: str, port: int, *, workers: int = 1) -> None:
+    """The one way this project runs an HTTP server (the API and the bench's yardstick):
+    an app object in this process, or with workers > 1 an app factory's import path run
+    in that many processes that share the port and report metrics together."""
+    import tempfile
+
     import uvicorn
 
-    uvicorn.run(
-        asgi_app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        log_level="warning",
-        http="httptools",
-        loop="uvloop",
-    )
+    from serve.metrics import MULTIPROC_ENV
+
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning",
+                               "http": "httptools", "loop": "uvloop"}  # fmt: skip
+    if workers == 1:
+        uvicorn.run(target, **options)  # type: ignore[arg-type]
+        return
+    with tempfile.TemporaryDirectory(prefix="recsys-metrics-") as shared:
+        os.environ[MULTIPROC_ENV] = shared
+        uvicorn.run(str(target), factory=True, workers=workers, **options)
 
 
 @app.command()

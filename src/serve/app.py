@@ -10,10 +10,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from opentelemetry.sdk.trace.export import SpanExporter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from observability.tracing import shutdown as shutdown_tracing
 from observability.tracing import tracer_provider
+from recsys.multiplexed_redis import MultiplexedRedis
 from recsys.settings import Settings
 from recsys.stores import async_redis_client
 from serve.deps import AppState
@@ -50,12 +51,13 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = async_redis_client(redis_url, settings.redis_timeout_s)
+        hot_redis = MultiplexedRedis(redis_url, settings.redis_timeout_s)
         publisher = EventPublisher(
             producer_config(bootstrap, settings), settings.kafka_produce_timeout_s
         )
         model = LiveModel(settings, client)
         await model.start()
-        app.state.recsys = AppState(settings, client, model, publisher, telemetry)
+        app.state.recsys = AppState(settings, client, hot_redis, model, publisher, telemetry)
         try:
             yield
         finally:
@@ -63,6 +65,7 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
             await _bounded(model.stop(), "stop the model poller")
             await _bounded(asyncio.to_thread(publisher.close), "flush the event producer")
             await _bounded(client.aclose(), "close the Redis client")
+            await _bounded(hot_redis.aclose(), "close the hot-path Redis connection")
             await _bounded(asyncio.to_thread(shutdown_tracing, provider), "flush the traces")
 
     app = FastAPI(
@@ -77,7 +80,7 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         """Prometheus exposition of the API's metrics."""
-        return Response(generate_latest(telemetry.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(telemetry.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(RequestTelemetry, telemetry=telemetry)
 
@@ -88,3 +91,14 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one of several server processes (uvicorn's factory): the CLI resolved
+    the engines and put them in the environment; the process dies with its supervisor."""
+    import os
+
+    from recsys.engines.process import die_with_parent
+
+    die_with_parent(os.getppid())
+    return create_app(Settings())

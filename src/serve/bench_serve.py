@@ -1,9 +1,9 @@
 """`recsys bench serve`: the API against a bare FastAPI endpoint, side by side in one run.
 
 Both run as `recsys serve`-style uvicorn processes with the same settings; the bare one
-answers a fixed Recommendations body taken from a real response, through the same
-pydantic encoding. wrk (another process, sharing the 2 cores: say so in the results)
-finds each variant's maximum throughput, then holds about half of it (a pause per
+answers a fixed Recommendations body taken from a real response, encoded per request the
+same way (orjson from dicts). wrk (another process, sharing the 2 cores: say so in the
+results) finds each variant's maximum throughput, then holds about half of it (a pause per
 connection) and reports p50/p99 there. ANN recall@10 compares the served HNSW search
 with exact search on the trained embeddings.
 """
@@ -25,6 +25,7 @@ import numpy as np
 from rich.table import Table
 
 from recsys.engines.process import ManagedProcess, free_port, spawn
+from recsys.index.base import FILTERED_SEARCH_EF, SEARCH_EF
 
 VARIANTS: dict[str, str] = {
     "plain": "k=10&diversity_lambda=1",
@@ -57,9 +58,11 @@ class ServeBench:
     transactions: int
     duration_s: float
     connections: int
+    workers: int
     variants: list[VariantResult] = field(default_factory=list)
-    ann_recall_at_10: float = 0.0
-    hnsw_ef: int = 128
+    ann_recall_at_10: AnnRecall | None = None
+    search_ef: int = SEARCH_EF
+    filtered_search_ef: int = FILTERED_SEARCH_EF
     note: str = (
         "server, load generator and engines share the machine's cores; "
         "ratios are measured side by side in one run"
@@ -191,30 +194,55 @@ def measure(
     return results
 
 
-def ann_recall(shard: Path, users: np.ndarray[Any, Any], k: int = 10, hnsw_ef: int = 128) -> float:
-    """Recall@k of the HNSW search the API runs against exact search, same vectors."""
+@dataclass(frozen=True)
+class AnnRecall:
+    unfiltered: float  # recall@k of the served search, no filter
+    filtered_min: float  # the worst product group, filtering on it
+    filtered_mean: float
+
+
+def ann_recall(shard: Path, users: np.ndarray[Any, Any], k: int = 10) -> AnnRecall:
+    """Recall@k of the HNSW search the API runs (its beam per query shape) against exact
+    search on the same vectors: unfiltered, and filtered on each product group for a
+    fifth of the users."""
     from recsys.index.base import ItemFilter
     from recsys.index.edge import EdgeItemIndex
 
+    def recall(rules: ItemFilter, sample: np.ndarray[Any, Any]) -> float:
+        found = total = 0
+        for user in sample:
+            truth = {i.article_id for i in exact.search(user, k, rules)}
+            got = {i.article_id for i in approx.search(user, k, rules)}
+            found += len(truth & got)
+            total += len(truth)
+        return found / max(1, total)
+
     with tempfile.TemporaryDirectory(prefix="recsys-recall-") as tmp:
-        approx = EdgeItemIndex("ann", shard, Path(tmp) / "a", hnsw_ef=hnsw_ef)
+        approx = EdgeItemIndex("ann", shard, Path(tmp) / "a")
         exact = EdgeItemIndex("exact", shard, Path(tmp) / "b", exact=True)
         try:
-            found = total = 0
-            for user in users:
-                truth = {i.article_id for i in exact.search(user, k, ItemFilter())}
-                got = {i.article_id for i in approx.search(user, k, ItemFilter())}
-                found += len(truth & got)
-                total += len(truth)
+            groups = sorted(
+                {str(m.get("product_group_name")) for m in approx.catalog.all_metadata()}
+            )
+            per_group = [
+                recall(ItemFilter(product_groups=(g,)), users[: max(1, len(users) // 5)])
+                for g in groups
+            ]
+            return AnnRecall(
+                unfiltered=recall(ItemFilter(), users),
+                filtered_min=min(per_group),
+                filtered_mean=float(np.mean(per_group)),
+            )
         finally:
             approx.close()
             exact.close()
-    return found / max(1, total)
 
 
 def table(result: ServeBench) -> Table:
-    out = Table(title=f"serving: max throughput (wrk, {result.connections} connections) and "
-                      "latency at half of it")  # fmt: skip
+    out = Table(
+        title=f"serving ({result.workers} worker processes per server): max throughput "
+        f"(wrk, {result.connections} connections) and latency at half of it"
+    )
     for column in ("variant", "max req/s", "vs bare", "target", "half-load req/s", "p50 ms",
                    "p99 ms"):  # fmt: skip
         out.add_column(column, justify="left" if column == "variant" else "right")
@@ -231,19 +259,33 @@ def table(result: ServeBench) -> Table:
     return out
 
 
+FIXTURE_ENV = "RECSYS_BENCH_BARE_FIXTURE"
+
+
+def bare_app_from_environment() -> Any:
+    """The yardstick in one of several worker processes (uvicorn's factory)."""
+    import os
+
+    from recsys.engines.process import die_with_parent
+
+    die_with_parent(os.getppid())
+    return create_bare_app(Path(os.environ[FIXTURE_ENV]))
+
+
 def create_bare_app(fixture: Path) -> Any:
     """The yardstick: a FastAPI app answering a fixed Recommendations body (taken from a
-    real response) with the same response model, hence the same encoding."""
+    real response), encoded per request the way the API encodes it."""
     from fastapi import FastAPI
 
+    from serve.responses import JsonBody
     from serve.schemas import Recommendations
 
-    body = Recommendations.model_validate_json(fixture.read_text())
+    body = json.loads(fixture.read_text())
     app = FastAPI()
 
     @app.get("/bare", response_model=Recommendations)
-    async def bare() -> Recommendations:
-        return body
+    async def bare() -> JsonBody:
+        return JsonBody(body)
 
     @app.get("/health/live")
     async def live() -> dict[str, str]:
@@ -285,7 +327,8 @@ def run(
         update={"data_dir": data_dir, "redis_url": None, "kafka_bootstrap_servers": None,
                 "qdrant_url": None}
     )  # fmt: skip
-    result = ServeBench(articles, customers, transactions, duration_s, connections)
+    result = ServeBench(articles, customers, transactions, duration_s, connections,
+                        settings.api_workers)  # fmt: skip
     with EmbeddedEngines(own, {"redis", "kafka"}) as endpoints:
         ensure_topics(endpoints.require_kafka(), own)
         client = redis_client(endpoints.require_redis(), 60)
@@ -306,6 +349,7 @@ def run(
             "RECSYS_DATA_DIR": str(data_dir),
             "RECSYS_REDIS_URL": endpoints.require_redis(),
             "RECSYS_KAFKA_BOOTSTRAP_SERVERS": endpoints.require_kafka(),
+            "RECSYS_API_WORKERS": str(settings.api_workers),
         }
         with tempfile.TemporaryDirectory(prefix="recsys-bench-serve-") as tmp:
             folder = Path(tmp)

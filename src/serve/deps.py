@@ -8,6 +8,7 @@ from typing import Annotated
 import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Request
 
+from recsys.multiplexed_redis import MultiplexedRedis
 from recsys.settings import Settings
 from serve.live_model import LiveModel, ServedModel
 from serve.publisher import EventPublisher
@@ -18,6 +19,8 @@ from serve.telemetry import Telemetry
 class AppState:
     settings: Settings
     redis: aioredis.Redis
+    # The /recommend hot path's reads (recsys.multiplexed_redis explains why not redis-py).
+    hot_redis: MultiplexedRedis
     model: LiveModel
     publisher: EventPublisher
     telemetry: Telemetry

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from dataclasses import dataclass
 
@@ -66,6 +67,9 @@ class LiveModel:
             return
         loaded = await asyncio.to_thread(self._load, version)
         old, self.current = self.current, loaded
+        # What a version holds lives as long as it does: out of the collector's sight, a
+        # full collection no longer walks the catalogue (73 ms pauses under load before).
+        gc.freeze()
         log.info("serving model version %s", version)
         if old is not None:
             # A request that began on the old version may still be waiting for Redis and

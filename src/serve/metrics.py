@@ -1,9 +1,19 @@
 """Prometheus metrics of the API, on a registry of its own (one per app, so tests and
-several apps in one process do not share counters)."""
+several apps in one process do not share counters).
+
+With several server processes (RECSYS_API_WORKERS > 1) the CLI sets
+PROMETHEUS_MULTIPROC_DIR before they start: each writes its values there, and whichever
+answers /metrics reports the sum over all of them.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Engine calls take tens of microseconds to a few milliseconds.
 ENGINE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -84,3 +94,12 @@ class Metrics:
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
+
+    def exposition(self) -> bytes:
+        """The text format of every metric: this process's, or all workers' summed."""
+        shared = os.environ.get(MULTIPROC_ENV)
+        if not shared:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=shared)
+        return generate_latest(registry)

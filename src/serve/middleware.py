@@ -30,20 +30,30 @@ class RequestTelemetry:
             await send(message)
 
         started = time.perf_counter()
-        tracer = self.telemetry.tracer
-        with tracer.start_as_current_span(
+        if not self.telemetry.tracing:
+            try:
+                await self.app(scope, receive, send_status)
+            finally:
+                self._observe(scope, method, status[0], started)
+            return
+        with self.telemetry.tracer.start_as_current_span(
             f"{method} {scope['path']}", kind=SpanKind.SERVER
         ) as span:
             try:
                 await self.app(scope, receive, send_status)
             finally:
-                # The matched route's template keeps the label set small (no ids in it).
-                route: Any = scope.get("route")
-                template = str(getattr(route, "path", "unmatched"))
+                template = self._observe(scope, method, status[0], started)
                 span.update_name(f"{method} {template}")
                 span.set_attribute("http.request.method", method)
                 span.set_attribute("http.route", template)
                 span.set_attribute("http.response.status_code", status[0])
-                self.telemetry.metrics.http_seconds.labels(
-                    method, template, str(status[0])
-                ).observe(time.perf_counter() - started)
+
+    def _observe(self, scope: Scope, method: str, status: int, started: float) -> str:
+        """Record the latency by route template (no ids in it keeps the label set small)
+        and return the template."""
+        route: Any = scope.get("route")
+        template = str(getattr(route, "path", "unmatched"))
+        self.telemetry.metrics.http_seconds.labels(method, template, str(status)).observe(
+            time.perf_counter() - started
+        )
+        return template

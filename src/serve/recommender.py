@@ -3,22 +3,22 @@ explanations), or trending when there is none."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from recsys import keys
 from recsys.diversity import intra_list_diversity
 from recsys.index.base import ItemFilter, Mmr, ScoredItem
+from recsys.multiplexed_redis import MultiplexedRedis
 from recsys.vectors import Vector, decode
 from serve.explain import Contribution, explain
 from serve.live_model import ServedModel
+from serve.schemas import Source
 from serve.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class CustomerState:
 
 @dataclass(frozen=True)
 class Ranked:
-    source: str
+    source: Source
     items: list[ScoredItem]
     applied_event_id: str | None
     fallback_reason: str | None
@@ -54,16 +54,18 @@ class Ranked:
 
 
 async def load_customer(
-    client: aioredis.Redis, version: str, customer_id: str, timeout_s: float, tel: Telemetry
+    client: MultiplexedRedis, version: str, customer_id: str, tel: Telemetry
 ) -> CustomerState:
     """One round trip: the vector of the served version, the purchase history (newest
     first), the last applied event."""
     with tel.span("redis.load_customer"), tel.redis("load_customer"):
-        pipe = client.pipeline(transaction=False)
-        pipe.get(keys.user_vector(version, customer_id))
-        pipe.zrevrange(keys.history(customer_id), 0, -1)
-        pipe.get(keys.last_event(customer_id))
-        raw_vector, history, last = await asyncio.wait_for(pipe.execute(), timeout=timeout_s)
+        raw_vector, history, last = await client.execute(
+            [
+                ("GET", keys.user_vector(version, customer_id)),
+                ("ZREVRANGE", keys.history(customer_id), 0, -1),
+                ("GET", keys.last_event(customer_id)),
+            ]
+        )
     return CustomerState(
         vector=decode(raw_vector),
         purchased=[a.decode() for a in history],
@@ -125,15 +127,14 @@ def _trending(model: ServedModel, ask: Ask, rules: ItemFilter) -> list[ScoredIte
 
 async def rank(
     model: ServedModel,
-    client: aioredis.Redis,
+    client: MultiplexedRedis,
     customer_id: str,
     ask: Ask,
-    timeout_s: float,
     tel: Telemetry,
 ) -> Ranked:
     _count_rules(tel, ask.rules)
     try:
-        state = await load_customer(client, model.version, customer_id, timeout_s, tel)
+        state = await load_customer(client, model.version, customer_id, tel)
     except (RedisError, TimeoutError, OSError):
         return Ranked("trending", _trending(model, ask, ask.rules), None, "redis_unavailable")
     # What the customer already bought is never recommended back.

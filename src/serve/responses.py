@@ -1,12 +1,20 @@
-"""Pieces every route shares: documented error responses and the item list encoding."""
+"""Pieces every route shares: documented error responses and the item list encoding.
+
+Item lists (recommendations, similar items, popular) are the hot path: they are built as
+plain dicts and encoded by orjson in one call, skipping FastAPI's validate-then-serialise
+of the response model (a third of a request's CPU). Each route still declares its
+response model, which documents the body; tests hold every body to that model.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
+from starlette.responses import Response
+
 from recsys.index.base import ScoredItem
 from serve.explain import Contribution
-from serve.schemas import Explanation, RecommendedItem
 
 Responses = dict[int | str, dict[str, Any]]
 NOT_LIVE: Responses = {503: {"description": "No model version is live yet"}}
@@ -15,24 +23,28 @@ BAD_INPUT: Responses = {
 }
 
 
-def to_items(
+class JsonBody(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def item_dicts(
     items: list[ScoredItem], explanations: dict[str, list[Contribution]] | None = None
-) -> list[RecommendedItem]:
+) -> list[dict[str, Any]]:
+    """Items as `RecommendedItem` bodies; `explanation` is null unless it was asked for."""
     return [
-        RecommendedItem(
-            article_id=i.article_id,
-            score=i.score,
-            metadata=i.metadata,
-            explanation=(
-                [
-                    Explanation(
-                        article_id=c.article_id, similarity=c.similarity, share_percent=c.share
-                    )
-                    for c in explanations.get(i.article_id, [])
-                ]
-                if explanations is not None
-                else None
-            ),
-        )
+        {
+            "article_id": i.article_id,
+            "score": i.score,
+            "metadata": i.metadata,
+            "explanation": None
+            if explanations is None
+            else [
+                {"article_id": c.article_id, "similarity": c.similarity, "share_percent": c.share}
+                for c in explanations.get(i.article_id, [])
+            ],
+        }
         for i in items
     ]

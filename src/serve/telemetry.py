@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from opentelemetry.trace import Span, Tracer
+from opentelemetry.trace import INVALID_SPAN, NoOpTracer, Span, Tracer
 from prometheus_client import Histogram
 
 from serve.metrics import Metrics
@@ -22,15 +22,18 @@ class Telemetry:
         self.metrics = metrics
         self.tracer = tracer
         self._requests = itertools.count()
+        # With tracing off no span is made at all (even a no-op one costs a context
+        # switch of the current span).
+        self.tracing = not isinstance(tracer, NoOpTracer)
 
     def sample_diversity(self) -> bool:
         return next(self._requests) % DIVERSITY_SAMPLE_EVERY == 0
 
-    @contextmanager
-    def span(self, name: str, **attributes: Any) -> Iterator[Span]:
+    def span(self, name: str, **attributes: Any) -> AbstractContextManager[Span]:
         """A child of the current span (the request's)."""
-        with self.tracer.start_as_current_span(name, attributes=attributes) as span:
-            yield span
+        if not self.tracing:
+            return nullcontext(INVALID_SPAN)
+        return self.tracer.start_as_current_span(name, attributes=attributes)
 
     @contextmanager
     def timer(self, histogram: Histogram) -> Iterator[None]:

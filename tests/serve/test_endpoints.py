@@ -8,12 +8,14 @@ import pandas as pd
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 
 from batch.pipeline import BatchReport
 from recsys import keys
 from recsys.model_store import read_manifest
 from recsys.settings import Settings
 from recsys.vectors import decode
+from serve.schemas import Popular, Recommendations, SimilarItems
 
 
 def _ids(body: dict[str, object]) -> list[str]:
@@ -133,3 +135,26 @@ def test_metrics_count_what_the_requests_did(api: TestClient, known_customer: st
     ):
         assert needle in text, needle
     assert "nobody-we-know" not in text  # ids never become labels
+
+
+def test_item_list_bodies_are_exactly_their_documented_models(
+    api: TestClient, known_customer: str, transactions: pd.DataFrame
+) -> None:
+    """The item lists are encoded from dicts (the hot path skips response validation):
+    each body must be what its declared response model would have produced."""
+    article = str(transactions["article_id"].value_counts().index[0])
+    cases: list[tuple[str, dict[str, object], type[BaseModel]]] = [
+        (f"/recommend/{known_customer}", {"k": 5}, Recommendations),
+        (f"/recommend/{known_customer}", {"k": 5, "explain": "true"}, Recommendations),
+        (f"/recommend/{known_customer}", {"k": 5, "diversity_lambda": 0.5}, Recommendations),
+        ("/recommend/nobody-we-know", {"k": 3}, Recommendations),
+        (f"/items/{article}/similar", {"k": 4}, SimilarItems),
+        ("/popular", {"k": 4}, Popular),
+    ]
+    for path, params, model in cases:
+        response = api.get(path, params=params)  # type: ignore[arg-type]
+        assert response.status_code == 200 and response.headers["content-type"] == (
+            "application/json"
+        )
+        body = response.json()
+        assert model.model_validate(body).model_dump(mode="json") == body, path

@@ -18,19 +18,20 @@ from typing import IO
 _PR_SET_PDEATHSIG = 1
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to send this process SIGTERM when its parent dies."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    # The parent may have died before the request: then nobody would stop us.
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
 def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """preexec hook: the kernel sends SIGTERM to the child when its parent dies."""
-
-    def hook() -> None:
-        libc_name = ctypes.util.find_library("c")
-        if libc_name:
-            libc = ctypes.CDLL(libc_name, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        # The parent may have died between fork and prctl: then nobody would stop us.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return hook
+    """preexec hook: the child dies with its parent."""
+    return lambda: die_with_parent(parent_pid)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

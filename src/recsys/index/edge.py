@@ -9,7 +9,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,18 @@ import qdrant_edge as qe
 
 from recsys.ids import item_point_id
 from recsys.index.base import (
+    FILTERED_SCAN_BELOW_KB,
+    FILTERED_SEARCH_EF,
+    HNSW_FROM_KB,
+    SEARCH_EF,
     IndexedItem,
     ItemFilter,
     Mmr,
     RecordLookups,
     ScoredItem,
+    search_ef,
 )
+from recsys.index.catalog import ItemCatalog
 from recsys.index.filters import INDEXED_FIELDS, filter_spec
 
 
@@ -43,8 +49,7 @@ def build_filter(rules: ItemFilter) -> qe.Filter | None:
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
-# Below ~8k items of 32 dims a scan is as fast as a graph and exact.
-HNSW_FROM_KB = 1_000
+SCROLL_PAGE = 2_000
 
 
 class EdgeIndexWriter:
@@ -57,11 +62,11 @@ class EdgeIndexWriter:
             vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Dot),
             max_search_threads=1,
             # Qdrant leaves segments under 10 MB of vectors unindexed and scans them
-            # whole even when indexed (1.2-1.7 ms a query at 72k x 32): build and use
-            # HNSW from HNSW_FROM_KB on.
+            # whole even when indexed (1.2-1.7 ms a query at 72k x 32): build HNSW from
+            # HNSW_FROM_KB on.
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=HNSW_FROM_KB),
             hnsw_config=qe.HnswIndexConfig(
-                m=16, ef_construct=100, full_scan_threshold=HNSW_FROM_KB
+                m=16, ef_construct=100, full_scan_threshold=FILTERED_SCAN_BELOW_KB
             ),
         )
         self.shard = qe.EdgeShard.create(str(shard_dir), config)
@@ -89,7 +94,6 @@ class EdgeItemIndex(RecordLookups):
         shard_dir: Path,
         work_dir: Path,
         *,
-        hnsw_ef: int = 128,
         exact: bool = False,
     ) -> None:
         self.version = version
@@ -101,7 +105,23 @@ class EdgeItemIndex(RecordLookups):
         # max_search_threads=1 was written into the shard at creation and sticks.
         self.shard = qe.EdgeShard.load(str(self._copy))
         # exact=True scores every point: the reference the congruence test compares with.
-        self._params = qe.SearchParams(hnsw_ef=hnsw_ef, exact=exact)
+        self._params = {
+            ef: qe.SearchParams(hnsw_ef=ef, exact=exact) for ef in (SEARCH_EF, FILTERED_SEARCH_EF)
+        }
+        self.catalog = ItemCatalog()
+        self.catalog.extend(self._all_payloads())
+
+    def _all_payloads(self) -> Iterator[tuple[object, dict[str, Any]]]:
+        offset = None
+        while True:
+            request = qe.ScrollRequest(
+                offset=offset, limit=SCROLL_PAGE, with_payload=True, with_vector=False
+            )
+            records, offset = self.shard.scroll(request)
+            for record in records:
+                yield record.id, record.payload or {}
+            if offset is None:
+                return
 
     def search(
         self,
@@ -121,14 +141,17 @@ class EdgeItemIndex(RecordLookups):
                 else qe.Query.Nearest(values)
             ),
             filter=build_filter(rules),
-            with_payload=True,
+            with_payload=False,  # the catalogue has it
             with_vector=with_vectors,
-            params=self._params,
+            params=self._params[search_ef(rules)],
         )
         return [
-            ScoredItem.from_point(p.score, p.payload, p.vector if with_vectors else None)
+            self.catalog.hit(p.id, p.score, p.vector if with_vectors else None)
             for p in self.shard.query(request)
         ]
+
+    def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self.catalog.metadata(article_ids)
 
     def _records(self, article_ids: Sequence[str], with_vectors: bool) -> list[qe.Record]:
         ids: list[int | uuid.UUID | str] = [item_point_id(a) for a in article_ids]

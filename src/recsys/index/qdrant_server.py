@@ -21,11 +21,14 @@ from qdrant_client import models as qm
 
 from recsys.ids import item_point_id
 from recsys.index.base import (
+    FILTERED_SCAN_BELOW_KB,
+    HNSW_FROM_KB,
     IndexedItem,
     ItemFilter,
     Mmr,
     RecordLookups,
     ScoredItem,
+    search_ef,
 )
 from recsys.index.filters import INDEXED_FIELDS, filter_spec
 from recsys.settings import Settings
@@ -61,7 +64,12 @@ class ServerIndexWriter:
         self.client = client
         self.collection = collection
         client.create_collection(
-            collection, vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.DOT)
+            collection,
+            vectors_config=qm.VectorParams(size=dim, distance=qm.Distance.DOT),
+            # The server's defaults (HNSW from 20 MB, filtered scans below 10 MB) would
+            # scan a 100k-item catalogue whole on every query.
+            optimizers_config=qm.OptimizersConfigDiff(indexing_threshold=HNSW_FROM_KB),
+            hnsw_config=qm.HnswConfigDiff(full_scan_threshold=FILTERED_SCAN_BELOW_KB),
         )
         if not _is_local(client):  # local mode has no payload indexes (and warns)
             for name in INDEXED_FIELDS:
@@ -90,7 +98,6 @@ class ServerItemIndex(RecordLookups):
         collection: str,
         version: str,
         *,
-        hnsw_ef: int = 128,
         exact: bool = False,
     ) -> None:
         if not client.collection_exists(collection):
@@ -99,7 +106,8 @@ class ServerItemIndex(RecordLookups):
         self.collection = collection
         self.version = version
         # Local mode always scores every point and warns about search parameters.
-        self._params = None if _is_local(client) else qm.SearchParams(hnsw_ef=hnsw_ef, exact=exact)
+        self._local = _is_local(client)
+        self._exact = exact
 
     def search(
         self,
@@ -125,7 +133,9 @@ class ServerItemIndex(RecordLookups):
             limit=k,
             with_payload=True,
             with_vectors=with_vectors,
-            search_params=self._params,
+            search_params=None
+            if self._local
+            else qm.SearchParams(hnsw_ef=search_ef(rules), exact=self._exact),
         )
         return [
             ScoredItem.from_point(p.score, p.payload, p.vector if with_vectors else None)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException
 
 from serve.deps import Model, State
 from serve.params import ArticleId, ItemRules, K
-from serve.responses import BAD_INPUT, NOT_LIVE, to_items
+from serve.responses import BAD_INPUT, NOT_LIVE, JsonBody, item_dicts
 from serve.schemas import ErrorBody, Popular, SimilarItems
 
 router = APIRouter(tags=["items"])
@@ -25,7 +25,7 @@ router = APIRouter(tags=["items"])
 )
 async def similar(
     state: State, model: Model, article_id: ArticleId, rules: ItemRules, k: K = 10
-) -> SimilarItems:
+) -> JsonBody:
     """The items whose vectors are nearest the article's (the article itself excluded),
     with the same filters and exclusions as /recommend."""
     tel = state.telemetry
@@ -37,10 +37,13 @@ async def similar(
     rules = dataclasses.replace(rules, exclude_ids=(*rules.exclude_ids, article_id))
     with tel.span("index.search", k=k), tel.timer(tel.metrics.search_seconds):
         items = model.index.search(vector, k, rules)
-    return SimilarItems(article_id=article_id, model_version=model.version, items=to_items(items))
+    return JsonBody(
+        {"article_id": article_id, "model_version": model.version, "items": item_dicts(items)}
+    )
 
 
 @router.get("/popular", response_model=Popular, responses={**BAD_INPUT, **NOT_LIVE})
-async def popular(model: Model, rules: ItemRules, k: K = 10) -> Popular:
+async def popular(model: Model, rules: ItemRules, k: K = 10) -> JsonBody:
     """Trending (time-decayed popularity) with the same filters and exclusions."""
-    return Popular(model_version=model.version, items=to_items(model.trending.top(k, rules)))
+    items = item_dicts(model.trending.top(k, rules))
+    return JsonBody({"source": "trending", "model_version": model.version, "items": items})

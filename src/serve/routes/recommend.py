@@ -10,7 +10,7 @@ from recsys.diversity import mmr_for
 from serve.deps import Model, State
 from serve.params import CustomerId, ItemRules, K
 from serve.recommender import Ask, rank
-from serve.responses import BAD_INPUT, NOT_LIVE, to_items
+from serve.responses import BAD_INPUT, NOT_LIVE, JsonBody, item_dicts
 from serve.schemas import Recommendations
 
 router = APIRouter(tags=["recommendations"])
@@ -42,7 +42,7 @@ async def recommend(
             "default RECSYS_DIVERSITY_LAMBDA",
         ),
     ] = None,
-) -> Recommendations:
+) -> JsonBody:
     """Personalised top-k from the customer's vector, inside the index's filters, never an
     article they bought; trending (with the same rules) for an unknown customer or when
     Redis or the index is down, flagged by `source` and `fallback_reason`."""
@@ -53,19 +53,19 @@ async def recommend(
         mmr=mmr_for(k, relevance),
         explain_top_k=explain_top_k if explain else None,
     )
-    ranked = await rank(
-        model, state.redis, customer_id, ask, state.settings.redis_timeout_s, state.telemetry
-    )
+    ranked = await rank(model, state.hot_redis, customer_id, ask, state.telemetry)
     metrics = state.telemetry.metrics
     metrics.requests.labels(ranked.source).inc()
     if ranked.fallback_reason:
         metrics.fallbacks.labels(ranked.fallback_reason).inc()
-    return Recommendations(
-        customer_id=customer_id,
-        source="personalized" if ranked.source == "personalized" else "trending",
-        model_version=model.version,
-        diversity_lambda=relevance,
-        items=to_items(ranked.items, ranked.explanations),
-        applied_event_id=ranked.applied_event_id,
-        fallback_reason=ranked.fallback_reason,
+    return JsonBody(
+        {
+            "customer_id": customer_id,
+            "source": ranked.source,
+            "model_version": model.version,
+            "diversity_lambda": relevance,
+            "items": item_dicts(ranked.items, ranked.explanations),
+            "applied_event_id": ranked.applied_event_id,
+            "fallback_reason": ranked.fallback_reason,
+        }
     )

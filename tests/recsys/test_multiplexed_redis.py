@@ -1,0 +1,98 @@
+"""The serving hot path's Redis client against the suite's Valkey: concurrent callers get
+their own replies, errors and timeouts stay with their call, and it reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import pytest
+import redis
+from redis.exceptions import ResponseError
+
+from recsys.multiplexed_redis import MultiplexedRedis
+from recsys.settings import Settings
+from support import TcpProxy
+
+DB = 8  # a database of its own
+
+
+@pytest.fixture
+def url(settings: Settings, redis_conn: redis.Redis) -> Iterator[str]:
+    assert settings.redis_url
+    own = settings.redis_url.rsplit("/", 1)[0] + f"/{DB}"
+    client = redis.Redis.from_url(own)
+    client.flushdb()
+    client.mset({f"k{i}": f"v{i}" for i in range(200)})
+    client.zadd("z", {"a": 1, "b": 2})
+    try:
+        yield own
+    finally:
+        client.flushdb()
+        client.close()
+
+
+def test_concurrent_callers_get_their_own_replies_in_the_selected_db(url: str) -> None:
+    async def run() -> None:
+        client = MultiplexedRedis(url, timeout_s=2)
+        try:
+            replies = await asyncio.gather(*(client.call("GET", f"k{i}") for i in range(200)))
+            assert replies == [f"v{i}".encode() for i in range(200)]
+            got = await client.execute([("ZREVRANGE", "z", 0, -1), ("GET", "missing")])
+            assert got == [[b"b", b"a"], None]
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_an_error_reply_fails_only_its_call(url: str) -> None:
+    async def run() -> None:
+        client = MultiplexedRedis(url, timeout_s=2)
+        try:
+            bad = client.call("INCR", "k1")  # not an integer
+            good = client.call("GET", "k2")
+            results = await asyncio.gather(bad, good, return_exceptions=True)
+            assert isinstance(results[0], ResponseError)
+            assert results[1] == b"v2"
+            assert await client.call("GET", "k3") == b"v3"
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_hanging_server_times_out_and_the_client_reconnects_after(url: str) -> None:
+    target = urlparse(url)
+    proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 6379))
+
+    async def run() -> None:
+        client = MultiplexedRedis(f"redis://127.0.0.1:{proxy.port}{target.path}", timeout_s=0.3)
+        try:
+            assert await client.call("GET", "k1") == b"v1"
+            proxy.set_mode("blackhole")  # cuts the open connection, then hangs new ones
+            with pytest.raises(ConnectionError):
+                await client.call("GET", "k1")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                await client.call("GET", "k1")
+            assert loop.time() - started < 1.0
+            proxy.set_mode("refuse")
+            with pytest.raises((ConnectionError, OSError, TimeoutError)):
+                await client.call("GET", "k1")
+            proxy.set_mode("forward")
+            assert await client.call("GET", "k4") == b"v4"
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        proxy.close()
+
+
+def test_unsupported_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="scheme"):
+        MultiplexedRedis("unix:///tmp/redis.sock", timeout_s=1)

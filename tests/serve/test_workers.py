@@ -1,0 +1,67 @@
+"""`recsys serve` with RECSYS_API_WORKERS=2, as a user runs it: both processes answer,
+/metrics reports the sum over them, and stopping the server stops every worker."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+
+import httpx
+import psutil
+
+from batch.pipeline import BatchReport
+from recsys.engines.process import free_port, spawn
+from recsys.settings import Settings
+
+
+def _counter(text: str, name: str) -> float:
+    match = re.search(rf"^{name}(?:{{[^}}]*}})? ([\d.e+]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_two_workers_share_the_port_and_report_metrics_together(
+    settings: Settings, trained: BatchReport, known_customer: str
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "RECSYS_DATA_DIR": str(settings.data_dir),
+        "RECSYS_REDIS_URL": settings.redis_url or "",
+        "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "RECSYS_API_WORKERS": "2",
+    }
+    server = spawn(
+        "api-2-workers",
+        [sys.executable, "-m", "recsys", "serve", "--port", str(port)],
+        env=env,
+        log_path=settings.data_dir / "api-workers.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{base}/health/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        server.wait_ready(ready, timeout=90)
+        workers = psutil.Process(server.popen.pid).children(recursive=True)
+        assert len([w for w in workers if "python" in w.name().lower()]) >= 2
+        # New connections each time, so the kernel spreads them over the workers.
+        answered = 0
+        deadline = time.monotonic() + 30
+        while answered < 40 and time.monotonic() < deadline:
+            body = httpx.get(f"{base}/recommend/{known_customer}", params={"k": 3}, timeout=5)
+            assert body.status_code == 200
+            assert body.json()["source"] == "personalized"
+            answered += 1
+        metrics = httpx.get(f"{base}/metrics", timeout=5).text
+        assert _counter(metrics, "recommendation_requests_total") == answered
+    finally:
+        server.stop()
+    assert not server.alive()
+    for worker in workers:
+        assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
