@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     kafka_fetch_wait_max_ms: Annotated[int, Field(ge=0)] = 5
     kafka_produce_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     updater_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    # Where `recsys updater` serves its Prometheus metrics (port 0: not served).
+    updater_metrics_host: str = "127.0.0.1"
+    updater_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9101
     drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
     archiver_group: str = "recsys-archiver"
     # One Delta commit per batch: larger batches, fewer small files; the interval bounds
