@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol
 
@@ -21,6 +21,7 @@ from recsys.settings import Settings
 if TYPE_CHECKING:
     import redis
     from confluent_kafka import Consumer
+    from prometheus_client import CollectorRegistry
     from pyspark.sql import SparkSession
 
     from batch.evaluation import ModelSpec
@@ -344,6 +345,36 @@ def bench_serve(
     _write_json(json_out, {"benchmark": "serve", **dataclasses.asdict(result)})
 
 
+@bench_app.command("stream")
+def bench_stream(
+    events: Annotated[int, typer.Option(min=1_000, help="Events for the throughput run")] = 100_000,
+    customers: Annotated[int, typer.Option(min=100)] = 20_000,
+    articles: Annotated[int, typer.Option(min=100)] = 5_000,
+    transactions: Annotated[int, typer.Option(min=1_000)] = 300_000,
+    rate: Annotated[float, typer.Option(min=1, help="Events/s of the freshness run")] = 500.0,
+    duration: Annotated[float, typer.Option(min=2, help="Seconds of the freshness run")] = 20.0,
+    json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/stream.json"),
+) -> None:
+    """The updater's events/s with one process, and freshness at a steady event rate."""
+    from dataclasses import asdict
+
+    from stream import bench_stream as bench
+
+    settings = _settings()
+    result = bench.run(
+        settings,
+        events=events,
+        customers=customers,
+        articles=articles,
+        transactions=transactions,
+        work_dir=settings.data_dir / "bench",
+        freshness_rate=rate,
+        freshness_duration_s=duration,
+    )
+    console.print(bench.table(result))
+    _write_json(json_out, {"benchmark": "stream", **asdict(result)})
+
+
 @bench_app.command("bare-server", hidden=True)
 def bench_bare_server(
     port: Annotated[int, typer.Option()],
@@ -512,16 +543,28 @@ def updater() -> None:
     """Consume purchase events and move each customer's vector (EMA), once per event."""
     from confluent_kafka import Producer
 
+    from observability.tracing import shutdown as shutdown_tracing
+    from observability.tracing import tracer_provider
     from recsys.stores import redis_client
     from stream.bus import producer_config
+    from stream.metrics import UpdaterMetrics
     from stream.updater import Updater
+
+    settings = _settings()
+    metrics = UpdaterMetrics()
+    provider = tracer_provider(settings, "recsys-updater")
 
     def make(settings: Settings, endpoints: Endpoints, consumer: Consumer) -> Worker:
         client = redis_client(endpoints.require_redis(), settings.redis_timeout_s * 4)
         dlq = Producer(producer_config(endpoints.require_kafka(), settings))
-        return Updater(settings, client, consumer, dlq)
+        tracer = provider.get_tracer("recsys.stream")
+        return Updater(settings, client, consumer, dlq, metrics=metrics, tracer=tracer)
 
-    _run_consumer(lambda s: s.updater_group, {"redis", "kafka"}, make)
+    try:
+        with _metrics_server(settings, metrics.registry):
+            _run_consumer(lambda s: s.updater_group, {"redis", "kafka"}, make)
+    finally:
+        shutdown_tracing(provider)
 
 
 @app.command()
@@ -566,6 +609,78 @@ def _run_consumer(
             make(settings, endpoints, consumer).run(stop)
         finally:
             consumer.close()
+
+
+@contextlib.contextmanager
+def _metrics_server(settings: Settings, registry: CollectorRegistry) -> Iterator[None]:
+    """Serve a worker's Prometheus registry over HTTP while it runs (port 0: not at all)."""
+    from prometheus_client import start_http_server
+
+    if not settings.updater_metrics_port:
+        yield
+        return
+    host, port = settings.updater_metrics_host, settings.updater_metrics_port
+    try:
+        server, _ = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        # Events matter more than their metrics: consume anyway, and say so loudly.
+        log.warning("metrics NOT served: %s:%d is taken (%s); set RECSYS_UPDATER_METRICS_PORT",
+                    host, port, exc)  # fmt: skip
+        yield
+        return
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@app.command()
+def simulate(
+    input_dir: Annotated[Path, typer.Option("--input", help="The CSVs the model was trained on")],
+    api_url: Annotated[str | None, typer.Option(help="Default: this machine's API port")] = None,
+    rate: Annotated[float, typer.Option(min=0.1, help="Target purchases per second")] = 20.0,
+    duration: Annotated[float, typer.Option(min=1, help="Seconds")] = 60.0,
+    max_events: Annotated[int, typer.Option(min=1)] = 100_000,
+    max_requests: Annotated[int, typer.Option(min=1)] = 1_000_000,
+    bad_share: Annotated[float, typer.Option(min=0, max=1, help="Requests meant to fail")] = 0.02,
+    drift_fraction: Annotated[float, typer.Option(min=0, max=1)] = 0.2,
+    drift_at: Annotated[float, typer.Option(min=0, max=1, help="Share of the run")] = 0.5,
+    freshness_every: Annotated[int, typer.Option(min=0, help="Probe every Nth purchase")] = 10,
+    concurrency: Annotated[int, typer.Option(min=1)] = 32,
+    seed: Annotated[int, typer.Option()] = 7,
+    json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/simulate.json"),
+) -> None:
+    """Realistic shop traffic against a local API (loopback only), bounded in time and
+    count: events/s, latency percentiles, errors, and freshness of applied purchases."""
+    from simulator import SimulationConfig, SimulatorError, report_table
+    from simulator import simulate as run_simulation
+
+    settings = _settings()
+    try:
+        config = SimulationConfig(
+            input_dir=input_dir,
+            api_url=api_url or f"http://127.0.0.1:{settings.api_port}",
+            rate_per_s=rate,
+            duration_s=duration,
+            max_events=max_events,
+            max_requests=max_requests,
+            bad_request_share=bad_share,
+            drift_fraction=drift_fraction,
+            drift_at=drift_at,
+            freshness_every=freshness_every,
+            concurrency=concurrency,
+            seed=seed,
+        )
+        report = run_simulation(config)
+    except SimulatorError as exc:
+        fail(str(exc))
+    console.print(report_table(report))
+    _write_json(json_out, {"benchmark": "simulate", **report.to_dict()})
+    if report.error_count:
+        console.print(f"[red]{report.error_count} requests failed (5xx or transport)[/red]")
+        raise typer.Exit(1)
 
 
 @app.command()

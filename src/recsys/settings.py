@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 500
     kafka_fetch_wait_max_ms: Annotated[int, Field(ge=0)] = 5
     kafka_produce_timeout_s: Annotated[float, Field(gt=0)] = 5.0
-    updater_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    # At most this many events per Redis round trip (2000: 14.6k events/s, 500: 10.4k).
+    updater_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 2_000
     # Where `recsys updater` serves its Prometheus metrics (port 0: not served).
     updater_metrics_host: str = "127.0.0.1"
     updater_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9101
@@ -103,7 +104,6 @@ class Settings(BaseSettings):
     # Server processes sharing the port. Each loads its own copy of the served index
     # (~300 MB at 100k items); two on two cores about double throughput.
     api_workers: Annotated[int, Field(ge=1, le=64)] = 1
-    default_k: Annotated[int, Field(ge=1, le=50)] = 10
     # MMR trade-off when a request names none: 1 is pure relevance, 0 pure diversity.
     # 1: on H&M-schema data any MMR cost >= 15% NDCG@10 (docs/evaluation.md).
     diversity_lambda: Annotated[float, Field(ge=0, le=1)] = 1.0

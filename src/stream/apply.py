@@ -4,6 +4,12 @@ An event's marker, the new vector, the history, the last-applied event id and th
 customer's purchase counts are written by one Lua script, so a replayed or duplicated
 event never moves a vector twice. The updater and the promotion replay both go through
 here.
+
+The EMA is computed here, in Python (the one function the replay evaluation uses too),
+from the vector read before; the script writes only if the stored vector is still that
+one. Two writers of one customer (the updater and a promotion replay on a candidate)
+can therefore never lose each other's update: the loser sees a conflict, re-reads and
+tries again.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import redis
+from redis.exceptions import RedisError
 
 from recsys import keys
 from recsys.events import Event
@@ -20,11 +27,17 @@ from recsys.vectors import Vector, decode, encode
 from stream.ema import ema_update
 
 # KEYS: applied marker, user vector, history, last event, profile counts.
-# ARGV: vector bytes (empty: leave the vector), marker ttl s, article id, ts, event id, max history.
+# ARGV: new vector bytes (empty: leave the vector), marker ttl s, article id, ts, event id,
+#       max history, the vector the new one was computed from (empty: there was none).
+# Returns 1 applied, 0 applied before (a duplicate), -1 the vector changed meanwhile.
 APPLY_SCRIPT = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[7] then
+  return -1
+end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
 if ARGV[1] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1])
 end
@@ -45,6 +58,11 @@ return 1
 """
 
 APPLIED_MARKER_TTL_S = 14 * 24 * 3600  # longer than any replay window
+CONFLICT_RETRIES = 20
+
+
+class ApplyConflictError(RedisError):
+    """Another writer kept changing a customer's vector; the batch is retried later."""
 
 
 class EventApplier:
@@ -67,30 +85,48 @@ class EventApplier:
 
     def apply(self, version: str, events: Sequence[Event]) -> tuple[int, int]:
         """Apply events (in order) to version; return (applied, skipped as duplicates)."""
+        flags = self.apply_each(version, events)
+        return sum(flags), len(flags) - sum(flags)
+
+    def apply_each(self, version: str, events: Sequence[Event]) -> list[bool]:
+        """Apply events (in order) to version; per event, whether this call applied it
+        (False: it had been applied before)."""
+        flags: list[bool] = [False] * len(events)
+        pending = list(range(len(events)))
+        for _ in range(CONFLICT_RETRIES):
+            outcomes = self._attempt(version, [events[i] for i in pending])
+            for position, outcome in zip(pending, outcomes, strict=True):
+                flags[position] = outcome is True
+            # A conflict stops a customer's chain; their later events conflict too and
+            # go again, in order, from a fresh read.
+            pending = [p for p, o in zip(pending, outcomes, strict=True) if o is None]
+            if not pending:
+                return flags
+        raise ApplyConflictError(f"{len(pending)} events kept conflicting; retrying the batch")
+
+    def _attempt(self, version: str, events: Sequence[Event]) -> list[bool | None]:
+        """One pass: per event True applied, False a duplicate, None a conflict."""
+        # No duplicate check up front: the script checks each event's marker, and a
+        # duplicate inside a customer's chain makes that customer's later events conflict,
+        # so they go again from a fresh read (rare: redeliveries after a crash).
         customers = list(dict.fromkeys(e.customer_id for e in events))
-        pipe = self.client.pipeline(transaction=False)
-        for event in events:
-            pipe.exists(keys.applied_event(version, event.customer_id, event.event_id))
-        for customer in customers:
-            pipe.get(keys.user_vector(version, customer))
-        results = pipe.execute()
-        already = results[: len(events)]
+        raws = self.client.mget([keys.user_vector(version, c) for c in customers])
         users: dict[str, Vector | None] = {
-            c: decode(raw) for c, raw in zip(customers, results[len(events) :], strict=True)
+            c: decode(raw) for c, raw in zip(customers, raws, strict=True)
         }
         items = self._item_vectors(version, [e.article_id for e in events])
         default_norm = self._default_norm(version)
 
         pipe = self.client.pipeline(transaction=False)
-        planned = 0
-        by_customer: dict[str, list[Event]] = defaultdict(list)
-        for event, seen in zip(events, already, strict=True):
-            if not seen:
-                by_customer[event.customer_id].append(event)
+        planned: list[int] = []  # positions in events, in the order of the scripts
+        by_customer: dict[str, list[tuple[int, Event]]] = defaultdict(list)
+        for position, event in enumerate(events):
+            by_customer[event.customer_id].append((position, event))
         for customer, own_events in by_customer.items():
             vector = users[customer]
             # One customer's events are in order (keyed partition), so the chain is too.
-            for event in own_events:
+            for position, event in own_events:
+                before = vector
                 item = items.get(event.article_id)
                 if item is not None:
                     vector = ema_update(vector, item, self.settings.ema_rate, default_norm)
@@ -109,12 +145,16 @@ class EventApplier:
                         int(event.ts.timestamp()),
                         event.event_id,
                         self.settings.history_max_items,
+                        encode(before) if before is not None else b"",
                     ],
                     client=pipe,
                 )
-                planned += 1
-        applied = sum(int(r) for r in pipe.execute()) if planned else 0
-        return applied, len(events) - applied
+                planned.append(position)
+        outcomes: list[bool | None] = [False] * len(events)
+        if planned:
+            for position, result in zip(planned, pipe.execute(), strict=True):
+                outcomes[position] = None if int(result) < 0 else bool(int(result))
+        return outcomes
 
     def _item_vectors(self, version: str, article_ids: Sequence[str]) -> dict[str, Vector]:
         # Item vectors never change within a version, so they are fetched once each.

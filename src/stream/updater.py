@@ -2,25 +2,37 @@
 
 At-least-once from Kafka, exactly-once in effect: each event is applied by one atomic
 Redis step (stream/apply.py), and offsets are committed only after that write.
+
+Each event continues the trace its message carries (the API's request): a consumer
+span per event, with the batch's Redis write as its child.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import redis
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, Message, Producer, TopicPartition
+from opentelemetry.propagate import extract
+from opentelemetry.trace import NoOpTracer, SpanKind, Tracer, set_span_in_context
 from pydantic import ValidationError
 
 from recsys.events import Event
 from recsys.settings import Settings
 from stream.apply import EventApplier
+from stream.metrics import UpdaterMetrics
 from stream.offsets import commit_processed
 
 log = logging.getLogger(__name__)
+
+# The consumer lag gauge asks the broker for watermarks at most this often.
+LAG_EVERY_S = 1.0
+# How long one wait for the next message lasts (the stop flag is checked between).
+WAIT_S = 0.1
 
 
 @dataclass
@@ -38,18 +50,45 @@ class Updater:
         client: redis.Redis,
         consumer: Consumer,
         dlq_producer: Producer,
+        *,
+        metrics: UpdaterMetrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
         self.consumer = consumer
         self.dlq = dlq_producer
         self.applier = EventApplier(settings, client)
+        self.metrics = metrics or UpdaterMetrics()
+        self.tracer = tracer or NoOpTracer()
+        self._tracing = not isinstance(self.tracer, NoOpTracer)
+        self._lag_checked = 0.0
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            messages = self.consumer.consume(self.settings.updater_batch_size, 0.1)
+            # Wait for one message, then take whatever else is already fetched: a quiet
+            # stream applies each event at once, a busy one in large batches.
+            messages = self.consumer.consume(1, WAIT_S)
             if messages:
+                messages += self.consumer.consume(self.settings.updater_batch_size - 1, 0)
                 self._process_until_done(messages, stop)
+            if time.monotonic() - self._lag_checked >= LAG_EVERY_S:
+                self._update_lag()
+
+    def _update_lag(self) -> None:
+        """Per assigned partition: the broker's high watermark less our position."""
+        self._lag_checked = time.monotonic()
+        try:
+            assigned = self.consumer.assignment()
+            self.metrics.lag.clear()  # partitions given away in a rebalance drop out
+            for tp in self.consumer.position(assigned) if assigned else []:
+                _, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=1.0, cached=False
+                )
+                lag = max(0, high - tp.offset) if tp.offset >= 0 else high
+                self.metrics.lag.labels(str(tp.partition)).set(lag)
+        except Exception as exc:  # a metric must never stop the updater
+            log.debug("could not read the consumer lag: %s", exc)
 
     def _process_until_done(self, messages: Sequence[Message], stop: threading.Event) -> None:
         """Retry a batch on Redis errors with backoff; its offsets wait until it succeeds."""
@@ -61,13 +100,14 @@ class Updater:
             except redis.RedisError as exc:
                 if stop.is_set():
                     return  # not committed: redelivered to whoever consumes next
+                self.metrics.redis_retries.inc()
                 log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
 
     def process(self, messages: Sequence[Message]) -> BatchOutcome:
         outcome = BatchOutcome()
-        events: list[Event] = []
+        received: list[tuple[Event, Message]] = []
         for message in messages:
             if message.error() is not None:
                 continue
@@ -75,17 +115,70 @@ class Updater:
             if event is None:
                 outcome.dead_lettered += 1
             else:
-                events.append(event)
+                received.append((event, message))
         if outcome.dead_lettered:
             self.dlq.flush(self.settings.kafka_produce_timeout_s)
-        if events:
+            self.metrics.dead_lettered.inc(outcome.dead_lettered)
+            self.metrics.processed.labels("dead_lettered").inc(outcome.dead_lettered)
+        if received:
+            started = time.time_ns()
+            events = [event for event, _ in received]
+            applied_anywhere = [False] * len(events)
             outcome.versions = self.applier.active_versions()
             for version in outcome.versions:
-                applied, duplicates = self.applier.apply(version, events)
-                outcome.applied += applied
-                outcome.duplicates += duplicates
+                flags = self.applier.apply_each(version, events)
+                applied_anywhere = [a or f for a, f in zip(applied_anywhere, flags, strict=True)]
+                outcome.applied += sum(flags)
+                outcome.duplicates += len(flags) - sum(flags)
+            self._observe(received, applied_anywhere, outcome, started)
         commit_processed(self.consumer, messages)
         return outcome
+
+    def _observe(
+        self,
+        received: list[tuple[Event, Message]],
+        applied: list[bool],
+        outcome: BatchOutcome,
+        started_ns: int,
+    ) -> None:
+        """Metrics for the batch, and with tracing on a span per event under the trace
+        its message carried."""
+        written = time.time()
+        fresh = sum(applied)
+        self.metrics.processed.labels("applied").inc(fresh)
+        self.metrics.processed.labels("duplicate").inc(len(applied) - fresh)
+        self.metrics.duplicates.inc(outcome.duplicates)
+        for _, message in received:
+            kind, millis = message.timestamp()
+            if kind != TIMESTAMP_NOT_AVAILABLE and millis > 0:
+                self.metrics.processing_seconds.observe(max(0.0, written - millis / 1000))
+        if not self._tracing:
+            return
+        ended = time.time_ns()
+        for (event, message), was_applied in zip(received, applied, strict=True):
+            carrier = _carrier(message)
+            span = self.tracer.start_span(
+                "updater.apply",
+                context=extract(carrier),
+                kind=SpanKind.CONSUMER,
+                start_time=started_ns,
+                attributes={
+                    "messaging.destination.name": message.topic() or "",
+                    "messaging.kafka.partition": message.partition() or 0,
+                    "recsys.event_id": event.event_id,
+                    "recsys.applied": was_applied,
+                    "recsys.model_versions": ",".join(outcome.versions),
+                },
+            )
+            write = self.tracer.start_span(
+                "redis.apply_events",
+                context=set_span_in_context(span),
+                kind=SpanKind.CLIENT,
+                start_time=started_ns,
+                attributes={"db.system": "redis", "recsys.batch_size": len(received)},
+            )
+            write.end(end_time=ended)
+            span.end(end_time=ended)
 
     def _parse_or_dead_letter(self, message: Message) -> Event | None:
         raw = message.value() or b""
@@ -106,3 +199,15 @@ class Updater:
                 "dead-lettered a message from partition %s: %s", message.partition(), reason
             )
             return None
+
+
+def _carrier(message: Message) -> dict[str, str]:
+    """The message's headers as a trace-context carrier."""
+    out: dict[str, str] = {}
+    for header in message.headers() or []:
+        name, value = header[0], header[1]
+        if isinstance(value, bytes):
+            out[str(name)] = value.decode(errors="replace")
+        elif isinstance(value, str):
+            out[str(name)] = value
+    return out
