@@ -157,12 +157,16 @@ class RunShape:
     folder: Path
 
 
-def start_server(argv: list[str], env: dict[str, str], port: int, log: Path) -> ManagedProcess:
+def start_server(
+    argv: list[str], env: dict[str, str], port: int, log: Path, ready_path: str = "/health/live"
+) -> ManagedProcess:
+    """A server process on 127.0.0.1:port, returned once ready_path answers 200."""
     process = spawn("bench-server", argv, env=env, log_path=log)
 
     def answers() -> bool:
         try:
-            return httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200
+            url = f"http://127.0.0.1:{port}{ready_path}"
+            return httpx.get(url, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -139,19 +139,12 @@ def updater_throughput(env: dict[str, str], topic: str, n: int, log: Path) -> tu
 
 
 def start_api(env: dict[str, str], log: Path) -> tuple[ManagedProcess, str]:
+    """`recsys serve` on a free port, once it is ready to recommend."""
+    from serve.bench_serve import start_server
+
     port = free_port()
-    process = spawn("bench-api", [sys.executable, "-m", "recsys", "serve", "--port", str(port)],
-                    env=env, log_path=log)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/health/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    process.wait_ready(ready, timeout=120)
-    return process, url
+    argv = [sys.executable, "-m", "recsys", "serve", "--port", str(port)]
+    return start_server(argv, env, port, log, "/health/ready"), f"http://127.0.0.1:{port}"
 
 
 def table(result: StreamBench) -> Table:

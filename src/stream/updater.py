@@ -82,8 +82,10 @@ class Updater:
             assigned = self.consumer.assignment()
             self.metrics.lag.clear()  # partitions given away in a rebalance drop out
             for tp in self.consumer.position(assigned) if assigned else []:
+                # Cached: the high watermark comes with every fetch response, so reading
+                # it costs no broker round trip inside the consume loop.
                 _, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=1.0, cached=False
+                    TopicPartition(tp.topic, tp.partition), cached=True
                 )
                 lag = max(0, high - tp.offset) if tp.offset >= 0 else high
                 self.metrics.lag.labels(str(tp.partition)).set(lag)
@@ -131,7 +133,9 @@ class Updater:
                 outcome.applied += sum(flags)
                 outcome.duplicates += len(flags) - sum(flags)
             self._observe(received, applied_anywhere, outcome, started)
-        commit_processed(self.consumer, messages)
+        # Asynchronous: the next batch need not wait for the broker. A commit that fails
+        # only means redelivery, and the markers skip what was applied.
+        commit_processed(self.consumer, messages, asynchronous=True)
         return outcome
 
     def _observe(

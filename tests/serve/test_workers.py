@@ -12,8 +12,9 @@ import httpx
 import psutil
 
 from batch.pipeline import BatchReport
-from recsys.engines.process import free_port, spawn
+from recsys.engines.process import free_port
 from recsys.settings import Settings
+from serve.bench_serve import start_server
 
 
 def _counter(text: str, name: str) -> float:
@@ -32,22 +33,15 @@ def test_two_workers_share_the_port_and_report_metrics_together(
         "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
         "RECSYS_API_WORKERS": "2",
     }
-    server = spawn(
-        "api-2-workers",
+    server = start_server(
         [sys.executable, "-m", "recsys", "serve", "--port", str(port)],
-        env=env,
-        log_path=settings.data_dir / "api-workers.log",
+        env,
+        port,
+        settings.data_dir / "api-workers.log",
+        "/health/ready",
     )
     base = f"http://127.0.0.1:{port}"
     try:
-
-        def ready() -> bool:
-            try:
-                return httpx.get(f"{base}/health/ready", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        server.wait_ready(ready, timeout=90)
         workers = psutil.Process(server.popen.pid).children(recursive=True)
         assert len([w for w in workers if "python" in w.name().lower()]) >= 2
         # New connections each time, so the kernel spreads them over the workers.

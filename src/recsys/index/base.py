@@ -20,9 +20,10 @@ HNSW_FROM_KB = 1_000
 # type); at 300 KB (2.4k matches) both take ~150 µs.
 FILTERED_SCAN_BELOW_KB = 300
 # HNSW beam width (ef) per query shape, at 72k x 32 (docs/benchmarks.md): unfiltered,
-# ef 64 reaches recall@10 0.999 against exact search in 150 µs (128: 1.000 in 240 µs);
-# a filter on product group or type needs the wider beam to keep every group >= 0.95.
-SEARCH_EF = 64
+# ef 32 reaches recall@10 0.995 against exact search in 94 µs (64: 0.999 in 154 µs;
+# 128: 1.000 in 241 µs); a filter on product group or type needs the wider beam to
+# keep the worst group near 0.95.
+SEARCH_EF = 32
 FILTERED_SEARCH_EF = 128
 
 
