@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import redis
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from recsys.engines.tansu import tansu_binary
 from recsys.engines.valkey import valkey_binary
@@ -32,6 +35,15 @@ def engine_processes() -> list[psutil.Process]:
 
 def engine_pids() -> set[int]:
     return {p.pid for p in engine_processes()}
+
+
+def new_topic(settings: Settings, partitions: int = 2) -> str:
+    """A topic of the test's own on the suite's broker."""
+    assert settings.kafka_bootstrap_servers
+    name = f"events-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(10)
+    return name
 
 
 @contextlib.contextmanager

@@ -309,52 +309,25 @@ def run(
     work_dir: Path,
 ) -> ServeBench:
     """Generate, train, serve, load: everything in its own data dir and engines."""
-    import os
-
-    from batch.generate import generate
-    from batch.pipeline import run_batch
-    from recsys.engines.embedded import EmbeddedEngines
+    from batch.bench_stack import trained_stack
     from recsys.model_store import read_factors, shard_dir
-    from recsys.progress import Steps
-    from recsys.spark import spark_session
-    from recsys.stores import redis_client
-    from stream.bus import ensure_topics
 
     require_wrk()
-    input_dir = work_dir / f"serve-{articles}-{customers}-{transactions}"
-    if not (input_dir / "transactions_train.csv").exists():
-        generate(input_dir, customers=customers, articles=articles, transactions=transactions,
-                 seed=3)  # fmt: skip
-    data_dir = work_dir / "serve-run"
-    shutil.rmtree(data_dir, ignore_errors=True)
-    own = settings.model_copy(
-        update={"data_dir": data_dir, "redis_url": None, "kafka_bootstrap_servers": None,
-                "qdrant_url": None}
-    )  # fmt: skip
     result = ServeBench(articles, customers, transactions, duration_s, connections,
                         settings.api_workers)  # fmt: skip
-    with EmbeddedEngines(own, {"redis", "kafka"}) as endpoints:
-        ensure_topics(endpoints.require_kafka(), own)
-        client = redis_client(endpoints.require_redis(), 60)
-        try:
-            with spark_session(own, "recsys-bench-serve") as spark, Steps(enabled=False) as steps:
-                report = run_batch(own, input_dir, client, steps, spark)
-        finally:
-            client.close()
-        factors = read_factors(own.models_dir, report.version)
+    with trained_stack(settings, work_dir, "serve", customers=customers, articles=articles,
+                       transactions=transactions, seed=3) as stack:  # fmt: skip
+        models, version = stack.settings.models_dir, stack.report.version
+        data_dir = stack.settings.data_dir
+        factors = read_factors(models, version)
         rng = np.random.default_rng(5)
-        picked = rng.choice(len(factors["user_ids"]), size=1_000, replace=False)
+        users = len(factors["user_ids"])
+        picked = rng.choice(users, size=min(1_000, users), replace=False)
         sample = [str(c) for c in factors["user_ids"][picked]]
         result.ann_recall_at_10 = ann_recall(
-            shard_dir(own.models_dir, report.version), factors["user_factors"][picked]
+            shard_dir(models, version), factors["user_factors"][picked]
         )
-        env = {
-            **os.environ,
-            "RECSYS_DATA_DIR": str(data_dir),
-            "RECSYS_REDIS_URL": endpoints.require_redis(),
-            "RECSYS_KAFKA_BOOTSTRAP_SERVERS": endpoints.require_kafka(),
-            "RECSYS_API_WORKERS": str(settings.api_workers),
-        }
+        env = {**stack.child_env(), "RECSYS_API_WORKERS": str(settings.api_workers)}
         with tempfile.TemporaryDirectory(prefix="recsys-bench-serve-") as tmp:
             folder = Path(tmp)
             api_port, bare_port = free_port(), free_port()

@@ -15,9 +15,7 @@ GET /recommend until that event's id comes back as `applied_event_id`.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -129,6 +127,11 @@ def updater_throughput(env: dict[str, str], topic: str, n: int, log: Path) -> tu
                 first_count = done
             if done >= n and first is not None:
                 seconds = now - first
+                if done - first_count < n / 2:
+                    raise RuntimeError(
+                        f"the updater applied {n} events before they could be timed: "
+                        "run with more --events"
+                    )
                 return (n - first_count) / seconds, seconds
             if not process.alive():
                 raise RuntimeError(f"the updater died:\n{process.log_text()[-2000:]}")
@@ -168,19 +171,6 @@ def table(result: StreamBench) -> Table:
     return out
 
 
-def clean(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def child_env(settings: Settings, redis_url: str, bootstrap: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "RECSYS_DATA_DIR": str(settings.data_dir),
-        "RECSYS_REDIS_URL": redis_url,
-        "RECSYS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-    }
-
-
 def run(
     settings: Settings,
     *,
@@ -193,45 +183,25 @@ def run(
     freshness_duration_s: float = 20.0,
 ) -> StreamBench:
     """Generate, train, then measure: everything in its own data dir and engines."""
-    from batch.generate import generate
-    from batch.pipeline import run_batch
-    from recsys.engines.embedded import EmbeddedEngines
+    from batch.bench_stack import trained_stack
     from recsys.model_store import read_factors
-    from recsys.progress import Steps
-    from recsys.spark import spark_session
-    from recsys.stores import redis_client
-    from stream.bus import ensure_topics
 
-    input_dir = work_dir / f"stream-{articles}-{customers}-{transactions}"
-    if not (input_dir / "transactions_train.csv").exists():
-        generate(input_dir, customers=customers, articles=articles, transactions=transactions,
-                 seed=5)  # fmt: skip
-    data_dir = work_dir / "stream-run"
-    clean(data_dir)
-    own = settings.model_copy(
-        update={"data_dir": data_dir, "redis_url": None, "kafka_bootstrap_servers": None,
-                "qdrant_url": None}
-    )  # fmt: skip
     result = StreamBench(events)
-    with EmbeddedEngines(own, {"redis", "kafka"}) as endpoints:
-        bootstrap, redis_url = endpoints.require_kafka(), endpoints.require_redis()
-        ensure_topics(bootstrap, own)
-        client = redis_client(redis_url, 60)
-        try:
-            with spark_session(own, "recsys-bench-stream") as spark, Steps(enabled=False) as s:
-                report = run_batch(own, input_dir, client, s, spark)
-        finally:
-            client.close()
-        factors = read_factors(own.models_dir, report.version)
+    with trained_stack(settings, work_dir, "stream", customers=customers, articles=articles,
+                       transactions=transactions, seed=5) as stack:  # fmt: skip
+        own, data_dir = stack.settings, stack.settings.data_dir
+        factors = read_factors(own.models_dir, stack.report.version)
         planned = skewed_events(factors["user_ids"], factors["item_ids"], events, seed=9)
-        topic = fill_topic(bootstrap, own, planned)
-        env = child_env(own, redis_url, bootstrap)
+        topic = fill_topic(stack.endpoints.require_kafka(), own, planned)
+        env = stack.child_env()
         result.updater_events_per_s, result.updater_seconds = updater_throughput(
             env, topic, events, data_dir / "bench-updater.log"
         )
         rng = np.random.default_rng(17)
-        some_customers = [str(c) for c in rng.choice(factors["user_ids"], 2_000, replace=False)]
-        some_articles = [str(a) for a in rng.choice(factors["item_ids"], 2_000, replace=False)]
+        some_customers, some_articles = (
+            [str(x) for x in rng.choice(ids, min(2_000, len(ids)), replace=False)]
+            for ids in (factors["user_ids"], factors["item_ids"])
+        )
         fresh = freshness_at_rate(env, freshness_rate, freshness_duration_s, data_dir,
                                   some_customers, some_articles)  # fmt: skip
         result.freshness_rate_per_s = fresh.background_events_per_s

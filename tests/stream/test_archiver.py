@@ -9,14 +9,11 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
@@ -26,17 +23,10 @@ from recsys.events import Event
 from recsys.settings import Settings
 from stream.archiver import Archiver
 from stream.bus import consumer_config, pending_events, producer_config
+from support import new_topic
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
-
-
-def _topic(settings: Settings) -> str:
-    assert settings.kafka_bootstrap_servers
-    name = f"events-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    admin.create_topics([NewTopic(name, 2, 1)])[name].result(10)
-    return name
 
 
 def _event(i: int, article: str = "0108775001") -> Event:
@@ -57,7 +47,7 @@ def test_duplicates_and_poison_are_archived_once_or_not_at_all(
 ) -> None:
     bootstrap = settings.kafka_bootstrap_servers
     assert bootstrap
-    topic = _topic(settings)
+    topic = new_topic(settings)
     own = settings.model_copy(
         update={
             "data_dir": tmp_path / "data",
@@ -123,7 +113,7 @@ def _archiver_process(own: Settings, log: Path) -> subprocess.Popen[bytes]:
 def test_kill_mid_stream_loses_and_duplicates_nothing(settings: Settings, tmp_path: Path) -> None:
     bootstrap = settings.kafka_bootstrap_servers
     assert bootstrap
-    topic = _topic(settings)
+    topic = new_topic(settings)
     own = settings.model_copy(
         update={"data_dir": tmp_path / "data", "events_topic": topic,
                 "archiver_group": f"arch-{topic}"}

@@ -20,8 +20,6 @@ import pandas as pd
 import pytest
 import redis
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -38,7 +36,7 @@ from stream.bus import consumer_config, pending_events, producer_config
 from stream.ema import ema_update
 from stream.metrics import UpdaterMetrics
 from stream.updater import Updater
-from support import TcpProxy
+from support import TcpProxy, new_topic
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -50,14 +48,6 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
-def _topic(settings: Settings) -> str:
-    assert settings.kafka_bootstrap_servers
-    name = f"events-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    admin.create_topics([NewTopic(name, 2, 1)])[name].result(10)
-    return name
-
-
 @pytest.fixture
 def traced(
     settings: Settings, redis_conn: redis.Redis, trained: BatchReport
@@ -65,7 +55,7 @@ def traced(
     """The API and an updater (in a thread) on their own topic, both exporting spans to
     one in-memory exporter."""
     assert settings.kafka_bootstrap_servers
-    topic = _topic(settings)
+    topic = new_topic(settings)
     own = settings.model_copy(update={"events_topic": topic, "updater_group": f"upd-{topic}"})
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -200,7 +190,7 @@ def test_kill_mid_stream_applies_every_event_exactly_once(
     EMA chain of its events in order, once each."""
     bootstrap = settings.kafka_bootstrap_servers
     assert bootstrap
-    topic = _topic(settings)
+    topic = new_topic(settings)
     own = settings.model_copy(update={"events_topic": topic, "updater_group": f"upd-{topic}"})
     version = trained.version
     articles = [str(a) for a in transactions["article_id"].drop_duplicates().head(40)]
@@ -321,7 +311,7 @@ def test_a_redis_outage_pauses_the_updater_and_loses_nothing(
     assert settings.kafka_bootstrap_servers and settings.redis_url
     target = urlparse(settings.redis_url)
     proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 6379))
-    topic = _topic(settings)
+    topic = new_topic(settings)
     own = settings.model_copy(update={"events_topic": topic, "updater_group": f"upd-{topic}"})
     through_proxy = redis.Redis.from_url(
         f"redis://127.0.0.1:{proxy.port}{target.path}", socket_timeout=0.5,
@@ -368,7 +358,7 @@ def test_two_updaters_in_one_group_share_the_partitions_and_apply_each_event_onc
     settings: Settings, redis_conn: redis.Redis, trained: BatchReport, transactions: pd.DataFrame
 ) -> None:
     assert settings.kafka_bootstrap_servers
-    topic = _topic(settings)  # two partitions
+    topic = new_topic(settings)  # two partitions
     own = settings.model_copy(update={"events_topic": topic, "updater_group": f"upd-{topic}"})
     stop = threading.Event()
     workers: list[tuple[Updater, Consumer, threading.Thread]] = []

@@ -1,0 +1,77 @@
+"""The embedded stack a benchmark measures: generated data, its own engines and data
+dir, and one batch run that makes a model version live."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from batch.pipeline import BatchReport
+from recsys.engines.embedded import Endpoints
+from recsys.settings import Settings
+
+
+@dataclass(frozen=True)
+class BenchStack:
+    settings: Settings  # its own data dir, naming the running engines
+    endpoints: Endpoints
+    input_dir: Path
+    report: BatchReport
+
+    def child_env(self) -> dict[str, str]:
+        """The environment of a `recsys` child process on this stack."""
+        return {
+            **os.environ,
+            "RECSYS_DATA_DIR": str(self.settings.data_dir),
+            **self.endpoints.as_env(),
+        }
+
+
+@contextmanager
+def trained_stack(
+    settings: Settings,
+    work_dir: Path,
+    name: str,
+    *,
+    customers: int,
+    articles: int,
+    transactions: int,
+    seed: int,
+) -> Iterator[BenchStack]:
+    """Generate the data once per size (kept in work_dir), start fresh engines in
+    `work_dir/<name>-run`, train and publish; the engines stop when the block ends."""
+    from batch.generate import generate
+    from batch.pipeline import run_batch
+    from recsys.engines.embedded import EmbeddedEngines
+    from recsys.progress import Steps
+    from recsys.spark import spark_session
+    from recsys.stores import redis_client
+    from stream.bus import ensure_topics
+
+    input_dir = work_dir / f"{name}-{articles}-{customers}-{transactions}"
+    if not (input_dir / "transactions_train.csv").exists():
+        generate(input_dir, customers=customers, articles=articles, transactions=transactions,
+                 seed=seed)  # fmt: skip
+    data_dir = work_dir / f"{name}-run"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    own = settings.model_copy(
+        update={"data_dir": data_dir, "redis_url": None, "kafka_bootstrap_servers": None,
+                "qdrant_url": None}
+    )  # fmt: skip
+    with EmbeddedEngines(own, {"redis", "kafka"}) as endpoints:
+        ensure_topics(endpoints.require_kafka(), own)
+        client = redis_client(endpoints.require_redis(), 60)
+        try:
+            with spark_session(own, f"recsys-bench-{name}") as spark, Steps(enabled=False) as s:
+                report = run_batch(own, input_dir, client, s, spark)
+        finally:
+            client.close()
+        resolved = own.model_copy(
+            update={"redis_url": endpoints.redis_url,
+                    "kafka_bootstrap_servers": endpoints.kafka_bootstrap}
+        )  # fmt: skip
+        yield BenchStack(resolved, endpoints, input_dir, report)
