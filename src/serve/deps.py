@@ -29,12 +29,20 @@ class AppState:
 # Dependencies are async: FastAPI would run a plain def in its threadpool, a thread hop
 # per request for a dictionary lookup.
 async def get_state(request: Request) -> AppState:
+    return app_state(request)
+
+
+async def get_model(request: Request) -> ServedModel:
+    return served_model(app_state(request))
+
+
+# The same as plain calls, for the hot routes that skip FastAPI's dependency solving.
+def app_state(request: Request) -> AppState:
     state: AppState = request.app.state.recsys
     return state
 
 
-async def get_model(request: Request) -> ServedModel:
-    state: AppState = request.app.state.recsys
+def served_model(state: AppState) -> ServedModel:
     model = state.model.current
     if model is None:
         raise HTTPException(503, "no model version is live yet: run `recsys batch` first")

@@ -29,7 +29,9 @@ class Contribution:
 def explain(
     recommended: dict[str, Vector], purchases: list[tuple[str, Vector]], top_k: int
 ) -> dict[str, list[Contribution]]:
-    """For each recommended article id, its top_k contributing purchases, best first."""
+    """For each recommended article id, its top_k contributing purchases, best first.
+    One matrix product and one sort for the whole list (it runs on every explained
+    request), then plain Python values."""
     if not recommended or not purchases:
         return {article_id: [] for article_id in recommended}
     bought_ids = [article_id for article_id, _ in purchases]
@@ -38,14 +40,18 @@ def explain(
     recs = unit_rows(np.stack([recommended[a] for a in rec_ids]).astype(np.float32))
     similarity = recs @ bought.T  # recommended x purchases
     take = min(top_k, len(bought_ids))
-    out: dict[str, list[Contribution]] = {}
-    for row, article_id in enumerate(rec_ids):
-        best = np.argsort(-similarity[row], kind="stable")[:take]
-        weights = np.clip(similarity[row, best], 0.0, None).astype(np.float64)
-        total = float(weights.sum())
-        shares = weights / total * 100.0 if total > 0 else np.full(take, 100.0 / take)
-        out[article_id] = [
-            Contribution(bought_ids[i], float(similarity[row, i]), float(share))
-            for i, share in zip(best, shares, strict=True)
+    best = np.argsort(-similarity, axis=1, kind="stable")[:, :take]
+    chosen = np.take_along_axis(similarity, best, axis=1).astype(np.float64)
+    weights = np.clip(chosen, 0.0, None)
+    totals = weights.sum(axis=1, keepdims=True)
+    positive = totals > 0
+    shares = np.where(positive, weights / np.where(positive, totals, 1.0) * 100.0, 100.0 / take)
+    return {
+        article_id: [
+            Contribution(bought_ids[i], sim, share)
+            for i, sim, share in zip(columns, sims, row_shares, strict=True)
         ]
-    return out
+        for article_id, columns, sims, row_shares in zip(
+            rec_ids, best.tolist(), chosen.tolist(), shares.tolist(), strict=True
+        )
+    }

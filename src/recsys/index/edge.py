@@ -13,10 +13,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 import qdrant_edge as qe
 
-from recsys.ids import item_point_id
 from recsys.index.base import (
     FILTERED_SCAN_BELOW_KB,
     FILTERED_SEARCH_EF,
@@ -25,7 +25,6 @@ from recsys.index.base import (
     IndexedItem,
     ItemFilter,
     Mmr,
-    RecordLookups,
     ScoredItem,
     search_ef,
 )
@@ -85,7 +84,7 @@ class EdgeIndexWriter:
         self.shard.close()
 
 
-class EdgeItemIndex(RecordLookups):
+class EdgeItemIndex:
     """A serving process's own copy of a version's shard."""
 
     def __init__(
@@ -109,17 +108,17 @@ class EdgeItemIndex(RecordLookups):
             ef: qe.SearchParams(hnsw_ef=ef, exact=exact) for ef in (SEARCH_EF, FILTERED_SEARCH_EF)
         }
         self.catalog = ItemCatalog()
-        self.catalog.extend(self._all_payloads())
+        self.catalog.extend(self._all_points())
 
-    def _all_payloads(self) -> Iterator[tuple[object, dict[str, Any]]]:
+    def _all_points(self) -> Iterator[tuple[object, dict[str, Any], Any]]:
         offset = None
         while True:
             request = qe.ScrollRequest(
-                offset=offset, limit=SCROLL_PAGE, with_payload=True, with_vector=False
+                offset=offset, limit=SCROLL_PAGE, with_payload=True, with_vector=True
             )
             records, offset = self.shard.scroll(request)
             for record in records:
-                yield record.id, record.payload or {}
+                yield record.id, record.payload or {}, record.vector
             if offset is None:
                 return
 
@@ -141,24 +140,20 @@ class EdgeItemIndex(RecordLookups):
                 else qe.Query.Nearest(values)
             ),
             filter=build_filter(rules),
-            with_payload=False,  # the catalogue has it
-            with_vector=with_vectors,
+            with_payload=False,  # the catalogue has payloads and vectors
+            with_vector=False,
             params=self._params[search_ef(rules)],
         )
         return [
-            self.catalog.hit(p.id, p.score, p.vector if with_vectors else None)
+            self.catalog.hit(p.id, p.score, with_vector=with_vectors)
             for p in self.shard.query(request)
         ]
 
     def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return self.catalog.metadata(article_ids)
 
-    def _records(self, article_ids: Sequence[str], with_vectors: bool) -> list[qe.Record]:
-        ids: list[int | uuid.UUID | str] = [item_point_id(a) for a in article_ids]
-        records: list[qe.Record] = self.shard.retrieve(
-            ids, with_payload=True, with_vector=with_vectors
-        )
-        return records
+    def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        return self.catalog.vectors(article_ids)
 
     def check(self) -> None:
         self.shard.info()

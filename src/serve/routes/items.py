@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 
-from serve.deps import Model, State
-from serve.params import ArticleId, ItemRules, K
+from serve.deps import app_state, served_model
+from serve.params import ArticleId, ListQuery, query_parameters
 from serve.responses import BAD_INPUT, NOT_LIVE, JsonBody, item_dicts
 from serve.schemas import ErrorBody, Popular, SimilarItems
 
@@ -22,12 +22,15 @@ router = APIRouter(tags=["items"])
         **BAD_INPUT,
         **NOT_LIVE,
     },
+    openapi_extra=query_parameters(ListQuery),
 )
-async def similar(
-    state: State, model: Model, article_id: ArticleId, rules: ItemRules, k: K = 10
-) -> JsonBody:
+async def similar(request: Request, article_id: ArticleId) -> JsonBody:
     """The items whose vectors are nearest the article's (the article itself excluded),
     with the same filters and exclusions as /recommend."""
+    query = ListQuery.of(request)
+    state = app_state(request)
+    model = served_model(state)
+    rules, k = query.rules(), query.k
     tel = state.telemetry
     tel.metrics.similar.inc()
     with tel.span("index.retrieve"), tel.timer(tel.metrics.retrieve_seconds):
@@ -42,8 +45,15 @@ async def similar(
     )
 
 
-@router.get("/popular", response_model=Popular, responses={**BAD_INPUT, **NOT_LIVE})
-async def popular(model: Model, rules: ItemRules, k: K = 10) -> JsonBody:
+@router.get(
+    "/popular",
+    response_model=Popular,
+    responses={**BAD_INPUT, **NOT_LIVE},
+    openapi_extra=query_parameters(ListQuery),
+)
+async def popular(request: Request) -> JsonBody:
     """Trending (time-decayed popularity) with the same filters and exclusions."""
-    items = item_dicts(model.trending.top(k, rules))
+    query = ListQuery.of(request)
+    model = served_model(app_state(request))
+    items = item_dicts(model.trending.top(query.k, query.rules()))
     return JsonBody({"source": "trending", "model_version": model.version, "items": items})

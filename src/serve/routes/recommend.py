@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Request
 
 from recsys.diversity import mmr_for
-from serve.deps import Model, State
-from serve.params import CustomerId, ItemRules, K
+from serve.deps import app_state, served_model
+from serve.params import CustomerId, RecommendQuery, query_parameters
 from serve.recommender import Ask, rank
 from serve.responses import BAD_INPUT, NOT_LIVE, JsonBody, item_dicts
 from serve.schemas import Recommendations
@@ -20,38 +18,24 @@ router = APIRouter(tags=["recommendations"])
     "/recommend/{customer_id}",
     response_model=Recommendations,
     responses={**BAD_INPUT, **NOT_LIVE},
+    openapi_extra=query_parameters(RecommendQuery),
 )
-async def recommend(
-    state: State,
-    model: Model,
-    customer_id: CustomerId,
-    rules: ItemRules,
-    k: K = 10,
-    explain: Annotated[
-        bool, Query(description="Say which recent purchases led to each item")
-    ] = False,
-    explain_top_k: Annotated[
-        int, Query(ge=1, le=10, description="Purchases per explanation (1-10)")
-    ] = 3,
-    diversity_lambda: Annotated[
-        float | None,
-        Query(
-            ge=0.0,
-            le=1.0,
-            description="MMR trade-off: 1 is pure relevance, 0 pure diversity; "
-            "default RECSYS_DIVERSITY_LAMBDA",
-        ),
-    ] = None,
-) -> JsonBody:
+async def recommend(request: Request, customer_id: CustomerId) -> JsonBody:
     """Personalised top-k from the customer's vector, inside the index's filters, never an
     article they bought; trending (with the same rules) for an unknown customer or when
     Redis or the index is down, flagged by `source` and `fallback_reason`."""
-    relevance = state.settings.diversity_lambda if diversity_lambda is None else diversity_lambda
+    query = RecommendQuery.of(request)
+    state = app_state(request)
+    model = served_model(state)
+    settings = state.settings
+    relevance = (
+        settings.diversity_lambda if query.diversity_lambda is None else query.diversity_lambda
+    )
     ask = Ask(
-        k=k,
-        rules=rules,
-        mmr=mmr_for(k, relevance),
-        explain_top_k=explain_top_k if explain else None,
+        k=query.k,
+        rules=query.rules(),
+        mmr=mmr_for(query.k, relevance),
+        explain_top_k=query.explain_top_k if query.explain else None,
     )
     ranked = await rank(model, state.hot_redis, customer_id, ask, state.telemetry)
     metrics = state.telemetry.metrics
