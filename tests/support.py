@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -118,3 +119,41 @@ class TcpProxy:
         for sock in (src, dst):
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+@contextlib.contextmanager
+def running_updater(settings: Settings, client: redis.Redis) -> Iterator[str]:
+    """The updater consuming the events topic in a thread, as `recsys updater` does in its
+    process, in a consumer group of its own (named by the value yielded)."""
+    from confluent_kafka import Consumer, Producer
+
+    from stream.bus import consumer_config, producer_config
+    from stream.updater import Updater
+
+    assert settings.kafka_bootstrap_servers
+    group = f"updater-test-{uuid.uuid4().hex[:8]}"
+    own = settings.model_copy(update={"updater_group": group})
+    consumer = Consumer(consumer_config(settings.kafka_bootstrap_servers, group, own))
+    consumer.subscribe([settings.events_topic])
+    producer = Producer(producer_config(settings.kafka_bootstrap_servers, own))
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=Updater(own, client, consumer, producer).run, args=(stop,), daemon=True
+    )
+    thread.start()
+    try:
+        yield group
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        consumer.close()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> None:
+    """Poll until predicate() is truthy; fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")

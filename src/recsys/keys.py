@@ -44,3 +44,36 @@ def history(customer_id: str) -> str:
 
 def last_event(customer_id: str) -> str:
     return f"{PREFIX}:last:{{{customer_id}}}"
+
+
+# --- A/B experiments (recsys.experiments.ledger) -------------------------------------
+# Impressions and the purchases credited to them. Per-customer keys share the customer's
+# hash tag, so the attribution script reads one slot for them; the per-experiment counters
+# are the exception (docs/experiments.md, "Redis").
+
+
+def experiment_impression(customer_id: str, recommendation_id: str) -> str:
+    """String: one recommendation response of an experiment (flag, experiment, variant,
+    time shown, article ids), kept for the attribution window."""
+    return f"{PREFIX}:xp:rec:{{{customer_id}}}:{recommendation_id}"
+
+
+def experiment_seen(customer_id: str) -> str:
+    """Sorted set of the customer's recommendation ids in experiments, scored by time shown."""
+    return f"{PREFIX}:xp:seen:{{{customer_id}}}"
+
+
+def experiment_attributed(customer_id: str, event_id: str) -> str:
+    """String: the outcome of attributing one purchase event (empty: credited to none)."""
+    return f"{PREFIX}:xp:att:{{{customer_id}}}:{event_id}"
+
+
+def experiment_counts(experiment: str) -> str:
+    """Hash of the experiment's counters: i:<variant> impressions, c:<variant> converted
+    impressions, p:<variant> attributed purchases."""
+    return f"{PREFIX}:xp:n:{experiment}"
+
+
+def experiment_exposed(experiment: str, variant: str) -> str:
+    """HyperLogLog of the customers a variant was shown to."""
+    return f"{PREFIX}:xp:u:{experiment}:{variant}"

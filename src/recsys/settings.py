@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     model_versions_kept: Annotated[int, Field(ge=0)] = 2
     prune_after_batch: bool = True
 
+    # Cold start (batch.content_vectors, docs/cold_start.md): articles in the catalogue
+    # nobody has bought get a vector mapped from their metadata into the ALS space, flagged
+    # `placed_by: content` in the index. False leaves them out of the index.
+    content_placement: bool = True
+
     # Online learning: the share of the way a user vector moves toward a bought item,
     # with the item scaled to the user's norm (see stream/ema.py). 0.3 is the replay's
     # best on ml-100k and within 1% of the best on the generator (docs/evaluation.md).
@@ -113,6 +118,13 @@ class Settings(BaseSettings):
     trending_half_life_days: Annotated[float, Field(gt=0)] = 7.0
     trending_size: Annotated[int, Field(ge=10)] = 500
     trending_segment_size: Annotated[int, Field(ge=10)] = 100  # per product group and type
+
+    # A/B experiments (recsys.experiments, docs/experiments.md). The file defining them
+    # (JSON or YAML); unset: no experiment runs.
+    experiments_file: Path | None = None
+    # A purchase is credited to a recommendation shown at most this long before it; the
+    # ledger keeps each impression this long (~370 B each at k=10, measured).
+    attribution_window_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = 86_400
 
     # Tracing: OTLP over HTTP to this endpoint (Jaeger: http://localhost:4318), else to
     # the console when asked, else nowhere.

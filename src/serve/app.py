@@ -14,15 +14,18 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from observability.tracing import shutdown as shutdown_tracing
 from observability.tracing import tracer_provider
+from recsys.experiments.definitions import experiments_from_settings
+from recsys.experiments.ledger import Ledger
+from recsys.experiments.metrics import ExperimentsCollector
 from recsys.multiplexed_redis import MultiplexedRedis
 from recsys.settings import Settings
-from recsys.stores import async_redis_client
+from recsys.stores import async_redis_client, redis_client
 from serve.deps import AppState
 from serve.live_model import LiveModel
 from serve.metrics import Metrics
 from serve.middleware import RequestTelemetry
 from serve.publisher import EventPublisher
-from serve.routes import events, health, items, models, recommend, users
+from serve.routes import events, experiments, health, items, models, recommend, users
 from serve.telemetry import Telemetry
 from stream.bus import producer_config
 
@@ -47,6 +50,9 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     redis_url, bootstrap = settings.redis_url, settings.kafka_bootstrap_servers
     provider = tracer_provider(settings, "recsys-api", span_exporter)
     telemetry = Telemetry(Metrics(), provider.get_tracer("recsys.serve"))
+    # A bad experiments file stops the start here, with the field it got wrong.
+    defined = experiments_from_settings(settings)
+    ledger = Ledger.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,9 +61,15 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
         publisher = EventPublisher(
             producer_config(bootstrap, settings), settings.kafka_produce_timeout_s
         )
-        model = LiveModel(settings, client)
+        model = LiveModel(settings, client, pinned=defined.pinned_versions())
         await model.start()
-        app.state.recsys = AppState(settings, client, hot_redis, model, publisher, telemetry)
+        # /metrics reads the experiments' counters from Redis (on a worker thread).
+        scrape_redis = redis_client(redis_url, settings.redis_timeout_s)
+        if defined.experiments:
+            telemetry.metrics.add_collector(ExperimentsCollector(scrape_redis, defined, ledger))
+        app.state.recsys = AppState(
+            settings, client, hot_redis, model, publisher, telemetry, defined, ledger
+        )
         try:
             yield
         finally:
@@ -66,6 +78,7 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
             await _bounded(asyncio.to_thread(publisher.close), "flush the event producer")
             await _bounded(client.aclose(), "close the Redis client")
             await _bounded(hot_redis.aclose(), "close the hot-path Redis connection")
+            await _bounded(asyncio.to_thread(scrape_redis.close), "close the scrape connection")
             await _bounded(asyncio.to_thread(shutdown_tracing, provider), "flush the traces")
 
     app = FastAPI(
@@ -74,13 +87,14 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
         version="0.1.0",
         lifespan=lifespan,
     )
-    for module in (recommend, items, users, events, models, health):
+    for module in (recommend, items, users, events, models, experiments, health):
         app.include_router(module.router)
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     async def metrics() -> Response:
         """Prometheus exposition of the API's metrics."""
-        return Response(telemetry.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        body = await asyncio.to_thread(telemetry.metrics.exposition)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(RequestTelemetry, telemetry=telemetry)
 

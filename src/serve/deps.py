@@ -8,6 +8,8 @@ from typing import Annotated
 import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Request
 
+from recsys.experiments.definitions import Experiments
+from recsys.experiments.ledger import Ledger
 from recsys.multiplexed_redis import MultiplexedRedis
 from recsys.settings import Settings
 from serve.live_model import LiveModel, ServedModel
@@ -24,6 +26,8 @@ class AppState:
     model: LiveModel
     publisher: EventPublisher
     telemetry: Telemetry
+    experiments: Experiments
+    ledger: Ledger
 
 
 # Dependencies are async: FastAPI would run a plain def in its threadpool, a thread hop
@@ -42,8 +46,9 @@ def app_state(request: Request) -> AppState:
     return state
 
 
-def served_model(state: AppState) -> ServedModel:
-    model = state.model.current
+def served_model(state: AppState, version: str | None = None) -> ServedModel:
+    """The live model (or an experiment's pinned version); 503 while none is live."""
+    model = state.model.serving(version)
     if model is None:
         raise HTTPException(503, "no model version is live yet: run `recsys batch` first")
     return model

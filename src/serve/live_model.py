@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -34,18 +35,36 @@ RETIRE_AFTER_S = 10.0
 
 
 class LiveModel:
-    def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
+    def __init__(
+        self, settings: Settings, client: aioredis.Redis, *, pinned: Sequence[str] = ()
+    ) -> None:
         self.settings = settings
         self.client = client
         self.backend = open_backend(settings)
         self.current: ServedModel | None = None
+        # Versions an experiment's variants serve beside the live one, loaded at start.
+        self._pinned_versions = tuple(pinned)
+        self.pinned: dict[str, ServedModel] = {}
         self._task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         with contextlib.suppress(Exception):
             await self.refresh()
+        for version in self._pinned_versions:
+            try:
+                self.pinned[version] = await asyncio.to_thread(self._load, version)
+            except Exception as exc:  # pruned, or never published: its arm gets the live one
+                log.warning(
+                    "experiment version %s cannot be served (%s): live instead", version, exc
+                )
         self._task = asyncio.create_task(self._poll())
+
+    def serving(self, version: str | None) -> ServedModel | None:
+        """The model a request for this version gets: the pinned one, else the live one."""
+        if version is not None and (pinned := self.pinned.get(version)) is not None:
+            return pinned
+        return self.current
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -59,6 +78,9 @@ class LiveModel:
         if self.current is not None:
             self.current.index.close()
             self.current = None
+        for served in self.pinned.values():
+            served.index.close()
+        self.pinned.clear()
 
     async def refresh(self) -> None:
         raw = await self.client.get(keys.LIVE_VERSION)

@@ -12,6 +12,7 @@ import os
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -26,6 +27,7 @@ DIVERSITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._shared_collectors: list[Collector] = []
         r = self.registry
         self.requests = Counter(
             "recommendation_requests", "Recommendation responses by source", ["source"], registry=r
@@ -50,6 +52,11 @@ class Metrics:
         )
         self.excluded_explicit = Counter(
             "items_excluded_explicit", "Items excluded by the request's exclude_ids", registry=r
+        )
+        self.impressions_lost = Counter(
+            "experiment_impressions_unrecorded",
+            "Experiment lists served without a recorded impression (Redis failed)",
+            registry=r,
         )
         self.explains = Counter("explain_requests", "Requests with explanations", registry=r)
         self.explain_seconds = Histogram(
@@ -95,6 +102,11 @@ class Metrics:
             registry=r,
         )
 
+    def add_collector(self, collector: Collector) -> None:
+        """A collector whose values are read at scrape time (the same in every worker)."""
+        self.registry.register(collector)
+        self._shared_collectors.append(collector)
+
     def exposition(self) -> bytes:
         """The text format of every metric: this process's, or all workers' summed."""
         shared = os.environ.get(MULTIPROC_ENV)
@@ -102,4 +114,6 @@ class Metrics:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=shared)
+        for collector in self._shared_collectors:
+            registry.register(collector)
         return generate_latest(registry)

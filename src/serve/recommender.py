@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from recsys import keys
 from recsys.diversity import intra_list_diversity
+from recsys.experiments.definitions import FallbackPolicy
 from recsys.index.base import ItemFilter, Mmr, ScoredItem
 from recsys.multiplexed_redis import MultiplexedRedis
 from recsys.vectors import Vector, decode
@@ -35,6 +36,7 @@ class Ask:
     rules: ItemFilter
     mmr: Mmr | None = None
     explain_top_k: int | None = None  # None: no explanations
+    fallback: FallbackPolicy = "trending"  # what a customer with no vector gets
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ def explain_items(
 
 
 def _trending(model: ServedModel, ask: Ask, rules: ItemFilter) -> list[ScoredItem]:
+    if ask.fallback == "none":
+        return []
     return model.trending.top(ask.k, rules)
 
 

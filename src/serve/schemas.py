@@ -36,6 +36,15 @@ class Recommendations(BaseModel):
     applied_event_id: str | None = Field(
         default=None, description="The last purchase event already reflected in these results."
     )
+    experiment: str | None = Field(
+        default=None, description="The A/B experiment this customer is in, if one runs"
+    )
+    variant: str | None = Field(default=None, description="The customer's arm of it")
+    recommendation_id: str | None = Field(
+        default=None,
+        description="In an experiment: pass it back on a purchase of a listed item "
+        "(POST /events/purchase) so the purchase is credited to this list",
+    )
     fallback_reason: str | None = Field(
         default=None, description="Why trending was served instead of personalised results."
     )
@@ -50,6 +59,9 @@ class PurchaseIn(BaseModel):
         default=None, description="Client-chosen id for idempotent retries; generated if absent."
     )
     price: float | None = Field(default=None, ge=0)
+    recommendation_id: ExternalId | None = Field(
+        default=None, description="The `recommendation_id` of the list the item was bought from"
+    )
     ts: datetime | None = Field(default=None, description="Purchase time; now if absent.")
 
 

@@ -22,6 +22,7 @@ from opentelemetry.trace import NoOpTracer, SpanKind, Tracer, set_span_in_contex
 from pydantic import ValidationError
 
 from recsys.events import Event
+from recsys.experiments.ledger import Ledger, Purchase
 from recsys.settings import Settings
 from stream.apply import EventApplier
 from stream.metrics import UpdaterMetrics
@@ -59,6 +60,7 @@ class Updater:
         self.consumer = consumer
         self.dlq = dlq_producer
         self.applier = EventApplier(settings, client)
+        self.ledger = Ledger.from_settings(settings)
         self.metrics = metrics or UpdaterMetrics()
         self.tracer = tracer or NoOpTracer()
         self._tracing = not isinstance(self.tracer, NoOpTracer)
@@ -132,6 +134,15 @@ class Updater:
                 applied_anywhere = [a or f for a, f in zip(applied_anywhere, flags, strict=True)]
                 outcome.applied += sum(flags)
                 outcome.duplicates += len(flags) - sum(flags)
+            # Credit each purchase to the experiment list that showed it (idempotent per
+            # event id, so a redelivered batch credits nothing twice).
+            self.ledger.attribute_all_sync(
+                self.client,
+                [
+                    Purchase(e.event_id, e.customer_id, e.article_id, e.recommendation_id)
+                    for e in events
+                ],
+            )
             self._observe(received, applied_anywhere, outcome, started)
         # Asynchronous: the next batch need not wait for the broker. A commit that fails
         # only means redelivery, and the markers skip what was applied.

@@ -3,7 +3,6 @@ broker and the real updater, exactly once; poison messages go to the dead-letter
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,37 +18,15 @@ from batch.pipeline import BatchReport
 from recsys import keys
 from recsys.settings import Settings
 from recsys.vectors import decode
-from stream.bus import consumer_config, pending_events, producer_config
+from stream.bus import pending_events, producer_config
 from stream.ema import ema_update
-from stream.updater import Updater
+from support import running_updater, wait_for
 
 
 @pytest.fixture(scope="module")
 def updater(settings: Settings, redis_conn: redis.Redis, trained: BatchReport) -> Iterator[str]:
-    """The updater consuming in a thread, as `recsys updater` does in its process."""
-    assert settings.kafka_bootstrap_servers
-    group = f"updater-test-{uuid.uuid4().hex[:8]}"
-    own = settings.model_copy(update={"updater_group": group})
-    consumer = Consumer(consumer_config(settings.kafka_bootstrap_servers, group, own))
-    consumer.subscribe([settings.events_topic])
-    producer = Producer(producer_config(settings.kafka_bootstrap_servers, own))
-    stop = threading.Event()
-    worker = Updater(own, redis_conn, consumer, producer)
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    yield group
-    stop.set()
-    thread.join(timeout=10)
-    consumer.close()
-
-
-def _wait_for(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+    with running_updater(settings, redis_conn) as group:
+        yield group
 
 
 def _customer_with_history(transactions: pd.DataFrame, rank: int) -> str:
@@ -75,7 +52,7 @@ def test_purchase_over_http_moves_the_vector_once(
     event_id = f"evt-{uuid.uuid4().hex}"
     body = {"customer_id": customer, "article_id": article, "event_id": event_id}
     assert api.post("/events/purchase", json=body).status_code == 202
-    _wait_for(lambda: redis_conn.get(keys.last_event(customer)) == event_id.encode())
+    wait_for(lambda: redis_conn.get(keys.last_event(customer)) == event_id.encode())
 
     after = decode(redis_conn.get(user_key))
     expected = ema_update(before, item, settings.ema_rate, 1.0)
@@ -85,7 +62,7 @@ def test_purchase_over_http_moves_the_vector_once(
     # The same event again (a client retry) and its duplicate delivery change nothing.
     assert api.post("/events/purchase", json=body).status_code == 202
     assert settings.kafka_bootstrap_servers
-    _wait_for(
+    wait_for(
         lambda: (
             pending_events(settings.kafka_bootstrap_servers, settings.events_topic, updater) == 0
         )
@@ -111,7 +88,7 @@ def test_first_purchase_gives_a_new_customer_a_vector(
     event_id = f"evt-{uuid.uuid4().hex}"
     body = {"customer_id": customer, "article_id": article, "event_id": event_id}
     assert api.post("/events/purchase", json=body).status_code == 202
-    _wait_for(lambda: redis_conn.get(keys.last_event(customer)) == event_id.encode())
+    wait_for(lambda: redis_conn.get(keys.last_event(customer)) == event_id.encode())
     vector = decode(redis_conn.get(keys.user_vector(trained.version, customer)))
     item = decode(redis_conn.get(keys.item_vector(trained.version, article)))
     assert vector is not None and item is not None
@@ -154,7 +131,7 @@ def test_poison_message_is_dead_lettered_with_reason(updater: str, settings: Set
     headers = dict(found.headers() or [])
     assert b"customer_id" in headers["reason"]
     # The consumer went on: nothing of the events topic is left behind for its group.
-    _wait_for(
+    wait_for(
         lambda: (
             pending_events(settings.kafka_bootstrap_servers, settings.events_topic, updater) == 0
         )

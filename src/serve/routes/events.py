@@ -33,6 +33,7 @@ async def post_purchase(body: PurchaseIn, state: State, model: Model) -> Purchas
         article_id=body.article_id,
         ts=body.ts or datetime.now(UTC),
         price=body.price,
+        recommendation_id=body.recommendation_id,
     )
     tel = state.telemetry
     try:

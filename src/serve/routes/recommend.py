@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import logging
+from typing import Any
 
-from recsys.diversity import mmr_for
-from serve.deps import app_state, served_model
+from fastapi import APIRouter, Request
+from redis.exceptions import RedisError
+
+from recsys.experiments.assignment import Assignment, assign_active
+from recsys.experiments.definitions import CONTROL
+from recsys.experiments.ledger import Impression, new_recommendation_id
+from serve.deps import AppState, app_state, served_model
 from serve.params import CustomerId, RecommendQuery, query_parameters
-from serve.recommender import Ask, rank
+from serve.recommender import Ask, Ranked, rank
 from serve.responses import BAD_INPUT, NOT_LIVE, JsonBody, item_dicts
 from serve.schemas import Recommendations
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["recommendations"])
 
 
@@ -26,30 +33,55 @@ async def recommend(request: Request, customer_id: CustomerId) -> JsonBody:
     Redis or the index is down, flagged by `source` and `fallback_reason`."""
     query = RecommendQuery.of(request)
     state = app_state(request)
-    model = served_model(state)
-    settings = state.settings
-    relevance = (
-        settings.diversity_lambda if query.diversity_lambda is None else query.diversity_lambda
-    )
+    # The customer's arm of the running experiment, if one runs; its knobs replace the
+    # service defaults (a parameter the request names itself still wins).
+    assignment = assign_active(state.experiments, customer_id)
+    arm = assignment.variant if assignment is not None else CONTROL
+    model = served_model(state, arm.model_version)
+    relevance = arm.relevance(query.diversity_lambda, state.settings.diversity_lambda)
     ask = Ask(
         k=query.k,
         rules=query.rules(),
-        mmr=mmr_for(query.k, relevance),
+        mmr=arm.mmr(query.k, relevance),
         explain_top_k=query.explain_top_k if query.explain else None,
+        fallback=arm.fallback_policy or "trending",
     )
     ranked = await rank(model, state.hot_redis, customer_id, ask, state.telemetry)
     metrics = state.telemetry.metrics
     metrics.requests.labels(ranked.source).inc()
     if ranked.fallback_reason:
         metrics.fallbacks.labels(ranked.fallback_reason).inc()
-    return JsonBody(
-        {
-            "customer_id": customer_id,
-            "source": ranked.source,
-            "model_version": model.version,
-            "diversity_lambda": relevance,
-            "items": item_dicts(ranked.items, ranked.explanations),
-            "applied_event_id": ranked.applied_event_id,
-            "fallback_reason": ranked.fallback_reason,
-        }
-    )
+    body: dict[str, Any] = {
+        "customer_id": customer_id,
+        "source": ranked.source,
+        "model_version": model.version,
+        "diversity_lambda": relevance,
+        "items": item_dicts(ranked.items, ranked.explanations),
+        "applied_event_id": ranked.applied_event_id,
+        "fallback_reason": ranked.fallback_reason,
+        "experiment": None,
+        "variant": None,
+        "recommendation_id": None,
+    }
+    if assignment is not None:
+        body |= await _impression(state, assignment, customer_id, ranked)
+    return JsonBody(body)
+
+
+async def _impression(
+    state: AppState, assignment: Assignment, customer_id: str, ranked: Ranked
+) -> dict[str, Any]:
+    """Record that this list was shown in the experiment (one pipelined write) and name
+    it in the response. A list Redis could not record goes out without an id: a purchase
+    from it is still credited by customer if any other impression showed the item."""
+    experiment, variant = assignment.experiment.name, assignment.variant.name
+    shown = [item.article_id for item in ranked.items]
+    impression = Impression(new_recommendation_id(), experiment, variant, customer_id, shown)
+    recommendation_id: str | None = impression.recommendation_id
+    try:
+        await state.ledger.record_impression(state.hot_redis, impression)
+    except (RedisError, TimeoutError, OSError) as exc:
+        log.warning("impression not recorded: %s", exc)
+        state.telemetry.metrics.impressions_lost.inc()
+        recommendation_id = None
+    return {"experiment": experiment, "variant": variant, "recommendation_id": recommendation_id}
