@@ -650,6 +650,9 @@ def simulate(
     freshness_every: Annotated[int, typer.Option(min=0, help="Probe every Nth purchase")] = 10,
     concurrency: Annotated[int, typer.Option(min=1)] = 32,
     seed: Annotated[int, typer.Option()] = 7,
+    experiment: Annotated[
+        str | None, typer.Option(help="Report this A/B experiment's result over the run")
+    ] = None,
     json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/simulate.json"),
 ) -> None:
     """Realistic shop traffic against a local API (loopback only), bounded in time and
@@ -672,6 +675,7 @@ def simulate(
             freshness_every=freshness_every,
             concurrency=concurrency,
             seed=seed,
+            experiment=experiment,
         )
         report = run_simulation(config)
     except SimulatorError as exc:

@@ -25,7 +25,7 @@ from serve.live_model import LiveModel
 from serve.metrics import Metrics
 from serve.middleware import RequestTelemetry
 from serve.publisher import EventPublisher
-from serve.routes import events, experiments, health, items, models, recommend, users
+from serve.routes import events, experiments, health, items, models, page, recommend, users
 from serve.telemetry import Telemetry
 from stream.bus import producer_config
 
@@ -87,7 +87,7 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
         version="0.1.0",
         lifespan=lifespan,
     )
-    for module in (recommend, items, users, events, models, experiments, health):
+    for module in (recommend, items, users, events, models, experiments, health, page):
         app.include_router(module.router)
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)

@@ -72,7 +72,9 @@ class SimulationConfig:
     think_time_s: float = 0.2  # mean pause between a session's requests (exponential)
     popular_share: float = 0.1  # views of GET /popular instead of /recommend
     filter_share: float = 0.2  # views filtered to a product group of the customer's taste
-    follow_recommendations: float = 0.3  # buy the best shown item of the wanted group
+    # Each shown item of the wanted group tempts with this probability; tempted, the
+    # customer buys the best of them (and names the list it came from).
+    follow_recommendations: float = 0.3
     new_customer_share: float = 0.02  # sessions of customers with no purchase history
     bad_request_share: float = 0.02  # session steps that also send a request meant to fail
     drift_fraction: float = 0.2  # known customers whose taste switches
@@ -83,6 +85,8 @@ class SimulationConfig:
     concurrency: int = 32  # requests in flight at once (probes apart)
     request_timeout_s: float = 5.0  # per request: connect, read, write, pool
     seed: int = 7
+    # An A/B experiment the API runs (RECSYS_EXPERIMENTS_FILE) to report on for this run.
+    experiment: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "api_url", require_loopback(self.api_url))

@@ -90,6 +90,8 @@ class SimulationReport:
     freshness: FreshnessSummary
     drift: DriftSummary
     population: dict[str, int] = field(default_factory=dict)
+    # GET /experiments/{name}'s report on this run's counts, when one was measured
+    experiment: dict[str, Any] | None = None
 
     @property
     def error_count(self) -> int:
@@ -108,7 +110,38 @@ def report_table(report: SimulationReport) -> Table:
     outer.add_column()
     outer.add_row(_summary(report))
     outer.add_row(_endpoints(report))
+    if report.experiment is not None:
+        outer.add_row(_experiment(report.experiment))
     return outer
+
+
+def _experiment(result: dict[str, Any]) -> Table:
+    winner = result.get("winner") or "undecided"
+    table = Table(
+        title=f"experiment {result['experiment']} (this run): winner {winner}",
+        box=None,
+        padding=(0, 1),
+    )
+    for column in ("variant", "impressions", "conversions", "conversion", "vs control", "p"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for v in result["variants"]:
+        rate = v.get("conversion")
+        diff, ci = v.get("difference"), v.get("difference_interval")
+        versus = (
+            f"{diff:+.4f} [{ci['lower']:+.4f}, {ci['upper']:+.4f}]"
+            if diff is not None and ci is not None
+            else ""
+        )
+        p_value = v.get("p_value")
+        table.add_row(
+            v["name"],
+            f"{v['impressions']:,}",
+            f"{v['conversions']:,}",
+            "" if rate is None else f"{rate:.4f}",
+            versus,
+            "" if p_value is None else f"{p_value:.2g}",
+        )
+    return table
 
 
 def _summary(report: SimulationReport) -> Table:

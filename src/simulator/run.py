@@ -10,6 +10,13 @@ from datetime import UTC, datetime
 import httpx
 
 from simulator.config import SimulationConfig, SimulatorError
+from simulator.experiment import (
+    as_dict,
+    experiment_counts,
+    experiment_definition,
+    run_result,
+    settled_counts,
+)
 from simulator.measure import Recorder
 from simulator.population import Population, load_population
 from simulator.report import DriftedCustomer, DriftSummary, SimulationReport, report_table
@@ -39,8 +46,16 @@ async def simulate_async(config: SimulationConfig, population: Population) -> Si
     recorder = Recorder()
     async with _client(config) as client:
         await _require_ready(client, config.api_url)
+        measured = None
+        if config.experiment is not None:
+            measured = await experiment_definition(client, config.experiment)
+            before = await experiment_counts(client, measured)
         traffic = Traffic(config, population, client, recorder, run_id)
         elapsed = await traffic.run()
+        experiment = None
+        if measured is not None:
+            after = await settled_counts(client, measured, config.freshness_timeout_s)
+            experiment = as_dict(run_result(measured, before, after))
     return SimulationReport(
         api_url=config.api_url,
         run_id=run_id,
@@ -63,6 +78,7 @@ async def simulate_async(config: SimulationConfig, population: Population) -> Si
         bad_requests=recorder.bad_summary(),
         freshness=recorder.freshness_summary(config.freshness_every, config.freshness_timeout_s),
         drift=_drift_summary(config, population, traffic),
+        experiment=experiment,
         population={
             "customers": len(population.customer_ids),
             "new_customers": len(population.new_customers),

@@ -39,6 +39,17 @@ class Shopper:
     row: int | None  # in the population; None for a customer with no history
 
 
+@dataclass(frozen=True)
+class Shown:
+    """A list a customer saw: its items, and its id when it was shown in an experiment."""
+
+    items: list[dict[str, Any]]
+    recommendation_id: str | None = None
+
+
+NOTHING_SHOWN: Final = Shown([])
+
+
 @dataclass
 class DriftActivity:
     sessions: int = 0
@@ -166,7 +177,7 @@ class Traffic:
         if shopper.row is not None and self.drift_target(shopper) is not None:
             self.drift_activity[shopper.row].sessions += 1
         lo, hi = self.config.views_per_session
-        shown: list[dict[str, Any]] = []
+        shown = NOTHING_SHOWN
         for _ in range(int(self.rng.integers(lo, hi + 1))):
             if self.closing():
                 return
@@ -182,7 +193,7 @@ class Traffic:
             wait = self.rng.exponential(self.config.think_time_s)
             await asyncio.sleep(min(wait, max(0.0, self.deadline - self.now())))
 
-    async def view(self, shopper: Shopper) -> list[dict[str, Any]]:
+    async def view(self, shopper: Shopper) -> Shown | None:
         params = {"k": RECOMMEND_K}
         if self.rng.random() < self.config.filter_share:
             name = self.population.catalogue.groups[self.wanted_group(shopper)[0]]
@@ -195,26 +206,36 @@ class Traffic:
         response = await self.send(kind, "GET", path, params=params)
         body = self.json_of(kind, response)
         items = body.get("items") if body else None
-        return items if isinstance(items, list) else []
+        if not isinstance(items, list) or not items:
+            return None
+        rec_id = body.get("recommendation_id") if body else None
+        return Shown(items, rec_id if isinstance(rec_id, str) else None)
 
-    def pick_article(self, group: int, shown: list[dict[str, Any]]) -> tuple[str, float | None]:
-        """An article of the group: the best one shown, sometimes; else by sales."""
+    def pick_article(self, group: int, shown: Shown) -> tuple[str, float | None, str | None]:
+        """An article of the group, the price, and the list it came from: each shown item
+        of the group tempts the customer with probability follow_recommendations (so a
+        list with more of what they want sells more; the best of them is bought), else
+        an article of the group by sales."""
         catalogue = self.population.catalogue
-        if shown and self.rng.random() < self.config.follow_recommendations:
-            name = catalogue.groups[group]
-            for item in shown:
-                meta = item.get("metadata") or {}
-                if meta.get("product_group_name") == name and "article_id" in item:
-                    return str(item["article_id"]), None
+        name = catalogue.groups[group]
+        matching = [
+            str(item["article_id"])
+            for item in shown.items
+            if "article_id" in item
+            and (item.get("metadata") or {}).get("product_group_name") == name
+        ]
+        tempted = 1.0 - (1.0 - self.config.follow_recommendations) ** len(matching)
+        if matching and self.rng.random() < tempted:
+            return matching[0], None, shown.recommendation_id
         row = catalogue.draw(self.rng, group)
         price = float(catalogue.price[row])
-        return catalogue.article_ids[row], round(price, 6) if math.isfinite(price) else None
+        return catalogue.article_ids[row], round(price, 6) if math.isfinite(price) else None, None
 
-    async def purchase(self, shopper: Shopper, shown: list[dict[str, Any]]) -> None:
+    async def purchase(self, shopper: Shopper, shown: Shown) -> None:
         if not self.budget.take_event():
             return
         group, drifted = self.wanted_group(shopper)
-        article, price = self.pick_article(group, shown)
+        article, price, recommendation_id = self.pick_article(group, shown)
         self.serial += 1
         event_id = f"sim-{self.run_id}-{self.serial}"
         body: dict[str, Any] = {
@@ -224,6 +245,8 @@ class Traffic:
         }
         if price is not None:
             body["price"] = price
+        if recommendation_id is not None:
+            body["recommendation_id"] = recommendation_id
         # One purchase of a customer at a time: their events reach the topic in the order
         # of their 202s, which is what a freshness probe relies on.
         async with self.locks[shopper.customer_id]:

@@ -15,7 +15,6 @@ import httpx
 import pandas as pd
 import pytest
 import redis
-import uvicorn
 from confluent_kafka import Consumer, Producer
 from rich.console import Console
 
@@ -29,6 +28,7 @@ from simulator.report import STATUS_CLASSES, SimulationReport, report_table
 from simulator.run import ApiUnavailableError, simulate
 from stream.bus import consumer_config, producer_config, wait_drained
 from stream.updater import Updater
+from support import serving
 
 
 class UpdaterThread:
@@ -82,19 +82,8 @@ def updater(
 @pytest.fixture(scope="module")
 def api_url(settings: Settings, trained: BatchReport) -> Iterator[str]:
     """The real app behind uvicorn on a free loopback port, in a thread."""
-    port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped while starting"
-        assert time.monotonic() < deadline, "uvicorn did not start in 60 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(settings)) as url:
+        yield url
 
 
 def _show(report: SimulationReport) -> None:
