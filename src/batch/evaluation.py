@@ -39,7 +39,7 @@ IMPLICIT_GRID: list[Params] = [
 ]
 EMA_SCALE = "u <- (1-a)*u + a*v*|u|/|v| (stream.ema.ema_update: the item rescaled to the user norm)"
 # Rows of users scored at once: bounds the dense score block to ~64 MB whatever the catalogue.
-_SCORE_CELLS = 1 << 24
+SCORE_CELLS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ class RankingTask:
     test_pairs_seen_in_train: int
 
 
-def _binary_csr(rows: IntArray, cols: IntArray, shape: tuple[int, int]) -> sp.csr_matrix:
+def binary_csr(rows: IntArray, cols: IntArray, shape: tuple[int, int]) -> sp.csr_matrix:
     matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape)
     matrix.sum_duplicates()
     matrix.data[:] = 1.0
@@ -220,7 +220,7 @@ def build_task(split: Split, config: EvalConfig) -> RankingTask:
     interactions = to_interactions(split.train, config.interaction_half_life_days)
     users = pd.Index(np.sort(interactions["customer_id"].unique()))
     items = pd.Index(np.sort(interactions["article_id"].unique()))
-    seen = _binary_csr(
+    seen = binary_csr(
         users.get_indexer(interactions["customer_id"]).astype(np.int64),
         items.get_indexer(interactions["article_id"]).astype(np.int64),
         (len(users), len(items)),
@@ -242,7 +242,7 @@ def build_task(split: Split, config: EvalConfig) -> RankingTask:
         item_ids=np.asarray(items, dtype=object),
         seen=seen,
         test_users=test_users,
-        relevant=_binary_csr(rows[known], event_items[known], (len(test_users), len(items))),
+        relevant=binary_csr(rows[known], event_items[known], (len(test_users), len(items))),
         n_relevant=np.asarray(
             n_relevant.reindex(range(len(test_users)), fill_value=0), dtype=np.int64
         ),
@@ -408,7 +408,7 @@ def hit_matrix(recommended: IntArray, relevant: sp.csr_matrix) -> BoolArray:
     return hits & (recommended >= 0)
 
 
-def _chunks(n: int, size: int) -> Iterator[slice]:
+def row_chunks(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
 
@@ -420,7 +420,7 @@ def evaluate_ranking(model: AlignedFactors, task: RankingTask, k: int) -> Rankin
     ap: list[FloatArray] = []
     recall: list[FloatArray] = []
     recommended = np.zeros(len(task.item_ids), dtype=bool)
-    for chunk in _chunks(len(judged), max(1, _SCORE_CELLS // max(1, len(task.item_ids)))):
+    for chunk in row_chunks(len(judged), max(1, SCORE_CELLS // max(1, len(task.item_ids)))):
         positions = judged[chunk]
         users = task.test_users[positions]
         top = recommend(model, task.seen[users], users, k)

@@ -6,6 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from batch.content_vectors import COLLABORATIVE, PLACED_BY_FIELD
 from batch.lake import Lake, Written
 from batch.trainer import Factors
 
@@ -24,13 +25,20 @@ def _factors_table(
     )
 
 
-def write_model_outputs(store: Lake, version: str, factors: Factors) -> dict[str, Written]:
-    """gold.user_factors and gold.item_factors hold the newest version's vectors."""
-    out: dict[str, Written] = {}
-    for name, id_name, ids, vectors in (
-        ("user_factors", "customer_id", factors.user_ids, factors.user_factors),
-        ("item_factors", "article_id", factors.item_ids, factors.item_factors),
-    ):
-        frame = store.spark.createDataFrame(_factors_table(id_name, ids, vectors, version))
-        out[f"gold.{name}"] = store.write(frame, "gold", name)
-    return out
+def write_model_outputs(
+    store: Lake, version: str, factors: Factors, placed_by: npt.NDArray[np.object_] | None = None
+) -> dict[str, Written]:
+    """gold.user_factors and gold.item_factors hold the newest version's vectors; an item's
+    `placed_by` says whether ALS or its metadata (batch.content_vectors) placed it."""
+    items = _factors_table("article_id", factors.item_ids, factors.item_factors, version)
+    placed = list(placed_by) if placed_by is not None else [COLLABORATIVE] * len(factors.item_ids)
+    tables = {
+        "user_factors": _factors_table(
+            "customer_id", factors.user_ids, factors.user_factors, version
+        ),
+        "item_factors": items.append_column(PLACED_BY_FIELD, pa.array(placed, pa.string())),
+    }
+    return {
+        f"gold.{name}": store.write(store.spark.createDataFrame(table), "gold", name)
+        for name, table in tables.items()
+    }

@@ -11,6 +11,13 @@ import numpy as np
 import redis
 
 from batch import lake
+from batch.content_vectors import (
+    CONTENT_FIELDS,
+    ContentModel,
+    fit_content_model,
+    place_by_content,
+    save_content_model,
+)
 from batch.gate import as_manifest_metrics, decide, holdout_metrics
 from batch.history import (
     iterate_histories,
@@ -72,6 +79,9 @@ class BatchReport:
     metrics: dict[str, float] = field(default_factory=dict)
     replayed_events: int = 0
     pruned_versions: list[str] = field(default_factory=list)
+    # Of `items`, those nobody has bought, placed by their metadata (batch.content_vectors).
+    content_placed: int = 0
+    content_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def _day_start(day: date | None) -> datetime:
@@ -158,13 +168,36 @@ def run_batch(
 
     version = new_version()
     fields = list(ARTICLE_METADATA_FIELDS)
-    metadata = cleaned.articles.select("article_id", *fields).toPandas().set_index("article_id")
-    with steps.step("build item index", total=len(factors.item_ids)) as advance:
-        write_index(open_backend(settings).writer(version, factors.dim), factors, metadata, advance)
+    columns = [*fields, *(f for f in CONTENT_FIELDS if f not in fields)]
+    catalogue = cleaned.articles.select("article_id", *columns).toPandas()
+    metadata = catalogue.set_index("article_id")[fields]
+    content: ContentModel | None = None
+    if settings.content_placement:
+        with steps.step("fit content vectors, place unbought articles"):
+            bought = interactions.groupBy("article_id").agg(F.sum("weight").alias("weight"))
+            content = fit_content_model(
+                catalogue,
+                factors.item_ids,
+                factors.item_factors,
+                purchases=bought.toPandas().set_index("article_id")["weight"],
+                seed=settings.als_seed,
+            )
+    # From here on the version's items are the ALS ones plus those placed by content.
+    placement = place_by_content(factors, catalogue, content)
+    items = placement.factors
+    with steps.step("build item index", total=len(items.item_ids)) as advance:
+        write_index(
+            open_backend(settings).writer(version, items.dim),
+            items,
+            metadata,
+            advance,
+            placed_by=placement.placed_by,
+        )
 
-    total_vectors = len(factors.item_ids) + len(factors.user_ids)
+    total_vectors = len(items.item_ids) + len(items.user_ids)
     with steps.step("write vectors to Redis", total=total_vectors) as advance:
-        write_vectors(client, version, factors, advance)
+        # Content-placed items too: a purchase of one moves the customer's vector (EMA).
+        write_vectors(client, version, items, advance)
 
     customers = len(factors.user_ids)
     with steps.step("write purchase history and profiles", total=2 * customers) as advance:
@@ -195,10 +228,12 @@ def run_batch(
         top = to_lists(
             lake.read(store, "gold", "trending"), metadata_fields=ARTICLE_METADATA_FIELDS, **sizes
         )
-        for name, written_out in write_model_outputs(store, version, factors).items():
+        outputs = write_model_outputs(store, version, items, placement.placed_by)
+        for name, written_out in outputs.items():
             data_version[name] = written_out.version
         newest_csv_day = purchases.where(F.col("source") == SOURCE_CSV).agg(F.max("t_dat")).first()
         norms = np.linalg.norm(factors.user_factors, axis=1)
+        content_metrics = content_fit_metrics(content)
         manifest = Manifest(
             version=version,
             created_at=datetime.now(UTC),
@@ -206,7 +241,7 @@ def run_batch(
             params=factors.params,
             dim=factors.dim,
             users=len(factors.user_ids),
-            items=len(factors.item_ids),
+            items=len(items.item_ids),
             data_version=data_version,
             cutoff=cutoff_of(
                 _day_start(newest_csv_day[0] if newest_csv_day else None),
@@ -214,17 +249,19 @@ def run_batch(
             ),
             user_norm_median=float(np.median(norms)) if len(norms) else 1.0,
             train_seconds=factors.train_seconds,
-            metrics=metrics,
+            metrics={**metrics, **content_metrics},
         )
         write_trending(settings.models_dir, version, top)
         write_factors(
             settings.models_dir,
             version,
-            user_ids=factors.user_ids,
-            item_ids=factors.item_ids,
-            user_factors=factors.user_factors,
-            item_factors=factors.item_factors,
+            user_ids=items.user_ids,
+            item_ids=items.item_ids,
+            user_factors=items.user_factors,
+            item_factors=items.item_factors,
         )
+        if content is not None:
+            save_content_model(settings.models_dir, version, content)
         write_manifest(settings.models_dir, manifest)
         write_meta(
             client,
@@ -255,7 +292,7 @@ def run_batch(
         tables=reports,
         interactions=built.rows,
         users=len(factors.user_ids),
-        items=len(factors.item_ids),
+        items=len(items.item_ids),
         train_seconds=factors.train_seconds,
         data_version=data_version,
         step_seconds=dict(steps.seconds),
@@ -264,4 +301,17 @@ def run_batch(
         metrics=metrics,
         replayed_events=replayed.applied if replayed else 0,
         pruned_versions=[p.version for p in pruned],
+        content_placed=placement.content_placed,
+        content_metrics=content_metrics,
     )
+
+
+def content_fit_metrics(model: ContentModel | None) -> dict[str, float]:
+    """The content map's held-out fit, for the manifest beside the holdout metrics."""
+    fit = None if model is None else model.fit
+    if fit is None or fit.validation_r2 is None or fit.validation_cosine is None:
+        return {}
+    return {
+        "content_validation_r2": fit.validation_r2,
+        "content_validation_cosine": fit.validation_cosine,
+    }

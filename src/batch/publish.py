@@ -8,9 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import redis
 
+from batch.content_vectors import COLLABORATIVE, PLACED_BY_FIELD
 from batch.trainer import Factors
 from recsys import keys
 from recsys.ids import item_point_id
@@ -27,11 +30,17 @@ def _chunks(n: int, size: int = CHUNK) -> Iterator[slice]:
 
 
 def write_index(
-    writer: IndexWriter, factors: Factors, metadata: pd.DataFrame, advance: Advance
+    writer: IndexWriter,
+    factors: Factors,
+    metadata: pd.DataFrame,
+    advance: Advance,
+    placed_by: npt.NDArray[np.object_] | None = None,
 ) -> None:
-    """metadata is indexed by article_id and holds the payload fields."""
+    """metadata is indexed by article_id and holds the payload fields; placed_by says per
+    item row how it got its vector (batch.content_vectors; all collaborative when None)."""
     check_point_ids([str(a) for a in factors.item_ids])
     meta = metadata.reindex(factors.item_ids).fillna("")
+    meta[PLACED_BY_FIELD] = list(placed_by) if placed_by is not None else COLLABORATIVE
     records: list[dict[str, Any]] = [
         {str(k): v for k, v in r.items()} for r in meta.to_dict("records")
     ]

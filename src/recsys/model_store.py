@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +18,7 @@ MANIFEST = "manifest.json"
 FACTORS = "factors.npz"
 TRENDING = "trending.json"
 SHARD = "shard"
+CONTENT_MODEL = "content_model.npz"
 
 
 class Manifest(BaseModel):
@@ -96,4 +98,21 @@ def write_factors(
 
 def read_factors(models_dir: Path, version: str) -> dict[str, npt.NDArray[Any]]:
     with np.load(version_dir(models_dir, version) / FACTORS) as data:
+        return {name: data[name] for name in data.files}
+
+
+def write_content_model(
+    models_dir: Path, version: str, arrays: Mapping[str, npt.NDArray[Any]]
+) -> None:
+    """The map from article metadata into this version's item space (batch.content_vectors),
+    which places articles that have no purchases yet."""
+    np.savez(_file(models_dir, version, CONTENT_MODEL), **cast(dict[str, Any], arrays))
+
+
+def read_content_model(models_dir: Path, version: str) -> dict[str, npt.NDArray[Any]] | None:
+    """None for a version trained without a content model."""
+    path = version_dir(models_dir, version) / CONTENT_MODEL
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
         return {name: data[name] for name in data.files}
