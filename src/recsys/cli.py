@@ -217,6 +217,28 @@ def evaluate(
         console.print(f"results written to {json_out}")
 
 
+@app.command("evaluate-cold-start")
+def evaluate_cold_start(
+    data: Annotated[Path, typer.Option(help="An H&M-schema folder (the generator's or real)")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here")] = None,
+) -> None:
+    """Cold start: held-out new articles placed by content vectors, and customers with one
+    purchase, against trending (docs/cold_start.md)."""
+    from batch.cold_start_eval import print_cold_start, run_cold_start
+    from recsys.spark import SparkUnavailableError, spark_session
+
+    settings = _settings()
+    try:
+        with spark_session(settings, "recsys-cold-start") as session:
+            result = run_cold_start(data, session)
+    except (SparkUnavailableError, ValueError) as exc:
+        fail(str(exc))
+    print_cold_start(result, console)
+    if json_out is not None:
+        json_out.write_text(result.to_json())
+        console.print(f"results written to {json_out}")
+
+
 def _spark_model(settings: Settings, session: SparkSession) -> ModelSpec:
     """Spark MLlib ALS as an evaluated model, with its own (small) grid."""
     from batch.evaluation import ModelSpec
