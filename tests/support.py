@@ -161,14 +161,16 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """The ASGI app behind uvicorn on a free loopback port, in a thread; yields its URL."""
+def serving(app: Any, **options: Any) -> Iterator[str]:
+    """The ASGI app behind uvicorn on a free loopback port, in a thread; yields its URL.
+    options: uvicorn's, over quiet logs."""
     import uvicorn
 
     from recsys.engines.process import free_port
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = {"log_level": "warning", **options, "host": "127.0.0.1", "port": port}
+    server = uvicorn.Server(uvicorn.Config(app, **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

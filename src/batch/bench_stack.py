@@ -27,6 +27,9 @@ class BenchStack:
         return {
             **os.environ,
             "RECSYS_DATA_DIR": str(self.settings.data_dir),
+            # The benchmark's own loopback API takes its events with no key, as under
+            # `recsys demo`.
+            "RECSYS_AUTH_DISABLED": "true",
             **self.endpoints.as_env(),
         }
 

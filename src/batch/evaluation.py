@@ -22,6 +22,7 @@ from batch.diversity import LAMBDAS, DiversityPoint, diversity_sweep
 from batch.evaluation_data import EventsSummary, describe_events, detect_source, load_events
 from batch.interactions import build_interactions
 from batch.trainer import Factors, ImplicitTrainer, Progress, Trainer, TrainingData, as_pandas
+from batch.weak_signals import load_weak_signals
 from stream.ema import ema_update
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ FloatArray = npt.NDArray[np.float64]
 Params = dict[str, Any]
 
 EMA_RATES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
+# Weights of a view, click or add-to-cart (a purchase is 1) the weak-signal replay tries.
+SIGNAL_WEIGHTS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)
 IMPLICIT_GRID: list[Params] = [
     {"factors": f, "regularization": r, "alpha": a, "iterations": 15}
     for f, r, a in itertools.product((32, 64), (0.01, 0.1, 1.0), (1.0, 5.0, 20.0))
@@ -53,6 +56,11 @@ class EvalConfig:
     diversity_users: int = 1_000  # test users queried through the engine per lambda
     interaction_half_life_days: float | None = None  # as RECSYS_INTERACTION_HALF_LIFE_DAYS
     seed: int = 0
+    # The weak-signal replay (batch.signal_replay), where the data has weak signals.
+    signal_weights: tuple[float, ...] = SIGNAL_WEIGHTS
+    signal_ema_rate: float = 0.3  # as RECSYS_EMA_RATE
+    signal_min_gain: float = 0.01  # relative NDCG@k over purchases only to turn a type on
+    signal_retrain: bool = True  # also train ALS with the weak signals (one fit per weight)
 
     def describe_split(self) -> str:
         return (
@@ -110,6 +118,30 @@ class ReplayResult(_Result):
     seconds: float
 
 
+class SignalPoint(_Result):
+    """One way of using the weak signals: NDCG/Recall@k of the online-updated vectors."""
+
+    variant: str  # static, purchases only, view, click, add_to_cart, all x<scale>
+    weights: dict[str, float]  # per event type; a purchase is always 1
+    ndcg: float  # ALS trained on purchases, updated online by every event
+    recall: float
+    retrained_ndcg: float | None = None  # ALS trained with the signals too, then the same
+    retrained_recall: float | None = None
+
+
+class SignalReplayResult(_Result):
+    model: str
+    description: str
+    ema_rate: float
+    users: int  # test users judged
+    online_purchases: int  # purchases replayed in the online window (judged users)
+    online_signals: dict[str, int]  # weak signals in the online window, by type
+    train_signals: dict[str, int]  # weak signals before the cutoff (retrained variants)
+    points: list[SignalPoint]
+    chosen: dict[str, float]
+    seconds: float
+
+
 class ModelResult(_Result):
     name: str
     params: Params
@@ -143,6 +175,7 @@ class EvaluationResult(_Result):
     data: EventsSummary
     split: SplitSummary
     models: list[ModelResult]
+    signals: SignalReplayResult | None = None  # with a weak-signals file
     seconds: float
 
 
@@ -498,7 +531,7 @@ def _replay_user(
             vectors[row] = ema_update(vectors[row], model.items[item], rate, model.default_norm)
 
 
-def _runs(users: IntArray) -> Iterator[tuple[int, int]]:
+def runs(users: IntArray) -> Iterator[tuple[int, int]]:
     """(start, stop) of each run of equal consecutive values."""
     if len(users) == 0:
         return
@@ -514,7 +547,7 @@ def replay(
     judged = model.has_user[task.replay_users]
     users, items = task.replay_users[judged], task.replay_items[judged]
     counts = _ReplayCounts(hits=np.zeros(1 + len(rates), dtype=np.int64))
-    for start, stop in _runs(users):
+    for start, stop in runs(users):
         _replay_user(model, task, int(users[start]), items[start:stop], rates, counts, k)
     rate_of = counts.hits / max(1, counts.events)
     best = int(np.argmax(rate_of[1:])) + 1 if rates else 0
@@ -651,19 +684,33 @@ def evaluate_events(
     *,
     data_dir: Path | None = None,
     source: str | None = None,
+    signals: pd.DataFrame | None = None,
 ) -> EvaluationResult:
+    """`signals` (batch.weak_signals' frame): views, clicks and add-to-carts to replay
+    with the `implicit` model as chosen (batch.signal_replay)."""
+    # Imported here: the signal replay is built from this module's pieces.
+    from batch.signal_replay import signal_replay
+
     started = time.perf_counter()
     split = prepare_split(events, config)
+    specs = list(models if models is not None else default_models())
     results = [
-        evaluate_trainer(m.name, m.make_trainer, m.grid, split, with_replay=m.replay)
-        for m in (models if models is not None else default_models())
+        evaluate_trainer(m.name, m.make_trainer, m.grid, split, with_replay=m.replay) for m in specs
     ]
+    weak = None
+    implicit = [(m, r) for m, r in zip(specs, results, strict=True) if m.name == "implicit"]
+    if signals is not None and implicit:
+        spec, result = implicit[0]
+        weak = signal_replay(
+            events, signals, spec.name, spec.make_trainer, result.params, split.config
+        )
     return EvaluationResult(
         data_dir=str(data_dir) if data_dir is not None else None,
         source=source,
         data=describe_events(events),
         split=split.summary,
         models=results,
+        signals=weak,
         seconds=time.perf_counter() - started,
     )
 
@@ -674,11 +721,17 @@ def run_evaluation(
     config: EvalConfig | None = None,
     spark: SparkSession | None = None,
 ) -> EvaluationResult:
-    """Load an H&M (with Spark) or MovieLens folder and evaluate the models on it."""
+    """Load an H&M (with Spark) or MovieLens folder and evaluate the models on it; with a
+    weak-signals file (batch.weak_signals) beside the CSVs, replay those too."""
     started = time.perf_counter()
     source = detect_source(data_dir)
     result = evaluate_events(
-        load_events(data_dir, spark), models, config, data_dir=data_dir, source=source
+        load_events(data_dir, spark),
+        models,
+        config,
+        data_dir=data_dir,
+        source=source,
+        signals=load_weak_signals(data_dir),
     )
     return result.model_copy(update={"seconds": time.perf_counter() - started})
 
@@ -747,6 +800,29 @@ def _diversity_table(name: str, points: list[DiversityPoint], k: int) -> Table:
     return table
 
 
+def _signals_table(signals: SignalReplayResult, k: int) -> Table:
+    online = ", ".join(f"{n:,} {t}" for t, n in signals.online_signals.items())
+    table = Table(
+        title=f"Weak signals ({signals.model}, EMA rate {signals.ema_rate:g}, "
+        f"{signals.users:,} test users; online window: {signals.online_purchases:,} "
+        f"purchases, {online})"
+    )
+    types = list(signals.chosen)
+    for column in ("variant", "/".join(types), f"NDCG@{k}", f"Recall@{k}",
+                   f"retrained NDCG@{k}", f"retrained Recall@{k}"):  # fmt: skip
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for p in signals.points:
+        table.add_row(
+            p.variant,
+            "/".join(f"{p.weights[t]:g}" for t in types) if p.weights else "-",
+            f"{p.ndcg:.4f}",
+            f"{p.recall:.4f}",
+            "-" if p.retrained_ndcg is None else f"{p.retrained_ndcg:.4f}",
+            "-" if p.retrained_recall is None else f"{p.retrained_recall:.4f}",
+        )
+    return table
+
+
 def print_results(result: EvaluationResult, console: Console) -> None:
     s, d = result.split, result.data
     console.print(
@@ -767,4 +843,8 @@ def print_results(result: EvaluationResult, console: Console) -> None:
     for m in result.models:
         if m.diversity:
             console.print(_diversity_table(m.name, m.diversity, result.split.k))
+    if result.signals is not None:
+        console.print(_signals_table(result.signals, result.split.k))
+        chosen = ", ".join(f"{t}={w:g}" for t, w in result.signals.chosen.items())
+        console.print(f"Chosen weak-signal weights: {chosen} (a purchase is 1)")
     console.print(f"Total {result.seconds:.1f} s")

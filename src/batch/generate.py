@@ -1,8 +1,10 @@
 """A seeded, vectorised generator of H&M-schema CSVs with hidden structure: taste clusters
-tied to the catalogue, power-law popularity, repeat buys, new launches and drift over time."""
+tied to the catalogue, power-law popularity, repeat buys, new launches and drift over time;
+optionally the weak-signals file beside them (views, clicks, add-to-carts)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -23,6 +25,7 @@ from batch.hm_schema import (
     TRANSACTIONS_FILE,
     TRANSACTIONS_SCHEMA,
 )
+from batch.weak_signals import SIGNAL_TYPES, WEAK_SIGNALS_FILE, WEAK_SIGNALS_SCHEMA
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -150,6 +153,17 @@ REPEAT_IN_BASKET: Final = 0.06  # a line repeating the previous one: several uni
 MAX_ARTICLES: Final = 900_000  # product codes have six digits
 MAX_CUSTOMERS: Final = 20_000_000  # string offsets of the id column stay 32-bit
 WEEKDAY_VOLUME: Final = (0.95, 0.9, 0.9, 0.95, 1.1, 1.2, 1.0)
+# Weak signals, per purchase line: the funnel of the article bought (probability, at most
+# this many days before) and browsing drawn from the customer's taste of the day, which
+# follows global popularity more often than purchases do (the noise; own and second
+# taste shares as OWN_SHARE and SECOND_SHARE are for purchases, the rest is "anywhere").
+# Carts are mostly abandoned (1.0 of 1.7 per line: shops see ~70%), bought-like picks.
+FUNNEL: Final = {"view": (0.6, 6), "click": (0.3, 3), "add_to_cart": (0.7, 1)}
+BROWSING: Final = {  # mean events per purchase line, own share, second share, days back
+    "view": (3.0, 0.4, 0.15, 14),
+    "click": (1.0, 0.55, 0.15, 14),
+    "add_to_cart": (1.0, 0.72, 0.13, 7),
+}
 
 
 @dataclass(frozen=True)
@@ -161,6 +175,7 @@ class GeneratedData:
     articles: int
     transactions: int
     clusters: int
+    weak_signals: int = 0  # rows of the weak-signals file; 0 when it was not asked for
 
 
 @dataclass(frozen=True)
@@ -480,6 +495,67 @@ def _phase_of(rng: np.random.Generator, day: Ints, days: int, phases: int) -> In
     return lo + (rng.random(len(day)) < x - lo)
 
 
+@dataclass(frozen=True)
+class _Tastes:
+    """What a customer picks on a given day: their own (or drifted) cluster, their second
+    one, or anything, each by the popularity of the day's phase."""
+
+    people: _Customers
+    popularity: _Popularity
+    days: int
+    phases: int
+    n_articles: int
+
+    def draw(
+        self, rng: np.random.Generator, day: Ints, who: Ints, own_share: float, second_share: float
+    ) -> Ints:
+        people, popularity = self.people, self.popularity
+        own = np.where(day >= people.drift_day[who], people.drift_to[who], people.main[who])
+        roll = rng.random(len(day))
+        cluster = np.where(roll < own_share, own, people.second[who])
+        anywhere = roll >= own_share + second_share
+        row = _phase_of(rng, day, self.days, self.phases) * self.n_articles
+        lo = row + np.where(anywhere, 0, popularity.bounds[cluster])
+        hi = row + np.where(anywhere, self.n_articles, popularity.bounds[cluster + 1])
+        picked: Ints = popularity.order[popularity.sampler.draw(rng, lo, hi) - row]
+        return picked
+
+
+@dataclass(frozen=True)
+class _SignalSink:
+    """Where the weak signals of each chunk of purchases go, drawn from their own random
+    stream so the three CSVs are the same bytes with or without them."""
+
+    rng: np.random.Generator
+    write: Callable[[pa.Table], None]
+
+
+def _weak_signals(
+    rng: np.random.Generator, day: Ints, who: Ints, what: Ints, tastes: _Tastes
+) -> tuple[Ints, Ints, Ints, Ints]:
+    """(day, customer, article, index in SIGNAL_TYPES) of the weak events around these
+    purchase lines, in day order: the funnel of the bought article (FUNNEL) and browsing
+    by the customer's taste of that day (BROWSING)."""
+    parts: list[tuple[Ints, Ints, Ints, Ints]] = []
+    start = tastes.people.start
+    for kind, name in enumerate(SIGNAL_TYPES):
+        probability, back = FUNNEL[name]
+        hit = np.flatnonzero(rng.random(len(day)) < probability)
+        when = np.maximum(day[hit] - rng.integers(0, back + 1, len(hit)), start[who[hit]])
+        parts.append((when, who[hit], what[hit], np.full(len(hit), kind)))
+        mean, own_share, second_share, back = BROWSING[name]
+        line = np.repeat(np.arange(len(day)), rng.poisson(mean, len(day)))
+        browser = who[line]
+        when = np.maximum(day[line] - rng.integers(0, back + 1, len(line)), start[browser])
+        seen = tastes.draw(rng, when, browser, own_share, second_share)
+        parts.append((when, browser, seen, np.full(len(line), kind)))
+    day_of, who_of, what_of, kind_of = (
+        np.concatenate(c).astype(np.int64) for c in zip(*parts, strict=True)
+    )
+    order = np.argsort(day_of, kind="stable")
+    return day_of[order], who_of[order], what_of[order], kind_of[order]
+
+
 def _transactions(
     rng: np.random.Generator,
     *,
@@ -489,6 +565,7 @@ def _transactions(
     catalogue: _Catalogue,
     people: _Customers,
     progress: Callable[[str], None],
+    signals: _SignalSink | None = None,
 ) -> Iterator[pa.Table]:
     k = int(catalogue.cluster.max()) + 1
     n_articles = len(catalogue.cluster)
@@ -496,6 +573,8 @@ def _transactions(
     swing = _swing(rng, k, phases)
     mass = np.bincount(people.main, weights=people.activity, minlength=k)
     popularity = _popularity(rng, catalogue, mass * swing / (mass * swing).sum(1, keepdims=True))
+    tastes = _Tastes(people, popularity, days, phases, n_articles)
+    signal_types = pa.array(SIGNAL_TYPES, pa.string())
     # Buyers by first day, so "who can buy on day d" is a prefix; one row of rates per phase.
     buyers = np.flatnonzero(people.activity > 0)
     buyers = buyers[np.argsort(people.start[buyers], kind="stable")]
@@ -532,14 +611,7 @@ def _transactions(
         who = buyer[basket_of]
         channel = np.where(online, 2, 1)[basket_of]
 
-        own = np.where(day >= people.drift_day[who], people.drift_to[who], people.main[who])
-        roll = rng.random(n)
-        cluster = np.where(roll < OWN_SHARE, own, people.second[who])
-        anywhere = roll >= OWN_SHARE + SECOND_SHARE
-        row = _phase_of(rng, day, days, phases) * n_articles
-        lo = row + np.where(anywhere, 0, popularity.bounds[cluster])
-        hi = row + np.where(anywhere, n_articles, popularity.bounds[cluster + 1])
-        what = popularity.order[popularity.sampler.draw(rng, lo, hi) - row]
+        what = tastes.draw(rng, day, who, OWN_SHARE, SECOND_SHARE)
         factor = factors[_choice(rng, factor_weights, n)]
 
         # Several units of one article in one basket: the same row repeated, as in the real file.
@@ -547,6 +619,22 @@ def _transactions(
         repeat[basket_start] = False
         source = np.maximum.accumulate(np.where(repeat, 0, np.arange(n)))
         what, factor = what[source], factor[source]
+        if signals is not None:
+            lines = ~repeat  # several units of one article are one decision
+            w_day, w_who, w_what, w_kind = _weak_signals(
+                signals.rng, day[lines], who[lines], what[lines], tastes
+            )
+            signals.write(
+                pa.Table.from_arrays(
+                    [
+                        dates.take(pa.array(w_day)),
+                        people.ids.take(pa.array(w_who)),
+                        article_ids.take(pa.array(w_what)),
+                        signal_types.take(pa.array(w_kind)),
+                    ],
+                    schema=WEAK_SIGNALS_SCHEMA,
+                )
+            )
 
         price = np.round(catalogue.base_price[what] * factor / PRICE_SCALE, 6)
         yield pa.Table.from_arrays(
@@ -568,12 +656,18 @@ def _phases(days: int) -> int:
 
 def _write_csv(path: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
     """Unquoted, like the real files; nulls are empty fields."""
+    with _csv_writer(path, schema) as write:
+        for table in tables:
+            write(table)
+
+
+@contextlib.contextmanager
+def _csv_writer(path: Path, schema: pa.Schema) -> Iterator[Callable[[pa.Table], None]]:
     options = pacsv.WriteOptions(include_header=False, quoting_style="none")
     with pa.OSFile(str(path), "wb") as sink:
         sink.write((",".join(schema.names) + "\n").encode())
         with pacsv.CSVWriter(sink, schema, write_options=options) as writer:
-            for table in tables:
-                writer.write_table(table)
+            yield writer.write_table
 
 
 def _clusters(
@@ -611,8 +705,11 @@ def generate(
     start: date = date(2018, 9, 20),
     days: int = 733,
     progress: Callable[[str], None] | None = None,
+    weak_signals: bool = False,
 ) -> GeneratedData:
-    """Write articles.csv, customers.csv and transactions_train.csv to out_dir.
+    """Write articles.csv, customers.csv and transactions_train.csv to out_dir, and with
+    weak_signals the views, clicks and add-to-carts around those purchases to
+    weak_signals.csv (batch.weak_signals; the three CSVs are the same either way).
 
     The same arguments always give the same bytes. `clusters` defaults to 8, fewer for
     small catalogues; the transactions span `days` days from `start`.
@@ -628,20 +725,35 @@ def generate(
     say(f"customers: {customers:,}")
     people = _customers(rng, customers, k, days)
     _write_csv(out_dir / CUSTOMERS_FILE, CUSTOMERS_SCHEMA, [people.table])
-    _write_csv(
-        out_dir / TRANSACTIONS_FILE,
-        TRANSACTIONS_SCHEMA,
-        _transactions(
-            rng,
-            transactions=transactions,
-            start=start,
-            days=days,
-            catalogue=catalogue,
-            people=people,
-            progress=say,
-        ),
-    )
-    return GeneratedData(out_dir, customers, articles, transactions, k)
+    signal_rows = [0]
+    with contextlib.ExitStack() as stack:
+        signals = None
+        signals_path = out_dir / WEAK_SIGNALS_FILE
+        if weak_signals:
+            write = stack.enter_context(_csv_writer(signals_path, WEAK_SIGNALS_SCHEMA))
+
+            def counted(table: pa.Table) -> None:
+                signal_rows[0] += table.num_rows
+                write(table)
+
+            signals = _SignalSink(np.random.default_rng([seed, 2]), counted)
+        else:
+            signals_path.unlink(missing_ok=True)  # a stale one would not match these CSVs
+        _write_csv(
+            out_dir / TRANSACTIONS_FILE,
+            TRANSACTIONS_SCHEMA,
+            _transactions(
+                rng,
+                transactions=transactions,
+                start=start,
+                days=days,
+                catalogue=catalogue,
+                people=people,
+                progress=say,
+                signals=signals,
+            ),
+        )
+    return GeneratedData(out_dir, customers, articles, transactions, k, signal_rows[0])
 
 
 def _quiet(_message: str) -> None:

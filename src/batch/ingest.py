@@ -26,6 +26,7 @@ from batch.hm_schema import (
 )
 from batch.lake import Lake
 from recsys.ids import ID_PATTERN, MAX_ID_LENGTH
+from recsys.settings import items_table_in
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -114,12 +115,20 @@ def read_csv(spark: SparkSession, path: Path, schema: pa.Schema) -> DataFrame:
 
 
 def load_bronze(store: Lake, input_dir: Path) -> dict[str, lake.Written]:
-    """The CSVs as read into the bronze tables."""
+    """The CSVs as read into the bronze tables, less the rows of erased customers
+    (recsys.erasure): an erasure outlives the input files that still hold them."""
+    from batch.erasures import without_erased
+    from recsys.erasure import erased_before
+
     check_input(input_dir)
-    return {
-        name: store.write(read_csv(store.spark, input_dir / file, schema), "bronze", name)
-        for name, file, schema in INPUTS
-    }
+    erased = erased_before(store.lake_dir)
+    written = {}
+    for name, file, schema in INPUTS:
+        frame = read_csv(store.spark, input_dir / file, schema)
+        if "customer_id" in schema.names:
+            frame = without_erased(frame, erased, "t_dat" if "t_dat" in schema.names else None)
+        written[name] = store.write(frame, "bronze", name)
+    return written
 
 
 def clean_purchases(spark: SparkSession, input_dir: Path) -> tuple[DataFrame, TableReport]:
@@ -239,8 +248,19 @@ def clean_transactions(
 
 def clean(store: Lake) -> Cleaned:
     """Typed, valid rows from this run's bronze tables; items and customers are written to
-    silver (and read back from there), transactions are left to the caller to complete."""
+    silver (and read back from there), transactions are left to the caller to complete.
+
+    The items are articles.csv's and the articles the archiver took from the catalog topic
+    (the archived row wins for an article in both): the index and the content placement
+    then cover them, and purchases of them are known."""
     articles, a_report = clean_articles(lake.read(store, "bronze", "articles"))
+    reports = [a_report]
+    archived = archived_articles(store)
+    if archived is not None:
+        frame, i_report = archived
+        articles = articles.join(frame.select("article_id"), "article_id", "left_anti")
+        articles = articles.unionByName(frame)
+        reports.append(i_report)
     written = {"silver.items": store.write(articles, "silver", "items")}
     customers, c_report = clean_customers(lake.read(store, "bronze", "customers"))
     written["silver.customers"] = store.write(customers, "silver", "customers")
@@ -249,7 +269,22 @@ def clean(store: Lake) -> Cleaned:
     transactions, t_report = clean_transactions(
         lake.read(store, "bronze", "transactions"), articles, customers
     )
-    return Cleaned(articles, customers, transactions, [a_report, c_report, t_report], written)
+    reports += [c_report, t_report]
+    return Cleaned(articles, customers, transactions, reports, written)
+
+
+def archived_articles(store: Lake) -> tuple[DataFrame, TableReport] | None:
+    """The catalog topic's articles as the archiver wrote them (validated at the door, one
+    row each), in the cleaned articles' columns; None when there is no table yet."""
+    from pyspark.sql import functions as F
+
+    snap = store.snapshot(items_table_in(store.lake_dir))
+    if snap is None:
+        return None
+    text = [c.name for c in ARTICLES_SCHEMA if pa.types.is_string(c.type)]
+    frame = _typed(snap.frame.withColumn(REASON, F.lit(None).cast("string")), ARTICLES_SCHEMA)
+    report = TableReport("archived articles")
+    return _split(frame, report).fillna("", subset=text), report
 
 
 @dataclass
@@ -260,14 +295,18 @@ class ArchivedPurchases:
     last_ts: datetime | None
     # The Delta version read: promotion replays exactly the events added after it.
     table_version: int | None = None
+    # Views, clicks and add-to-carts (t_dat, customer_id, article_id, event_type): never
+    # purchases, only interactions, weighed by type (batch.interactions.with_signals).
+    signals: DataFrame | None = None
 
 
 def archived_purchases(
     store: Lake, events_table: Path, articles: DataFrame
 ) -> ArchivedPurchases | None:
-    """Purchases the API accepted since the CSVs were cut, as transaction rows (None when
-    the archiver has written nothing yet). Their customers may be new (not in
-    customers.csv), so only the article is checked."""
+    """Purchases the API accepted since the CSVs were cut, as transaction rows, and its
+    views, clicks and add-to-carts as `signals` (None when the archiver has written
+    nothing yet). Their customers may be new (not in customers.csv), so only the article
+    is checked."""
     from pyspark.sql import functions as F
 
     snap = store.snapshot(events_table)
@@ -287,15 +326,12 @@ def archived_purchases(
         else datetime.fromtimestamp(int(totals["last"]) / 1e6, tz=UTC)
     )
     known = articles.select("article_id", F.lit(True).alias("_known_article"))
-    purchases = (
-        events.where(F.col("event_type") == "purchase")
-        .join(F.broadcast(known), "article_id", "left")
-        .withColumn(
-            REASON,
-            F.when(F.col("_known_article").isNull(), F.lit("unknown article_id")),
-        )
+    checked = events.join(F.broadcast(known), "article_id", "left").withColumn(
+        REASON,
+        F.when(F.col("_known_article").isNull(), F.lit("unknown article_id")),
     )
-    for row in purchases.where(F.col(REASON).isNotNull()).groupBy(REASON).count().collect():
+    purchases = checked.where(F.col("event_type") == "purchase")
+    for row in checked.where(F.col(REASON).isNotNull()).groupBy(REASON).count().collect():
         report.skipped[str(row[REASON])] += int(row["count"])
     frame = purchases.where(F.col(REASON).isNull()).select(
         F.to_date("ts").alias("t_dat"),
@@ -306,4 +342,7 @@ def archived_purchases(
         F.lit(2).cast("long").alias("sales_channel_id"),
         F.lit(SOURCE_EVENTS).alias("source"),
     )
-    return ArchivedPurchases(frame, report, last, snap.version)
+    signals = checked.where((F.col("event_type") != "purchase") & F.col(REASON).isNull()).select(
+        F.to_date("ts").alias("t_dat"), "customer_id", "article_id", "event_type"
+    )
+    return ArchivedPurchases(frame, report, last, snap.version, signals)

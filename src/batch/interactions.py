@@ -1,10 +1,17 @@
-"""Purchases into implicit-feedback interactions: one row per (customer, article).
+"""Purchases (and weaker signals) into implicit-feedback interactions: one row per
+(customer, article).
 
 The rule: the weight sums the distinct days the customer bought the article, each day
-weighted 2^(-age / half_life) with age counted back from the newest purchase in the data
+weighted 2^(-age / half_life) with age counted back from the newest day in the data
 (no decay when the half-life is 0 or None). Several units of one article on one day are
 one decision, not several; counting them would let multi-packs dominate a customer's
 taste. Decay lets tastes that drifted weigh less than what the customer buys now.
+
+Archived views, clicks and add-to-carts come in the same frame with an `event_weight`
+column (a purchase 1, the others their RECSYS_EVENT_WEIGHT_*; absent: all purchases): a
+day counts with the strongest signal of that day (a view and a purchase of it are the
+purchase; three views are one view), and a weight of 0 is no interaction at all.
+`last_purchase` is then the last day of any counted signal.
 
 `interactions_job` is the batch's Spark job; `build_interactions` is the same rule in
 memory, for the evaluation harness that rebuilds interactions for every split and
@@ -13,6 +20,7 @@ candidate setting. A test holds the two to the same numbers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,21 +30,29 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 SECONDS_PER_DAY = 86_400.0
+# Optional input column: how much the row's event counts (a purchase 1).
+EVENT_WEIGHT = "event_weight"
 
 
 def interactions_job(purchases: DataFrame, half_life_days: float | None) -> DataFrame:
     """Columns customer_id, article_id, weight (float), last_purchase (date)."""
     from pyspark.sql import functions as F
 
-    daily = purchases.select("customer_id", "article_id", "t_dat").distinct()
+    strength = F.col(EVENT_WEIGHT) if EVENT_WEIGHT in purchases.columns else F.lit(1.0)
+    daily = (
+        purchases.select("customer_id", "article_id", "t_dat", strength.alias("_s"))
+        .where(F.col("_s") > 0)
+        .groupBy("customer_id", "article_id", "t_dat")
+        .agg(F.max("_s").alias("_s"))
+    )
     if half_life_days:
         newest = purchases.agg(F.max("t_dat").alias("_newest"))
         age = F.datediff(F.col("_newest"), F.col("t_dat")).cast("double")
         daily = daily.crossJoin(F.broadcast(newest)).withColumn(
-            "_w", F.pow(F.lit(2.0), -age / F.lit(float(half_life_days)))
+            "_w", F.col("_s") * F.pow(F.lit(2.0), -age / F.lit(float(half_life_days)))
         )
     else:
-        daily = daily.withColumn("_w", F.lit(1.0))
+        daily = daily.withColumn("_w", F.col("_s").cast("double"))
     return daily.groupBy("customer_id", "article_id").agg(
         F.sum("_w").cast("float").alias("weight"), F.max("t_dat").alias("last_purchase")
     )
@@ -50,13 +66,44 @@ def build_interactions(
         return pd.DataFrame(
             {"customer_id": [], "article_id": [], "weight": [], "last_purchase": []}
         )
-    daily = transactions[["customer_id", "article_id", "t_dat"]].drop_duplicates()
-    if half_life_days:
-        age = (daily["t_dat"].max() - daily["t_dat"]).dt.total_seconds() / SECONDS_PER_DAY
-        daily = daily.assign(w=np.exp2(-age.to_numpy(dtype=np.float64) / half_life_days))
+    keys = ["customer_id", "article_id", "t_dat"]
+    newest = transactions["t_dat"].max()
+    if EVENT_WEIGHT in transactions.columns:
+        strength = transactions[EVENT_WEIGHT].to_numpy(dtype=np.float64)
+        daily = (
+            transactions.loc[strength > 0, keys]
+            .assign(s=strength[strength > 0])
+            .groupby(keys, sort=False, as_index=False)
+            .agg(s=("s", "max"))
+        )
     else:
-        daily = daily.assign(w=1.0)
+        daily = transactions[keys].drop_duplicates().assign(s=1.0)
+    if half_life_days:
+        age = (newest - daily["t_dat"]).dt.total_seconds() / SECONDS_PER_DAY
+        decay = np.exp2(-age.to_numpy(dtype=np.float64) / half_life_days)
+        daily = daily.assign(w=daily["s"].to_numpy(dtype=np.float64) * decay)
+    else:
+        daily = daily.assign(w=daily["s"].astype(np.float64))
     grouped = daily.groupby(["customer_id", "article_id"], sort=False)
     out = grouped.agg(weight=("w", "sum"), last_purchase=("t_dat", "max")).reset_index()
     out["weight"] = out["weight"].astype("float32")
     return out
+
+
+def with_signals(
+    purchases: DataFrame, signals: DataFrame | None, weights: Mapping[str, float]
+) -> DataFrame:
+    """Purchases and archived weaker signals in one frame for `interactions_job`: columns
+    customer_id, article_id, t_dat, event_weight (a purchase 1, a signal its type's
+    weight; types weighing 0 are left out)."""
+    from pyspark.sql import functions as F
+
+    columns = ["customer_id", "article_id", "t_dat"]
+    out = purchases.select(*columns, F.lit(1.0).alias(EVENT_WEIGHT))
+    if signals is None:
+        return out
+    by_type = F.create_map(*[F.lit(v) for pair in weights.items() for v in pair])
+    weight = F.coalesce(by_type[F.col("event_type")], F.lit(0.0)).cast("double")
+    weak = signals.select(*columns, weight.alias(EVENT_WEIGHT))
+    combined: DataFrame = out.unionByName(weak.where(F.col(EVENT_WEIGHT) > 0))
+    return combined

@@ -18,6 +18,7 @@ from batch.content_vectors import (
     place_by_content,
     save_content_model,
 )
+from batch.erasures import without_erased
 from batch.gate import as_manifest_metrics, decide, holdout_metrics
 from batch.history import (
     iterate_histories,
@@ -27,7 +28,7 @@ from batch.history import (
 )
 from batch.hm_schema import ARTICLE_METADATA_FIELDS
 from batch.ingest import SOURCE_CSV, TableReport, archived_purchases, clean, load_bronze
-from batch.interactions import interactions_job
+from batch.interactions import interactions_job, with_signals
 from batch.lake import open_lake
 from batch.model_outputs import write_model_outputs
 from batch.publish import (
@@ -47,6 +48,8 @@ from batch.versions import (
     promote,
     register_candidate,
 )
+from recsys.erasure import erased_before
+from recsys.events import event_weights
 from recsys.index.factory import open_backend
 from recsys.model_store import (
     Manifest,
@@ -120,11 +123,18 @@ def run_batch(
         cleaned = clean(store)
         reports = list(cleaned.reports)
         archived = archived_purchases(store, settings.events_table, cleaned.articles)
-        # Training sees the CSVs plus what customers bought through the API since.
+        # Training sees the CSVs plus what customers bought through the API since (but
+        # never an erased customer's events from before their erasure).
         purchases = cleaned.transactions
+        # Views, clicks and add-to-carts count in the interactions only (by their weight),
+        # never as purchases: not in the history, the profiles, trending or the holdout.
+        signals = None
         if archived is not None:
             reports.append(archived.report)
-            purchases = purchases.unionByName(archived.frame)
+            erased = erased_before(settings.lake_dir)
+            purchases = purchases.unionByName(without_erased(archived.frame, erased, "t_dat"))
+            if archived.signals is not None:
+                signals = without_erased(archived.signals, erased, "t_dat")
         written = {
             **cleaned.written,
             "silver.transactions": store.write(purchases, "silver", "transactions"),
@@ -142,7 +152,10 @@ def run_batch(
 
     with steps.step("build interactions"):
         built = store.write(
-            interactions_job(purchases, settings.interaction_half_life_days or None),
+            interactions_job(
+                with_signals(purchases, signals, event_weights(settings)),
+                settings.interaction_half_life_days or None,
+            ),
             "silver",
             "interactions",
         )

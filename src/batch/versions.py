@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import redis
 
 from recsys import keys
+from recsys.erasure import erased_before
 from recsys.index.factory import open_backend
 from recsys.model_store import Manifest, read_manifest
 from recsys.settings import Settings
@@ -66,6 +67,7 @@ def promote(settings: Settings, client: redis.Redis, version: str) -> ReplayRepo
         EventApplier(settings, client),
         seen_table_version=manifest.data_version.get(EVENTS_TABLE_KEY),
         since=manifest.cutoff,
+        erased=erased_before(settings.lake_dir),
     )
     pipe = client.pipeline(transaction=True)
     pipe.set(keys.LIVE_VERSION, version)

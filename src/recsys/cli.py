@@ -8,9 +8,10 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, Protocol
 
 import typer
 from rich.console import Console
@@ -53,7 +54,10 @@ def _settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        fail(f"bad setting RECSYS_{str(first['loc'][0]).upper()}: {first['msg']}")
+        field, *inner = first["loc"]
+        # RECSYS_API_KEYS[0].sha256: which entry of a list setting, and which of its fields.
+        where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in inner)
+        fail(f"bad setting RECSYS_{str(field).upper()}{where}: {first['msg']}")
 
 
 def _drain_hook(settings: Settings) -> Callable[[str], None]:
@@ -72,19 +76,29 @@ def generate(
     articles: Annotated[int, typer.Option(min=1)] = 1_000,
     transactions: Annotated[int, typer.Option(min=1)] = 50_000,
     seed: int = 42,
+    weak_signals: Annotated[
+        bool,
+        typer.Option(help="Also write weak_signals.csv: views, clicks and add-to-carts"),
+    ] = False,
 ) -> None:
     """Write H&M-schema CSVs with hidden taste clusters, popularity skew and drift."""
     from batch.generate import generate as run_generate
 
     try:
         data = run_generate(
-            out, customers=customers, articles=articles, transactions=transactions, seed=seed
+            out,
+            customers=customers,
+            articles=articles,
+            transactions=transactions,
+            seed=seed,
+            weak_signals=weak_signals,
         )
     except ValueError as exc:
         fail(str(exc))
     console.print(
         f"wrote {data.transactions:,} transactions, {data.customers:,} customers and "
         f"{data.articles:,} articles to {data.out_dir}"
+        + (f", and {data.weak_signals:,} weak signals" if weak_signals else "")
     )
 
 
@@ -183,12 +197,17 @@ def evaluate(
         typer.Option(min=0, help="Interaction decay (0: none); default: the batch's setting"),
     ] = None,
 ) -> None:
-    """Offline accuracy: NDCG/MAP/Recall@10 and coverage vs popularity, and the EMA replay."""
+    """Offline accuracy: NDCG/MAP/Recall@10 and coverage vs popularity, and the EMA replay
+    (with weak_signals.csv in the folder, also the weak-signal replay)."""
     from batch.evaluation import EvalConfig, default_models, print_results, run_evaluation
 
     settings = _settings()
     half_life = settings.interaction_half_life_days if half_life_days is None else half_life_days
-    config = EvalConfig(max_test_users=max_test_users, interaction_half_life_days=half_life or None)
+    config = EvalConfig(
+        max_test_users=max_test_users,
+        interaction_half_life_days=half_life or None,
+        signal_ema_rate=settings.ema_rate,
+    )
     from batch.evaluation_data import detect_source
     from recsys.spark import SparkUnavailableError, spark_session
 
@@ -510,6 +529,95 @@ def models_prune(
     _with_redis(run)
 
 
+catalog_app = typer.Typer(help="Articles onto the catalog topic.", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+BAD_ROWS_SHOWN = 20
+
+
+@catalog_app.command("upsert")
+def catalog_upsert(
+    file: Annotated[Path, typer.Option("--file", help="An H&M-schema articles CSV")],
+) -> None:
+    """Validate every row (as POST /items does) and publish the good ones to the catalog
+    topic; bad rows are listed with their line and field (exit 1)."""
+    from confluent_kafka import Producer
+
+    from recsys.catalog_upload import (
+        CatalogFileError,
+        count_lines,
+        publish_articles,
+        read_catalog_file,
+    )
+    from recsys.engines.embedded import EmbeddedEngines
+    from recsys.progress import Steps
+    from stream.bus import ensure_topics, producer_config
+
+    settings = _settings()
+    try:
+        lines = count_lines(file)
+        with Steps(console) as steps, steps.step("read and validate", total=lines) as advance:
+            found = read_catalog_file(file, advance)
+    except CatalogFileError as exc:
+        fail(str(exc))
+    for bad in found.bad[:BAD_ROWS_SHOWN]:
+        console.print(f"[red]bad row[/red] {bad}", highlight=False)
+    if len(found.bad) > BAD_ROWS_SHOWN:
+        console.print(f"… and {len(found.bad) - BAD_ROWS_SHOWN:,} more bad rows")
+    with EmbeddedEngines(settings, {"kafka"}) as endpoints:
+        if "kafka" in endpoints.owned:
+            # It keeps messages in memory only: they would be gone when this command ends.
+            fail("no broker is running: start `recsys up` or set RECSYS_KAFKA_BOOTSTRAP_SERVERS")
+        bootstrap = endpoints.require_kafka()
+        ensure_topics(bootstrap, settings)
+        producer = Producer(producer_config(bootstrap, settings))
+        total = len(found.articles)
+        with Steps(console) as steps, steps.step("publish articles", total=total) as advance:
+            lost = publish_articles(
+                producer,
+                settings.catalog_topic,
+                found.articles,
+                timeout_s=settings.kafka_produce_timeout_s + 5,
+                advance=advance,
+            )
+    published = len(found.articles) - lost
+    console.print(
+        f"{published:,} of {found.rows:,} articles published to {settings.catalog_topic}; "
+        f"{len(found.bad):,} bad rows"
+    )
+    if lost:
+        fail(f"{lost:,} articles were not acknowledged by the broker: run it again (safe)", 1)
+    if found.bad:
+        raise typer.Exit(1)
+
+
+keys_app = typer.Typer(help="API keys of the HTTP API (docs/security.md).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(
+    name: Annotated[str, typer.Option(help="Who holds it (a service, a person); not secret")],
+    role: Annotated[str, typer.Option(help="events (post events) or admin (everything)")],
+) -> None:
+    """Print a new random key once, and the RECSYS_API_KEYS entry (its hash) that
+    configures it. The key is not stored anywhere: hand it over, then forget it."""
+    import json
+
+    from pydantic import ValidationError
+
+    from recsys.api_keys import ROLES, new_key
+
+    if role not in ROLES:
+        fail(f"--role must be one of {', '.join(ROLES)}, got {role!r}")
+    try:
+        key, entry = new_key(name, role)
+    except ValidationError as exc:
+        fail(f"bad --name: {exc.errors()[0]['msg']}")
+    # Plain lines (no rich wrapping): the key is copied as is.
+    typer.echo(f"key (shown once): {key}")
+    typer.echo(f"RECSYS_API_KEYS entry: {json.dumps(entry.model_dump())}")
+
+
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Listen address")] = None,
@@ -540,6 +648,14 @@ def serve(
             _run_uvicorn("serve.app:app_from_environment", *listen, workers=settings.api_workers)
 
 
+# How this project runs uvicorn. No access log, at any log level: its lines carry request
+# paths, and paths carry customer ids (http_request_duration_seconds counts each request
+# by its route template instead).
+UVICORN_OPTIONS: Final[Mapping[str, Any]] = MappingProxyType(
+    {"log_level": "warning", "access_log": False, "http": "httptools", "loop": "uvloop"}
+)
+
+
 def _run_uvicorn(target: object, host: str, port: int, *, workers: int = 1) -> None:
     """The one way this project runs an HTTP server (the API and the bench's yardstick):
     an app object in this process, or with workers > 1 an app factory's import path run
@@ -550,8 +666,7 @@ def _run_uvicorn(target: object, host: str, port: int, *, workers: int = 1) -> N
 
     from serve.metrics import MULTIPROC_ENV
 
-    options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning",
-                               "http": "httptools", "loop": "uvloop"}  # fmt: skip
+    options: dict[str, Any] = {"host": host, "port": port, **UVICORN_OPTIONS}
     if workers == 1:
         uvicorn.run(target, **options)  # type: ignore[arg-type]
         return
@@ -591,19 +706,22 @@ def updater() -> None:
 
 @app.command()
 def archiver() -> None:
-    """Append accepted events to the Delta `events` table, exactly once each."""
+    """Append accepted events to the Delta `events` table, exactly once each, and the
+    catalog topic's articles to the Delta `items` table (the newest of each)."""
     from stream.archiver import Archiver
 
     def make(settings: Settings, endpoints: Endpoints, consumer: Consumer) -> Worker:
         return Archiver(settings, consumer)
 
-    _run_consumer(lambda s: s.archiver_group, {"kafka"}, make)
+    _run_consumer(lambda s: s.archiver_group, {"kafka"}, make, topics_of=Archiver.topics)
 
 
 def _run_consumer(
     group_of: Callable[[Settings], str],
     need: set[Engine],
     make: Callable[[Settings, Endpoints, Consumer], Worker],
+    *,
+    topics_of: Callable[[Settings], list[str]] = lambda s: [s.events_topic],
 ) -> None:
     """A consumer-group worker: resolve engines, subscribe, run until SIGTERM or Ctrl-C."""
     from confluent_kafka import Consumer
@@ -621,12 +739,13 @@ def _run_consumer(
         bootstrap = endpoints.require_kafka()
         ensure_topics(bootstrap, settings)
         consumer = Consumer(consumer_config(bootstrap, group, settings))
+        topics = topics_of(settings)
         consumer.subscribe(
-            [settings.events_topic],
+            topics,
             # The supervisor waits for this line: the worker consumes from here on.
             on_assign=lambda _c, parts: log.info("%s: %s", ASSIGNED, len(parts)),
         )
-        log.info("consuming %s as group %s", settings.events_topic, group)
+        log.info("consuming %s as group %s", ", ".join(topics), group)
         try:
             make(settings, endpoints, consumer).run(stop)
         finally:
@@ -676,6 +795,15 @@ def simulate(
         str | None, typer.Option(help="Report this A/B experiment's result over the run")
     ] = None,
     json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/simulate.json"),
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RECSYS_SIMULATE_API_KEY",
+            show_default=False,
+            help="An events key, for an API whose writes need one (prefer the variable: "
+            "an argument shows in ps)",
+        ),
+    ] = None,
 ) -> None:
     """Realistic shop traffic against a local API (loopback only), bounded in time and
     count: events/s, latency percentiles, errors, and freshness of applied purchases."""
@@ -698,6 +826,7 @@ def simulate(
             concurrency=concurrency,
             seed=seed,
             experiment=experiment,
+            api_key=api_key,
         )
         report = run_simulation(config)
     except SimulatorError as exc:
@@ -715,7 +844,7 @@ def up(
 ) -> None:
     """Run engines, API, updater and archiver under one supervisor until Ctrl-C."""
     from recsys.engines.embedded import EmbeddedEngines
-    from recsys.supervisor import Stack
+    from recsys.supervisor import Stack, opens_writes
     from stream.bus import ensure_topics
 
     settings = _settings()
@@ -723,10 +852,15 @@ def up(
         settings, {"redis", "kafka"}, before_broker_stop=_drain_hook(settings)
     ) as endpoints:
         ensure_topics(endpoints.require_kafka(), settings)
-        stack = Stack(settings, endpoints, port if port is not None else settings.api_port)
+        open_writes = opens_writes(settings)
+        api_port = port if port is not None else settings.api_port
+        stack = Stack(settings, endpoints, api_port, open_writes=open_writes)
         try:
             stack.start()
             _print_urls(stack.api_url, endpoints.redis_url, endpoints.kafka_bootstrap)
+            if open_writes:
+                console.print("writes are open (no RECSYS_API_KEYS, loopback only): for local "
+                              "development; docs/security.md")  # fmt: skip
             console.print("press Ctrl-C to stop")
             ended = stack.wait()
             console.print(f"[red]{ended} exited[/red]; stopping (see {settings.run_dir})")

@@ -77,3 +77,12 @@ def experiment_counts(experiment: str) -> str:
 def experiment_exposed(experiment: str, variant: str) -> str:
     """HyperLogLog of the customers a variant was shown to."""
     return f"{PREFIX}:xp:u:{experiment}:{variant}"
+
+
+# --- API rate limits (serve.access) ---------------------------------------------------
+
+
+def rate_limit(subject: str) -> str:
+    """String: one caller's GCRA state (its theoretical arrival time, in microseconds of
+    the Redis server's clock); subject is `key:<key name>` or `addr:<client address>`."""
+    return f"{PREFIX}:rl:{subject}"

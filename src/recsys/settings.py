@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from recsys.api_keys import ApiKey
 
 Rate = Annotated[float, Field(gt=0.0, le=1.0)]
 
@@ -53,6 +56,10 @@ class Settings(BaseSettings):
     # how stale the table can be under low traffic.
     archiver_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5_000
     archiver_flush_interval_s: Annotated[float, Field(gt=0)] = 2.0
+    # New and changed articles (POST /items, `recsys catalog upsert`), keyed by article_id:
+    # every serving process applies them to its index copy, the archiver to the Delta
+    # `items` table the next batch reads (docs/catalog.md).
+    catalog_topic: str = "catalog"
 
     # Which ALS trains the model. Each trainer has its own parameters: the same numbers
     # mean different models (implicit's confidence is alpha*x, Spark's 1+alpha*r, and
@@ -102,6 +109,14 @@ class Settings(BaseSettings):
     # with the item scaled to the user's norm (see stream/ema.py). 0.3 is the replay's
     # best on ml-100k and within 1% of the best on the generator (docs/evaluation.md).
     ema_rate: Rate = 0.3
+    # Weaker signals (POST /events/{view,click,add_to_cart}): what each counts next to a
+    # purchase (1), as a share of the EMA rate and as a day's weight in training; 0 ignores
+    # the type. Only purchases are history (exclusions, profile counts). Defaults: the
+    # weak-signal replay's choice on generated data, the same on two seeds; re-measure on
+    # your own (docs/evaluation.md, "Weaker signals").
+    event_weight_view: Annotated[float, Field(ge=0, le=1)] = 0.5
+    event_weight_click: Annotated[float, Field(ge=0, le=1)] = 1.0
+    event_weight_add_to_cart: Annotated[float, Field(ge=0, le=1)] = 1.0
 
     # Serving.
     api_host: str = "127.0.0.1"
@@ -119,6 +134,24 @@ class Settings(BaseSettings):
     trending_size: Annotated[int, Field(ge=10)] = 500
     trending_segment_size: Annotated[int, Field(ge=10)] = 100  # per product group and type
 
+    # Access and limits of the API (serve.access, docs/security.md). Keys as JSON
+    # [{"name", "role": "events"|"admin", "sha256"}]: only each key's hash is held
+    # (`recsys keys new`). With no key, writes answer 401 unless auth_disabled opens
+    # every route (local development: `recsys demo` and `recsys up` on loopback).
+    api_keys: Annotated[list[ApiKey], NoDecode] = []
+    auth_disabled: bool = False
+    reads_require_key: bool = False  # else GET routes are open (a key given is ignored)
+    # Requests per second and burst of each key, by its role (0: unlimited), counted in
+    # Redis so every worker process shares them; without a key, per client address.
+    rate_limit_events_per_s: Annotated[float, Field(ge=0)] = 1000.0
+    rate_limit_events_burst: Annotated[int, Field(ge=1)] = 2000
+    rate_limit_admin_per_s: Annotated[float, Field(ge=0)] = 5.0
+    rate_limit_admin_burst: Annotated[int, Field(ge=1)] = 20
+    rate_limit_anonymous_per_s: Annotated[float, Field(ge=0)] = 0.0
+    rate_limit_anonymous_burst: Annotated[int, Field(ge=1)] = 100
+    # Largest request body (413 above): 1000 catalogue articles fit in ~0.5 MiB.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+
     # A/B experiments (recsys.experiments, docs/experiments.md). The file defining them
     # (JSON or YAML); unset: no experiment runs.
     experiments_file: Path | None = None
@@ -133,6 +166,26 @@ class Settings(BaseSettings):
 
     # Engines start-up.
     engine_start_timeout_s: Annotated[float, Field(gt=0)] = 20.0
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys_from_json(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else []
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not JSON ({exc.msg} at character {exc.pos})") from None
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _each_key_once(cls, value: list[ApiKey]) -> list[ApiKey]:
+        # A name is a rate-limit bucket and a hash identifies one caller: both unique.
+        for field in ("name", "sha256"):
+            seen = [getattr(k, field) for k in value]
+            if len(set(seen)) != len(seen):
+                raise ValueError(f"two keys have the same {field}")
+        return value
 
     @field_validator("api_host")
     @classmethod
@@ -152,9 +205,19 @@ class Settings(BaseSettings):
         return self.lake_dir / "bronze" / "events"
 
     @property
+    def items_table(self) -> Path:
+        """The Delta table of articles that came through the catalog topic."""
+        return items_table_in(self.lake_dir)
+
+    @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 
     @property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
+
+
+def items_table_in(lake_dir: Path) -> Path:
+    """Where the archiver writes the catalog topic's articles and the batch reads them."""
+    return lake_dir / "bronze" / "items"

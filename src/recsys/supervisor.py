@@ -26,34 +26,51 @@ ASSIGNED = "partitions assigned"
 
 
 def drain_broker(settings: Settings, bootstrap: str) -> int:
-    """Wait until the updater and the archiver have consumed everything; warn of the rest.
+    """Wait until the updater and the archiver have consumed everything, and the archiver
+    every catalog article; warn of the rest.
 
-    The embedded broker keeps events in memory only, so what is left when it stops is lost.
+    The embedded broker keeps messages in memory only, so what is left when it stops is lost.
     """
+    started = time.monotonic()
     left = wait_drained(
         bootstrap,
         settings.events_topic,
         [settings.updater_group, settings.archiver_group],
         settings.drain_timeout_s,
     )
-    if left:
+    remaining_s = max(0.0, settings.drain_timeout_s - (time.monotonic() - started))
+    articles = wait_drained(
+        bootstrap, settings.catalog_topic, [settings.archiver_group], remaining_s
+    )
+    if left or articles:
         log.warning(
-            "%d events were not consumed by every worker within %.0f s",
+            "%d events and %d catalog articles were not consumed by every worker within %.0f s",
             left,
+            articles,
             settings.drain_timeout_s,
         )
-    return left
+    return left + articles
 
 
 def _has_partitions(worker: ManagedProcess) -> bool:
     return ASSIGNED in worker.log_text()
 
 
+def opens_writes(settings: Settings) -> bool:
+    """Whether `recsys up` opens its API's writes (local development): only with no key
+    configured, when the API would take no write at all, and on loopback only."""
+    return not settings.api_keys and settings.api_host != "0.0.0.0"
+
+
 class Stack:
-    def __init__(self, settings: Settings, endpoints: Endpoints, api_port: int) -> None:
+    def __init__(
+        self, settings: Settings, endpoints: Endpoints, api_port: int, *, open_writes: bool = False
+    ) -> None:
+        """open_writes: the API runs with RECSYS_AUTH_DISABLED (every route open)."""
         self.settings = settings
         self.endpoints = endpoints
         self.api_port = api_port
+        self.open_writes = open_writes
         self.api: ManagedProcess | None = None
         self.updater: ManagedProcess | None = None
         self.archiver: ManagedProcess | None = None
@@ -68,6 +85,8 @@ class Stack:
             **self.endpoints.as_env(),
             "RECSYS_DATA_DIR": str(self.settings.data_dir.resolve()),
         }
+        if self.open_writes:
+            env["RECSYS_AUTH_DISABLED"] = "true"
         argv = [sys.executable, "-m", "recsys", *args]
         return spawn(name, argv, env=env, log_path=self.settings.run_dir / f"{name}.log")
 

@@ -20,12 +20,25 @@ from recsys.experiments.metrics import ExperimentsCollector
 from recsys.multiplexed_redis import MultiplexedRedis
 from recsys.settings import Settings
 from recsys.stores import async_redis_client, redis_client
+from serve.access import ACCESS_RESPONSES, Access, require
+from serve.catalog_feed import CatalogFeed
 from serve.deps import AppState
 from serve.live_model import LiveModel
 from serve.metrics import Metrics
 from serve.middleware import RequestTelemetry
 from serve.publisher import EventPublisher
-from serve.routes import events, experiments, health, items, models, page, recommend, users
+from serve.routes import (
+    admin,
+    catalog,
+    events,
+    experiments,
+    health,
+    items,
+    models,
+    page,
+    recommend,
+    users,
+)
 from serve.telemetry import Telemetry
 from stream.bus import producer_config
 
@@ -61,19 +74,31 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
         publisher = EventPublisher(
             producer_config(bootstrap, settings), settings.kafka_produce_timeout_s
         )
-        model = LiveModel(settings, client, pinned=defined.pinned_versions())
+        feed = CatalogFeed(settings, client, telemetry.metrics)
+        model = LiveModel(settings, client, pinned=defined.pinned_versions(), prepare=feed.prepare)
         await model.start()
+        feed.start(model.served)
         # /metrics reads the experiments' counters from Redis (on a worker thread).
         scrape_redis = redis_client(redis_url, settings.redis_timeout_s)
         if defined.experiments:
             telemetry.metrics.add_collector(ExperimentsCollector(scrape_redis, defined, ledger))
         app.state.recsys = AppState(
-            settings, client, hot_redis, model, publisher, telemetry, defined, ledger
+            settings,
+            client,
+            hot_redis,
+            model,
+            publisher,
+            telemetry,
+            defined,
+            ledger,
+            feed,
+            scrape_redis,
         )
         try:
             yield
         finally:
             # Every step is bounded: a shutdown that hangs is worse than one that logs.
+            await _bounded(feed.stop(), "stop the catalog feed")
             await _bounded(model.stop(), "stop the model poller")
             await _bounded(asyncio.to_thread(publisher.close), "flush the event producer")
             await _bounded(client.aclose(), "close the Redis client")
@@ -86,8 +111,19 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
         summary="Real-time personalised recommendations",
         version="0.1.0",
         lifespan=lifespan,
+        # Starlette's body limit: 413 past a Content-Length over it, or past as many bytes
+        # of a body sent without one.
+        max_body_size=settings.max_body_bytes,
     )
-    for module in (recommend, items, users, events, models, experiments, health, page):
+    app.state.access = access = Access(settings, telemetry.metrics)
+    access.log_policy()
+    # Reads are checked only where the policy asks for it, so open reads keep the hot path
+    # free of the dependency; each write route names its role itself (serve.access).
+    reads = [] if access.reads_unchecked else [require("read")]
+    responses = {} if access.reads_unchecked else ACCESS_RESPONSES
+    for module in (recommend, items, users, models, experiments, page):
+        app.include_router(module.router, dependencies=reads, responses=responses)
+    for module in (catalog, events, admin, health):
         app.include_router(module.router)
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
@@ -101,7 +137,9 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Never a stack trace to the client; the log keeps it.
-        log.exception("unhandled error on %s", request.url.path)
+        # The route's template, not the path: a path holds customer ids.
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        log.exception("unhandled error on %s %s", request.method, route)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     return app

@@ -7,11 +7,13 @@ from typing import Annotated
 
 import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Request
+from redis import Redis as SyncRedis
 
 from recsys.experiments.definitions import Experiments
 from recsys.experiments.ledger import Ledger
 from recsys.multiplexed_redis import MultiplexedRedis
 from recsys.settings import Settings
+from serve.catalog_feed import CatalogFeed
 from serve.live_model import LiveModel, ServedModel
 from serve.publisher import EventPublisher
 from serve.telemetry import Telemetry
@@ -28,6 +30,9 @@ class AppState:
     telemetry: Telemetry
     experiments: Experiments
     ledger: Ledger
+    catalog: CatalogFeed
+    # Blocking work off the event loop (metrics scrapes, erasure) uses this client.
+    sync_redis: SyncRedis
 
 
 # Dependencies are async: FastAPI would run a plain def in its threadpool, a thread hop

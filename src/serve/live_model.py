@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from batch.content_vectors import ContentModel, load_content_model
 from recsys import keys
 from recsys.index.base import ItemIndex
 from recsys.index.factory import open_backend
@@ -28,6 +29,19 @@ class ServedModel:
     # Held in memory so the fallback answers even when Redis or the index does not.
     trending: TrendingLists
     manifest: Manifest
+    # Places an article that arrives after the batch (serve.catalog_feed); None for a
+    # version trained without one.
+    content: ContentModel | None = None
+
+
+# Runs in the loader thread on a version nobody queries yet; what it returns runs on the
+# event loop right before the version serves (serve.catalog_feed: the articles received
+# since the batch, which the version may not know).
+Prepare = Callable[[ServedModel], Callable[[], None]]
+
+
+def _nothing() -> None:
+    """No preparation: nothing to finish."""
 
 
 # Longer than any request can take (its Redis timeout is well under a second).
@@ -36,10 +50,16 @@ RETIRE_AFTER_S = 10.0
 
 class LiveModel:
     def __init__(
-        self, settings: Settings, client: aioredis.Redis, *, pinned: Sequence[str] = ()
+        self,
+        settings: Settings,
+        client: aioredis.Redis,
+        *,
+        pinned: Sequence[str] = (),
+        prepare: Prepare | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
+        self._prepare = prepare
         self.backend = open_backend(settings)
         self.current: ServedModel | None = None
         # Versions an experiment's variants serve beside the live one, loaded at start.
@@ -53,12 +73,19 @@ class LiveModel:
             await self.refresh()
         for version in self._pinned_versions:
             try:
-                self.pinned[version] = await asyncio.to_thread(self._load, version)
+                loaded, finish = await asyncio.to_thread(self._load, version)
+                finish()
+                self.pinned[version] = loaded
             except Exception as exc:  # pruned, or never published: its arm gets the live one
                 log.warning(
                     "experiment version %s cannot be served (%s): live instead", version, exc
                 )
         self._task = asyncio.create_task(self._poll())
+
+    def served(self) -> list[ServedModel]:
+        """Every version this process answers with: the live one and the pinned ones."""
+        current = [] if self.current is None else [self.current]
+        return current + list(self.pinned.values())
 
     def serving(self, version: str | None) -> ServedModel | None:
         """The model a request for this version gets: the pinned one, else the live one."""
@@ -87,7 +114,10 @@ class LiveModel:
         version = raw.decode() if isinstance(raw, bytes) else raw
         if version is None or (self.current and self.current.version == version):
             return
-        loaded = await asyncio.to_thread(self._load, version)
+        loaded, finish = await asyncio.to_thread(self._load, version)
+        # No await between this and the swap: nothing the feed applies meanwhile can reach
+        # the old version only.
+        finish()
         old, self.current = self.current, loaded
         # What a version holds lives as long as it does: out of the collector's sight, a
         # full collection no longer walks the catalogue (73 ms pauses under load before).
@@ -106,13 +136,16 @@ class LiveModel:
         finally:
             old.index.close()
 
-    def _load(self, version: str) -> ServedModel:
-        return ServedModel(
+    def _load(self, version: str) -> tuple[ServedModel, Callable[[], None]]:
+        """The version, and what is left to do on the event loop before it serves."""
+        loaded = ServedModel(
             version=version,
             index=self.backend.open(version),
             trending=read_trending(self.settings.models_dir, version),
             manifest=read_manifest(self.settings.models_dir, version),
+            content=load_content_model(self.settings.models_dir, version),
         )
+        return loaded, (_nothing if self._prepare is None else self._prepare(loaded))
 
     async def _poll(self) -> None:
         while True:

@@ -58,6 +58,7 @@ class Metrics:
             "Experiment lists served without a recorded impression (Redis failed)",
             registry=r,
         )
+        self.erasures = Counter("customer_erasures", "Customers erased on request", registry=r)
         self.explains = Counter("explain_requests", "Requests with explanations", registry=r)
         self.explain_seconds = Histogram(
             "explain_computation_duration_seconds",
@@ -74,6 +75,30 @@ class Metrics:
         )
         self.purchases = Counter(
             "purchase_events_accepted", "Purchases the broker acknowledged", registry=r
+        )
+        self.signals = Counter(
+            "signal_events_accepted",
+            "Views, clicks and add-to-carts the broker acknowledged",
+            ["event_type"],
+            registry=r,
+        )
+        self.articles_accepted = Counter(
+            "catalog_articles_accepted",
+            "Articles of POST /items the broker acknowledged",
+            registry=r,
+        )
+        self.articles_applied = Counter(
+            "catalog_articles_applied",
+            "Catalog articles applied to a served index version: placed by their content "
+            "vector, metadata_only (a collaborative item keeps its vector), or none (the "
+            "version has no content model)",
+            ["placement"],
+            registry=r,
+        )
+        self.catalog_invalid = Counter(
+            "catalog_messages_invalid",
+            "Messages on the catalog topic that are not valid catalog messages (skipped)",
+            registry=r,
         )
         self.redis_seconds = Histogram(
             "redis_operation_duration_seconds",
@@ -92,6 +117,18 @@ class Metrics:
             "qdrant_retrieve_duration_seconds",
             "Item-index point look-ups",
             buckets=ENGINE_BUCKETS,
+            registry=r,
+        )
+        # Access and limits (serve.access): reasons are missing, unknown and forbidden.
+        self.auth_failures = Counter(
+            "auth_failures", "Requests refused for their API key, by reason", ["reason"], registry=r
+        )
+        self.rate_limited = Counter(
+            "rate_limited", "Requests refused with 429, by the caller's role", ["role"], registry=r
+        )
+        self.rate_limiter_unavailable = Counter(
+            "rate_limiter_unavailable",
+            "Requests let through unlimited because Redis did not answer the rate limiter",
             registry=r,
         )
         self.http_seconds = Histogram(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
+from recsys.articles import Article
 from recsys.ids import ExternalId
 
 Source = Literal["personalized", "trending"]
@@ -34,7 +35,8 @@ class Recommendations(BaseModel):
     diversity_lambda: float = Field(description="1: pure relevance; lower: more diverse (MMR)")
     items: list[RecommendedItem]
     applied_event_id: str | None = Field(
-        default=None, description="The last purchase event already reflected in these results."
+        default=None,
+        description="The last event (of any type) already reflected in these results.",
     )
     experiment: str | None = Field(
         default=None, description="The A/B experiment this customer is in, if one runs"
@@ -50,7 +52,9 @@ class Recommendations(BaseModel):
     )
 
 
-class PurchaseIn(BaseModel):
+class EventIn(BaseModel):
+    """A purchase, view, click or add-to-cart; the path names the type."""
+
     model_config = ConfigDict(extra="forbid")
 
     customer_id: ExternalId
@@ -60,13 +64,42 @@ class PurchaseIn(BaseModel):
     )
     price: float | None = Field(default=None, ge=0)
     recommendation_id: ExternalId | None = Field(
-        default=None, description="The `recommendation_id` of the list the item was bought from"
+        default=None,
+        description="The `recommendation_id` of the list the item was bought (or seen) from; "
+        "only purchases are credited to experiments",
     )
-    ts: datetime | None = Field(default=None, description="Purchase time; now if absent.")
+    ts: datetime | None = Field(default=None, description="Event time; now if absent.")
 
 
-class PurchaseAccepted(BaseModel):
+class EventAccepted(BaseModel):
     event_id: str
+    status: Literal["accepted"] = "accepted"
+
+
+# One request is one round of broker acknowledgements; a larger catalogue goes in several,
+# or through `recsys catalog upsert --file`.
+MAX_ARTICLES_PER_REQUEST: Final = 1_000
+
+
+class ArticlesIn(
+    RootModel[Annotated[list[Article], Field(min_length=1, max_length=MAX_ARTICLES_PER_REQUEST)]]
+):
+    """New or changed articles, each article_id once."""
+
+    @model_validator(mode="after")
+    def _each_article_once(self) -> ArticlesIn:
+        first: dict[str, int] = {}
+        for position, article in enumerate(self.root):
+            seen = first.setdefault(article.article_id, position)
+            if seen != position:
+                raise ValueError(
+                    f"article_id {article.article_id} is given twice (items {seen} and {position})"
+                )
+        return self
+
+
+class ArticlesAccepted(BaseModel):
+    article_ids: list[str] = Field(description="Every article of the request, in its order")
     status: Literal["accepted"] = "accepted"
 
 
@@ -114,3 +147,15 @@ class Profile(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+class Erasure(BaseModel):
+    customer_id: str
+    erased_at: datetime = Field(description="Events of the customer up to this time never count")
+    redis_keys: int = Field(
+        description="Keys deleted: vectors of every version, history, profile, markers"
+    )
+    delta_rows: dict[str, int] = Field(description="Rows deleted per Delta table (layer.name)")
+    factor_rows: dict[str, int] = Field(
+        description="Rows deleted from each kept model version's factors file"
+    )

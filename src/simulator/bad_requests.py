@@ -47,6 +47,11 @@ def _missing_field(customer: str, _article: str, _serial: str) -> BadRequest:
     )
 
 
+def _unknown_event_type(customer: str, article: str, _serial: str) -> BadRequest:
+    body = {"customer_id": customer, "article_id": article}
+    return BadRequest("unknown event type", "POST", "/events/wishlist", None, _json(body))
+
+
 def _json(value: object) -> bytes:
     return json.dumps(value).encode()
 
@@ -59,4 +64,5 @@ KINDS: Final[tuple[Callable[[str, str, str], BadRequest], ...]] = (
     _unknown_article,
     _malformed_json,
     _missing_field,
+    _unknown_event_type,
 )

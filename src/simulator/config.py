@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -75,6 +75,11 @@ class SimulationConfig:
     # Each shown item of the wanted group tempts with this probability; tempted, the
     # customer buys the best of them (and names the list it came from).
     follow_recommendations: float = 0.3
+    # Weaker signals: a recommendation view posts one shown item as a view event with this
+    # probability (POST /events/view), and a purchase is preceded by an add-to-cart of the
+    # same article with this one (POST /events/add_to_cart).
+    view_event_share: float = 0.1
+    add_to_cart_share: float = 0.3
     new_customer_share: float = 0.02  # sessions of customers with no purchase history
     bad_request_share: float = 0.02  # session steps that also send a request meant to fail
     drift_fraction: float = 0.2  # known customers whose taste switches
@@ -87,6 +92,9 @@ class SimulationConfig:
     seed: int = 7
     # An A/B experiment the API runs (RECSYS_EXPERIMENTS_FILE) to report on for this run.
     experiment: str | None = None
+    # An API key of the events (or admin) role, sent with every request; None for an API
+    # whose writes are open (`recsys demo`, `recsys up`). Never in a repr or the report.
+    api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "api_url", require_loopback(self.api_url))
@@ -112,6 +120,8 @@ class SimulationConfig:
             "popular_share",
             "filter_share",
             "follow_recommendations",
+            "view_event_share",
+            "add_to_cart_share",
             "new_customer_share",
             "bad_request_share",
             "drift_fraction",

@@ -97,6 +97,7 @@ def _client(config: SimulationConfig) -> httpx.AsyncClient:
         # Never through a proxy from the environment: the load stays on loopback.
         trust_env=False,
         follow_redirects=False,
+        headers={"Authorization": f"Bearer {config.api_key}"} if config.api_key else None,
     )
 
 

@@ -1,5 +1,6 @@
 """The load: sessions arrive open-loop (Poisson, paced to the target purchase rate), each
-views recommendations a few times and maybe buys; bad requests are mixed in, and every
+views recommendations a few times (now and then posting a view event for a shown item)
+and maybe buys (sometimes after an add-to-cart); bad requests are mixed in, and every
 Nth accepted purchase is followed by a freshness probe until the API shows it applied."""
 
 from __future__ import annotations
@@ -105,12 +106,17 @@ class Traffic:
         self.recorder = recorder
         self.run_id = run_id
         self.rng = np.random.default_rng([config.seed, 1])
+        # The weaker signals draw from a stream of their own: the rest of the traffic is
+        # the same with or without them.
+        self.signal_rng = np.random.default_rng([config.seed, 2])
         self.budget = Budget(config.max_events, config.max_requests)
         self.slots = asyncio.Semaphore(config.concurrency)
         self.queued = 0  # requests waiting for a slot
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.probes: set[asyncio.Task[None]] = set()
-        self.accepted: dict[str, int] = {}  # this run's accepted event ids, in order
+        # This run's accepted event ids (weaker signals too), each with the number of
+        # purchases accepted by then: a probe's "this purchase or a later event".
+        self.accepted: dict[str, int] = {}
         self.drift_activity: defaultdict[int, DriftActivity] = defaultdict(DriftActivity)
         self.serial = 0
         self.start = 0.0
@@ -183,7 +189,13 @@ class Traffic:
                 return
             if self.rng.random() < self.config.bad_request_share:
                 await self.bad_request(shopper)
-            shown = await self.view(shopper) or shown
+            seen = await self.view(shopper)
+            if seen is not None:
+                shown = seen
+                if self.signal_rng.random() < self.config.view_event_share:
+                    item = seen.items[int(self.signal_rng.integers(len(seen.items)))]
+                    if "article_id" in item:
+                        await self.signal(shopper, "view", str(item["article_id"]))
             await self.pause()
         if self.rng.random() < self.config.purchase_probability and not self.closing():
             await self.purchase(shopper, shown)
@@ -250,6 +262,8 @@ class Traffic:
         # One purchase of a customer at a time: their events reach the topic in the order
         # of their 202s, which is what a freshness probe relies on.
         async with self.locks[shopper.customer_id]:
+            if self.signal_rng.random() < self.config.add_to_cart_share:
+                await self.signal(shopper, "add_to_cart", article, locked=True)
             self.recorder.events_posted += 1
             response = await self.send("purchase", "POST", "/events/purchase", json=body)
             if response is None or response.status_code != 202:
@@ -264,6 +278,19 @@ class Traffic:
             if drifted and shopper.row is not None:
                 self.drift_activity[shopper.row].purchases += 1
             self.maybe_probe(shopper.customer_id, event_id, accepted_at)
+
+    async def signal(
+        self, shopper: Shopper, event_type: str, article: str, *, locked: bool = False
+    ) -> None:
+        """POST /events/{event_type}: a view or add-to-cart, under the customer's lock (so
+        it reaches the topic in order with their purchases) unless the caller holds it."""
+        self.serial += 1
+        event_id = f"sim-{self.run_id}-{self.serial}"
+        body = {"customer_id": shopper.customer_id, "article_id": article, "event_id": event_id}
+        async with contextlib.nullcontext() if locked else self.locks[shopper.customer_id]:
+            response = await self.send(event_type, "POST", f"/events/{event_type}", json=body)
+            if response is not None and response.status_code == 202:
+                self.accepted[event_id] = self.recorder.events_accepted
 
     async def bad_request(self, shopper: Shopper) -> None:
         make = BAD_KINDS[int(self.rng.integers(len(BAD_KINDS)))]

@@ -1,9 +1,10 @@
-"""Apply purchase events to the user vectors of one model version, each event once.
+"""Apply events to the user vectors of one model version, each event once.
 
-An event's marker, the new vector, the history, the last-applied event id and the
-customer's purchase counts are written by one Lua script, so a replayed or duplicated
-event never moves a vector twice. The updater and the promotion replay both go through
-here.
+An event's marker, the new vector, the last-applied event id and, for a purchase, the
+history and the customer's purchase counts are written by one Lua script, so a replayed
+or duplicated event never moves a vector twice. Every type moves the vector, by its
+weight (`recsys.events.event_weights`); only purchases are history. The updater and the
+promotion replay both go through here.
 
 The EMA is computed here, in Python (the one function the replay evaluation uses too),
 from the vector read before; the script writes only if the stored vector is still that
@@ -21,14 +22,15 @@ import redis
 from redis.exceptions import RedisError
 
 from recsys import keys
-from recsys.events import Event
+from recsys.events import Event, event_weights
 from recsys.settings import Settings
 from recsys.vectors import Vector, decode, encode
 from stream.ema import ema_update
 
 # KEYS: applied marker, user vector, history, last event, profile counts.
 # ARGV: new vector bytes (empty: leave the vector), marker ttl s, article id, ts, event id,
-#       max history, the vector the new one was computed from (empty: there was none).
+#       max history, the vector the new one was computed from (empty: there was none),
+#       '1' for a purchase (history and counts), '0' for a weaker signal.
 # Returns 1 applied, 0 applied before (a duplicate), -1 the vector changed meanwhile.
 APPLY_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -41,9 +43,12 @@ redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
 if ARGV[1] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1])
 end
+redis.call('SET', KEYS[4], ARGV[5])
+if ARGV[8] ~= '1' then
+  return 1
+end
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[6]) - 1)
-redis.call('SET', KEYS[4], ARGV[5])
 local ts = tonumber(ARGV[4])
 redis.call('HINCRBY', KEYS[5], 'purchases', 1)
 local first = redis.call('HGET', KEYS[5], 'first_ts')
@@ -70,7 +75,8 @@ class EventApplier:
         self.settings = settings
         self.client = client
         self._apply = client.register_script(APPLY_SCRIPT)
-        self._item_cache: dict[tuple[str, str], Vector | None] = {}
+        self._weights = event_weights(settings)
+        self._item_cache: dict[tuple[str, str], Vector] = {}
         self._norm_cache: dict[str, float] = {}
 
     def active_versions(self) -> list[str]:
@@ -128,8 +134,13 @@ class EventApplier:
             for position, event in own_events:
                 before = vector
                 item = items.get(event.article_id)
-                if item is not None:
-                    vector = ema_update(vector, item, self.settings.ema_rate, default_norm)
+                weight = self._weights[event.event_type]
+                # Weight 0: recorded as applied (and as the last event), vector untouched;
+                # a customer without a vector gets none from it.
+                new = b""
+                if item is not None and weight > 0:
+                    vector = ema_update(vector, item, self.settings.ema_rate, default_norm, weight)
+                    new = encode(vector)
                 self._apply(
                     keys=[
                         keys.applied_event(version, customer, event.event_id),
@@ -139,13 +150,14 @@ class EventApplier:
                         keys.profile(version, customer),
                     ],
                     args=[
-                        encode(vector) if item is not None and vector is not None else b"",
+                        new,
                         APPLIED_MARKER_TTL_S,
                         event.article_id,
                         int(event.ts.timestamp()),
                         event.event_id,
                         self.settings.history_max_items,
                         encode(before) if before is not None else b"",
+                        "1" if event.is_purchase else "0",
                     ],
                     client=pipe,
                 )
@@ -157,13 +169,18 @@ class EventApplier:
         return outcomes
 
     def _item_vectors(self, version: str, article_ids: Sequence[str]) -> dict[str, Vector]:
-        # Item vectors never change within a version, so they are fetched once each.
+        # A version's vectors stay as the batch wrote them (a content-placed article whose
+        # metadata changes later is the exception this cache ignores), so each is fetched
+        # once. A missing one is asked for again: a serving process writes it when it
+        # places an article from the catalog topic (serve.catalog_feed).
         missing = [a for a in dict.fromkeys(article_ids) if (version, a) not in self._item_cache]
         if missing:
             raws = self.client.mget([keys.item_vector(version, a) for a in missing])
             for article_id, raw in zip(missing, raws, strict=True):
-                self._item_cache[(version, article_id)] = decode(raw)
-        found = {a: self._item_cache[(version, a)] for a in article_ids}
+                vector = decode(raw)
+                if vector is not None:
+                    self._item_cache[(version, article_id)] = vector
+        found = {a: self._item_cache.get((version, a)) for a in article_ids}
         return {a: v for a, v in found.items() if v is not None}
 
     def _default_norm(self, version: str) -> float:

@@ -1,7 +1,9 @@
-"""`recsys archiver`: accepted events into the Delta `events` table, each exactly once.
+"""`recsys archiver`: accepted events into the Delta `events` table, each exactly once,
+and the catalog topic's articles into the Delta `items` table, one row each (the newest).
 
-Offsets are committed only after the Delta commit, and rows are merged on event_id, so
-a crash between the two redelivers events that the merge then skips.
+Offsets are committed only after the Delta commits, and rows are merged on event_id (on
+article_id, newest wins), so a crash between the two redelivers messages that the merge
+then skips.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from pydantic import ValidationError
 
 from recsys.events import Event
 from recsys.settings import Settings
+from stream.items_table import ITEMS_SCHEMA, item_rows, merge_newest
 from stream.offsets import commit_processed
 
 log = logging.getLogger(__name__)
@@ -72,13 +76,17 @@ def to_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
     return table, invalid
 
 
-def ensure_events_table(path: Path) -> None:
-    """Create the empty table up front, so every later write is a merge on event_id."""
+def ensure_table(path: Path, schema: pa.Schema) -> None:
+    """Create the empty table up front, so every later write is a merge."""
     try:
         DeltaTable(str(path))
     except TableNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_deltalake(str(path), EVENTS_SCHEMA.empty_table(), mode="ignore")
+        write_deltalake(str(path), schema.empty_table(), mode="ignore")
+
+
+def ensure_events_table(path: Path) -> None:
+    ensure_table(path, EVENTS_SCHEMA)
 
 
 def append_new(path: Path, rows: pa.Table) -> int:
@@ -95,12 +103,31 @@ def append_new(path: Path, rows: pa.Table) -> int:
     return inserted
 
 
+@dataclass(frozen=True)
+class Sink:
+    """Where one topic's messages go: rows from a batch of them, and the table's merge."""
+
+    path: Path
+    rows: Callable[[Sequence[Message]], tuple[pa.Table, int]]
+    merge: Callable[[Path, pa.Table], int]
+
+
 class Archiver:
+    """Consumes the events and the catalog topics (one subscription, one commit)."""
+
     def __init__(self, settings: Settings, consumer: Consumer) -> None:
         self.settings = settings
         self.consumer = consumer
-        self.path = settings.events_table
-        ensure_events_table(self.path)
+        ensure_events_table(settings.events_table)
+        ensure_table(settings.items_table, ITEMS_SCHEMA)
+        self.sinks = {
+            settings.events_topic: Sink(settings.events_table, to_rows, append_new),
+            settings.catalog_topic: Sink(settings.items_table, item_rows, merge_newest),
+        }
+
+    @staticmethod
+    def topics(settings: Settings) -> list[str]:
+        return [settings.events_topic, settings.catalog_topic]
 
     def run(self, stop: threading.Event) -> None:
         pending: list[Message] = []
@@ -119,9 +146,20 @@ class Archiver:
             self.flush(pending)
 
     def flush(self, messages: Sequence[Message]) -> FlushOutcome:
-        rows, invalid = to_rows(messages)
-        written = append_new(self.path, rows)
+        by_topic: dict[str, list[Message]] = defaultdict(list)
+        for message in messages:
+            by_topic[message.topic() or ""].append(message)
+        outcome = FlushOutcome(received=len(messages))
+        for topic, own in by_topic.items():
+            sink = self.sinks.get(topic)
+            if sink is None:
+                continue
+            rows, invalid = sink.rows(own)
+            written = sink.merge(sink.path, rows)
+            outcome.written += written
+            outcome.invalid += invalid
+            if written:
+                already = rows.num_rows - written
+                log.info("archived %d %s messages (%d already there)", written, topic, already)
         commit_processed(self.consumer, messages)
-        if written:
-            log.info("archived %d events (%d already there)", written, rows.num_rows - written)
-        return FlushOutcome(received=len(messages), written=written, invalid=invalid)
+        return outcome

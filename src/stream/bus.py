@@ -46,11 +46,14 @@ def consumer_config(bootstrap: str, group: str, settings: Settings) -> dict[str,
 
 
 def ensure_topics(bootstrap: str, settings: Settings, timeout_s: float = 10.0) -> None:
-    """Create the events topic and its dead-letter topic where they are missing."""
+    """Create the events topic, its dead-letter topic and the catalog topic where they
+    are missing."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     wanted = {
         settings.events_topic: settings.events_partitions,
         settings.dlq_topic: 1,
+        # A few messages a minute: one partition keeps every article in the order sent.
+        settings.catalog_topic: 1,
     }
     existing = admin.list_topics(timeout=timeout_s).topics
     missing = [NewTopic(name, parts, 1) for name, parts in wanted.items() if name not in existing]

@@ -23,6 +23,14 @@ class UpdaterMetrics:
             ["outcome"],
             registry=r,
         )
+        # A counter of its own rather than a label on events_processed: a new label would
+        # change every existing series, and scrapers that match {outcome="..."} exactly.
+        self.processed_by_type = Counter(
+            "events_processed_by_type",
+            "Valid events consumed, by event_type and outcome (applied, duplicate)",
+            ["event_type", "outcome"],
+            registry=r,
+        )
         self.duplicates = Counter(
             "events_duplicates_skipped",
             "Event applications skipped because the event had been applied (per version)",

@@ -15,7 +15,8 @@ import pandas as pd
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
-from recsys.events import Event
+from recsys.erasure import drop_erased
+from recsys.events import EVENT_TYPES, Event
 from stream.apply import EventApplier
 
 CHUNK = 2_000
@@ -29,19 +30,27 @@ class ReplayReport:
 
 
 def unseen_purchases(
-    events_table: Path, seen_table_version: int | None, since: datetime
+    events_table: Path,
+    seen_table_version: int | None,
+    since: datetime,
+    erased: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Archived purchases a model trained on `seen_table_version` never saw, oldest first."""
+    """Archived purchases a model trained on `seen_table_version` never saw, oldest first,
+    less those of erased customers from before their erasure (recsys.erasure)."""
     try:
         frame = DeltaTable(str(events_table)).to_pandas()
     except TableNotFoundError:
         return pd.DataFrame()
-    frame = frame[frame["event_type"] == "purchase"]
+    # Every type the updater applies, weaker signals too (by their weight): a version
+    # trained before them must not miss them either.
+    frame = frame[frame["event_type"].isin(EVENT_TYPES)]
     seen = _event_ids_at(events_table, seen_table_version)
     if seen is not None:
         frame = frame[~frame["event_id"].isin(seen)]
     else:
         frame = frame[frame["ts"] > pd.Timestamp(since)]
+    if erased is not None:
+        frame = drop_erased(frame, erased, "ts")
     return frame.sort_values(["ts", "kafka_partition", "kafka_offset"], kind="stable")
 
 
@@ -67,8 +76,9 @@ def replay(
     *,
     seen_table_version: int | None,
     since: datetime,
+    erased: pd.DataFrame | None = None,
 ) -> ReplayReport:
-    frame = unseen_purchases(events_table, seen_table_version, since)
+    frame = unseen_purchases(events_table, seen_table_version, since, erased)
     applied = duplicates = 0
     fields = [name for name in Event.model_fields if name in frame.columns]
     for start in range(0, len(frame), CHUNK):

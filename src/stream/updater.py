@@ -1,4 +1,5 @@
-"""`recsys updater`: purchase events move the customer's vector in Redis, once each.
+"""`recsys updater`: events (purchases, and views, clicks and add-to-carts by their
+weight) move the customer's vector in Redis, once each.
 
 At-least-once from Kafka, exactly-once in effect: each event is applied by one atomic
 Redis step (stream/apply.py), and offsets are committed only after that write.
@@ -21,6 +22,7 @@ from opentelemetry.propagate import extract
 from opentelemetry.trace import NoOpTracer, SpanKind, Tracer, set_span_in_context
 from pydantic import ValidationError
 
+from recsys.erasure import erased_at
 from recsys.events import Event
 from recsys.experiments.ledger import Ledger, Purchase
 from recsys.settings import Settings
@@ -124,6 +126,7 @@ class Updater:
             self.dlq.flush(self.settings.kafka_produce_timeout_s)
             self.metrics.dead_lettered.inc(outcome.dead_lettered)
             self.metrics.processed.labels("dead_lettered").inc(outcome.dead_lettered)
+        received = self._without_erased(received)
         if received:
             started = time.time_ns()
             events = [event for event, _ in received]
@@ -135,12 +138,14 @@ class Updater:
                 outcome.applied += sum(flags)
                 outcome.duplicates += len(flags) - sum(flags)
             # Credit each purchase to the experiment list that showed it (idempotent per
-            # event id, so a redelivered batch credits nothing twice).
+            # event id, so a redelivered batch credits nothing twice); weaker signals are
+            # not conversions.
             self.ledger.attribute_all_sync(
                 self.client,
                 [
                     Purchase(e.event_id, e.customer_id, e.article_id, e.recommendation_id)
                     for e in events
+                    if e.is_purchase
                 ],
             )
             self._observe(received, applied_anywhere, outcome, started)
@@ -163,6 +168,9 @@ class Updater:
         self.metrics.processed.labels("applied").inc(fresh)
         self.metrics.processed.labels("duplicate").inc(len(applied) - fresh)
         self.metrics.duplicates.inc(outcome.duplicates)
+        for (event, _), was_applied in zip(received, applied, strict=True):
+            outcome_name = "applied" if was_applied else "duplicate"
+            self.metrics.processed_by_type.labels(event.event_type, outcome_name).inc()
         for _, message in received:
             kind, millis = message.timestamp()
             if kind != TIMESTAMP_NOT_AVAILABLE and millis > 0:
@@ -181,6 +189,7 @@ class Updater:
                     "messaging.destination.name": message.topic() or "",
                     "messaging.kafka.partition": message.partition() or 0,
                     "recsys.event_id": event.event_id,
+                    "recsys.event_type": event.event_type,
                     "recsys.applied": was_applied,
                     "recsys.model_versions": ",".join(outcome.versions),
                 },
@@ -194,6 +203,22 @@ class Updater:
             )
             write.end(end_time=ended)
             span.end(end_time=ended)
+
+    def _without_erased(self, received: list[tuple[Event, Message]]) -> list[tuple[Event, Message]]:
+        """Drop the events of erased customers from before their erasure (a redelivery or
+        a late message must not bring them back); one Redis read per batch."""
+        if not received:
+            return received
+        erased = erased_at(self.client, sorted({e.customer_id for e, _ in received}))
+        if not erased:
+            return received
+        kept = [
+            (e, m)
+            for e, m in received
+            if e.customer_id not in erased or e.ts.timestamp() > erased[e.customer_id]
+        ]
+        self.metrics.processed.labels("erased").inc(len(received) - len(kept))
+        return kept
 
     def _parse_or_dead_letter(self, message: Message) -> Event | None:
         raw = message.value() or b""

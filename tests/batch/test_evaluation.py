@@ -314,3 +314,84 @@ def test_ml_100k_als_beats_popularity_and_ema_beats_static() -> None:
     console = Console(record=True, width=160)
     print_results(result, console)
     assert "NDCG@10" in console.export_text()
+
+
+# ---------------------------------------------------------------- weak signals
+
+
+def test_signals_split_at_each_users_online_window() -> None:
+    from batch.signal_replay import _cut
+
+    purchases = events_frame([("u", "a", d) for d in range(10)])
+    outer = temporal_split(purchases, 0.2, 5)  # test from day 8
+    inner = temporal_split(outer.train, 0.2, 5)  # online window from day 6
+    signals = events_frame([("u", "s", d) for d in (2, 6, 7, 8, 9)] + [("other", "s", 9)])
+    train, online = _cut(signals.assign(event_type="view"), inner.test, outer.test)
+    days = (DAY + pd.to_timedelta([2, 6, 7], unit="D")).tolist()
+    assert train["ts"].tolist() == [days[0], DAY + pd.Timedelta(days=9)]  # u's and other's
+    assert train["customer_id"].tolist() == ["u", "other"]
+    assert online["ts"].tolist() == days[1:]  # the test day and after: unused
+
+
+def test_choosing_weights_prefers_the_lightest_within_the_margin() -> None:
+    from batch.evaluation import SignalPoint
+    from batch.signal_replay import choose
+
+    def point(kind: str, weight: float, ndcg: float) -> SignalPoint:
+        weights = {"view": 0.0, "click": 0.0, "add_to_cart": 0.0, kind: weight}
+        return SignalPoint(variant=kind, weights=weights, ndcg=0.0, recall=0.0,
+                           retrained_ndcg=ndcg, retrained_recall=0.0)  # fmt: skip
+
+    points = [
+        point("view", 0.1, 0.110), point("view", 0.5, 0.1195), point("view", 1.0, 0.1200),
+        point("click", 0.5, 0.1005), point("click", 1.0, 0.0900),  # no real gain: off
+        point("add_to_cart", 0.2, 0.120), point("add_to_cart", 1.0, 0.140),
+    ]  # fmt: skip
+    assert choose(points, purchases_only=0.100, min_gain=0.01) == {
+        "view": 0.5, "click": 0.0, "add_to_cart": 1.0
+    }  # fmt: skip
+
+
+def test_weak_signals_replay_on_small_generated_data(tmp_path: Path) -> None:
+    from batch.weak_signals import SIGNAL_TYPES, load_weak_signals
+
+    generate(tmp_path, customers=400, articles=200, transactions=8_000, seed=2, weak_signals=True)
+    tx = pd.read_csv(tmp_path / "transactions_train.csv", dtype=str)
+    events = pd.DataFrame(
+        {
+            "customer_id": tx["customer_id"],
+            "article_id": tx["article_id"],
+            "ts": pd.to_datetime(tx["t_dat"]),
+            "weight": np.ones(len(tx), dtype=np.float32),
+        }
+    )
+    signals = load_weak_signals(tmp_path)
+    fixed = {"factors": 16, "regularization": 1.0, "alpha": 20.0, "iterations": 8}
+    config = EvalConfig(
+        interaction_half_life_days=90.0, signal_weights=(0.2, 1.0), diversity_lambdas=()
+    )
+    models = [ModelSpec("implicit", make_implicit_trainer, [fixed])]
+    result = evaluate_events(events, models, config, signals=signals)
+    weak = result.signals
+    assert weak is not None and weak.model == "implicit"
+    assert [p.variant for p in weak.points] == [
+        "static", "purchases only", "view", "view", "click", "click",
+        "add_to_cart", "add_to_cart", "all x0.25", "all x0.5", "all x1",
+    ]  # fmt: skip
+    by_variant = {p.variant: p for p in weak.points}
+    only = by_variant["purchases only"]
+    assert only.retrained_ndcg == only.ndcg  # no signal trains when every weight is 0
+    assert weak.users > 50 and weak.online_purchases > 0
+    assert all(weak.online_signals[t] > 0 and weak.train_signals[t] > 0 for t in SIGNAL_TYPES)
+    assert set(weak.chosen) == set(SIGNAL_TYPES)
+    allowed = {0.0} | {round(w * s, 4) for w in (0.2, 1.0) for s in (0.25, 0.5, 1.0)}
+    assert set(weak.chosen.values()) <= allowed
+    # On this data, where signals follow taste, they help: trained and updated with them.
+    best = max(p.retrained_ndcg or 0.0 for p in weak.points)
+    assert best > only.ndcg, weak.points
+
+    assert EvaluationResult.model_validate_json(result.to_json()) == result
+    console = Console(record=True, width=160)
+    print_results(result, console)
+    text = console.export_text()
+    assert "Weak signals" in text and "Chosen weak-signal weights" in text

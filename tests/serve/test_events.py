@@ -1,11 +1,15 @@
-"""POST /events/purchase: validated, published to the real broker, acknowledged."""
+"""POST /events/purchase and /events/{view,click,add_to_cart}: validated, published to
+the real broker, acknowledged."""
 
 from __future__ import annotations
 
+import uuid
+
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Message
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from batch.pipeline import BatchReport
 from recsys.engines.tansu import start_tansu
@@ -26,27 +30,7 @@ def test_purchase_is_published_keyed_by_customer(
     assert response.status_code == 202
     assert response.json() == {"event_id": "evt-publish-1", "status": "accepted"}
 
-    assert settings.kafka_bootstrap_servers
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": "test-events-reader",
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": 6000,
-            "heartbeat.interval.ms": 500,
-        }
-    )
-    consumer.subscribe([settings.events_topic])
-    found = None
-    try:
-        for _ in range(60):
-            for message in consumer.consume(100, 0.5):
-                if message.error() is None and b"evt-publish-1" in (message.value() or b""):
-                    found = message
-            if found is not None:
-                break
-    finally:
-        consumer.close()
+    found = _published(settings, {"evt-publish-1"}).get("evt-publish-1")
     assert found is not None, "the acknowledged event is not on the topic"
     assert found.key() == known_customer.encode()
     event = Event.from_bytes(found.value() or b"")
@@ -56,6 +40,38 @@ def test_purchase_is_published_keyed_by_customer(
         article,
     )
     assert event.schema_version == 1
+
+
+def _published(settings: Settings, event_ids: set[str]) -> dict[str, Message]:
+    """The messages of the events topic with these event ids, read from its beginning."""
+    assert settings.kafka_bootstrap_servers
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"test-events-reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500,
+        }
+    )
+    consumer.subscribe([settings.events_topic])
+    found: dict[str, Message] = {}
+    try:
+        for _ in range(60):
+            for message in consumer.consume(500, 0.5):
+                if message.error() is not None:
+                    continue
+                try:
+                    event = Event.from_bytes(message.value() or b"")
+                except ValidationError:  # another test's poison message
+                    continue
+                if event.event_id in event_ids:
+                    found[event.event_id] = message
+            if len(found) == len(event_ids):
+                break
+    finally:
+        consumer.close()
+    return found
 
 
 def test_event_id_is_generated_when_absent(api: TestClient, transactions: pd.DataFrame) -> None:
@@ -116,3 +132,70 @@ def test_broker_down_is_a_503(
             assert ready["checks"]["kafka"].startswith("down")
     finally:
         broker.stop()
+
+
+# ---------------------------------------------------------------- weaker signals
+
+
+def test_weaker_signals_are_published_with_their_type(
+    api: TestClient, settings: Settings, transactions: pd.DataFrame, known_customer: str
+) -> None:
+    article = str(transactions["article_id"].iloc[2])
+    sent = {}
+    for event_type in ("view", "click", "add_to_cart"):
+        event_id = f"evt-{event_type}-{uuid.uuid4().hex[:8]}"
+        body = {"customer_id": known_customer, "article_id": article, "event_id": event_id}
+        if event_type == "click":  # optional on every type
+            body["recommendation_id"] = "rec-1"
+        response = api.post(f"/events/{event_type}", json=body)
+        assert response.status_code == 202, response.text
+        assert response.json() == {"event_id": event_id, "status": "accepted"}
+        sent[event_id] = event_type
+
+    messages = _published(settings, set(sent))
+    assert all(m.key() == known_customer.encode() for m in messages.values())
+    found = {i: Event.from_bytes(m.value() or b"") for i, m in messages.items()}
+    assert {i: e.event_type for i, e in found.items()} == sent
+    assert all(not e.is_purchase and e.article_id == article for e in found.values())
+    assert [e.recommendation_id for e in found.values() if e.event_type == "click"] == ["rec-1"]
+
+
+def test_a_retried_signal_is_accepted_again_under_its_id(
+    api: TestClient, transactions: pd.DataFrame
+) -> None:
+    # Accepting it twice is safe: every consumer is idempotent per event_id
+    # (tests/stream/test_event_types.py, tests/stream/test_updater.py).
+    body = {"customer_id": "c1", "article_id": str(transactions["article_id"].iloc[0]),
+            "event_id": "evt-retried-view"}  # fmt: skip
+    first = api.post("/events/view", json=body)
+    again = api.post("/events/view", json=body)
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json() == {"event_id": "evt-retried-view", "status": "accepted"}
+
+
+@pytest.mark.parametrize("event_type", ["wishlist", "Purchase", "views", "add-to-cart"])
+def test_unknown_event_type_is_a_422(
+    api: TestClient, transactions: pd.DataFrame, event_type: str
+) -> None:
+    body = {"customer_id": "c1", "article_id": str(transactions["article_id"].iloc[0])}
+    response = api.post(f"/events/{event_type}", json=body)
+    assert response.status_code == 422
+    assert "event_type" in response.text
+
+
+@pytest.mark.parametrize("event_type", ["view", "click", "add_to_cart"])
+def test_unknown_article_or_bad_body_on_a_signal_is_a_422(api: TestClient, event_type: str) -> None:
+    unknown = api.post(
+        f"/events/{event_type}", json={"customer_id": "c1", "article_id": "0999999999"}
+    )
+    assert unknown.status_code == 422
+    assert "unknown article_id" in unknown.json()["detail"]
+    assert api.post(f"/events/{event_type}", json={"customer_id": "c1"}).status_code == 422
+
+
+def test_the_signal_route_is_documented_beside_the_purchase_route(api: TestClient) -> None:
+    paths = api.get("/openapi.json").json()["paths"]
+    assert "post" in paths["/events/purchase"]
+    signal = paths["/events/{event_type}"]["post"]
+    (param,) = [p for p in signal["parameters"] if p["name"] == "event_type"]
+    assert set(param["schema"]["enum"]) == {"view", "click", "add_to_cart"}

@@ -74,7 +74,7 @@ def test_each_bad_request_is_invalid_for_its_reason() -> None:
     made = {make("cust", "0100000001", "run-1").reason: make("cust", "0100000001", "run-1")
             for make in KINDS}  # fmt: skip
     assert set(made) == {"k=0", "k=51", "over-long id", "unknown article", "malformed JSON",
-                         "missing article_id"}  # fmt: skip
+                         "missing article_id", "unknown event type"}  # fmt: skip
     assert made["k=0"].params == {"k": "0"}
     assert len(made["over-long id"].path.rsplit("/", 1)[1]) == MAX_ID_LENGTH + 1
     assert made["malformed JSON"].body is not None

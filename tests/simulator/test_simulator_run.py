@@ -203,6 +203,10 @@ def test_load_with_the_updater_is_measured_without_errors(
         assert counts.get("5xx", 0) == 0 and counts.get("transport", 0) == 0, kind
     assert report.status_counts["purchase"] == {"2xx": report.events_accepted}
 
+    # The weaker signals go through their own routes (default shares), all accepted.
+    for kind in ("view", "add_to_cart"):
+        assert set(report.status_counts[kind]) == {"2xx"}, kind
+
     bad = report.bad_requests
     assert bad.sent > 0 and bad.refused_4xx == bad.sent
     assert report.status_counts["bad"] == {"4xx": bad.sent}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import pytest
 from confluent_kafka import Consumer, Producer
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
@@ -204,3 +205,50 @@ def test_archived_purchases_become_training_rows(
     assert frame["sales_channel_id"].tolist() == [2]
     assert frame["source"].tolist() == ["events"]
     assert frame["t_dat"].tolist() == [rows[0]["ts"].date()]
+
+
+def test_archived_signals_train_by_their_weight_and_are_never_purchases(
+    settings: Settings, tmp_path: Path, spark: SparkSession
+) -> None:
+    import pyarrow as pa
+
+    from batch.interactions import interactions_job, with_signals
+    from recsys.events import event_weights
+    from stream.archiver import EVENTS_SCHEMA, append_new, ensure_events_table
+
+    path = tmp_path / "events"
+    ensure_events_table(path)
+    events = [
+        _event(1, "0108775001"),  # a purchase by c1
+        *(
+            Event.model_validate({**_event(i, article).model_dump(), "event_type": kind})
+            for i, article, kind in (
+                (2, "0108775001", "view"),
+                (3, "0108775002", "click"),
+                (4, "0108775002", "add_to_cart"),
+                (5, "0999999999", "view"),  # an unknown article: skipped, counted
+            )
+        ),
+    ]
+    rows = [{**e.model_dump(), "kafka_partition": 0, "kafka_offset": i}
+            for i, e in enumerate(events)]  # fmt: skip
+    append_new(path, pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA))
+    store = DeltaRsLake(spark, tmp_path / "lake", retention_hours=0)
+    articles = spark.createDataFrame(pd.DataFrame({"article_id": ["0108775001", "0108775002"]}))
+    archived = archived_purchases(store, path, articles)
+    assert archived is not None and archived.signals is not None
+    assert archived.frame.toPandas()["customer_id"].tolist() == ["c1"]
+    signals = archived.signals.toPandas().sort_values("customer_id")
+    assert signals[["customer_id", "event_type"]].values.tolist() == [
+        ["c2", "view"], ["c3", "click"], ["c4", "add_to_cart"]
+    ]  # fmt: skip
+    assert archived.report.rows_in == 5
+    assert archived.report.skipped["unknown article_id"] == 1
+
+    own = settings.model_copy(update={"event_weight_view": 0.0, "event_weight_click": 0.25})
+    weighted = with_signals(archived.frame, archived.signals, event_weights(own))
+    out = interactions_job(weighted, None).toPandas().set_index("customer_id")["weight"]
+    # The purchase 1, the view ignored (weight 0), the click and the cart their weights.
+    assert out.to_dict() == pytest.approx(
+        {"c1": 1.0, "c3": 0.25, "c4": own.event_weight_add_to_cart}
+    )

@@ -46,3 +46,34 @@ def test_rate_one_jumps_to_item_direction() -> None:
 def test_rejects_rates_outside_unit_interval(rate: float) -> None:
     with pytest.raises(ValueError, match="rate"):
         ema_update(np.ones(2, np.float32), np.ones(2, np.float32), rate, 1.0)
+
+
+def test_weight_scales_the_rate() -> None:
+    user = np.array([3.0, 1.0], dtype=np.float32)
+    item = np.array([-1.0, 2.0], dtype=np.float32)
+    weak = ema_update(user, item, 0.4, 1.0, weight=0.25)
+    np.testing.assert_allclose(weak, ema_update(user, item, 0.1, 1.0), rtol=1e-6)
+    np.testing.assert_array_equal(ema_update(user, item, 0.4, 1.0, weight=1.0),
+                                  ema_update(user, item, 0.4, 1.0))  # fmt: skip
+
+
+def test_weight_zero_leaves_the_vector_and_gives_nobody_a_first_one() -> None:
+    user = np.array([3.0, 1.0], dtype=np.float32)
+    item = np.array([-1.0, 2.0], dtype=np.float32)
+    out = ema_update(user, item, 0.3, 1.0, weight=0.0)
+    np.testing.assert_array_equal(out, user)
+    assert out is not user
+    with pytest.raises(ValueError, match="weight 0"):
+        ema_update(None, item, 0.3, 1.0, weight=0.0)
+
+
+def test_a_weak_first_event_starts_at_the_item_direction_too() -> None:
+    item = np.array([3.0, 4.0], dtype=np.float32)
+    out = ema_update(None, item, 0.3, default_norm=2.0, weight=0.05)
+    np.testing.assert_allclose(out, [1.2, 1.6], rtol=1e-6)
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.5])
+def test_rejects_weights_outside_unit_interval(weight: float) -> None:
+    with pytest.raises(ValueError, match="weight"):
+        ema_update(np.ones(2, np.float32), np.ones(2, np.float32), 0.3, 1.0, weight=weight)

@@ -1,5 +1,6 @@
-"""A purchase posted over HTTP moves the customer's vector in Redis, through the real
-broker and the real updater, exactly once; poison messages go to the dead-letter topic."""
+"""A purchase (or a view, click, add-to-cart) posted over HTTP moves the customer's vector
+in Redis, through the real broker and the real updater, exactly once; poison messages go
+to the dead-letter topic."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from batch.pipeline import BatchReport
 from recsys import keys
+from recsys.events import event_weights
 from recsys.settings import Settings
 from recsys.vectors import decode
 from stream.bus import pending_events, producer_config
@@ -136,3 +138,58 @@ def test_poison_message_is_dead_lettered_with_reason(updater: str, settings: Set
             pending_events(settings.kafka_bootstrap_servers, settings.events_topic, updater) == 0
         )
     )
+
+
+def test_weaker_signals_over_http_move_the_vector_by_their_weights_once(
+    api: TestClient,
+    updater: str,
+    settings: Settings,
+    trained: BatchReport,
+    redis_conn: redis.Redis,
+    transactions: pd.DataFrame,
+) -> None:
+    assert settings.kafka_bootstrap_servers
+    customer = _customer_with_history(transactions, 5)
+    bought = set(transactions.loc[transactions["customer_id"] == customer, "article_id"])
+    articles = [a for a in transactions["article_id"].unique() if a not in bought][:3]
+    # Whatever the suite sent this customer before is applied first.
+    wait_for(
+        lambda: (
+            pending_events(settings.kafka_bootstrap_servers, settings.events_topic, updater) == 0
+        )
+    )
+    user_key = keys.user_vector(trained.version, customer)
+    before = decode(redis_conn.get(user_key))
+    assert before is not None
+    history = redis_conn.zrange(keys.history(customer), 0, -1)
+    profile = redis_conn.hgetall(keys.profile(trained.version, customer))
+
+    weights = event_weights(settings)
+    expected = before
+    bodies = []
+    for event_type, article in zip(("view", "click", "add_to_cart"), articles, strict=True):
+        body = {"customer_id": customer, "article_id": article,
+                "event_id": f"evt-{event_type}-{uuid.uuid4().hex}"}  # fmt: skip
+        assert api.post(f"/events/{event_type}", json=body).status_code == 202
+        bodies.append((event_type, body))
+        item = decode(redis_conn.get(keys.item_vector(trained.version, article)))
+        assert item is not None
+        expected = ema_update(expected, item, settings.ema_rate, 1.0, weights[event_type])
+    last_id = bodies[-1][1]["event_id"]
+    wait_for(lambda: redis_conn.get(keys.last_event(customer)) == last_id.encode())
+    after = decode(redis_conn.get(user_key))
+    np.testing.assert_allclose(after, expected, rtol=1e-5)
+    # Not history: nothing excluded because of them, no purchase counted.
+    assert redis_conn.zrange(keys.history(customer), 0, -1) == history
+    assert redis_conn.hgetall(keys.profile(trained.version, customer)) == profile
+
+    # Retried by the client: applied once.
+    for event_type, body in bodies:
+        assert api.post(f"/events/{event_type}", json=body).status_code == 202
+    wait_for(
+        lambda: (
+            pending_events(settings.kafka_bootstrap_servers, settings.events_topic, updater) == 0
+        )
+    )
+    np.testing.assert_array_equal(decode(redis_conn.get(user_key)), after)
+    assert api.get(f"/recommend/{customer}").json()["applied_event_id"] == last_id

@@ -164,6 +164,31 @@ def test_poison_and_lag_are_measured(
     assert lags and all(v == 0 for v in lags)
 
 
+def test_events_are_counted_and_traced_by_type(
+    traced: tuple[TestClient, Updater, InMemorySpanExporter, Settings],
+    known_customer: str,
+    transactions: pd.DataFrame,
+) -> None:
+    api, worker, exporter, _ = traced
+    article = str(transactions["article_id"].iloc[1])
+    event_id = f"evt-{uuid.uuid4().hex}"
+    body = {"customer_id": known_customer, "article_id": article, "event_id": event_id}
+    assert api.post("/events/add_to_cart", json=body).status_code == 202
+    by_type = "events_processed_by_type_total"
+    _wait_for(lambda: _sample(worker, by_type, event_type="add_to_cart", outcome="applied") >= 1)
+    assert _sample(worker, "events_processed_total", outcome="applied") >= 1
+    assert api.post("/events/add_to_cart", json=body).status_code == 202
+    _wait_for(lambda: _sample(worker, by_type, event_type="add_to_cart", outcome="duplicate") >= 1)
+    span = next(
+        s for s in exporter.get_finished_spans()
+        if s.name == "updater.apply" and (s.attributes or {}).get("recsys.event_id") == event_id
+    )  # fmt: skip
+    assert (span.attributes or {}).get("recsys.event_type") == "add_to_cart"
+    # The route template names the request span (no ids in it), and the API counts it.
+    assert any(s.name == "POST /events/{event_type}" for s in exporter.get_finished_spans())
+    assert api.get("/metrics").text.count('signal_events_accepted_total{event_type="add_to_cart"}')
+
+
 def _updater_process(own: Settings, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,

@@ -154,7 +154,7 @@ class RecordLookups:
 
 
 class ItemIndex(Protocol):
-    """A loaded, read-only model version of the item index."""
+    """A loaded model version of the item index: queried, and changed only by upsert."""
 
     version: str
 
@@ -177,6 +177,11 @@ class ItemIndex(Protocol):
 
     def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         """Vectors of the given items that exist in this version."""
+        ...
+
+    def upsert(self, items: Sequence[IndexedItem]) -> None:
+        """Add or replace items of this version (articles from the catalog topic). On Qdrant
+        Edge it changes this process's copy only: call it where the copy is queried."""
         ...
 
     def check(self) -> None:

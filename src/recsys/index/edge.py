@@ -51,6 +51,15 @@ def build_filter(rules: ItemFilter) -> qe.Filter | None:
 SCROLL_PAGE = 2_000
 
 
+def upsert_points(
+    shard: qe.EdgeShard, items: Sequence[IndexedItem]
+) -> list[tuple[int, list[float], dict[str, Any]]]:
+    """Write the items to the shard; return them as points (id, vector, payload)."""
+    points = [item.as_point() for item in items]
+    shard.update(qe.UpdateOperation.upsert_points([qe.Point(*p) for p in points]))
+    return points
+
+
 class EdgeIndexWriter:
     """Writes a new shard directory; finish() builds HNSW and closes it for loaders."""
 
@@ -75,8 +84,7 @@ class EdgeIndexWriter:
             )
 
     def upsert(self, items: Sequence[IndexedItem]) -> None:
-        points = [qe.Point(*item.as_point()) for item in items]
-        self.shard.update(qe.UpdateOperation.upsert_points(points))
+        upsert_points(self.shard, items)
 
     def finish(self) -> None:
         self.shard.optimize()
@@ -154,6 +162,12 @@ class EdgeItemIndex:
 
     def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         return self.catalog.vectors(article_ids)
+
+    def upsert(self, items: Sequence[IndexedItem]) -> None:
+        """The copy is this process's own; the catalogue follows it in the same call, so
+        a query on the same thread never meets a point the catalogue lacks."""
+        points = upsert_points(self.shard, items)
+        self.catalog.extend((pid, payload, vector) for pid, vector, payload in points)
 
     def check(self) -> None:
         self.shard.info()

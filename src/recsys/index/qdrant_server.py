@@ -55,6 +55,17 @@ def build_filter(rules: ItemFilter) -> qm.Filter | None:
     return None if spec is None else qm.Filter.model_validate(spec)
 
 
+def upsert_points(client: QdrantClient, collection: str, items: Sequence[IndexedItem]) -> None:
+    client.upsert(
+        collection,
+        points=[
+            qm.PointStruct(id=pid, vector=vector, payload=payload)
+            for pid, vector, payload in (item.as_point() for item in items)
+        ],
+        wait=True,
+    )
+
+
 class ServerIndexWriter:
     """Creates the version's collection, with keyword indexes on the filtered fields."""
 
@@ -76,14 +87,7 @@ class ServerIndexWriter:
                 client.create_payload_index(collection, name, qm.PayloadSchemaType.KEYWORD)
 
     def upsert(self, items: Sequence[IndexedItem]) -> None:
-        self.client.upsert(
-            self.collection,
-            points=[
-                qm.PointStruct(id=pid, vector=vector, payload=payload)
-                for pid, vector, payload in (item.as_point() for item in items)
-            ],
-            wait=True,
-        )
+        upsert_points(self.client, self.collection, items)
 
     def finish(self) -> None:
         """The server builds HNSW in the background; points are searchable already."""
@@ -149,6 +153,10 @@ class ServerItemIndex(RecordLookups):
             with_payload=True,
             with_vectors=with_vectors,
         )
+
+    def upsert(self, items: Sequence[IndexedItem]) -> None:
+        """The collection is shared: every serving process writes the same points."""
+        upsert_points(self.client, self.collection, items)
 
     def check(self) -> None:
         if not self.client.collection_exists(self.collection):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Annotated
@@ -11,10 +12,12 @@ from fastapi import APIRouter, HTTPException, Query
 from redis.exceptions import RedisError
 
 from recsys import keys
+from recsys.erasure import erase_customer
+from serve.access import ACCESS_RESPONSES, require
 from serve.deps import Model, State
 from serve.params import CustomerId
 from serve.responses import BAD_INPUT, NOT_LIVE
-from serve.schemas import CategoryShare, ErrorBody, Profile, PurchaseRecord
+from serve.schemas import CategoryShare, Erasure, ErrorBody, Profile, PurchaseRecord
 
 router = APIRouter(tags=["users"])
 
@@ -99,3 +102,28 @@ async def profile(
             f"(at most {state.settings.history_max_items} are kept)"
         ),
     )
+
+
+@router.delete(
+    "/users/{customer_id}",
+    dependencies=[require("admin")],
+    response_model=Erasure,
+    responses={
+        **BAD_INPUT,
+        **ACCESS_RESPONSES,
+        503: {"model": ErrorBody, "description": "Redis is down"},
+    },
+)
+async def erase_user(state: State, customer_id: CustomerId) -> Erasure:
+    """Forget the customer: their vectors (every version), history and profile in Redis,
+    their rows in every Delta table and model factors file, and an erasure record so the
+    next batch run, a promotion replay or a redelivered event cannot bring them back.
+    What the Kafka topic still holds until its retention expires: docs/erasure.md."""
+    try:
+        report = await asyncio.to_thread(
+            erase_customer, state.settings, state.sync_redis, customer_id
+        )
+    except RedisError as exc:
+        raise HTTPException(503, f"erasure not done, retry: {exc}") from exc
+    state.telemetry.metrics.erasures.inc()
+    return Erasure(**dataclasses.asdict(report))

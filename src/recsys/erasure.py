@@ -1,0 +1,210 @@
+"""Forgetting a customer on request: their vectors, history and profile in Redis, their
+rows in every Delta table, their row in each kept version's factors file, and an erasure
+record so that neither the next batch run nor a promotion replay nor a redelivered Kafka
+message brings them back.
+
+The record (the SHA-256 of the customer id, never the id itself, and the time of
+erasure) is kept twice: in the Delta table `<lake>/bronze/erasures` (durable, read by the
+batch and the replay) and in the Redis hash `rs:erased` (read by the updater and the
+archiver). Events of the customer stamped after the erasure are a returning customer and
+count again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import redis
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+
+from recsys import keys
+from recsys.ids import is_valid_id
+from recsys.model_store import FACTORS, version_dir
+from recsys.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ERASED: str = f"{keys.PREFIX}:erased"
+ERASURES_SCHEMA = pa.schema(
+    [("customer_hash", pa.string()), ("erased_at", pa.timestamp("us", tz="UTC"))]
+)
+
+
+def customer_hash(customer_id: str) -> str:
+    """What the erasure record keeps of a customer: the same hash Spark's sha2(id, 256) gives."""
+    return hashlib.sha256(customer_id.encode()).hexdigest()
+
+
+SCAN_COUNT = 1_000
+COMMIT_RETRIES = 5  # a Delta delete racing the archiver's append retries this often
+
+
+def erasures_table(lake_dir: Path) -> Path:
+    return lake_dir / "bronze" / "erasures"
+
+
+@dataclass
+class ErasureReport:
+    customer_id: str
+    erased_at: datetime
+    redis_keys: int = 0
+    delta_rows: dict[str, int] = field(default_factory=dict)  # table (layer/name) -> rows
+    factor_rows: dict[str, int] = field(default_factory=dict)  # model version -> rows
+
+
+def erase_customer(
+    settings: Settings, client: redis.Redis, customer_id: str, now: datetime | None = None
+) -> ErasureReport:
+    """Remove everything stored about the customer, then record the erasure. Idempotent:
+    erasing twice removes nothing more and moves the recorded time forward."""
+    if not is_valid_id(customer_id):
+        raise ValueError(f"not a valid customer id: {customer_id[:64]!r}")
+    report = ErasureReport(customer_id, now or datetime.now(UTC))
+    # The record first: from here on the updater drops the customer's older events, so
+    # nothing written while the rest runs can survive it.
+    record_erasure(settings, client, customer_id, report.erased_at)
+    report.redis_keys = _delete_redis_keys(client, customer_id)
+    for name, table in _customer_tables(settings.lake_dir):
+        deleted = _delete_rows(table, customer_id)
+        if deleted:
+            report.delta_rows[name] = deleted
+    for version, path in _factor_files(settings.models_dir):
+        removed = _drop_user_factors(path, customer_id)
+        if removed:
+            report.factor_rows[version] = removed
+    log.info(
+        "erased a customer: %d Redis keys, %d Delta rows, %d factor rows",
+        report.redis_keys,
+        sum(report.delta_rows.values()),
+        sum(report.factor_rows.values()),
+    )
+    return report
+
+
+def record_erasure(
+    settings: Settings, client: redis.Redis, customer_id: str, erased_at: datetime
+) -> None:
+    hashed = customer_hash(customer_id)
+    client.hset(ERASED, hashed, f"{erased_at.timestamp():.6f}")
+    path = erasures_table(settings.lake_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row = pa.table({"customer_hash": [hashed], "erased_at": [erased_at]}, schema=ERASURES_SCHEMA)
+    _with_retries(lambda: write_deltalake(str(path), row, mode="append"))
+
+
+def erased_before(lake_dir: Path) -> pd.DataFrame:
+    """Every erasure: customer_hash and the latest erased_at (UTC), one row per customer."""
+    try:
+        frame = DeltaTable(str(erasures_table(lake_dir))).to_pandas()
+    except TableNotFoundError:
+        return pd.DataFrame({"customer_hash": pd.Series(dtype=object), "erased_at": pd.Series(
+            dtype="datetime64[us, UTC]")})  # fmt: skip
+    latest: pd.DataFrame = frame.groupby("customer_hash")["erased_at"].max().reset_index()
+    return latest
+
+
+def drop_erased(frame: pd.DataFrame, erased: pd.DataFrame, ts_column: str) -> pd.DataFrame:
+    """The rows of `frame` not of an erased customer at or before their erasure."""
+    if erased.empty or frame.empty:
+        return frame
+    when = dict(zip(erased["customer_hash"], erased["erased_at"], strict=True))
+    erased_at = frame["customer_id"].astype(str).map(lambda c: when.get(customer_hash(c)))
+    erased_at = pd.to_datetime(erased_at, utc=True)
+    keep = erased_at.isna() | (pd.to_datetime(frame[ts_column], utc=True) > erased_at)
+    return frame[keep.to_numpy()]
+
+
+def erased_at(client: redis.Redis, customer_ids: list[str]) -> dict[str, float]:
+    """Of these customers, those erased and when (unix seconds): one round trip."""
+    if not customer_ids:
+        return {}
+    values = client.hmget(ERASED, [customer_hash(c) for c in customer_ids])
+    return {c: float(v) for c, v in zip(customer_ids, values, strict=True) if v is not None}
+
+
+def _delete_redis_keys(client: redis.Redis, customer_id: str) -> int:
+    """Every per-customer key carries the id as its hash tag `{id}`: a SCAN for that tag
+    finds them all, whatever the version or feature that wrote them. The scan walks the
+    whole keyspace (~1 s per million keys): erasure is rare, and nothing is missed."""
+    deleted = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{keys.PREFIX}:*{{{customer_id}}}*", count=SCAN_COUNT):
+        batch.append(key)
+        if len(batch) >= SCAN_COUNT:
+            deleted += int(client.unlink(*batch))
+            batch = []
+    if batch:
+        deleted += int(client.unlink(*batch))
+    return deleted
+
+
+def _customer_tables(lake_dir: Path) -> Iterator[tuple[str, DeltaTable]]:
+    """Every Delta table of the lake with a customer_id column (but the erasure record)."""
+    for layer in ("bronze", "silver", "gold"):
+        folder = lake_dir / layer
+        if not folder.is_dir():
+            continue
+        for path in sorted(p for p in folder.iterdir() if (p / "_delta_log").is_dir()):
+            if path.name == "erasures":
+                continue
+            table = DeltaTable(str(path))
+            if "customer_id" in table.schema().to_arrow().names:
+                yield f"{layer}.{path.name}", table
+
+
+def _delete_rows(table: DeltaTable, customer_id: str) -> int:
+    # The id is of the safe alphabet (is_valid_id): no quote can end the literal.
+    predicate = f"customer_id = '{customer_id}'"
+
+    def delete() -> int:
+        table.update_incremental()
+        deleted: int = table.delete(predicate).get("num_deleted_rows", 0)
+        return deleted
+
+    return _with_retries(delete)
+
+
+def _factor_files(models_dir: Path) -> Iterator[tuple[str, Path]]:
+    if not models_dir.is_dir():
+        return
+    for folder in sorted(models_dir.iterdir()):
+        path = version_dir(models_dir, folder.name) / FACTORS
+        if path.is_file():
+            yield folder.name, path
+
+
+def _drop_user_factors(path: Path, customer_id: str) -> int:
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    keep = arrays["user_ids"] != customer_id
+    removed = int((~keep).sum())
+    if removed:
+        arrays["user_ids"] = arrays["user_ids"][keep]
+        arrays["user_factors"] = arrays["user_factors"][keep]
+        partial = path.with_name(f".{path.stem}.erasing.npz")
+        np.savez(partial, **arrays)
+        partial.replace(path)
+    return removed
+
+
+def _with_retries(action: Callable[[], T]) -> T:
+    for attempt in range(COMMIT_RETRIES):
+        try:
+            return action()
+        except CommitFailedError:
+            if attempt == COMMIT_RETRIES - 1:
+                raise
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")

@@ -1,0 +1,177 @@
+"""Who may call what, and how often: API keys by role, checked by one dependency factory,
+`require(need)`, and each caller's rate limit (serve.rate_limit). docs/security.md.
+
+A request is admitted once: the first check of a request authenticates it, authorises
+it and counts it against its caller's limit; a second check on the same request (a route
+of a keyed-read router that needs a role as well) only authorises.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from redis.exceptions import RedisError
+
+from recsys.api_keys import GRANTS, ApiKey, Role, digest
+from recsys.settings import Settings
+from serve.deps import app_state
+from serve.metrics import Metrics
+from serve.rate_limit import Limit, acquire
+from serve.schemas import ErrorBody
+
+log = logging.getLogger(__name__)
+
+# "read": the GET routes; a role: what a key of that role (or one granting it) may do.
+Need = Literal["read"] | Role
+# RFC 6750: how a 401 says which credentials the route wants.
+CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="recsys"'}
+# A key is 47 characters (recsys.api_keys); anything much longer is not one, and is not
+# hashed.
+MAX_KEY_LENGTH: Final = 256
+# Where the request's admitted caller is kept, in the ASGI scope.
+_CALLER: Final = "recsys.caller"
+
+ACCESS_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"model": ErrorBody, "description": "No API key where one is needed, or an unknown one"},
+    403: {"model": ErrorBody, "description": "The key's role does not allow this"},
+    429: {"model": ErrorBody, "description": "Over the caller's rate limit; see Retry-After"},
+}
+
+
+@dataclass(frozen=True)
+class Caller:
+    key: ApiKey | None  # None: no key (anonymous, or access checks disabled)
+    address: str
+
+    @property
+    def kind(self) -> str:
+        """The limit it is counted against: its key's role, or anonymous."""
+        return self.key.role if self.key else "anonymous"
+
+    @property
+    def subject(self) -> str:
+        """Its rate-limit bucket: a key's name (never the key), else the client address."""
+        return f"key:{self.key.name}" if self.key else f"addr:{self.address}"
+
+
+class Access:
+    """The access policy of one app, from the settings: only the keys' hashes are held."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self._by_hash = {key.sha256: key for key in settings.api_keys}
+        self.disabled = settings.auth_disabled
+        self.reads_require_key = settings.reads_require_key
+        s = settings
+        self._limits = {
+            "events": Limit(s.rate_limit_events_per_s, s.rate_limit_events_burst),
+            "admin": Limit(s.rate_limit_admin_per_s, s.rate_limit_admin_burst),
+            "anonymous": Limit(s.rate_limit_anonymous_per_s, s.rate_limit_anonymous_burst),
+        }
+        self._metrics = metrics
+
+    @property
+    def reads_unchecked(self) -> bool:
+        """Reads are open and not limited per address: they need no check at all (which
+        keeps the hot path free of the dependency)."""
+        reads_open = self.disabled or not self.reads_require_key
+        return reads_open and self._limits["anonymous"].unlimited
+
+    def log_policy(self) -> None:
+        if self.disabled:
+            log.warning("RECSYS_AUTH_DISABLED: every route is open to anyone who can connect")
+        elif not self._by_hash:
+            log.warning("no API key is configured (RECSYS_API_KEYS): every write answers 401")
+        else:
+            log.info("%d API keys configured", len(self._by_hash))
+
+    async def admit(self, request: Request, need: Need, presented: str | None) -> Caller:
+        caller: Caller | None = request.scope.get(_CALLER)
+        if caller is not None:
+            self._authorize(caller, need)
+            return caller
+        caller = self._authenticate(request, presented)
+        self._authorize(caller, need)
+        await self._count(request, caller)
+        request.scope[_CALLER] = caller
+        return caller
+
+    def _authenticate(self, request: Request, presented: str | None) -> Caller:
+        address = request.client.host if request.client else "unknown"
+        if self.disabled or presented is None:
+            return Caller(None, address)
+        key = self._by_hash.get(digest(presented)) if len(presented) <= MAX_KEY_LENGTH else None
+        if key is None:
+            self._metrics.auth_failures.labels("unknown").inc()
+            raise HTTPException(401, "unknown API key", headers=CHALLENGE)
+        return Caller(key, address)
+
+    def _authorize(self, caller: Caller, need: Need) -> None:
+        if self.disabled:
+            return
+        if caller.key is None:
+            if need == "read" and not self.reads_require_key:
+                return
+            self._metrics.auth_failures.labels("missing").inc()
+            if not self._by_hash:
+                reason = "no API key is configured on this service, so it takes no writes"
+            else:
+                role = "" if need == "read" else f" with the role {need}"
+                reason = f"this needs an API key{role}: Authorization: Bearer <key>, or X-API-Key"
+            raise HTTPException(401, reason, headers=CHALLENGE)
+        if need != "read" and need not in GRANTS[caller.key.role]:
+            self._metrics.auth_failures.labels("forbidden").inc()
+            raise HTTPException(
+                403,
+                f"the key {caller.key.name!r} has the role {caller.key.role}; this needs {need}",
+            )
+
+    async def _count(self, request: Request, caller: Caller) -> None:
+        limit = self._limits[caller.kind]
+        if limit.unlimited:
+            return
+        try:
+            wait_s = await acquire(app_state(request).hot_redis, caller.subject, limit)
+        except (RedisError, TimeoutError, OSError):
+            # Limits protect the service; Redis down must not take the writes down with it.
+            self._metrics.rate_limiter_unavailable.inc()
+            return
+        if wait_s > 0:
+            self._metrics.rate_limited.labels(caller.kind).inc()
+            retry = max(1, math.ceil(wait_s))
+            raise HTTPException(
+                429,
+                f"over the rate limit of {limit.per_s:g}/s (burst {limit.burst}): "
+                f"retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+            )
+
+
+_BEARER = HTTPBearer(
+    auto_error=False, scheme_name="bearer", description="`Authorization: Bearer <API key>`"
+)
+_API_KEY = APIKeyHeader(
+    name="X-API-Key", auto_error=False, scheme_name="apiKey", description="`X-API-Key: <API key>`"
+)
+
+
+def require(need: Need) -> Any:
+    """The dependency admitting a request that needs `need`: 401 (with WWW-Authenticate)
+    without a valid key where one is needed or with an unknown one, 403 when the key's
+    role does not grant it, 429 (with Retry-After) over the caller's rate limit. Use it
+    as `dependencies=[require("admin")]` on a route or router."""
+
+    async def admit(
+        request: Request,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+        api_key: Annotated[str | None, Security(_API_KEY)],
+    ) -> None:
+        presented = bearer.credentials if bearer is not None else api_key
+        access: Access = request.app.state.access
+        await access.admit(request, need, presented)
+
+    return Depends(admit)

@@ -1,0 +1,59 @@
+"""POST /items: new or changed articles onto the catalog topic, 202 once the broker has
+every one; each serving process then applies them to its index (serve.catalog_feed)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, HTTPException, status
+from opentelemetry.propagate import inject
+
+from recsys.articles import CatalogMessage
+from serve.access import ACCESS_RESPONSES, require
+from serve.deps import State
+from serve.publisher import PublishError
+from serve.schemas import ArticlesAccepted, ArticlesIn
+
+router = APIRouter(tags=["items"], dependencies=[require("admin")], responses=ACCESS_RESPONSES)
+
+
+@router.post(
+    "/items",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ArticlesAccepted,
+    responses={
+        422: {"description": "A bad or missing field (`detail` names it), or a bad list"},
+        503: {"description": "The broker did not acknowledge every article; send them again"},
+    },
+)
+async def upsert_items(body: ArticlesIn, state: State) -> ArticlesAccepted:
+    """Add or change 1-1000 articles (fields of the H&M `articles.csv`). Servable within
+    seconds: an article with purchases keeps its vector and gets the new metadata; a new
+    one is placed by its content vector (`metadata.placed_by: "content"`)."""
+    topic = state.settings.catalog_topic
+    # One time for the request: a later request's articles are newer everywhere.
+    now = datetime.now(UTC)
+    messages = [CatalogMessage(ts=now, article=article) for article in body.root]
+    tel = state.telemetry
+    with tel.span("kafka.produce", topic=topic, messages=len(messages)):
+        headers: dict[str, str] = {}
+        inject(headers)
+        results = await asyncio.gather(
+            *(
+                state.publisher.publish(
+                    topic, key=m.key, value=m.to_bytes(), headers=list(headers.items())
+                )
+                for m in messages
+            ),
+            return_exceptions=True,
+        )
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        # Resending is safe: an article's newest message wins everywhere.
+        reason = failed[0] if isinstance(failed[0], PublishError) else "unexpected error"
+        raise HTTPException(
+            503, f"{len(failed)} of {len(messages)} articles not stored, send them again: {reason}"
+        )
+    tel.metrics.articles_accepted.inc(len(messages))
+    return ArticlesAccepted(article_ids=[m.key for m in messages])

@@ -1,0 +1,78 @@
+"""The Delta `items` table: one row per article that came through the catalog topic, its
+newest message winning. The archiver creates and writes it; the next batch reads it
+beside articles.csv (batch.ingest), so those articles survive it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import pyarrow as pa
+from confluent_kafka import Message
+from deltalake import DeltaTable
+from pydantic import ValidationError
+
+from batch.hm_schema import ARTICLES_SCHEMA
+from recsys.articles import CatalogMessage
+
+ITEMS_SCHEMA: Final = pa.schema(
+    [
+        *ARTICLES_SCHEMA,
+        ("message_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("schema_version", pa.int32()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+    ]
+)
+
+
+def item_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
+    """The newest valid message of each article as a row, and how many were invalid."""
+    newest: dict[str, tuple[CatalogMessage, Message]] = {}
+    invalid = 0
+    for raw in messages:
+        if raw.error() is not None:
+            continue
+        try:
+            message = CatalogMessage.from_bytes(raw.value() or b"")
+        except ValidationError:
+            invalid += 1  # the serving processes skip it too
+            continue
+        held = newest.get(message.key)
+        if held is None or message.supersedes(held[0]):
+            newest[message.key] = (message, raw)
+    rows = [
+        {
+            **message.article.model_dump(),
+            "message_id": message.message_id,
+            "ts": message.ts,
+            "schema_version": message.schema_version,
+            "kafka_partition": raw.partition(),
+            "kafka_offset": raw.offset(),
+        }
+        for message, raw in newest.values()
+    ]
+    return pa.Table.from_pylist(rows, schema=ITEMS_SCHEMA), invalid
+
+
+def merge_newest(path: Path, rows: pa.Table) -> int:
+    """Insert new articles and replace those whose row is older; return the rows written.
+    A redelivered message is no newer than its row, so it changes nothing."""
+    if rows.num_rows == 0:
+        return 0
+    metrics = (
+        DeltaTable(str(path))
+        .merge(rows, predicate="t.article_id = s.article_id", source_alias="s", target_alias="t")
+        # Ties go to the later message, as in the serving processes (CatalogMessage).
+        .when_matched_update_all(
+            predicate="s.ts > t.ts OR (s.ts = t.ts AND s.kafka_offset > t.kafka_offset)"
+        )
+        .when_not_matched_insert_all()
+        .execute()
+    )
+    written: int = metrics.get("num_target_rows_inserted", 0) + metrics.get(
+        "num_target_rows_updated", 0
+    )
+    return written

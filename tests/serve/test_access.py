@@ -1,0 +1,321 @@
+"""Access and limits on the real app and the suite's Valkey: keys by role (401, 403, the
+right role admitted), keyed reads, keys held only as hashes, rate limits shared by two
+app instances, the body limit, and no key, hash or customer id in the logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Iterator
+from urllib.parse import urlparse
+
+import httpx
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from batch.pipeline import BatchReport
+from recsys.api_keys import ApiKey, digest, new_key
+from recsys.cli import UVICORN_OPTIONS
+from recsys.settings import Settings
+from serve.app import create_app
+from support import TcpProxy, serving
+
+EVENTS_KEY, EVENTS_ENTRY = new_key(f"shop-{uuid.uuid4().hex[:6]}", "events")
+ADMIN_KEY, ADMIN_ENTRY = new_key(f"ops-{uuid.uuid4().hex[:6]}", "admin")
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def keyed(settings: Settings, *entries: ApiKey, **update: object) -> Settings:
+    """The suite's settings with keys enforced (the suite itself runs with writes open)."""
+    keys = list(entries) or [EVENTS_ENTRY, ADMIN_ENTRY]
+    return settings.model_copy(update={"auth_disabled": False, "api_keys": keys, **update})
+
+
+def counter(metrics: str, name: str, **labels: str) -> float:
+    wanted = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+    found = re.search(rf"^{re.escape(name + wanted)} (\S+)$", metrics, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+@pytest.fixture(scope="module")
+def article(transactions: pd.DataFrame) -> str:
+    return str(transactions["article_id"].value_counts().index[0])
+
+
+@pytest.fixture(scope="module")
+def keyed_api(settings: Settings, trained: BatchReport) -> Iterator[TestClient]:
+    """The app with two keys, reads open (the default)."""
+    with TestClient(create_app(keyed(settings))) as client:
+        yield client
+
+
+def purchase(customer: str, article: str) -> dict[str, str]:
+    return {"customer_id": customer, "article_id": article}
+
+
+def test_writes_without_a_key_or_with_an_unknown_one_are_401(
+    keyed_api: TestClient, article: str
+) -> None:
+    body = purchase("c-access-1", article)
+    for headers in (
+        {},
+        bearer("rsk_not-a-key"),
+        {"X-API-Key": "rsk_not-a-key"},
+        {"Authorization": f"Basic {EVENTS_KEY}"},  # not a bearer token: no key given
+    ):
+        for method, path, sent in (
+            ("POST", "/events/purchase", body),
+            ("POST", "/admin/models/rollback", None),
+            ("POST", "/admin/models/v1/promote", None),
+        ):
+            response = keyed_api.request(method, path, json=sent, headers=headers)
+            assert response.status_code == 401, (path, headers, response.text)
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    metrics = keyed_api.get("/metrics").text
+    assert counter(metrics, "auth_failures_total", reason="missing") >= 6
+    assert counter(metrics, "auth_failures_total", reason="unknown") >= 6
+
+
+def test_an_events_key_may_not_administer(keyed_api: TestClient) -> None:
+    for path in ("/admin/models/rollback", "/admin/models/v1/promote"):
+        response = keyed_api.post(path, headers=bearer(EVENTS_KEY))
+        assert response.status_code == 403, response.text
+        assert "needs admin" in response.json()["detail"]
+    # The other admin writes refuse it too: the catalogue and erasure.
+    assert keyed_api.post("/items", json=[], headers=bearer(EVENTS_KEY)).status_code == 403
+    assert keyed_api.delete("/users/c-access-x", headers=bearer(EVENTS_KEY)).status_code == 403
+    assert counter(keyed_api.get("/metrics").text, "auth_failures_total", reason="forbidden") >= 4
+
+
+def test_the_right_role_is_admitted(
+    keyed_api: TestClient, article: str, trained: BatchReport
+) -> None:
+    body = purchase("c-access-2", article)
+    assert (
+        keyed_api.post("/events/purchase", json=body, headers=bearer(EVENTS_KEY)).status_code == 202
+    )
+    by_header = keyed_api.post("/events/purchase", json=body, headers={"X-API-Key": EVENTS_KEY})
+    assert by_header.status_code == 202
+    # admin may post events too
+    assert (
+        keyed_api.post("/events/purchase", json=body, headers=bearer(ADMIN_KEY)).status_code == 202
+    )
+    # Promoting the live version again replays nothing new and keeps it live.
+    live = trained.version
+    promoted = keyed_api.post(f"/admin/models/{live}/promote", headers=bearer(ADMIN_KEY))
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["live_version"] == live
+    unknown = keyed_api.post("/admin/models/v19990101T000000000/promote", headers=bearer(ADMIN_KEY))
+    assert unknown.status_code == 404
+    for bad in ("..", "v1.old", "x" * 65):
+        response = keyed_api.post(f"/admin/models/{bad}/promote", headers=bearer(ADMIN_KEY))
+        assert response.status_code in (404, 422), (bad, response.status_code)
+    assert keyed_api.get("/models").json()["version"] == live
+
+
+def test_reads_are_open_by_default(keyed_api: TestClient, known_customer: str) -> None:
+    for path in (f"/recommend/{known_customer}", "/popular", "/models", "/experiments",
+                 f"/users/{known_customer}/profile"):  # fmt: skip
+        assert keyed_api.get(path).status_code == 200, path
+        # Open reads are not checked at all: a key sent with one is not looked at.
+        assert keyed_api.get(path, headers=bearer("rsk_not-a-key")).status_code == 200, path
+
+
+def test_reads_need_a_key_when_the_setting_says_so(
+    settings: Settings, trained: BatchReport, known_customer: str
+) -> None:
+    with TestClient(create_app(keyed(settings, reads_require_key=True))) as api:
+        path = f"/recommend/{known_customer}"
+        for headers in ({}, bearer("rsk_not-a-key")):
+            response = api.get(path, headers=headers)
+            assert response.status_code == 401
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert api.get(path, headers=bearer(EVENTS_KEY)).status_code == 200
+        assert api.get("/popular", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
+        assert api.get("/models").status_code == 401
+        # Probes and the scrape stay open; the schema says how to authenticate.
+        assert api.get("/health/live").status_code == 200
+        assert api.get("/metrics").status_code == 200
+        schemes = api.get("/openapi.json").json()["components"]["securitySchemes"]
+        assert {"bearer", "apiKey"} <= set(schemes)
+        # A route of a keyed read router that needs a role too (erasure): the read check
+        # admits the key, the role check refuses it.
+        assert api.delete("/users/c-access-x", headers=bearer(EVENTS_KEY)).status_code == 403
+
+
+def test_with_no_key_configured_writes_are_refused(
+    settings: Settings, trained: BatchReport, article: str
+) -> None:
+    closed = settings.model_copy(update={"auth_disabled": False, "api_keys": []})
+    with TestClient(create_app(closed)) as api:
+        response = api.post("/events/purchase", json=purchase("c-access-3", article))
+        assert response.status_code == 401
+        assert "no API key is configured" in response.json()["detail"]
+        assert api.post("/admin/models/rollback").status_code == 401
+        assert api.get("/popular").status_code == 200
+
+
+def test_the_app_holds_only_the_keys_hashes(keyed_api: TestClient, article: str) -> None:
+    assert (
+        keyed_api.post(
+            "/events/purchase", json=purchase("c-access-4", article), headers=bearer(EVENTS_KEY)
+        ).status_code
+        == 202
+    )
+    state = keyed_api.app.state  # type: ignore[attr-defined]
+    held = " ".join(
+        [state.recsys.settings.model_dump_json(), repr(vars(state.access)), repr(vars(state))]
+    )
+    for key in (EVENTS_KEY, ADMIN_KEY):
+        assert key not in held
+        assert digest(key) in held
+
+
+def test_rate_limit_is_shared_by_two_instances_on_one_redis(
+    settings: Settings, trained: BatchReport, article: str
+) -> None:
+    """Two apps on the same Redis stand in for two worker processes."""
+    key, entry = new_key(f"limited-{uuid.uuid4().hex[:6]}", "events")
+    other, other_entry = new_key(f"other-{uuid.uuid4().hex[:6]}", "events")
+    own = keyed(settings, entry, other_entry,
+                rate_limit_events_per_s=0.5, rate_limit_events_burst=3)  # fmt: skip
+    body = purchase("c-access-5", article)
+    with TestClient(create_app(own)) as one, TestClient(create_app(own)) as two:
+        codes = [
+            client.post("/events/purchase", json=body, headers=bearer(key)).status_code
+            for client in (one, two, one)
+        ]
+        assert codes == [202, 202, 202]
+        for client in (two, one):
+            refused = client.post("/events/purchase", json=body, headers=bearer(key))
+            assert refused.status_code == 429, refused.text
+            assert 1 <= int(refused.headers["Retry-After"]) <= 2  # one request per 2 s
+        # Each key has its own bucket.
+        assert one.post("/events/purchase", json=body, headers=bearer(other)).status_code == 202
+        for client in (one, two):
+            assert counter(client.get("/metrics").text, "rate_limited_total", role="events") == 1
+
+
+def test_rate_limiter_lets_requests_through_when_redis_is_down(
+    settings: Settings, trained: BatchReport, article: str
+) -> None:
+    assert settings.redis_url
+    target = urlparse(settings.redis_url)
+    proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 6379))
+    own = keyed(
+        settings,
+        redis_url=f"redis://127.0.0.1:{proxy.port}{target.path}",
+        redis_timeout_s=0.3,
+    )
+    try:
+        with TestClient(create_app(own)) as api:
+            body = purchase("c-access-6", article)
+            assert (
+                api.post("/events/purchase", json=body, headers=bearer(EVENTS_KEY)).status_code
+                == 202
+            )
+            proxy.set_mode("refuse")
+            response = api.post("/events/purchase", json=body, headers=bearer(EVENTS_KEY))
+            assert response.status_code == 202, response.text
+            assert counter(api.get("/metrics").text, "rate_limiter_unavailable_total") >= 1
+            proxy.set_mode("forward")
+    finally:
+        proxy.close()
+
+
+@pytest.fixture
+def small_bodies(settings: Settings, trained: BatchReport) -> Iterator[str]:
+    """The keyed app behind uvicorn, with a 4 KiB body limit."""
+    with serving(create_app(keyed(settings, max_body_bytes=4096))) as url:
+        yield url
+
+
+@pytest.fixture
+def uvicorn_logging() -> Iterator[None]:
+    """uvicorn configures its loggers for the whole process, with handlers on the streams
+    of the moment (a test's capture): put them back as they were."""
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+    saved = [
+        (logger, logger.level, list(logger.handlers), logger.propagate)
+        for logger in map(logging.getLogger, names)
+    ]
+    yield
+    for logger, level, handlers, propagate in saved:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+
+
+def test_an_oversized_body_is_413_with_or_without_content_length(
+    small_bodies: str, article: str
+) -> None:
+    headers = {**bearer(EVENTS_KEY), "Content-Type": "application/json"}
+    url = f"{small_bodies}/events/purchase"
+    padded = b'{"customer_id": "c-access-7", "pad": "' + b"x" * 5000 + b'"}'
+    declared = httpx.post(url, content=padded, headers=headers, timeout=10)
+    assert declared.status_code == 413, declared.text
+
+    def chunks(body: bytes, size: int = 1024) -> Iterator[bytes]:
+        for start in range(0, len(body), size):
+            yield body[start : start + size]
+
+    streamed = httpx.post(url, content=chunks(padded), headers=headers, timeout=10)
+    assert streamed.request.headers.get("Transfer-Encoding") == "chunked"
+    assert "Content-Length" not in streamed.request.headers
+    assert streamed.status_code == 413, streamed.text
+    # A streamed body under the limit goes through.
+    valid = json.dumps(purchase("c-access-7", article)).encode()
+    small = httpx.post(url, content=chunks(valid, 16), headers=headers, timeout=10)
+    assert small.status_code == 202, small.text
+    # Counted as what they were, by route.
+    metrics = httpx.get(f"{small_bodies}/metrics", timeout=10).text
+    count = "http_request_duration_seconds_count"
+    assert counter(metrics, count, method="POST", route="/events/purchase", status="413") == 2
+
+
+def test_no_key_hash_or_customer_id_is_logged_at_info(
+    settings: Settings,
+    trained: BatchReport,
+    known_customer: str,
+    article: str,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    uvicorn_logging: None,
+) -> None:
+    """The server as `recsys serve` runs it, with its logs turned up to INFO: what the
+    app logs (caplog) and what uvicorn's own handlers print (capfd)."""
+    caplog.set_level(logging.INFO)
+    buyer = f"log-probe-{uuid.uuid4().hex}"
+    app = create_app(keyed(settings))
+    with (
+        serving(app, **{**UVICORN_OPTIONS, "log_level": "info"}) as url,
+        httpx.Client(base_url=url, timeout=10) as http,
+    ):
+        events, admin = bearer(EVENTS_KEY), {"X-API-Key": ADMIN_KEY}
+        assert http.get(f"/recommend/{known_customer}", headers=events).status_code == 200
+        assert http.get(f"/users/{known_customer}/profile", headers=admin).status_code == 200
+        # A purchase by a customer of its own: the suite's known customers keep their
+        # purchase counts (later tests' updaters consume the whole topic).
+        accepted = http.post("/events/purchase", json=purchase(buyer, article), headers=events)
+        assert accepted.status_code == 202
+        assert http.get(f"/recommend/{known_customer}", params={"k": 0}).status_code == 422
+        assert http.post("/admin/models/rollback", headers=events).status_code == 403
+        unknown = http.post("/events/purchase", json=purchase(buyer, article),
+                            headers=bearer(EVENTS_KEY[:-2] + "xx"))  # fmt: skip
+        assert unknown.status_code == 401
+    printed = capfd.readouterr()
+    # httpx's lines are this test's client, not the API (the CLI keeps httpx at WARNING).
+    server_side = [r for r in caplog.records if not r.name.startswith("httpx")]
+    logged = "\n".join(record.getMessage() for record in server_side)
+    everything = "\n".join([printed.out, printed.err, logged])
+    assert "Application startup complete" in everything  # uvicorn's INFO lines were caught
+    secrets = (EVENTS_KEY, ADMIN_KEY, digest(EVENTS_KEY), digest(ADMIN_KEY), known_customer, buyer)
+    for secret in secrets:
+        assert secret not in everything
+    assert EVENTS_KEY[:-2] not in everything

@@ -1,0 +1,65 @@
+"""An erased customer's old events, redelivered or late, do not bring them back through
+the updater; their purchases after the erasure count (a returning customer)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from batch.pipeline import BatchReport
+from recsys import keys
+from recsys.erasure import erase_customer
+from recsys.settings import Settings
+from stream.bus import pending_events
+from support import running_updater, wait_for
+
+
+@pytest.fixture(scope="module")
+def updater(settings: Settings, redis_conn: redis.Redis, trained: BatchReport) -> Iterator[str]:
+    with running_updater(settings, redis_conn) as group:
+        yield group
+
+
+def test_old_events_of_an_erased_customer_are_dropped_new_ones_count(
+    api: TestClient, updater: str, settings: Settings, trained: BatchReport,
+    redis_conn: redis.Redis, transactions: pd.DataFrame,
+) -> None:  # fmt: skip
+    customer = f"erase-me-{uuid.uuid4().hex[:10]}"
+    article = str(transactions["article_id"].iloc[0])
+    vector = keys.user_vector(trained.version, customer)
+
+    def post(ts: datetime) -> str:
+        event_id = f"evt-{uuid.uuid4().hex}"
+        body = {"customer_id": customer, "article_id": article, "event_id": event_id,
+                "ts": ts.isoformat()}  # fmt: skip
+        assert api.post("/events/purchase", json=body).status_code == 202
+        return event_id
+
+    first = post(datetime.now(UTC))
+    wait_for(lambda: redis_conn.get(keys.last_event(customer)) == first.encode())
+    assert redis_conn.exists(vector)
+
+    erase_customer(settings, redis_conn, customer)
+    assert not redis_conn.exists(vector)
+
+    # A message stamped before the erasure (a late or replayed one) changes nothing.
+    post(datetime.now(UTC) - timedelta(minutes=1))
+    assert settings.kafka_bootstrap_servers
+    wait_for(
+        lambda: (
+            pending_events(settings.kafka_bootstrap_servers, settings.events_topic, updater) == 0
+        )
+    )
+    assert not redis_conn.exists(vector)
+    assert not redis_conn.exists(keys.history(customer))
+
+    # The customer comes back and buys: that counts.
+    back = post(datetime.now(UTC) + timedelta(seconds=1))
+    wait_for(lambda: redis_conn.get(keys.last_event(customer)) == back.encode())
+    assert redis_conn.exists(vector)
