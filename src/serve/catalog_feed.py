@@ -47,6 +47,10 @@ BATCH: Final = 500
 CHUNK: Final = 100
 # How often articles that failed to apply are tried again, and the topic looked up again.
 RETRY_S: Final = 1.0
+# How long the broker may hold an empty fetch. The updater's 5 ms would cost every API
+# worker 200 fetches a second while the catalogue is quiet (measured: a tenth of the
+# serving throughput); 50 ms keeps a new article servable well within a second.
+FETCH_WAIT_MS: Final = 50
 STOP_TIMEOUT_S: Final = 5.0
 
 
@@ -274,7 +278,10 @@ class CatalogFeed:
         # commits nothing, so assigning them directly skips a group join (~3 s).
         group = f"recsys-api-catalog-{uuid.uuid4().hex[:12]}"
         consumer = Consumer(
-            consumer_config(self._bootstrap, group, self.settings),
+            {
+                **consumer_config(self._bootstrap, group, self.settings),
+                "fetch.wait.max.ms": FETCH_WAIT_MS,
+            },
             # librdkafka's own lines (a broker gone: one every 50 ms) go through logging.
             logger=logging.getLogger("recsys.kafka"),
         )
