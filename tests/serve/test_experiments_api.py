@@ -41,6 +41,11 @@ def experiment_api(
         yield client
 
 
+def experiment_settings(client: TestClient) -> Settings:
+    settings: Settings = client.app.state.recsys.settings  # type: ignore[attr-defined]
+    return settings
+
+
 def _customers(transactions: pd.DataFrame, n: int) -> list[str]:
     return [str(c) for c in transactions["customer_id"].value_counts().index[:n]]
 
@@ -90,7 +95,8 @@ def test_a_purchase_from_a_list_is_credited_to_its_arm_once(
         "event_id": f"xp-{uuid.uuid4().hex}",
         "recommendation_id": body["recommendation_id"],
     }
-    with running_updater(settings, redis_conn):
+    # The updater runs with the API's experiments file, as `recsys up` starts them.
+    with running_updater(experiment_settings(experiment_api), redis_conn):
         for _ in range(2):  # a client's retry: the same event twice
             assert experiment_api.post("/events/purchase", json=event).status_code == 202
         wait_for(lambda: purchases()[arm] == before[arm] + 1)

@@ -35,8 +35,9 @@ def test_an_experiment_whose_arm_is_truly_better_is_found(
         "      - {name: relevant, share: 0.5, diversity_lambda: 1.0}\n"
         "      - {name: diverse, share: 0.5, diversity_lambda: 0.0, candidate_pool: 100}\n"
     )
-    app = create_app(settings.model_copy(update={"experiments_file": path}))
-    with running_updater(settings, redis_conn), serving(app) as url:
+    with_experiment = settings.model_copy(update={"experiments_file": path})
+    app = create_app(with_experiment)
+    with running_updater(with_experiment, redis_conn), serving(app) as url:
         report = simulate(
             SimulationConfig(
                 input_dir=input_dir,
