@@ -22,6 +22,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 from pydantic import ValidationError
 
+from recsys.erasure import drop_erased, erased_before
 from recsys.events import Event
 from recsys.settings import Settings
 from stream.items_table import ITEMS_SCHEMA, item_rows, merge_newest
@@ -121,9 +122,22 @@ class Archiver:
         ensure_events_table(settings.events_table)
         ensure_table(settings.items_table, ITEMS_SCHEMA)
         self.sinks = {
-            settings.events_topic: Sink(settings.events_table, to_rows, append_new),
+            settings.events_topic: Sink(settings.events_table, self._event_rows, append_new),
             settings.catalog_topic: Sink(settings.items_table, item_rows, merge_newest),
         }
+
+    def _event_rows(self, messages: Sequence[Message]) -> tuple[pa.Table, int]:
+        """The events as rows, less those of erased customers from before their erasure
+        (a late or redelivered message must not put them back in the table)."""
+        rows, invalid = to_rows(messages)
+        erased = erased_before(self.settings.lake_dir)
+        if erased.empty or rows.num_rows == 0:
+            return rows, invalid
+        frame = rows.to_pandas()
+        kept = drop_erased(frame, erased, "ts")
+        if len(kept) == len(frame):
+            return rows, invalid
+        return pa.Table.from_pandas(kept, schema=EVENTS_SCHEMA, preserve_index=False), invalid
 
     @staticmethod
     def topics(settings: Settings) -> list[str]:

@@ -3,31 +3,50 @@ the suite's broker and Valkey, the real updater crediting purchases).
 
 Shoppers buy more from lists with more of what they want, so the arm that ranks by
 relevance is truly better than one that reranks for pure diversity (lambda 0), and the
-run's report must say so. It relies on customers' vectors still reflecting the tastes the
-generator gave them: this module runs before test_simulator_run, whose drift test moves
-half of them elsewhere."""
+run's report must say so. That holds while customers' vectors reflect the tastes the
+generator gave them, so the run gets a model of its own (own Redis database, data
+directory and events topic): what other tests' purchases did to the shared vectors
+cannot blur it."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import redis
+from pyspark.sql import SparkSession
 from rich.console import Console
 
-from batch.pipeline import BatchReport
+from batch.pipeline import run_batch
+from recsys.progress import Steps
 from recsys.settings import Settings
 from serve.app import create_app
 from simulator.config import SimulationConfig
 from simulator.report import report_table
 from simulator.run import simulate
-from support import running_updater, serving
+from support import isolated, new_topic, running_updater, serving
+
+
+@pytest.fixture(scope="module")
+def pristine(
+    settings: Settings, input_dir: Path, spark: SparkSession,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Settings, redis.Redis]]:  # fmt: skip
+    """A freshly trained model on the suite's engines, touched by no other test."""
+    data_dir = tmp_path_factory.mktemp("experiment") / "data"
+    with isolated(settings, data_dir, db=15) as (own, client):
+        own = own.model_copy(update={"events_topic": new_topic(own)})
+        with Steps(enabled=False) as steps:
+            run_batch(own, input_dir, client, steps, spark)
+        yield own, client
 
 
 def test_an_experiment_whose_arm_is_truly_better_is_found(
-    input_dir: Path, settings: Settings, redis_conn: redis.Redis, trained: BatchReport,
-    tmp_path: Path,
-) -> None:  # fmt: skip
+    input_dir: Path, pristine: tuple[Settings, redis.Redis], tmp_path: Path
+) -> None:
+    settings, redis_conn = pristine
     name = f"sim-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "experiments.yaml"
     path.write_text(
