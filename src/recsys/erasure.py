@@ -120,9 +120,11 @@ def drop_erased(frame: pd.DataFrame, erased: pd.DataFrame, ts_column: str) -> pd
     if erased.empty or frame.empty:
         return frame
     when = dict(zip(erased["customer_hash"], erased["erased_at"], strict=True))
-    erased_at = frame["customer_id"].astype(str).map(lambda c: when.get(customer_hash(c)))
-    erased_at = pd.to_datetime(erased_at, utc=True)
-    keep = erased_at.isna() | (pd.to_datetime(frame[ts_column], utc=True) > erased_at)
+    # Each row's customer's erasure time (NaT: never erased).
+    cutoff = pd.to_datetime(
+        frame["customer_id"].astype(str).map(lambda c: when.get(customer_hash(c))), utc=True
+    )
+    keep = cutoff.isna() | (pd.to_datetime(frame[ts_column], utc=True) > cutoff)
     return frame[keep.to_numpy()]
 
 
