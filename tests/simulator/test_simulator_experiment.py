@@ -62,7 +62,7 @@ def test_an_experiment_whose_arm_is_truly_better_is_found(
                 input_dir=input_dir,
                 api_url=url,
                 rate_per_s=80,
-                duration_s=8.0,
+                duration_s=12.0,
                 views_per_session=(1, 1),
                 think_time_s=0.0,
                 purchase_probability=1.0,
@@ -86,5 +86,5 @@ def test_an_experiment_whose_arm_is_truly_better_is_found(
     shown = report.status_counts["recommend"].get("2xx", 0)
     assert relevant["impressions"] + diverse["impressions"] == shown
     assert diverse["difference"] < 0 and diverse["difference_interval"]["upper"] < 0
-    assert diverse["p_value"] < 0.01
+    assert diverse["p_value"] < 0.05  # the report's own level (winner needs it too)
     assert result["winner"] == "relevant"
