@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
 import threading
 import time
@@ -16,6 +17,7 @@ import redis
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from recsys import keys
 from recsys.engines.tansu import tansu_binary
 from recsys.engines.valkey import valkey_binary
 from recsys.settings import Settings
@@ -63,6 +65,25 @@ def isolated(settings: Settings, data_dir: Path, db: int) -> Iterator[tuple[Sett
     finally:
         client.flushdb()
         client.close()
+
+
+@contextlib.contextmanager
+def two_versions(
+    settings: Settings, version: str, data_dir: Path, db: int
+) -> Iterator[tuple[Settings, redis.Redis]]:
+    """An isolated stack with two copies of `version`, as two batch runs that never heard
+    of what the test sends: v1 live, v2 there to promote; a catalog topic of its own and a
+    fast poll of the live pointer."""
+    with isolated(settings, data_dir, db=db) as (own, client):
+        for copy in ("v1", "v2"):
+            shutil.copytree(settings.models_dir / version, own.models_dir / copy)
+        client.set(keys.LIVE_VERSION, "v1")
+        yield (
+            own.model_copy(
+                update={"catalog_topic": new_topic(settings, 1), "model_poll_interval_s": 0.2}
+            ),
+            client,
+        )
 
 
 class TcpProxy:

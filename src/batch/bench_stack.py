@@ -34,6 +34,44 @@ class BenchStack:
         }
 
 
+def bench_input(
+    work_dir: Path, name: str, *, customers: int, articles: int, transactions: int, seed: int
+) -> Path:
+    """Generated H&M-schema CSVs of this size, made once and kept in work_dir."""
+    from batch.generate import generate
+
+    input_dir = work_dir / f"{name}-{articles}-{customers}-{transactions}"
+    if not (input_dir / "transactions_train.csv").exists():
+        generate(input_dir, customers=customers, articles=articles, transactions=transactions,
+                 seed=seed)  # fmt: skip
+    return input_dir
+
+
+def fresh_data_dir(settings: Settings, work_dir: Path, name: str) -> Settings:
+    """Settings with an emptied data dir of their own and no engine named yet."""
+    data_dir = work_dir / f"{name}-run"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    return settings.model_copy(
+        update={"data_dir": data_dir, "redis_url": None, "kafka_bootstrap_servers": None,
+                "qdrant_url": None}
+    )  # fmt: skip
+
+
+def train_live(settings: Settings, input_dir: Path, name: str) -> BatchReport:
+    """One batch run on the engines `settings` names, making its version live."""
+    from batch.pipeline import run_batch
+    from recsys.progress import Steps
+    from recsys.spark import spark_session
+    from recsys.stores import redis_client
+
+    client = redis_client(settings.redis_url or "", 60)
+    try:
+        with spark_session(settings, f"recsys-bench-{name}") as spark, Steps(enabled=False) as s:
+            return run_batch(settings, input_dir, client, s, spark)
+    finally:
+        client.close()
+
+
 @contextmanager
 def trained_stack(
     settings: Settings,
@@ -47,34 +85,17 @@ def trained_stack(
 ) -> Iterator[BenchStack]:
     """Generate the data once per size (kept in work_dir), start fresh engines in
     `work_dir/<name>-run`, train and publish; the engines stop when the block ends."""
-    from batch.generate import generate
-    from batch.pipeline import run_batch
     from recsys.engines.embedded import EmbeddedEngines
-    from recsys.progress import Steps
-    from recsys.spark import spark_session
-    from recsys.stores import redis_client
     from stream.bus import ensure_topics
 
-    input_dir = work_dir / f"{name}-{articles}-{customers}-{transactions}"
-    if not (input_dir / "transactions_train.csv").exists():
-        generate(input_dir, customers=customers, articles=articles, transactions=transactions,
-                 seed=seed)  # fmt: skip
-    data_dir = work_dir / f"{name}-run"
-    shutil.rmtree(data_dir, ignore_errors=True)
-    own = settings.model_copy(
-        update={"data_dir": data_dir, "redis_url": None, "kafka_bootstrap_servers": None,
-                "qdrant_url": None}
-    )  # fmt: skip
+    input_dir = bench_input(work_dir, name, customers=customers, articles=articles,
+                            transactions=transactions, seed=seed)  # fmt: skip
+    own = fresh_data_dir(settings, work_dir, name)
     with EmbeddedEngines(own, {"redis", "kafka"}) as endpoints:
         ensure_topics(endpoints.require_kafka(), own)
-        client = redis_client(endpoints.require_redis(), 60)
-        try:
-            with spark_session(own, f"recsys-bench-{name}") as spark, Steps(enabled=False) as s:
-                report = run_batch(own, input_dir, client, s, spark)
-        finally:
-            client.close()
         resolved = own.model_copy(
             update={"redis_url": endpoints.redis_url,
                     "kafka_bootstrap_servers": endpoints.kafka_bootstrap}
         )  # fmt: skip
+        report = train_live(resolved, input_dir, name)
         yield BenchStack(resolved, endpoints, input_dir, report)

@@ -11,6 +11,7 @@ import numpy as np
 import redis
 
 from batch import lake
+from batch.availability import unavailable_articles
 from batch.content_vectors import (
     CONTENT_FIELDS,
     ContentModel,
@@ -184,6 +185,9 @@ def run_batch(
     columns = [*fields, *(f for f in CONTENT_FIELDS if f not in fields)]
     catalogue = cleaned.articles.select("article_id", *columns).toPandas()
     metadata = catalogue.set_index("article_id")[fields]
+    unavailable = unavailable_articles(store)
+    if unavailable.table_version is not None:
+        data_version["bronze.availability"] = unavailable.table_version
     content: ContentModel | None = None
     if settings.content_placement:
         with steps.step("fit content vectors, place unbought articles"):
@@ -205,6 +209,7 @@ def run_batch(
             metadata,
             advance,
             placed_by=placement.placed_by,
+            unavailable=unavailable.article_ids,
         )
 
     total_vectors = len(items.item_ids) + len(items.user_ids)

@@ -6,6 +6,7 @@ The live-version pointer moves last, so a reader never sees a half-written versi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
 import numpy as np
@@ -16,6 +17,7 @@ import redis
 from batch.content_vectors import COLLABORATIVE, PLACED_BY_FIELD
 from batch.trainer import Factors
 from recsys import keys
+from recsys.availability import AVAILABLE_FIELD
 from recsys.ids import item_point_id
 from recsys.index.base import IndexedItem, IndexWriter
 from recsys.vectors import encode
@@ -35,12 +37,15 @@ def write_index(
     metadata: pd.DataFrame,
     advance: Advance,
     placed_by: npt.NDArray[np.object_] | None = None,
+    unavailable: AbstractSet[str] = frozenset(),
 ) -> None:
     """metadata is indexed by article_id and holds the payload fields; placed_by says per
-    item row how it got its vector (batch.content_vectors; all collaborative when None)."""
+    item row how it got its vector (batch.content_vectors; all collaborative when None);
+    every item is `available` unless it is in `unavailable` (recsys.availability)."""
     check_point_ids([str(a) for a in factors.item_ids])
     meta = metadata.reindex(factors.item_ids).fillna("")
     meta[PLACED_BY_FIELD] = list(placed_by) if placed_by is not None else COLLABORATIVE
+    meta[AVAILABLE_FIELD] = [str(a) not in unavailable for a in factors.item_ids]
     records: list[dict[str, Any]] = [
         {str(k): v for k, v in r.items()} for r in meta.to_dict("records")
     ]

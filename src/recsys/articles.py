@@ -7,10 +7,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
 from batch.content_vectors import CONTENT_FIELDS, PLACED_BY_FIELD
 from batch.hm_schema import ARTICLE_METADATA_FIELDS
+from recsys.availability import AVAILABLE_FIELD
 from recsys.ids import ExternalId
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -77,16 +86,37 @@ class Article(BaseModel):
         str, StringConstraints(strip_whitespace=True, max_length=MAX_DESCRIPTION_LENGTH)
     ] = ""
 
-    def payload(self, placed_by: str) -> dict[str, Any]:
-        """The item's metadata in the index, as the batch writes it (batch.publish)."""
-        return {
+    def payload(self, placed_by: str, available: bool | None = None) -> dict[str, Any]:
+        """The item's metadata in the index, as the batch writes it (batch.publish). An
+        article's availability is not part of it: it changes by its own messages, and an
+        upsert keeps the value the item had (`available`)."""
+        payload = {
             **{name: getattr(self, name) for name in ARTICLE_METADATA_FIELDS},
             PLACED_BY_FIELD: placed_by,
         }
+        if available is not None:
+            payload[AVAILABLE_FIELD] = available
+        return payload
 
     def content_row(self) -> dict[str, str]:
         """The fields the content model reads (batch.content_vectors)."""
         return {name: getattr(self, name) for name in CONTENT_FIELDS}
+
+
+class Availability(BaseModel):
+    """Whether an article may be recommended (sold out, withdrawn: not). A catalogue file
+    may say true/false, 1/0 or yes/no; JSON says true or false."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    article_id: ExternalId
+    available: Annotated[
+        StrictBool,
+        BeforeValidator(lambda v: _WORDS.get(v.strip().lower(), v) if isinstance(v, str) else v),
+    ]
+
+
+_WORDS: Final = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def new_message_id() -> str:
@@ -94,20 +124,40 @@ def new_message_id() -> str:
 
 
 class CatalogMessage(BaseModel):
-    """An article added or changed. The newest `ts` of an article wins everywhere (the
-    serving processes, the archived table), so a redelivered message changes nothing."""
+    """An article added or changed (`upsert`), or made available or not (`availability`).
+    Each op of an article has its own newest `ts`, which wins everywhere (the serving
+    processes, the archived tables), so a redelivered message changes nothing."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Literal[1] = SCHEMA_VERSION
     message_id: ExternalId = Field(default_factory=new_message_id)
-    op: Literal["upsert"] = "upsert"
+    op: Literal["upsert", "availability"] = "upsert"
     ts: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    article: Article
+    article: Article | None = None
+    availability: Availability | None = None
+
+    @model_validator(mode="after")
+    def _body_matches_op(self) -> CatalogMessage:
+        body = {"upsert": self.article, "availability": self.availability}
+        if body[self.op] is None or sum(b is not None for b in body.values()) != 1:
+            raise ValueError(f"a {self.op} message carries its {self.op} body and nothing else")
+        return self
+
+    @classmethod
+    def upsert(cls, article: Article, ts: datetime) -> CatalogMessage:
+        return cls(op="upsert", ts=ts, article=article)
+
+    @classmethod
+    def set_availability(cls, availability: Availability, ts: datetime) -> CatalogMessage:
+        return cls(op="availability", ts=ts, availability=availability)
 
     @property
     def key(self) -> str:
-        return self.article.article_id
+        if self.article is not None:
+            return self.article.article_id
+        assert self.availability is not None  # _body_matches_op
+        return self.availability.article_id
 
     def supersedes(self, other: CatalogMessage) -> bool:
         """This message is the article's newer state (a tie goes to the later arrival)."""

@@ -1,5 +1,6 @@
-"""`recsys catalog upsert`: an H&M-schema articles CSV validated row by row with the
-article model of POST /items, and the good rows published to the catalog topic."""
+"""`recsys catalog upsert` and `recsys catalog availability`: an H&M-schema articles CSV
+(or an `article_id,available` CSV) validated row by row with the model of POST /items
+(or POST /items/availability), and the good rows published to the catalog topic."""
 
 from __future__ import annotations
 
@@ -8,15 +9,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Generic, TypeVar
 
 from confluent_kafka import KafkaError, Message, Producer
 from pydantic import ValidationError
 
-from recsys.articles import Article, CatalogMessage
+from recsys.articles import Article, Availability, CatalogMessage
 
-FIELDS: Final = tuple(Article.model_fields)
-REQUIRED: Final = tuple(name for name, f in Article.model_fields.items() if f.is_required())
+Row = TypeVar("Row", Article, Availability)
 
 
 class CatalogFileError(ValueError):
@@ -33,13 +33,13 @@ class BadRow:
 
 
 @dataclass
-class CatalogFile:
-    articles: list[Article] = field(default_factory=list)
+class CatalogFile(Generic[Row]):
+    records: list[Row] = field(default_factory=list)
     bad: list[BadRow] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
-        return len(self.articles) + len(self.bad)
+        return len(self.records) + len(self.bad)
 
 
 def count_lines(path: Path) -> int:
@@ -51,7 +51,7 @@ def count_lines(path: Path) -> int:
         raise CatalogFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
-def _rows(path: Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
+def _rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """(first line, last line, row) of each record; a quoted description may span lines."""
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
@@ -59,7 +59,7 @@ def _rows(path: Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
         raise CatalogFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
     with handle:
         reader = csv.DictReader(handle)
-        missing = [name for name in REQUIRED if name not in (reader.fieldnames or [])]
+        missing = [name for name in required if name not in (reader.fieldnames or [])]
         if missing:
             raise CatalogFileError(f"{path.name}: missing column(s) {', '.join(missing)}")
         start = reader.line_num + 1
@@ -68,45 +68,59 @@ def _rows(path: Path) -> Iterator[tuple[int, int, dict[str, Any]]]:
             start = reader.line_num + 1
 
 
-def read_catalog_file(path: Path, advance: Callable[[int], None] | None = None) -> CatalogFile:
-    """Every row validated; a later row with an article_id seen before is bad (the first
-    wins, as in the batch's cleaning). `advance` is told of the lines read."""
-    out = CatalogFile()
+def read_catalog_file(
+    path: Path, model: type[Row], advance: Callable[[int], None] | None = None
+) -> CatalogFile[Row]:
+    """Every row validated as `model`; a later row with an article_id seen before is bad
+    (the first wins, as in the batch's cleaning). `advance` is told of the lines read."""
+    fields = tuple(model.model_fields)
+    required = tuple(name for name, f in model.model_fields.items() if f.is_required())
+    out: CatalogFile[Row] = CatalogFile()
     first_line: dict[str, int] = {}
     read = 0
-    for line, last, row in _rows(path):
+    for line, last, row in _rows(path, required):
         if advance is not None:
             advance(last - read)
             read = last
         # Unknown columns are not the article's; a short row's missing cells are absent.
-        values = {k: v for k, v in row.items() if k in FIELDS and v is not None}
+        values = {k: v for k, v in row.items() if k in fields and v is not None}
         try:
-            article = Article.model_validate(values)
+            record = model.model_validate(values)
         except ValidationError as exc:
             problems = tuple(
                 f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}" for e in exc.errors()
             )
             out.bad.append(BadRow(line, problems))
             continue
-        seen = first_line.setdefault(article.article_id, line)
+        seen = first_line.setdefault(record.article_id, line)
         if seen != line:
-            out.bad.append(BadRow(line, (f"article_id: {article.article_id} is on line {seen}",)))
+            out.bad.append(BadRow(line, (f"article_id: {record.article_id} is on line {seen}",)))
             continue
-        out.articles.append(article)
+        out.records.append(record)
     return out
 
 
-def publish_articles(
+def catalog_messages(records: Sequence[Article | Availability]) -> list[CatalogMessage]:
+    """One message per record, all with one time: a later upload is newer everywhere."""
+    now = datetime.now(UTC)
+    return [
+        CatalogMessage.upsert(r, now)
+        if isinstance(r, Article)
+        else CatalogMessage.set_availability(r, now)
+        for r in records
+    ]
+
+
+def publish_messages(
     producer: Producer,
     topic: str,
-    articles: Sequence[Article],
+    messages: Sequence[CatalogMessage],
     *,
     timeout_s: float,
     advance: Callable[[int], None] | None = None,
 ) -> int:
-    """Publish each article (keyed by its id) and wait for the broker's acks; return how
-    many it did not acknowledge."""
-    now = datetime.now(UTC)  # one time for the file: a later upload is newer everywhere
+    """Publish each message (keyed by its article id) and wait for the broker's acks;
+    return how many it did not acknowledge."""
     failed = [0]
 
     def delivered(err: KafkaError | None, _msg: Message) -> None:
@@ -115,8 +129,7 @@ def publish_articles(
         if advance is not None:
             advance(1)
 
-    for article in articles:
-        message = CatalogMessage(ts=now, article=article)
+    for message in messages:
         while True:
             try:
                 producer.produce(

@@ -416,6 +416,42 @@ def bench_stream(
     _write_json(json_out, {"benchmark": "stream", **asdict(result)})
 
 
+@bench_app.command("soak")
+def bench_soak(
+    duration: Annotated[float, typer.Option(min=30, help="Seconds of load")] = 600.0,
+    rate: Annotated[float, typer.Option(min=1, help="Purchases per second")] = 40.0,
+    outage: Annotated[
+        float, typer.Option("--outage-s", min=1, help="How long each stopped part stays down")
+    ] = 8.0,
+    customers: Annotated[int, typer.Option(min=100)] = 20_000,
+    articles: Annotated[int, typer.Option(min=100)] = 5_000,
+    transactions: Annotated[int, typer.Option(min=1_000)] = 200_000,
+    json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/soak.json"),
+) -> None:
+    """The simulator at a steady rate against the embedded stack (loopback only) while
+    Valkey, the broker, the updater and the archiver are stopped and restarted in turn;
+    then every acknowledged event is checked in the Delta table (once) and in Redis
+    (applied once), server errors counted, and each process's memory at start and end.
+    Exit 1 when an event was lost, duplicated or applied twice, or a 5xx other than the
+    broker outage's 503s was answered."""
+    from simulator import soak
+
+    settings = _settings()
+    options = soak.SoakOptions(
+        duration_s=duration,
+        rate_per_s=rate,
+        outage_s=outage,
+        customers=customers,
+        articles=articles,
+        transactions=transactions,
+    )
+    result = soak.run(settings, settings.data_dir / "bench", options)
+    console.print(soak.table(result))
+    _write_json(json_out, {"benchmark": "soak", **result.to_dict()})
+    if not result.passed:
+        raise typer.Exit(1)
+
+
 @bench_app.command("bare-server", hidden=True)
 def bench_bare_server(
     port: Annotated[int, typer.Option()],
@@ -529,7 +565,9 @@ def models_prune(
     _with_redis(run)
 
 
-catalog_app = typer.Typer(help="Articles onto the catalog topic.", no_args_is_help=True)
+catalog_app = typer.Typer(
+    help="Articles and their availability onto the catalog topic.", no_args_is_help=True
+)
 app.add_typer(catalog_app, name="catalog")
 BAD_ROWS_SHOWN = 20
 
@@ -540,12 +578,34 @@ def catalog_upsert(
 ) -> None:
     """Validate every row (as POST /items does) and publish the good ones to the catalog
     topic; bad rows are listed with their line and field (exit 1)."""
+    from recsys.articles import Article
+
+    _publish_catalog_file(file, Article, "articles")
+
+
+@catalog_app.command("availability")
+def catalog_availability(
+    file: Annotated[
+        Path, typer.Option("--file", help="A CSV with article_id and available (true/false)")
+    ],
+) -> None:
+    """Mark articles available or not (as POST /items/availability does): unavailable
+    ones leave recommendations, similar items and trending within seconds. Bad rows are
+    listed with their line and field (exit 1)."""
+    from recsys.articles import Availability
+
+    _publish_catalog_file(file, Availability, "availabilities")
+
+
+def _publish_catalog_file(file: Path, model: Any, noun: str) -> None:
+    """Validate a catalogue file's rows as `model` and publish the good ones."""
     from confluent_kafka import Producer
 
     from recsys.catalog_upload import (
         CatalogFileError,
+        catalog_messages,
         count_lines,
-        publish_articles,
+        publish_messages,
         read_catalog_file,
     )
     from recsys.engines.embedded import EmbeddedEngines
@@ -556,7 +616,7 @@ def catalog_upsert(
     try:
         lines = count_lines(file)
         with Steps(console) as steps, steps.step("read and validate", total=lines) as advance:
-            found = read_catalog_file(file, advance)
+            found = read_catalog_file(file, model, advance)
     except CatalogFileError as exc:
         fail(str(exc))
     for bad in found.bad[:BAD_ROWS_SHOWN]:
@@ -570,22 +630,22 @@ def catalog_upsert(
         bootstrap = endpoints.require_kafka()
         ensure_topics(bootstrap, settings)
         producer = Producer(producer_config(bootstrap, settings))
-        total = len(found.articles)
-        with Steps(console) as steps, steps.step("publish articles", total=total) as advance:
-            lost = publish_articles(
+        total = len(found.records)
+        with Steps(console) as steps, steps.step(f"publish {noun}", total=total) as advance:
+            lost = publish_messages(
                 producer,
                 settings.catalog_topic,
-                found.articles,
+                catalog_messages(found.records),
                 timeout_s=settings.kafka_produce_timeout_s + 5,
                 advance=advance,
             )
-    published = len(found.articles) - lost
+    published = len(found.records) - lost
     console.print(
-        f"{published:,} of {found.rows:,} articles published to {settings.catalog_topic}; "
+        f"{published:,} of {found.rows:,} {noun} published to {settings.catalog_topic}; "
         f"{len(found.bad):,} bad rows"
     )
     if lost:
-        fail(f"{lost:,} articles were not acknowledged by the broker: run it again (safe)", 1)
+        fail(f"{lost:,} {noun} were not acknowledged by the broker: run it again (safe)", 1)
     if found.bad:
         raise typer.Exit(1)
 
@@ -794,6 +854,14 @@ def simulate(
     experiment: Annotated[
         str | None, typer.Option(help="Report this A/B experiment's result over the run")
     ] = None,
+    retry_unavailable: Annotated[
+        float,
+        typer.Option(
+            "--retry-unavailable-s",
+            min=0,
+            help="Send an event the API refused with 503 again (same event_id) for this long",
+        ),
+    ] = 0.0,
     json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/simulate.json"),
     api_key: Annotated[
         str | None,
@@ -827,6 +895,7 @@ def simulate(
             seed=seed,
             experiment=experiment,
             api_key=api_key,
+            retry_unavailable_s=retry_unavailable,
         )
         report = run_simulation(config)
     except SimulatorError as exc:

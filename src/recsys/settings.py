@@ -210,6 +210,11 @@ class Settings(BaseSettings):
         return items_table_in(self.lake_dir)
 
     @property
+    def availability_table(self) -> Path:
+        """The Delta table of the catalog topic's availabilities (recsys.availability)."""
+        return availability_table_in(self.lake_dir)
+
+    @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
 
@@ -221,3 +226,9 @@ class Settings(BaseSettings):
 def items_table_in(lake_dir: Path) -> Path:
     """Where the archiver writes the catalog topic's articles and the batch reads them."""
     return lake_dir / "bronze" / "items"
+
+
+def availability_table_in(lake_dir: Path) -> Path:
+    """Where the archiver writes the catalog topic's availabilities and the batch reads
+    them."""
+    return lake_dir / "bronze" / "availability"

@@ -103,6 +103,21 @@ class Stack:
                 partial(_has_partitions, worker), self.settings.engine_start_timeout_s
             )
 
+    def restart_worker(self, name: str, *, down_s: float = 0.0) -> None:
+        """SIGKILL the updater or the archiver (a crash mid-batch), leave it down for
+        down_s, start it again and wait until it owns partitions (the soak's chaos)."""
+        old = {"updater": self.updater, "archiver": self.archiver}[name]
+        if old is not None:
+            old.popen.kill()
+            old.stop()  # reaps it
+        time.sleep(down_s)
+        new = self._child(name, name)
+        if name == "updater":
+            self.updater = new
+        else:
+            self.archiver = new
+        new.wait_ready(partial(_has_partitions, new), self.settings.engine_start_timeout_s)
+
     def _api_answers(self) -> bool:
         try:
             return httpx.get(f"{self.api_url}/health/live", timeout=0.5).status_code == 200

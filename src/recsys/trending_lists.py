@@ -4,6 +4,7 @@ fallback can honour the same filters as personalised results."""
 from __future__ import annotations
 
 import heapq
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,10 +38,15 @@ class TrendingLists:
                 return list(heapq.merge(*lists, key=lambda e: -float(e["score"])))
         return self.overall
 
-    def top(self, k: int, rules: ItemFilter) -> list[ScoredItem]:
+    def top(
+        self, k: int, rules: ItemFilter, unavailable: AbstractSet[str] = frozenset()
+    ) -> list[ScoredItem]:
+        """The best k the rules allow, less the articles marked unavailable since (the
+        index's set: recsys.availability)."""
         out: list[ScoredItem] = []
         for entry in self._pool(rules):
-            if rules.allows(entry["article_id"], entry["metadata"]):
+            aid = entry["article_id"]
+            if aid not in unavailable and rules.allows(aid, entry["metadata"]):
                 out.append(
                     ScoredItem(entry["article_id"], float(entry["score"]), entry["metadata"])
                 )

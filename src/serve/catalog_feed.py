@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from batch.content_vectors import COLLABORATIVE, CONTENT, PLACED_BY_FIELD
 from recsys import keys
 from recsys.articles import Article, CatalogMessage
+from recsys.availability import AVAILABLE_FIELD
 from recsys.index.base import IndexedItem
 from recsys.settings import Settings
 from recsys.vectors import encode
@@ -54,91 +55,144 @@ FETCH_WAIT_MS: Final = 50
 STOP_TIMEOUT_S: Final = 5.0
 
 
+@dataclass(frozen=True)
+class CatalogChange:
+    """What the catalog topic says of one article now: its newest upsert and its newest
+    availability, each None if it never said."""
+
+    article_id: str
+    article: Article | None = None
+    available: bool | None = None
+
+
 class ReceivedArticles:
-    """The newest message of every article received (the consumer thread adds, the loop
-    reads), and which of them the served versions have not been given yet."""
+    """The newest message of every article received, by op (the consumer thread adds, the
+    loop reads), and which articles the served versions have not been given yet."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # article_id -> (its newest message, the count of messages kept when it came)
-        self._latest: dict[str, tuple[CatalogMessage, int]] = {}
+        # op -> article_id -> (its newest message, the count of messages kept when it came)
+        self._latest: dict[str, dict[str, tuple[CatalogMessage, int]]] = {
+            "upsert": {},
+            "availability": {},
+        }
         self._kept = 0
         self._pending: dict[str, None] = {}  # in arrival order
 
     def __len__(self) -> int:
-        return len(self._latest)
+        return len(self._latest["upsert"])
 
     def add(self, messages: Iterable[CatalogMessage]) -> int:
-        """Keep each message that is its article's newest; return how many were."""
+        """Keep each message that is its article's newest of its op; return how many were."""
         fresh = 0
         with self._lock:
             for message in messages:
-                held = self._latest.get(message.key)
+                latest = self._latest[message.op]
+                held = latest.get(message.key)
                 if held is None or message.supersedes(held[0]):
                     self._kept += 1
-                    self._latest[message.key] = (message, self._kept)
+                    latest[message.key] = (message, self._kept)
                     self._pending[message.key] = None
                     fresh += 1
         return fresh
 
-    def take_pending(self, limit: int) -> list[Article]:
+    def _change(self, article_id: str) -> CatalogChange:
+        upsert = self._latest["upsert"].get(article_id)
+        availability = self._latest["availability"].get(article_id)
+        return CatalogChange(
+            article_id,
+            article=None if upsert is None else upsert[0].article,
+            available=None
+            if availability is None or availability[0].availability is None
+            else availability[0].availability.available,
+        )
+
+    def take_pending(self, limit: int) -> list[CatalogChange]:
         """Up to `limit` articles the served versions have not been given, oldest first."""
         with self._lock:
             taken = list(itertools.islice(self._pending, limit))
             for article_id in taken:
                 del self._pending[article_id]
-            return [self._latest[a][0].article for a in taken]
+            return [self._change(a) for a in taken]
 
     def has_pending(self) -> bool:
         return bool(self._pending)
 
-    def pend(self, articles: Iterable[Article]) -> None:
+    def pend(self, changes: Iterable[CatalogChange]) -> None:
         """Apply these again (a write failed)."""
         with self._lock:
-            self._pending.update(dict.fromkeys(a.article_id for a in articles))
+            self._pending.update(dict.fromkeys(c.article_id for c in changes))
 
-    def snapshot(self) -> tuple[int, list[Article]]:
+    def _ids(self, since: int) -> list[str]:
+        ids = (
+            article_id
+            for latest in self._latest.values()
+            for article_id, (_, kept) in latest.items()
+            if kept > since
+        )
+        return list(dict.fromkeys(ids))
+
+    def snapshot(self) -> tuple[int, list[CatalogChange]]:
         """Every article held, and a mark to ask later what came `since`."""
         with self._lock:
-            return self._kept, [m.article for m, _ in self._latest.values()]
+            return self._kept, [self._change(a) for a in self._ids(0)]
 
-    def since(self, mark: int) -> list[Article]:
+    def since(self, mark: int) -> list[CatalogChange]:
         with self._lock:
-            return [m.article for m, kept in self._latest.values() if kept > mark]
+            return [self._change(a) for a in self._ids(mark)]
 
     def articles(self) -> list[Article]:
-        return self.snapshot()[1]
+        with self._lock:
+            return [m.article for m, _ in self._latest["upsert"].values() if m.article]
 
 
 @dataclass
 class Applied:
-    """What applying articles to one version did, by article."""
+    """What applying the catalog topic to one version did, by article."""
 
     content: int = 0  # placed by their content vector (new, or content-placed before)
     metadata_only: int = 0  # collaborative items: new metadata, the same vector
+    availability_only: int = 0  # made available or not, nothing else changed
     unplaced: int = 0  # new, but the version has no content model to place them
+    unknown: int = 0  # an availability for an article the version does not have (yet)
     unchanged: int = 0  # the version already had them exactly so
     placed: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
 
 
-def apply_articles(model: ServedModel, articles: Sequence[Article]) -> Applied:
+def apply_articles(model: ServedModel, changes: Sequence[CatalogChange]) -> Applied:
     """Put the articles into the version's index. An item with a collaborative vector keeps
     it and gets the new metadata; any other is placed by the version's content model
-    (`placed_by: content`). Nothing is written for an item the version already has so."""
+    (`placed_by: content`). An availability changes that field alone, and an upsert keeps
+    the item's (recsys.availability). Nothing is written for an item the version already
+    has so."""
     index = model.index
-    ids = [a.article_id for a in articles]
-    stored = index.retrieve(ids)
+    stored = index.retrieve([c.article_id for c in changes])
     vectors = index.vectors(list(stored))
     done = Applied()
     updates: list[IndexedItem] = []
-    to_place: list[Article] = []
-    for article in articles:
-        aid = article.article_id
+    to_place: list[tuple[Article, bool | None]] = []
+    for change in changes:
+        aid = change.article_id
         held = stored.get(aid)
-        if held is None or aid not in vectors or held.get(PLACED_BY_FIELD) == CONTENT:
-            to_place.append(article)
+        known = held is not None and aid in vectors
+        available = change.available
+        if available is None and held is not None:
+            available = held.get(AVAILABLE_FIELD)
+        if change.article is None:
+            if held is None or not known:
+                done.unknown += 1  # given again with the article, or to a later version
+                continue
+            payload = {**held, AVAILABLE_FIELD: available}
+            if payload == held:
+                done.unchanged += 1
+            else:
+                updates.append(IndexedItem(aid, vectors[aid], payload))
+                done.availability_only += 1
             continue
-        payload = article.payload(COLLABORATIVE)
+        if held is None or not known or held.get(PLACED_BY_FIELD) == CONTENT:
+            to_place.append((change.article, available))
+            continue
+        payload = change.article.payload(COLLABORATIVE, available)
         if payload == held:
             done.unchanged += 1
         else:
@@ -147,9 +201,9 @@ def apply_articles(model: ServedModel, articles: Sequence[Article]) -> Applied:
     if to_place and model.content is None:
         done.unplaced += len(to_place)
     elif to_place and model.content is not None:
-        predicted = model.content.predict([a.content_row() for a in to_place])
-        for article, vector in zip(to_place, predicted, strict=True):
-            aid, payload = article.article_id, article.payload(CONTENT)
+        predicted = model.content.predict([a.content_row() for a, _ in to_place])
+        for (article, available), vector in zip(to_place, predicted, strict=True):
+            aid, payload = article.article_id, article.payload(CONTENT, available)
             before = vectors.get(aid)
             if stored.get(aid) == payload and before is not None and np.allclose(before, vector):
                 done.unchanged += 1
@@ -202,8 +256,8 @@ class CatalogFeed:
         """Give a newly loaded version every article held, in its loader thread (nobody
         queries it yet); return what is left for the event loop before it serves: the
         articles received meanwhile (serve.live_model.Prepare)."""
-        mark, articles = self.received.snapshot()
-        first = self._apply_or_pend(model, articles)
+        mark, changes = self.received.snapshot()
+        first = self._apply_or_pend(model, changes)
 
         def finish() -> None:
             for done in (first, self._apply_or_pend(model, self.received.since(mark))):
@@ -211,15 +265,17 @@ class CatalogFeed:
 
         return finish
 
-    def _apply_or_pend(self, model: ServedModel, articles: Sequence[Article]) -> Applied | None:
+    def _apply_or_pend(
+        self, model: ServedModel, changes: Sequence[CatalogChange]
+    ) -> Applied | None:
         """None: it failed, and the articles wait for the next try on the served versions."""
-        if not articles:
+        if not changes:
             return Applied()
         try:
-            return apply_articles(model, articles)
+            return apply_articles(model, changes)
         except Exception as exc:
             log.warning("catalog articles not applied to %s yet: %s", model.version, exc)
-            self.received.pend(articles)
+            self.received.pend(changes)
             return None
 
     # ---------------------------------------------------------------- on the loop
@@ -227,8 +283,8 @@ class CatalogFeed:
     async def _apply_pending(self) -> None:
         # Each chunk is taken and applied with no await between: a newer message of an
         # article cannot be overtaken by an older one.
-        while articles := self.received.take_pending(CHUNK):
-            results = [(m.version, self._apply_or_pend(m, articles)) for m in self._targets()]
+        while changes := self.received.take_pending(CHUNK):
+            results = [(m.version, self._apply_or_pend(m, changes)) for m in self._targets()]
             for version, done in results:
                 self._applied(version, done)
             if any(done is None for _, done in results):
@@ -245,6 +301,7 @@ class CatalogFeed:
         for placement, n in (
             ("content", applied.content),
             ("metadata_only", applied.metadata_only),
+            ("availability_only", applied.availability_only),
             ("none", applied.unplaced),
         ):
             if n:

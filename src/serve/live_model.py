@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from batch.content_vectors import ContentModel, load_content_model
 from recsys import keys
-from recsys.index.base import ItemIndex
+from recsys.index.base import ItemFilter, ItemIndex, ScoredItem
 from recsys.index.factory import open_backend
 from recsys.model_store import Manifest, read_manifest, read_trending
 from recsys.settings import Settings
@@ -32,6 +32,10 @@ class ServedModel:
     # Places an article that arrives after the batch (serve.catalog_feed); None for a
     # version trained without one.
     content: ContentModel | None = None
+
+    def popular(self, k: int, rules: ItemFilter) -> list[ScoredItem]:
+        """The trending list with the rules, less what the index marks unavailable now."""
+        return self.trending.top(k, rules, self.index.unavailable())
 
 
 # Runs in the loader thread on a version nobody queries yet; what it returns runs on the

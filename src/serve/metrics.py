@@ -84,14 +84,17 @@ class Metrics:
         )
         self.articles_accepted = Counter(
             "catalog_articles_accepted",
-            "Articles of POST /items the broker acknowledged",
+            "Catalog messages the broker acknowledged, by op: upsert (POST /items) or "
+            "availability (POST /items/availability)",
+            ["op"],
             registry=r,
         )
         self.articles_applied = Counter(
             "catalog_articles_applied",
             "Catalog articles applied to a served index version: placed by their content "
-            "vector, metadata_only (a collaborative item keeps its vector), or none (the "
-            "version has no content model)",
+            "vector, metadata_only (a collaborative item keeps its vector), "
+            "availability_only (made available or not), or none (the version has no "
+            "content model)",
             ["placement"],
             registry=r,
         )

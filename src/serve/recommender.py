@@ -126,7 +126,7 @@ def explain_items(
 def _trending(model: ServedModel, ask: Ask, rules: ItemFilter) -> list[ScoredItem]:
     if ask.fallback == "none":
         return []
-    return model.trending.top(ask.k, rules)
+    return model.popular(ask.k, rules)
 
 
 async def rank(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
-from recsys.articles import Article
+from recsys.articles import Article, Availability
 from recsys.ids import ExternalId
 
 Source = Literal["personalized", "trending"]
@@ -81,6 +82,16 @@ class EventAccepted(BaseModel):
 MAX_ARTICLES_PER_REQUEST: Final = 1_000
 
 
+def _each_article_once(records: Sequence[Article | Availability]) -> None:
+    first: dict[str, int] = {}
+    for position, record in enumerate(records):
+        seen = first.setdefault(record.article_id, position)
+        if seen != position:
+            raise ValueError(
+                f"article_id {record.article_id} is given twice (items {seen} and {position})"
+            )
+
+
 class ArticlesIn(
     RootModel[Annotated[list[Article], Field(min_length=1, max_length=MAX_ARTICLES_PER_REQUEST)]]
 ):
@@ -88,13 +99,20 @@ class ArticlesIn(
 
     @model_validator(mode="after")
     def _each_article_once(self) -> ArticlesIn:
-        first: dict[str, int] = {}
-        for position, article in enumerate(self.root):
-            seen = first.setdefault(article.article_id, position)
-            if seen != position:
-                raise ValueError(
-                    f"article_id {article.article_id} is given twice (items {seen} and {position})"
-                )
+        _each_article_once(self.root)
+        return self
+
+
+class AvailabilityIn(
+    RootModel[
+        Annotated[list[Availability], Field(min_length=1, max_length=MAX_ARTICLES_PER_REQUEST)]
+    ]
+):
+    """Articles made available or not, each article_id once."""
+
+    @model_validator(mode="after")
+    def _each_article_once(self) -> AvailabilityIn:
+        _each_article_once(self.root)
         return self
 
 

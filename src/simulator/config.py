@@ -87,6 +87,10 @@ class SimulationConfig:
     freshness_every: int = 10  # probe every Nth accepted purchase (0: no probes)
     freshness_timeout_s: float = 5.0  # a probe gives up after this long
     freshness_poll_s: float = 0.003  # pause between a probe's polls
+    # How long an event the API refused with 503 (the broker did not acknowledge it) or
+    # did not answer is sent again, with the same event_id; 0: never (the soak's chaos
+    # sets it: a client that retries loses nothing).
+    retry_unavailable_s: float = 0.0
     concurrency: int = 32  # requests in flight at once (probes apart)
     request_timeout_s: float = 5.0  # per request: connect, read, write, pool
     seed: int = 7
@@ -137,6 +141,10 @@ class SimulationConfig:
         if not 0.001 <= self.freshness_poll_s <= 1.0:
             raise SimulationConfigError(
                 f"freshness_poll_s must be in [0.001, 1], got {self.freshness_poll_s}"
+            )
+        if not (math.isfinite(self.retry_unavailable_s) and self.retry_unavailable_s >= 0):
+            raise SimulationConfigError(
+                f"retry_unavailable_s must be >= 0, got {self.retry_unavailable_s}"
             )
         _at_least("concurrency", self.concurrency, 1)
         _positive("request_timeout_s", self.request_timeout_s)

@@ -32,6 +32,10 @@ class Recorder:
     dropped_sessions: int = 0
     events_posted: int = 0
     events_accepted: int = 0
+    # Events sent again after a 503 or no answer (SimulationConfig.retry_unavailable_s),
+    # and those still refused when their retry time ran out.
+    events_retried: int = 0
+    events_given_up: int = 0
     freshness_s: list[float] = field(default_factory=list)
     probes: int = 0
     probes_timed_out: int = 0

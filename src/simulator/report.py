@@ -90,6 +90,8 @@ class SimulationReport:
     freshness: FreshnessSummary
     drift: DriftSummary
     population: dict[str, int] = field(default_factory=dict)
+    events_retried: int = 0  # sent again after a 503 or no answer (retry_unavailable_s)
+    events_given_up: int = 0  # still refused when their retry time ran out
     # GET /experiments/{name}'s report on this run's counts, when one was measured
     experiment: dict[str, Any] | None = None
 
@@ -156,7 +158,10 @@ def _summary(report: SimulationReport) -> Table:
                 f"stopped by {report.stopped_by}, seed {report.seed}, run id {report.run_id}"),
         ("events/s sustained", f"{report.events_per_s:.1f} "
                                f"(target {report.target_events_per_s:g})"),
-        ("purchases", f"{report.events_accepted:,} accepted of {report.events_posted:,} posted"),
+        ("purchases", f"{report.events_accepted:,} accepted of {report.events_posted:,} posted"
+                      + (f"; events sent again {report.events_retried:,}, given up "
+                         f"{report.events_given_up:,}"
+                         if report.events_retried or report.events_given_up else "")),
         ("sessions", f"{report.sessions:,} ({report.dropped_sessions:,} dropped: API behind)"),
         ("requests", f"{report.requests:,}"),
         ("errors", _errors(report)),

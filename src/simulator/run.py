@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -38,9 +39,14 @@ def simulate(config: SimulationConfig) -> SimulationReport:
     return asyncio.run(simulate_async(config, population))
 
 
-async def simulate_async(config: SimulationConfig, population: Population) -> SimulationReport:
+async def simulate_async(
+    config: SimulationConfig,
+    population: Population,
+    on_start: Callable[[Traffic], None] | None = None,
+) -> SimulationReport:
     """The same inside a running event loop; population must come from load_population
-    with the config's seed and drift_fraction."""
+    with the config's seed and drift_fraction. `on_start` gets the traffic before it runs
+    (the soak holds and releases it, and reads what was accepted)."""
     run_id = uuid.uuid4().hex[:8]  # not from the seed: a re-run must not repeat event ids
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     recorder = Recorder()
@@ -51,6 +57,8 @@ async def simulate_async(config: SimulationConfig, population: Population) -> Si
             measured = await experiment_definition(client, config.experiment)
             before = await experiment_counts(client, measured)
         traffic = Traffic(config, population, client, recorder, run_id)
+        if on_start is not None:
+            on_start(traffic)
         elapsed = await traffic.run()
         experiment = None
         if measured is not None:
@@ -71,6 +79,8 @@ async def simulate_async(config: SimulationConfig, population: Population) -> Si
         requests=recorder.requests,
         events_posted=recorder.events_posted,
         events_accepted=recorder.events_accepted,
+        events_retried=recorder.events_retried,
+        events_given_up=recorder.events_given_up,
         latency=recorder.latency_summaries(),
         status_counts=recorder.counts(),
         errors=dict(sorted(recorder.errors.items())),

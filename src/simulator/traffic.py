@@ -31,6 +31,9 @@ QUEUED_PER_SLOT: Final = 4
 # Sessions alive at once (most of them pausing), beyond which arrivals are dropped too.
 MAX_SESSIONS: Final = 10_000
 RECOMMEND_K: Final = "10"
+# An event refused with 503 is sent again after this long, doubling up to the maximum.
+RETRY_FIRST_S: Final = 0.2
+RETRY_MAX_S: Final = 2.0
 JSON_HEADERS: Final = {"content-type": "application/json"}
 
 
@@ -117,6 +120,13 @@ class Traffic:
         # This run's accepted event ids (weaker signals too), each with the number of
         # purchases accepted by then: a probe's "this purchase or a later event".
         self.accepted: dict[str, int] = {}
+        # The same ids, each with its customer and event type.
+        self.accepted_events: dict[str, tuple[str, str]] = {}
+        # Cleared, no event is posted until it is set again (the soak holds the load
+        # while it restarts the broker); views go on.
+        self.events_open = asyncio.Event()
+        self.events_open.set()
+        self.events_in_flight = 0
         self.drift_activity: defaultdict[int, DriftActivity] = defaultdict(DriftActivity)
         self.serial = 0
         self.start = 0.0
@@ -265,7 +275,7 @@ class Traffic:
             if self.signal_rng.random() < self.config.add_to_cart_share:
                 await self.signal(shopper, "add_to_cart", article, locked=True)
             self.recorder.events_posted += 1
-            response = await self.send("purchase", "POST", "/events/purchase", json=body)
+            response = await self.post_event("purchase", body)
             if response is None or response.status_code != 202:
                 return
             accepted_at = self.now()
@@ -275,6 +285,7 @@ class Traffic:
                 return
             self.recorder.events_accepted += 1
             self.accepted[event_id] = self.recorder.events_accepted
+            self.accepted_events[event_id] = (shopper.customer_id, "purchase")
             if drifted and shopper.row is not None:
                 self.drift_activity[shopper.row].purchases += 1
             self.maybe_probe(shopper.customer_id, event_id, accepted_at)
@@ -288,9 +299,34 @@ class Traffic:
         event_id = f"sim-{self.run_id}-{self.serial}"
         body = {"customer_id": shopper.customer_id, "article_id": article, "event_id": event_id}
         async with contextlib.nullcontext() if locked else self.locks[shopper.customer_id]:
-            response = await self.send(event_type, "POST", f"/events/{event_type}", json=body)
+            response = await self.post_event(event_type, body)
             if response is not None and response.status_code == 202:
                 self.accepted[event_id] = self.recorder.events_accepted
+                self.accepted_events[event_id] = (shopper.customer_id, event_type)
+
+    async def post_event(self, event_type: str, body: dict[str, Any]) -> httpx.Response | None:
+        """POST /events/{event_type}; a 503 or no answer is sent again, the same event id,
+        for up to retry_unavailable_s (the API's contract: a retry is safe)."""
+        give_up_at = self.now() + self.config.retry_unavailable_s
+        delay = RETRY_FIRST_S
+        while True:
+            await self.events_open.wait()
+            self.events_in_flight += 1
+            try:
+                response = await self.send(event_type, "POST", f"/events/{event_type}", json=body)
+            finally:
+                self.events_in_flight -= 1
+            refused = (response is None and not self.budget.out_of_requests) or (
+                response is not None and response.status_code == 503
+            )
+            if not refused or self.config.retry_unavailable_s <= 0:
+                return response
+            if self.now() + delay > give_up_at:
+                self.recorder.events_given_up += 1
+                return response
+            self.recorder.events_retried += 1
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, RETRY_MAX_S)
 
     async def bad_request(self, shopper: Shopper) -> None:
         make = BAD_KINDS[int(self.rng.integers(len(BAD_KINDS)))]

@@ -1,5 +1,6 @@
 """`recsys archiver`: accepted events into the Delta `events` table, each exactly once,
-and the catalog topic's articles into the Delta `items` table, one row each (the newest).
+and the catalog topic's articles and availabilities into the Delta `items` and
+`availability` tables, one row per article each (the newest).
 
 Offsets are committed only after the Delta commits, and rows are merged on event_id (on
 article_id, newest wins), so a crash between the two redelivers messages that the merge
@@ -25,7 +26,13 @@ from pydantic import ValidationError
 from recsys.erasure import drop_erased, erased_before
 from recsys.events import Event
 from recsys.settings import Settings
-from stream.items_table import ITEMS_SCHEMA, item_rows, merge_newest
+from stream.items_table import (
+    AVAILABILITY_SCHEMA,
+    ITEMS_SCHEMA,
+    availability_rows,
+    item_rows,
+    merge_newest,
+)
 from stream.offsets import commit_processed
 
 log = logging.getLogger(__name__)
@@ -121,9 +128,13 @@ class Archiver:
         self.consumer = consumer
         ensure_events_table(settings.events_table)
         ensure_table(settings.items_table, ITEMS_SCHEMA)
+        ensure_table(settings.availability_table, AVAILABILITY_SCHEMA)
         self.sinks = {
-            settings.events_topic: Sink(settings.events_table, self._event_rows, append_new),
-            settings.catalog_topic: Sink(settings.items_table, item_rows, merge_newest),
+            settings.events_topic: [Sink(settings.events_table, self._event_rows, append_new)],
+            settings.catalog_topic: [
+                Sink(settings.items_table, item_rows, merge_newest),
+                Sink(settings.availability_table, availability_rows, merge_newest),
+            ],
         }
 
     def _event_rows(self, messages: Sequence[Message]) -> tuple[pa.Table, int]:
@@ -165,15 +176,19 @@ class Archiver:
             by_topic[message.topic() or ""].append(message)
         outcome = FlushOutcome(received=len(messages))
         for topic, own in by_topic.items():
-            sink = self.sinks.get(topic)
-            if sink is None:
-                continue
-            rows, invalid = sink.rows(own)
-            written = sink.merge(sink.path, rows)
-            outcome.written += written
-            outcome.invalid += invalid
-            if written:
-                already = rows.num_rows - written
-                log.info("archived %d %s messages (%d already there)", written, topic, already)
+            for sink in self.sinks.get(topic, []):
+                rows, invalid = sink.rows(own)
+                written = sink.merge(sink.path, rows)
+                outcome.written += written
+                outcome.invalid += invalid
+                if written:
+                    already = rows.num_rows - written
+                    log.info(
+                        "archived %d rows of %s to %s (%d already there)",
+                        written,
+                        topic,
+                        sink.path.name,
+                        already,
+                    )
         commit_processed(self.consumer, messages)
         return outcome

@@ -1,35 +1,39 @@
-"""The Delta `items` table: one row per article that came through the catalog topic, its
-newest message winning. The archiver creates and writes it; the next batch reads it
-beside articles.csv (batch.ingest), so those articles survive it."""
+"""The catalog topic's Delta tables, one row per article, its newest message winning:
+`items` (upserts) and `availability`. The archiver creates and writes them; the next
+batch reads `items` beside articles.csv (batch.ingest), so those articles survive it, and
+marks the items `availability` holds (batch.pipeline), so a sold-out one stays out."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pyarrow as pa
 from confluent_kafka import Message
 from deltalake import DeltaTable
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from batch.hm_schema import ARTICLES_SCHEMA
 from recsys.articles import CatalogMessage
 
-ITEMS_SCHEMA: Final = pa.schema(
-    [
-        *ARTICLES_SCHEMA,
-        ("message_id", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("schema_version", pa.int32()),
-        ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()),
-    ]
+MESSAGE_COLUMNS: Final = [
+    ("message_id", pa.string()),
+    ("ts", pa.timestamp("us", tz="UTC")),
+    ("schema_version", pa.int32()),
+    ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+]
+ITEMS_SCHEMA: Final = pa.schema([*ARTICLES_SCHEMA, *MESSAGE_COLUMNS])
+AVAILABILITY_SCHEMA: Final = pa.schema(
+    [("article_id", pa.string()), ("available", pa.bool_()), *MESSAGE_COLUMNS]
 )
 
 
-def item_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
-    """The newest valid message of each article as a row, and how many were invalid."""
+def _newest(
+    messages: Sequence[Message], op: str
+) -> tuple[list[tuple[CatalogMessage, Message]], int]:
+    """The newest valid message of `op` of each article, and how many were invalid."""
     newest: dict[str, tuple[CatalogMessage, Message]] = {}
     invalid = 0
     for raw in messages:
@@ -41,20 +45,36 @@ def item_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
             invalid += 1  # the serving processes skip it too
             continue
         held = newest.get(message.key)
-        if held is None or message.supersedes(held[0]):
+        if message.op == op and (held is None or message.supersedes(held[0])):
             newest[message.key] = (message, raw)
-    rows = [
-        {
-            **message.article.model_dump(),
-            "message_id": message.message_id,
-            "ts": message.ts,
-            "schema_version": message.schema_version,
-            "kafka_partition": raw.partition(),
-            "kafka_offset": raw.offset(),
-        }
-        for message, raw in newest.values()
-    ]
+    return list(newest.values()), invalid
+
+
+def _row(message: CatalogMessage, raw: Message, body: BaseModel | None) -> dict[str, Any]:
+    assert body is not None  # the message's op names it (CatalogMessage)
+    return {
+        **body.model_dump(),
+        "message_id": message.message_id,
+        "ts": message.ts,
+        "schema_version": message.schema_version,
+        "kafka_partition": raw.partition(),
+        "kafka_offset": raw.offset(),
+    }
+
+
+def item_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
+    """The newest upsert of each article as a row, and how many messages were invalid."""
+    newest, invalid = _newest(messages, "upsert")
+    rows = [_row(m, raw, m.article) for m, raw in newest]
     return pa.Table.from_pylist(rows, schema=ITEMS_SCHEMA), invalid
+
+
+def availability_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
+    """The newest availability of each article as a row (invalid messages are counted
+    once, by item_rows)."""
+    newest, _ = _newest(messages, "availability")
+    rows = [_row(m, raw, m.availability) for m, raw in newest]
+    return pa.Table.from_pylist(rows, schema=AVAILABILITY_SCHEMA), 0
 
 
 def merge_newest(path: Path, rows: pa.Table) -> int:

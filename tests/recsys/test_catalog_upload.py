@@ -1,5 +1,6 @@
-"""`recsys catalog upsert --file`: every row of an articles CSV validated like POST /items,
-bad rows reported by line and field, the good ones on the catalog topic."""
+"""`recsys catalog upsert --file` and `recsys catalog availability --file`: every row
+validated like POST /items (or /items/availability), bad rows reported by line and
+field, the good ones on the catalog topic."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from batch.hm_schema import ARTICLES_SCHEMA
-from recsys.articles import CatalogMessage
+from recsys.articles import Article, Availability, CatalogMessage
 from recsys.catalog_upload import CatalogFileError, read_catalog_file
 from recsys.settings import Settings
 from stream.bus import consumer_config
@@ -53,10 +54,10 @@ ROWS = [
 
 
 def test_rows_are_validated_with_their_lines_and_fields(tmp_path: Path) -> None:
-    found = read_catalog_file(_write(tmp_path / "articles.csv", ROWS))
-    assert [a.article_id for a in found.articles] == ["0999600001", "0999600004"]
-    assert found.articles[0].detail_desc == "Two lines:\nthe second one, with a comma"
-    assert found.articles[0].colour_group_code is None  # an empty number is none
+    found = read_catalog_file(_write(tmp_path / "articles.csv", ROWS), Article)
+    assert [a.article_id for a in found.records] == ["0999600001", "0999600004"]
+    assert found.records[0].detail_desc == "Two lines:\nthe second one, with a comma"
+    assert found.records[0].colour_group_code is None  # an empty number is none
     assert [str(b) for b in found.bad] == [
         "line 4: article_id: String should match pattern '^[A-Za-z0-9._:-]+$'",
         "line 5: product_type_no: Input should be a valid integer, unable to parse string as an "
@@ -71,9 +72,36 @@ def test_rows_are_validated_with_their_lines_and_fields(tmp_path: Path) -> None:
 def test_a_file_without_the_required_columns_is_one_error(tmp_path: Path) -> None:
     path = _write(tmp_path / "a.csv", [{"article_id": "1"}], header=["article_id"])
     with pytest.raises(CatalogFileError, match="missing column"):
-        read_catalog_file(path)
+        read_catalog_file(path, Article)
+    with pytest.raises(CatalogFileError, match=r"missing column.*available"):
+        read_catalog_file(path, Availability)
     with pytest.raises(CatalogFileError, match="cannot read"):
-        read_catalog_file(tmp_path / "nowhere.csv")
+        read_catalog_file(tmp_path / "nowhere.csv", Article)
+
+
+AVAILABILITY = [
+    {"article_id": "0999600001", "available": "false"},
+    {"article_id": "0999600002", "available": "TRUE"},
+    {"article_id": "0999600003", "available": "0"},
+    {"article_id": "0999600004", "available": "maybe"},
+    {"article_id": "0999600001", "available": "yes"},
+    {"article_id": "0999600005", "available": ""},
+]
+
+
+def test_availability_rows_take_the_words_a_spreadsheet_writes(tmp_path: Path) -> None:
+    path = _write(tmp_path / "a.csv", AVAILABILITY, header=["article_id", "available"])
+    found = read_catalog_file(path, Availability)
+    assert [(a.article_id, a.available) for a in found.records] == [
+        ("0999600001", False),
+        ("0999600002", True),
+        ("0999600003", False),
+    ]
+    assert [str(b) for b in found.bad] == [
+        "line 5: available: Input should be a valid boolean",
+        "line 6: article_id: 0999600001 is on line 2",
+        "line 7: available: Input should be a valid boolean",
+    ]
 
 
 def _recsys(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -90,6 +118,28 @@ def _recsys(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
         timeout=120,
         stdin=subprocess.DEVNULL,
     )
+
+
+def _read(settings: Settings, topic: str, n: int) -> list[CatalogMessage]:
+    """The first n catalog messages of the topic (fewer after 20 s)."""
+    assert settings.kafka_bootstrap_servers
+    consumer = Consumer(
+        consumer_config(settings.kafka_bootstrap_servers, f"read-{topic}", settings)
+    )
+    consumer.subscribe([topic])
+    got: list[CatalogMessage] = []
+    try:
+        for _ in range(40):
+            got += [
+                CatalogMessage.from_bytes(m.value() or b"")
+                for m in consumer.consume(10, 0.5)
+                if m.error() is None
+            ]
+            if len(got) >= n:
+                break
+    finally:
+        consumer.close()
+    return got
 
 
 def test_upsert_publishes_the_good_rows_and_reports_the_bad(
@@ -109,24 +159,32 @@ def test_upsert_publishes_the_good_rows_and_reports_the_bad(
     assert f"2 of 6 articles published to {topic}; 4 bad rows" in result.stdout
     assert "Traceback" not in result.stderr
 
-    consumer = Consumer(
-        consumer_config(settings.kafka_bootstrap_servers, f"read-{topic}", settings)
-    )
-    consumer.subscribe([topic])
-    got: list[CatalogMessage] = []
-    try:
-        for _ in range(40):
-            got += [
-                CatalogMessage.from_bytes(m.value() or b"")
-                for m in consumer.consume(10, 0.5)
-                if m.error() is None
-            ]
-            if len(got) >= 2:
-                break
-    finally:
-        consumer.close()
+    got = _read(settings, topic, 2)
     assert [m.key for m in got] == ["0999600001", "0999600004"]
+    assert got[0].article is not None
     assert got[0].article.detail_desc.startswith("Two lines:\nthe second")
+
+
+def test_availability_file_publishes_availability_messages(
+    settings: Settings, tmp_path: Path
+) -> None:
+    assert settings.kafka_bootstrap_servers
+    topic = new_topic(settings, partitions=1)
+    path = _write(tmp_path / "a.csv", AVAILABILITY, header=["article_id", "available"])
+    result = _recsys(
+        tmp_path, "catalog", "availability", "--file", str(path),
+        RECSYS_KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        RECSYS_CATALOG_TOPIC=topic,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"3 of 6 availabilities published to {topic}; 3 bad rows" in result.stdout
+    got = _read(settings, topic, 3)
+    assert [(m.op, m.key) for m in got] == [
+        ("availability", "0999600001"),
+        ("availability", "0999600002"),
+        ("availability", "0999600003"),
+    ]
+    assert [m.availability.available for m in got if m.availability] == [False, True, False]
 
 
 def test_upsert_refuses_a_broker_that_would_vanish_with_it(tmp_path: Path) -> None:

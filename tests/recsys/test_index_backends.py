@@ -31,10 +31,16 @@ def _items() -> list[IndexedItem]:
                 "product_group_name": GROUPS[i % len(GROUPS)],
                 "product_type_name": TYPES[i % len(TYPES)],
                 "prod_name": f"item {i}",
+                # Every 7th sold out; the batch writes true for the rest, older versions
+                # nothing.
+                **({"available": i % 7 != 0} if i % 2 else {}),
             },
         )
         for i in range(ITEMS)
     ]
+
+
+UNAVAILABLE = {f"{i:010d}" for i in range(ITEMS) if i % 2 and i % 7 == 0}
 
 
 RULES = [
@@ -77,6 +83,7 @@ def test_exact_search_gives_the_same_ids_and_scores(
         np.testing.assert_allclose([x.score for x in a], [x.score for x in b], rtol=1e-4)
         assert [x.metadata for x in a] == [x.metadata for x in b]
         assert all(rules.allows(x.article_id, x.metadata) for x in a)
+        assert not UNAVAILABLE & {x.article_id for x in a}
         assert len(a) == 25
 
 
@@ -141,3 +148,27 @@ def test_vectors_come_back_as_stored(both: tuple[ItemIndex, ItemIndex]) -> None:
         assert set(got) == set(items)
         for article_id, vector in items.items():
             np.testing.assert_allclose(got[article_id], vector, rtol=1e-6)
+
+
+def test_both_know_the_unavailable_items_and_follow_a_change(
+    both: tuple[ItemIndex, ItemIndex],
+) -> None:
+    edge, server = both
+    assert set(edge.unavailable()) == set(server.unavailable()) == UNAVAILABLE
+    query = np.ones(DIM, dtype=np.float32)
+    best = edge.search(query, 1, ItemFilter())[0]
+    flipped = next(i for i in _items() if i.article_id == best.article_id)
+    for index in both:
+        index.upsert([IndexedItem(flipped.article_id, flipped.vector,
+                                  {**flipped.payload, "available": False})])  # fmt: skip
+    try:
+        for index in both:
+            assert best.article_id in index.unavailable()
+            found = index.search(query, 10, ItemFilter(), mmr=Mmr(0.5, 40))
+            assert best.article_id not in {x.article_id for x in found}
+        a, b = (index.search(query, 10, ItemFilter()) for index in both)
+        assert [x.article_id for x in a] == [x.article_id for x in b]
+    finally:
+        for index in both:
+            index.upsert([flipped])
+    assert set(edge.unavailable()) == set(server.unavailable()) == UNAVAILABLE

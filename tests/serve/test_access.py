@@ -89,8 +89,12 @@ def test_an_events_key_may_not_administer(keyed_api: TestClient) -> None:
         assert "needs admin" in response.json()["detail"]
     # The other admin writes refuse it too: the catalogue and erasure.
     assert keyed_api.post("/items", json=[], headers=bearer(EVENTS_KEY)).status_code == 403
+    sold_out = [{"article_id": "a1", "available": False}]
+    for headers in ({}, bearer(EVENTS_KEY)):
+        response = keyed_api.post("/items/availability", json=sold_out, headers=headers)
+        assert response.status_code == (403 if headers else 401)
     assert keyed_api.delete("/users/c-access-x", headers=bearer(EVENTS_KEY)).status_code == 403
-    assert counter(keyed_api.get("/metrics").text, "auth_failures_total", reason="forbidden") >= 4
+    assert counter(keyed_api.get("/metrics").text, "auth_failures_total", reason="forbidden") >= 5
 
 
 def test_the_right_role_is_admitted(

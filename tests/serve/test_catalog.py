@@ -4,7 +4,6 @@ changes and its vector does not; a newly loaded version gets every article again
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import time
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from serve.app import create_app
 from serve.deps import AppState
 from stream.bus import ensure_topics
 from stream.ema import ema_update
-from support import isolated, new_topic, running_updater, wait_for
+from support import new_topic, running_updater, two_versions, wait_for
 
 SERVABLE_WITHIN_S = 10.0
 
@@ -182,7 +181,7 @@ def test_new_articles_are_servable_within_seconds_placed_by_content(
         assert item["score"] == pytest.approx(float(np.dot(expected, vector)), rel=1e-4, abs=1e-5)
     text = app.get("/metrics").text
     assert 'catalog_articles_applied_total{placement="content"} 20.0' in text
-    assert "catalog_articles_accepted_total 20.0" in text
+    assert 'catalog_articles_accepted_total{op="upsert"} 20.0' in text
 
 
 def _index_vectors(client: TestClient, ids: list[str]) -> tuple[list[str], npt.NDArray[Any]]:
@@ -294,13 +293,7 @@ def test_a_newly_loaded_version_gets_every_article_before_it_serves(
     tmp_path: Path,
 ) -> None:  # fmt: skip
     """Two copies of the trained version, as two batch runs that never heard of it."""
-    with isolated(settings, tmp_path / "data", db=13) as (own, client):
-        for version in ("v1", "v2"):
-            shutil.copytree(settings.models_dir / trained.version, own.models_dir / version)
-        client.set(keys.LIVE_VERSION, "v1")
-        own = own.model_copy(
-            update={"catalog_topic": new_topic(settings, 1), "model_poll_interval_s": 0.2}
-        )
+    with two_versions(settings, trained.version, tmp_path / "data", db=13) as (own, client):
         new_id = "0999200000"
         with TestClient(create_app(own)) as app:
             posted = app.post("/items", json=[_new_article(catalogue, popular[2], new_id)])

@@ -19,8 +19,10 @@ from deltalake import DeltaTable
 
 from batch.hm_schema import ARTICLES_FILE
 from batch.pipeline import BatchReport, run_batch
-from recsys.articles import Article, CatalogMessage
+from recsys.articles import Article, Availability, CatalogMessage
+from recsys.index.base import ItemFilter
 from recsys.index.factory import open_backend
+from recsys.model_store import read_trending
 from recsys.progress import Steps
 from recsys.settings import Settings
 from stream.archiver import Archiver
@@ -137,18 +139,44 @@ def test_the_next_batch_serves_the_archived_articles(
         Article.model_validate({**row, "article_id": f"0999500{i:03d}", "prod_name": f"New {i}"})
         for i in range(3)
     ]
-    _publish(settings, settings.catalog_topic, [CatalogMessage(article=a) for a in [*fresh, known]])
+    sold_out = [
+        CatalogMessage.set_availability(Availability(article_id=a, available=flag), ts)
+        for a, flag, ts in [
+            (bought, False, T0),
+            (fresh[0].article_id, False, T0),
+            (fresh[1].article_id, True, T0 + timedelta(hours=1)),  # the newest wins
+            (fresh[1].article_id, False, T0),
+        ]
+    ]
+    _publish(
+        settings,
+        settings.catalog_topic,
+        [*(CatalogMessage(article=a) for a in [*fresh, known]), *sold_out],
+    )
     _archive(settings, f"arch-{settings.catalog_topic}")
+    rows = DeltaTable(str(settings.availability_table)).to_pyarrow_table().to_pylist()
+    assert sorted((r["article_id"], r["available"]) for r in rows) == sorted(
+        [(bought, False), (fresh[0].article_id, False), (fresh[1].article_id, True)]
+    )
 
     with Steps(enabled=False) as steps:
         report: BatchReport = run_batch(settings, input_dir, client, steps, spark)
     archived = next(t for t in report.tables if t.name == "archived articles")
     assert (archived.rows_in, archived.rows_skipped) == (4, 0)
+    assert "bronze.availability" in report.data_version
     index = open_backend(settings).open(report.version)
     try:
         payloads = index.retrieve([a.article_id for a in [*fresh, known]])
+        unavailable = set(index.unavailable())
+        trending = read_trending(settings.models_dir, report.version)
+        popular = trending.top(50, ItemFilter(), index.unavailable())
     finally:
         index.close()
+    # The archived availabilities are in the new version: a sold-out article stays out.
+    assert unavailable == {bought, fresh[0].article_id}
+    assert [payloads[a.article_id]["available"] for a in fresh] == [False, True, True]
+    assert bought in [e["article_id"] for e in trending.overall]  # the most bought...
+    assert bought not in [i.article_id for i in popular]  # ...is not served
     for article in fresh:
         assert payloads[article.article_id]["placed_by"] == "content"
         assert payloads[article.article_id]["prod_name"] == article.prod_name

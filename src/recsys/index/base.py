@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -177,6 +178,11 @@ class ItemIndex(Protocol):
 
     def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         """Vectors of the given items that exist in this version."""
+        ...
+
+    def unavailable(self) -> AbstractSet[str]:
+        """Articles of this version marked unavailable (recsys.availability), which no
+        query returns: the trending lists held in memory leave them out too."""
         ...
 
     def upsert(self, items: Sequence[IndexedItem]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from recsys.availability import is_unavailable
 from recsys.index.base import ScoredItem
 
 Layout = tuple[str, ...]
@@ -36,6 +37,9 @@ class ItemCatalog:
         self._by_article: dict[str, Entry] = {}
         self._matrix: npt.NDArray[np.float32] | None = None
         self._rows = 0
+        # Articles marked unavailable (recsys.availability), and their point ids.
+        self.unavailable: set[str] = set()
+        self.unavailable_points: set[object] = set()
 
     def __len__(self) -> int:
         return len(self._by_point)
@@ -53,6 +57,12 @@ class ItemCatalog:
             row = self._store_vector(row, np.asarray(vector, dtype=np.float32))
         entry = (article_id, layout, values, row)
         self._by_point[point_id] = self._by_article[article_id] = entry
+        if is_unavailable(fields):
+            self.unavailable.add(article_id)
+            self.unavailable_points.add(point_id)
+        else:
+            self.unavailable.discard(article_id)
+            self.unavailable_points.discard(point_id)
 
     def _store_vector(self, row: int, vector: npt.NDArray[np.float32]) -> int:
         if self._matrix is None:

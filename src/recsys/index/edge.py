@@ -10,8 +10,9 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -29,22 +30,30 @@ from recsys.index.base import (
     search_ef,
 )
 from recsys.index.catalog import ItemCatalog
-from recsys.index.filters import INDEXED_FIELDS, filter_spec
+from recsys.index.filters import INDEXED_FIELDS, UNAVAILABLE, filter_spec
 
 
-def _condition(spec: dict[str, Any]) -> Any:
+def _condition(spec: dict[str, Any], unavailable: qe.HasIdCondition | None) -> Any:
     if "has_id" in spec:
         return qe.HasIdCondition(set(spec["has_id"]))
+    if spec == UNAVAILABLE:
+        # qdrant-edge-py 0.9 passes a bool to MatchValue as an integer, which matches no
+        # bool payload: the items marked `available: false`, by id (this process's
+        # catalogue knows every one).
+        return unavailable
     return qe.FieldCondition(key=spec["key"], match=qe.MatchAny(list(spec["match"]["any"])))
 
 
-def build_filter(rules: ItemFilter) -> qe.Filter | None:
-    """The rules' filter (recsys.index.filters) as Qdrant Edge objects."""
-    spec = filter_spec(rules)
+def build_filter(
+    rules: ItemFilter, unavailable: qe.HasIdCondition | None = None
+) -> qe.Filter | None:
+    """The rules' filter (recsys.index.filters) as Qdrant Edge objects; `unavailable` is
+    the items marked unavailable, None when there are none."""
+    spec = filter_spec(rules, hide_unavailable=unavailable is not None)
     if spec is None:
         return None
-    must = [_condition(c) for c in spec.get("must", [])]
-    must_not = [_condition(c) for c in spec.get("must_not", [])]
+    must = [_condition(c, unavailable) for c in spec.get("must", [])]
+    must_not = [_condition(c, unavailable) for c in spec.get("must_not", [])]
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
@@ -117,6 +126,12 @@ class EdgeItemIndex:
         }
         self.catalog = ItemCatalog()
         self.catalog.extend(self._all_points())
+        self._unavailable = self._unavailable_condition()
+
+    def _unavailable_condition(self) -> qe.HasIdCondition | None:
+        """Built once per change of the set, not per query."""
+        points = self.catalog.unavailable_points
+        return qe.HasIdCondition(set(cast("set[int]", points))) if points else None
 
     def _all_points(self) -> Iterator[tuple[object, dict[str, Any], Any]]:
         offset = None
@@ -147,7 +162,7 @@ class EdgeItemIndex:
                 if mmr is not None
                 else qe.Query.Nearest(values)
             ),
-            filter=build_filter(rules),
+            filter=build_filter(rules, self._unavailable),
             with_payload=False,  # the catalogue has payloads and vectors
             with_vector=False,
             params=self._params[search_ef(rules)],
@@ -163,11 +178,15 @@ class EdgeItemIndex:
     def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         return self.catalog.vectors(article_ids)
 
+    def unavailable(self) -> AbstractSet[str]:
+        return self.catalog.unavailable
+
     def upsert(self, items: Sequence[IndexedItem]) -> None:
         """The copy is this process's own; the catalogue follows it in the same call, so
         a query on the same thread never meets a point the catalogue lacks."""
         points = upsert_points(self.shard, items)
         self.catalog.extend((pid, payload, vector) for pid, vector, payload in points)
+        self._unavailable = self._unavailable_condition()
 
     def check(self) -> None:
         self.shard.info()

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import numpy.typing as npt
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from recsys.availability import is_unavailable
 from recsys.ids import item_point_id
 from recsys.index.base import (
     FILTERED_SCAN_BELOW_KB,
@@ -30,7 +32,7 @@ from recsys.index.base import (
     ScoredItem,
     search_ef,
 )
-from recsys.index.filters import INDEXED_FIELDS, filter_spec
+from recsys.index.filters import BOOL_INDEXED_FIELDS, INDEXED_FIELDS, UNAVAILABLE, filter_spec
 from recsys.settings import Settings
 
 LOCAL_MODE = ":memory:"
@@ -85,6 +87,8 @@ class ServerIndexWriter:
         if not _is_local(client):  # local mode has no payload indexes (and warns)
             for name in INDEXED_FIELDS:
                 client.create_payload_index(collection, name, qm.PayloadSchemaType.KEYWORD)
+            for name in BOOL_INDEXED_FIELDS:
+                client.create_payload_index(collection, name, qm.PayloadSchemaType.BOOL)
 
     def upsert(self, items: Sequence[IndexedItem]) -> None:
         upsert_points(self.client, self.collection, items)
@@ -112,6 +116,27 @@ class ServerItemIndex(RecordLookups):
         # Local mode always scores every point and warns about search parameters.
         self._local = _is_local(client)
         self._exact = exact
+        # Kept in step by upsert(): every serving process applies the same catalog topic.
+        self._unavailable = self._marked_unavailable()
+
+    def _marked_unavailable(self) -> set[str]:
+        found: set[str] = set()
+        offset: Any = None
+        while True:
+            records, offset = self.client.scroll(
+                self.collection,
+                scroll_filter=qm.Filter(must=[qm.FieldCondition.model_validate(UNAVAILABLE)]),
+                limit=1_000,
+                offset=offset,
+                with_payload=["article_id"],
+                with_vectors=False,
+            )
+            found.update(str((r.payload or {})["article_id"]) for r in records)
+            if offset is None:
+                return found
+
+    def unavailable(self) -> AbstractSet[str]:
+        return self._unavailable
 
     def search(
         self,
@@ -157,6 +182,11 @@ class ServerItemIndex(RecordLookups):
     def upsert(self, items: Sequence[IndexedItem]) -> None:
         """The collection is shared: every serving process writes the same points."""
         upsert_points(self.client, self.collection, items)
+        for item in items:
+            if is_unavailable(item.payload):
+                self._unavailable.add(item.article_id)
+            else:
+                self._unavailable.discard(item.article_id)
 
     def check(self) -> None:
         if not self.client.collection_exists(self.collection):

@@ -55,5 +55,5 @@ async def popular(request: Request) -> JsonBody:
     """Trending (time-decayed popularity) with the same filters and exclusions."""
     query = ListQuery.of(request)
     model = served_model(app_state(request))
-    items = item_dicts(model.trending.top(query.k, query.rules()))
+    items = item_dicts(model.popular(query.k, query.rules()))
     return JsonBody({"source": "trending", "model_version": model.version, "items": items})
