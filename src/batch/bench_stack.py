@@ -3,14 +3,19 @@ dir, and one batch run that makes a model version live."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batch.pipeline import BatchReport
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 from recsys.engines.embedded import Endpoints
 from recsys.settings import Settings
 
@@ -57,8 +62,11 @@ def fresh_data_dir(settings: Settings, work_dir: Path, name: str) -> Settings:
     )  # fmt: skip
 
 
-def train_live(settings: Settings, input_dir: Path, name: str) -> BatchReport:
-    """One batch run on the engines `settings` names, making its version live."""
+def train_live(
+    settings: Settings, input_dir: Path, name: str, spark: SparkSession | None = None
+) -> BatchReport:
+    """One batch run on the engines `settings` names, making its version live; on a Spark
+    session of its own unless one is given (which it leaves running)."""
     from batch.pipeline import run_batch
     from recsys.progress import Steps
     from recsys.spark import spark_session
@@ -66,8 +74,15 @@ def train_live(settings: Settings, input_dir: Path, name: str) -> BatchReport:
 
     client = redis_client(settings.redis_url or "", 60)
     try:
-        with spark_session(settings, f"recsys-bench-{name}") as spark, Steps(enabled=False) as s:
-            return run_batch(settings, input_dir, client, s, spark)
+        with (
+            (
+                contextlib.nullcontext(spark)
+                if spark
+                else spark_session(settings, f"recsys-bench-{name}")
+            ) as session,
+            Steps(enabled=False) as steps,
+        ):
+            return run_batch(settings, input_dir, client, steps, session)
     finally:
         client.close()
 

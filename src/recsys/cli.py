@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn, Protocol, cast
 
 import typer
 from rich.console import Console
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from batch.evaluation import ModelSpec
     from recsys.engines.embedded import Endpoints, Engine
+    from simulator.chaos import Action
 
 
 class Worker(Protocol):
@@ -426,6 +427,13 @@ def bench_soak(
     customers: Annotated[int, typer.Option(min=100)] = 20_000,
     articles: Annotated[int, typer.Option(min=100)] = 5_000,
     transactions: Annotated[int, typer.Option(min=1_000)] = 200_000,
+    chaos: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated, in order: valkey, broker-freeze, updater, "
+            "archiver, broker-restart"
+        ),
+    ] = "valkey,broker-freeze,updater,archiver,broker-restart",
     json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/soak.json"),
 ) -> None:
     """The simulator at a steady rate against the embedded stack (loopback only) while
@@ -434,10 +442,16 @@ def bench_soak(
     (applied once), server errors counted, and each process's memory at start and end.
     Exit 1 when an event was lost, duplicated or applied twice, or a 5xx other than the
     broker outage's 503s was answered."""
-    from simulator import soak
+    import simulator.soak as soak
+    from simulator.chaos import ACTIONS
 
+    actions = tuple(a.strip() for a in chaos.split(",") if a.strip())
+    unknown = [a for a in actions if a not in ACTIONS]
+    if unknown:
+        fail(f"unknown chaos action(s) {', '.join(unknown)}; known: {', '.join(ACTIONS)}")
     settings = _settings()
     options = soak.SoakOptions(
+        actions=cast("tuple[Action, ...]", actions),
         duration_s=duration,
         rate_per_s=rate,
         outage_s=outage,

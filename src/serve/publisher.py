@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any
+import time
+from typing import Any, Final
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -14,20 +15,52 @@ class PublishError(RuntimeError):
     """The broker did not acknowledge the event; the client may retry with the same id."""
 
 
+log = logging.getLogger(__name__)
+
+# A delivery that timed out replaces the producer, at most this often.
+REPLACE_EVERY_S: Final = 5.0
+
+
 class EventPublisher:
-    """One producer per process; a thread serves its delivery callbacks."""
+    """One producer per process; a thread serves its delivery callbacks.
+
+    An idempotent producer whose broker restarted without its state (the embedded broker
+    keeps none) never gets an acknowledgement again: librdkafka retries the produce until
+    the message times out, for good (measured against Tansu 0.6). So a delivery that
+    times out, or a fatal error, replaces the producer (at most every REPLACE_EVERY_S):
+    the requests in flight get their 503, the client's retry goes to the new producer.
+    The old one is polled until its last callback has run."""
 
     def __init__(self, config: dict[str, Any], timeout_s: float) -> None:
-        # librdkafka's own log lines go through Python logging, not straight to stderr.
-        self._producer = Producer(config, logger=logging.getLogger("recsys.kafka"))
+        self._config = config
+        self._producer = self._new_producer()
+        self._replaced_at = time.monotonic()
+        self._retiring: list[Producer] = []
         self._timeout_s = timeout_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
         self._thread.start()
 
+    def _new_producer(self) -> Producer:
+        # librdkafka's own log lines go through Python logging, not straight to stderr.
+        return Producer(self._config, logger=logging.getLogger("recsys.kafka"))
+
     def _poll(self) -> None:
         while not self._stop.is_set():
             self._producer.poll(0.05)
+            for old in list(self._retiring):
+                if old.poll(0) == 0 and len(old) == 0:
+                    self._retiring.remove(old)
+
+    def _delivery_failed(self, err: KafkaError) -> None:
+        """In the poll thread (delivery callbacks run there)."""
+        stuck = err.code() == KafkaError._MSG_TIMED_OUT or err.fatal()
+        if not stuck or time.monotonic() - self._replaced_at < REPLACE_EVERY_S:
+            return
+        self._replaced_at = time.monotonic()
+        old, self._producer = self._producer, self._new_producer()
+        self._retiring.append(old)
+        log.warning("a Kafka delivery failed (%s): the producer is replaced", err.str())
 
     async def publish(
         self,
@@ -40,6 +73,9 @@ class EventPublisher:
         acked: asyncio.Future[None] = loop.create_future()
 
         def settle(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                self._delivery_failed(err)
+
             def apply() -> None:
                 if acked.done():
                     return
@@ -73,3 +109,5 @@ class EventPublisher:
         self._producer.flush(timeout_s)
         self._stop.set()
         self._thread.join(timeout=2)
+        for old in self._retiring:
+            old.flush(0)

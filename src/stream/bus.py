@@ -114,10 +114,16 @@ def wait_drained(bootstrap: str, topic: str, groups: list[str], timeout_s: float
     """Wait until every group has consumed everything (or timeout); return the most left."""
     deadline = time.monotonic() + timeout_s
     while True:
-        left = max(
-            pending_events(bootstrap, topic, group, timeout_s=min(5.0, timeout_s))
-            for group in groups
-        )
+        try:
+            left = max(
+                pending_events(bootstrap, topic, group, timeout_s=min(5.0, timeout_s))
+                for group in groups
+            )
+        except KafkaException:  # a broker that does not answer yet: ask again
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+            continue
         if left == 0 or time.monotonic() >= deadline:
             return left
         time.sleep(0.2)

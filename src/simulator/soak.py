@@ -1,0 +1,441 @@
+"""`recsys bench soak`: the simulator at a steady rate against the embedded stack while a
+chaos schedule (simulator.chaos) stops and restarts its parts; then the books are
+checked: every event the API acknowledged is in the Delta events table exactly once and
+was applied exactly once, no request got a server error, and each process's memory at
+the start and the end.
+
+"Applied once" is checked twice: every acknowledged event has its applied marker in
+Redis, and each customer's purchase count in their profile (which the updater's Lua step
+raises with the marker, once per event id) rose by exactly the purchases the table holds
+for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import psutil
+import redis
+from deltalake import DeltaTable
+from rich.table import Table
+
+from recsys import keys
+from recsys.engines.embedded import Endpoints
+from recsys.engines.process import ManagedProcess, free_port
+from recsys.settings import Settings
+from simulator.chaos import ACTIONS, Action, Chaos, ChaosEngines, ChaosEvent
+from simulator.config import SimulationConfig
+from simulator.population import Population, load_population
+from simulator.report import SimulationReport
+from simulator.traffic import Traffic
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S: Final = 120.0
+HOLD_TIMEOUT_S: Final = 30.0
+CHUNK: Final = 5_000
+SERVER_ERROR = re.compile(r"HTTP (5\d\d)$")
+
+
+@dataclass(frozen=True)
+class SoakOptions:
+    duration_s: float = 600.0
+    rate_per_s: float = 40.0  # purchases per second (views, signals and probes on top)
+    outage_s: float = 8.0  # how long each stopped part stays down
+    customers: int = 20_000
+    articles: int = 5_000
+    transactions: int = 200_000
+    seed: int = 7
+    actions: tuple[Action, ...] = ACTIONS  # the chaos schedule, in this order
+
+
+@dataclass
+class ProcessMemory:
+    name: str
+    start_mib: float
+    end_mib: float
+    restarts: int = 0
+
+    @property
+    def growth_mib(self) -> float:
+        return round(self.end_mib - self.start_mib, 1)
+
+
+@dataclass
+class Books:
+    """What the table and Redis say of this run's events."""
+
+    acknowledged: int = 0  # events the API answered 202 (every type)
+    purchases_acknowledged: int = 0
+    in_table: int = 0  # distinct event ids of this run in the Delta events table
+    lost: int = 0  # acknowledged, not in the table
+    duplicated: int = 0  # event ids with more than one row
+    unacknowledged_in_table: int = 0  # stored, but the client never saw the 202
+    not_applied: int = 0  # acknowledged, no applied marker in Redis
+    customers_checked: int = 0
+    purchases_applied_twice: int = 0  # profile counts above the table's purchases
+    purchases_not_counted: int = 0  # ... below them
+    undrained: int = 0  # left in the topics when the check began
+
+
+@dataclass
+class SoakResult:
+    options: dict[str, Any]
+    machine: dict[str, Any]
+    model_version: str
+    requests: int
+    statuses: dict[str, dict[str, int]]  # endpoint kind -> status class -> requests
+    server_errors: dict[str, int]  # "kind: HTTP 5xx" -> requests
+    refused_503: int  # POST /events/* while the broker did not acknowledge: the contract
+    unexpected_5xx: int  # every other 5xx: the soak fails on any
+    transport_errors: int
+    events_retried: int
+    events_given_up: int
+    books: Books
+    memory: list[ProcessMemory]
+    chaos: list[ChaosEvent]
+    freshness: dict[str, Any]
+    latency_ms: dict[str, dict[str, float | None]]
+    simulation: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        b = self.books
+        return not (
+            self.unexpected_5xx or b.lost or b.duplicated or b.not_applied
+            or b.purchases_applied_twice or b.purchases_not_counted
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["passed"] = self.passed
+        for entry in out["memory"]:
+            entry["growth_mib"] = round(entry["end_mib"] - entry["start_mib"], 1)
+        return out
+
+
+# ---------------------------------------------------------------- processes and memory
+
+
+def _rss_mib(proc: ManagedProcess | None) -> float:
+    """The process and its children (the API's workers), resident MiB."""
+    if proc is None or not proc.alive():
+        return 0.0
+    try:
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+        return round(sum(p.memory_info().rss for p in tree) / 2**20, 1)
+    except psutil.Error:
+        return 0.0
+
+
+class SoakStack:
+    """The API, the updater and the archiver as children (recsys.supervisor.Stack) on
+    the soak's own engines, and the memory of each."""
+
+    def __init__(self, settings: Settings, engines: ChaosEngines) -> None:
+        from recsys.supervisor import Stack
+
+        endpoints = Endpoints(redis_url=engines.redis_url, kafka_bootstrap=engines.bootstrap)
+        self.engines = engines
+        self.stack = Stack(settings, endpoints, free_port(), open_writes=True)
+        self.restarts: Counter[str] = Counter()
+
+    def start(self) -> None:
+        self.stack.start()
+
+    def processes(self) -> dict[str, ManagedProcess | None]:
+        s, e = self.stack, self.engines
+        return {"api": s.api, "updater": s.updater, "archiver": s.archiver,
+                "valkey": e.valkey, "broker": e.broker}  # fmt: skip
+
+    def memory(self) -> dict[str, float]:
+        mine = psutil.Process().memory_info().rss / 2**20
+        return {**{n: _rss_mib(p) for n, p in self.processes().items()},
+                "load generator": round(mine, 1)}  # fmt: skip
+
+    def restart_worker(self, name: str, down_s: float) -> None:
+        self.stack.restart_worker(name, down_s=down_s)
+        self.restarts[name] += 1
+
+    def stop(self) -> None:
+        self.stack.stop()
+
+
+# ---------------------------------------------------------------- the books
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+def purchase_counts(client: redis.Redis, version: str, customers: Sequence[str]) -> list[int]:
+    counts: list[int] = []
+    for part in _chunks(customers):
+        pipe = client.pipeline(transaction=False)
+        for customer in part:
+            pipe.hget(keys.profile(version, customer), "purchases")
+        counts += [int(v or 0) for v in pipe.execute()]
+    return counts
+
+
+def check_books(
+    settings: Settings,
+    client: redis.Redis,
+    version: str,
+    run_id: str,
+    acknowledged: dict[str, tuple[str, str]],
+    customers: Sequence[str],
+    before: Sequence[int],
+) -> Books:
+    books = Books(acknowledged=len(acknowledged))
+    books.purchases_acknowledged = sum(t == "purchase" for _, t in acknowledged.values())
+    columns = ["event_id", "customer_id", "event_type"]
+    rows = DeltaTable(str(settings.events_table)).to_pyarrow_table(columns=columns).to_pylist()
+    prefix = f"sim-{run_id}-"
+    mine = [r for r in rows if str(r["event_id"]).startswith(prefix)]
+    per_id = Counter(str(r["event_id"]) for r in mine)
+    books.in_table = len(per_id)
+    books.lost = sum(1 for e in acknowledged if e not in per_id)
+    books.duplicated = sum(1 for n in per_id.values() if n > 1)
+    books.unacknowledged_in_table = sum(1 for e in per_id if e not in acknowledged)
+
+    ids = list(acknowledged)
+    for part in _chunks(ids):
+        pipe = client.pipeline(transaction=False)
+        for event_id in part:
+            customer, _ = acknowledged[event_id]
+            pipe.exists(keys.applied_event(version, customer, event_id))
+        books.not_applied += sum(1 for found in pipe.execute() if not found)
+
+    # Each stored purchase raised its customer's count once (acknowledged or not).
+    expected = Counter(
+        str(r["customer_id"]) for r in {str(r["event_id"]): r for r in mine}.values()
+        if r["event_type"] == "purchase"
+    )  # fmt: skip
+    index = {c: i for i, c in enumerate(customers)}
+    touched = [c for c in expected if c in index]
+    after = purchase_counts(client, version, touched)
+    books.customers_checked = len(touched)
+    for customer, now in zip(touched, after, strict=True):
+        rose = now - before[index[customer]]
+        books.purchases_applied_twice += max(0, rose - expected[customer])
+        books.purchases_not_counted += max(0, expected[customer] - rose)
+    return books
+
+
+def _server_errors(report: SimulationReport) -> tuple[dict[str, int], int, int]:
+    errors = {k: v for k, v in report.errors.items() if SERVER_ERROR.search(k)}
+    refused = sum(
+        v for k, v in errors.items()
+        if k.endswith("HTTP 503") and not k.startswith(("recommend", "popular", "probe"))
+    )  # fmt: skip
+    return errors, refused, sum(errors.values()) - refused
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run(
+    settings: Settings,
+    work_dir: Path,
+    options: SoakOptions,
+    spark: SparkSession | None = None,
+) -> SoakResult:
+    """Generate, train (on `spark` if given), start the stack, load it with chaos, check
+    the books; every process the soak started is stopped when it returns."""
+    from batch.bench_stack import bench_input, fresh_data_dir, train_live
+    from recsys import machine
+    from recsys.stores import redis_client
+    from stream.bus import wait_drained
+
+    input_dir = bench_input(work_dir, "soak", customers=options.customers,
+                            articles=options.articles, transactions=options.transactions,
+                            seed=options.seed)  # fmt: skip
+    own = fresh_data_dir(settings, work_dir, "soak")
+    engines = ChaosEngines(own)
+    try:
+        engines.start()
+        resolved = own.model_copy(
+            update={"redis_url": engines.redis_url, "kafka_bootstrap_servers": engines.bootstrap}
+        )
+        report = train_live(resolved, input_dir, "soak", spark)
+        stack = SoakStack(resolved, engines)
+        stack.start()
+        try:
+            population = load_population(input_dir, seed=options.seed, drift_fraction=0.2)
+            customers = [*population.customer_ids, *population.new_customers]
+            client = redis_client(engines.redis_url, 30)
+            before = purchase_counts(client, report.version, customers)
+            start_memory = stack.memory()
+
+            def drain() -> int:
+                return wait_drained(engines.bootstrap, resolved.events_topic,
+                                    [resolved.updater_group, resolved.archiver_group],
+                                    DRAIN_TIMEOUT_S)  # fmt: skip
+
+            chaos = Chaos(
+                engines,
+                restart_updater=lambda: stack.restart_worker("updater", options.outage_s),
+                restart_archiver=lambda: stack.restart_worker("archiver", options.outage_s),
+                drain=drain,
+                outage_s=options.outage_s,
+                actions=options.actions,
+            )
+            config = SimulationConfig(
+                input_dir=input_dir,
+                api_url=stack.stack.api_url,
+                rate_per_s=options.rate_per_s,
+                duration_s=options.duration_s,
+                max_events=10_000_000,
+                max_requests=100_000_000,
+                retry_unavailable_s=max(60.0, 6 * options.outage_s),
+                request_timeout_s=max(5.0, options.outage_s + 2),
+                seed=options.seed,
+            )
+            sim, traffic = _load_with_chaos(config, population, chaos)
+            end_memory = stack.memory()
+            undrained = drain()
+            client = redis_client(engines.redis_url, 30)
+            books = check_books(resolved, client, report.version, sim.run_id,
+                                traffic.accepted_events, customers, before)  # fmt: skip
+            books.undrained = undrained
+            client.close()
+        finally:
+            stack.stop()
+    finally:
+        engines.close()
+    errors, refused, unexpected = _server_errors(sim)
+    return SoakResult(
+        options=asdict(options),
+        machine=machine.describe(),
+        model_version=report.version,
+        requests=sim.requests,
+        statuses=sim.status_counts,
+        server_errors=errors,
+        refused_503=refused,
+        unexpected_5xx=unexpected,
+        transport_errors=sum(c.get("transport", 0) for c in sim.status_counts.values()),
+        events_retried=sim.events_retried,
+        events_given_up=sim.events_given_up,
+        books=books,
+        memory=[
+            ProcessMemory(
+                name,
+                start_memory[name],
+                end_memory[name],
+                stack.restarts[name] + engines.restarts[name],
+            )
+            for name in start_memory
+        ],
+        chaos=chaos.events,
+        freshness=asdict(sim.freshness),
+        latency_ms={kind: {"p50": s.p50_ms, "p99": s.p99_ms} for kind, s in sim.latency.items()},
+        simulation=sim.to_dict(),
+    )
+
+
+def _load_with_chaos(
+    config: SimulationConfig, population: Population, chaos: Chaos
+) -> tuple[SimulationReport, Traffic]:
+    """The load in a thread of its own (its event loop), the chaos on this one."""
+    from simulator.run import simulate_async
+
+    box: dict[str, Any] = {}
+    started = threading.Event()
+
+    def on_start(traffic: Traffic) -> None:
+        box["traffic"], box["loop"] = traffic, asyncio.get_running_loop()
+        started.set()
+
+    def load() -> None:
+        try:
+            box["report"] = asyncio.run(simulate_async(config, population, on_start))
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=load, name="soak-load")
+    thread.start()
+    started.wait()
+    if "traffic" in box:
+        traffic: Traffic = box["traffic"]
+        loop: asyncio.AbstractEventLoop = box["loop"]
+
+        async def held() -> None:
+            traffic.events_open.clear()
+            deadline = time.monotonic() + HOLD_TIMEOUT_S
+            while traffic.events_in_flight and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+
+        def hold() -> None:
+            asyncio.run_coroutine_threadsafe(held(), loop).result()
+
+        def release() -> None:
+            loop.call_soon_threadsafe(traffic.events_open.set)
+
+        chaos.run(time.monotonic(), config.duration_s, hold, release)
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["report"], box["traffic"]
+
+
+def table(result: SoakResult) -> Table:
+    b = result.books
+    out = Table(title=f"recsys bench soak: {result.options['duration_s']:g} s at "
+                      f"{result.options['rate_per_s']:g} purchases/s, "
+                      f"{len(result.chaos)} chaos actions", show_header=False)  # fmt: skip
+    out.add_column(style="bold")
+    out.add_column()
+    rows = [
+        ("verdict", "PASSED" if result.passed else "FAILED"),
+        ("requests", f"{result.requests:,}; 5xx other than the broker-outage 503s: "
+                     f"{result.unexpected_5xx}; 503 on events while the broker did not "
+                     f"acknowledge: {result.refused_503:,} (sent again: "
+                     f"{result.events_retried:,}, given up: {result.events_given_up:,}); "
+                     f"transport errors {result.transport_errors:,}"),
+        ("events", f"{b.acknowledged:,} acknowledged ({b.purchases_acknowledged:,} purchases); "
+                   f"in the Delta table {b.in_table:,}: lost {b.lost}, duplicated "
+                   f"{b.duplicated}, stored without the client seeing its 202 "
+                   f"{b.unacknowledged_in_table}"),
+        ("applied", f"not applied {b.not_applied}; purchase counts of {b.customers_checked:,} "
+                    f"customers: applied twice {b.purchases_applied_twice}, missing "
+                    f"{b.purchases_not_counted}; undrained at the check {b.undrained}"),
+        ("freshness", f"p50 {result.freshness.get('p50_ms')} ms, p99 "
+                      f"{result.freshness.get('p99_ms')} ms over "
+                      f"{result.freshness.get('completed')} probes "
+                      f"({result.freshness.get('timed_out')} timed out)"),
+    ]  # fmt: skip
+    for event in result.chaos:
+        rows.append(
+            (
+                f"chaos {event.action}",
+                f"at {event.at_s:.0f} s, back after {event.down_s:.1f} s {event.note}".rstrip(),
+            )
+        )
+    for m in result.memory:
+        rows.append(
+            (
+                f"memory {m.name}",
+                f"{m.start_mib:.0f} -> {m.end_mib:.0f} MiB "
+                f"({m.growth_mib:+.0f}), restarts {m.restarts}",
+            )
+        )
+    for name, value in rows:
+        out.add_row(name, value)
+    return out
