@@ -13,10 +13,13 @@ for them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import re
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -88,6 +91,10 @@ class Books:
     purchases_applied_twice: int = 0  # profile counts above the table's purchases
     purchases_not_counted: int = 0  # ... below them
     undrained: int = 0  # left in the topics when the check began
+    # Acknowledged by the broker (202), never delivered to a consumer of its own that the
+    # soak runs beside the updater and the archiver: the broker's loss, not theirs.
+    never_delivered: int = 0
+    never_delivered_between_s: tuple[float, float] | None = None  # acknowledged then
 
 
 @dataclass
@@ -192,17 +199,62 @@ def purchase_counts(client: redis.Redis, version: str, customers: Sequence[str])
     return counts
 
 
+class DeliveryWatch:
+    """A consumer group of the soak's own on the events topic, reading every message the
+    broker delivers, to tell a loss in the broker from one in the updater or archiver."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from confluent_kafka import Consumer
+
+        self.seen: set[str] = set()
+        self._stop = threading.Event()
+        self._consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": f"soak-watch-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            "fetch.wait.max.ms": 50,
+            "logger": logging.getLogger("recsys.kafka"),
+        })  # fmt: skip
+        self._consumer.subscribe([topic])
+        self._thread = threading.Thread(target=self._run, name="soak-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for message in self._consumer.consume(500, 0.2):
+                if message.error() is None:
+                    with contextlib.suppress(ValueError, TypeError, KeyError):
+                        self.seen.add(str(json.loads(message.value() or b"")["event_id"]))
+
+    def close(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+
 def check_books(
     settings: Settings,
     client: redis.Redis,
     version: str,
     run_id: str,
-    acknowledged: dict[str, tuple[str, str]],
+    acknowledged: dict[str, tuple[str, str, float]],
     customers: Sequence[str],
     before: Sequence[int],
+    delivered: set[str],
+    started_at: float,
 ) -> Books:
     books = Books(acknowledged=len(acknowledged))
-    books.purchases_acknowledged = sum(t == "purchase" for _, t in acknowledged.values())
+    books.purchases_acknowledged = sum(t == "purchase" for _, t, _ in acknowledged.values())
+    missing = [at for e, (_, _, at) in acknowledged.items() if e not in delivered]
+    books.never_delivered = len(missing)
+    if missing:
+        books.never_delivered_between_s = (
+            round(min(missing) - started_at, 1),
+            round(max(missing) - started_at, 1),
+        )
     columns = ["event_id", "customer_id", "event_type"]
     rows = DeltaTable(str(settings.events_table)).to_pyarrow_table(columns=columns).to_pylist()
     prefix = f"sim-{run_id}-"
@@ -217,15 +269,17 @@ def check_books(
     for part in _chunks(ids):
         pipe = client.pipeline(transaction=False)
         for event_id in part:
-            customer, _ = acknowledged[event_id]
+            customer, _, _ = acknowledged[event_id]
             pipe.exists(keys.applied_event(version, customer, event_id))
         books.not_applied += sum(1 for found in pipe.execute() if not found)
 
-    # Each stored purchase raised its customer's count once (acknowledged or not).
-    expected = Counter(
-        str(r["customer_id"]) for r in {str(r["event_id"]): r for r in mine}.values()
-        if r["event_type"] == "purchase"
-    )  # fmt: skip
+    # Each purchase that reached the updater, acknowledged or stored (a 202 the client
+    # never saw), raised its customer's count once.
+    purchases = {e: c for e, (c, t, _) in acknowledged.items() if t == "purchase"}
+    purchases.update(
+        (str(r["event_id"]), str(r["customer_id"])) for r in mine if r["event_type"] == "purchase"
+    )
+    expected = Counter(purchases.values())
     index = {c: i for i, c in enumerate(customers)}
     touched = [c for c in expected if c in index]
     after = purchase_counts(client, version, touched)
@@ -267,6 +321,7 @@ def run(
                             seed=options.seed)  # fmt: skip
     own = fresh_data_dir(settings, work_dir, "soak")
     engines = ChaosEngines(own)
+    watch: DeliveryWatch | None = None
     try:
         engines.start()
         resolved = own.model_copy(
@@ -281,6 +336,8 @@ def run(
             client = redis_client(engines.redis_url, 30)
             before = purchase_counts(client, report.version, customers)
             start_memory = stack.memory()
+            watch = DeliveryWatch(engines.bootstrap, resolved.events_topic)
+            load_started = time.time()
 
             def drain() -> int:
                 return wait_drained(engines.bootstrap, resolved.events_topic,
@@ -309,12 +366,17 @@ def run(
             sim, traffic = _load_with_chaos(config, population, chaos)
             end_memory = stack.memory()
             undrained = drain()
+            time.sleep(1.0)  # the watch reads at most 0.2 s behind
+            watch.close()
             client = redis_client(engines.redis_url, 30)
             books = check_books(resolved, client, report.version, sim.run_id,
-                                traffic.accepted_events, customers, before)  # fmt: skip
+                                traffic.accepted_events, customers, before, watch.seen,
+                                load_started)  # fmt: skip
             books.undrained = undrained
             client.close()
         finally:
+            if watch is not None:
+                watch.close()
             stack.stop()
     finally:
         engines.close()
@@ -413,6 +475,10 @@ def table(result: SoakResult) -> Table:
                    f"in the Delta table {b.in_table:,}: lost {b.lost}, duplicated "
                    f"{b.duplicated}, stored without the client seeing its 202 "
                    f"{b.unacknowledged_in_table}"),
+        ("broker", f"acknowledged, never delivered to any consumer: {b.never_delivered}"
+                   + (f" (acknowledged {b.never_delivered_between_s[0]:.0f}-"
+                      f"{b.never_delivered_between_s[1]:.0f} s into the load)"
+                      if b.never_delivered_between_s else "")),
         ("applied", f"not applied {b.not_applied}; purchase counts of {b.customers_checked:,} "
                     f"customers: applied twice {b.purchases_applied_twice}, missing "
                     f"{b.purchases_not_counted}; undrained at the check {b.undrained}"),

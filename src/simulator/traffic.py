@@ -120,8 +120,9 @@ class Traffic:
         # This run's accepted event ids (weaker signals too), each with the number of
         # purchases accepted by then: a probe's "this purchase or a later event".
         self.accepted: dict[str, int] = {}
-        # The same ids, each with its customer and event type.
-        self.accepted_events: dict[str, tuple[str, str]] = {}
+        # The same ids, each with its customer, event type and when it was acknowledged
+        # (time.time()).
+        self.accepted_events: dict[str, tuple[str, str, float]] = {}
         # Cleared, no event is posted until it is set again (the soak holds the load
         # while it restarts the broker); views go on.
         self.events_open = asyncio.Event()
@@ -285,7 +286,7 @@ class Traffic:
                 return
             self.recorder.events_accepted += 1
             self.accepted[event_id] = self.recorder.events_accepted
-            self.accepted_events[event_id] = (shopper.customer_id, "purchase")
+            self.accepted_events[event_id] = (shopper.customer_id, "purchase", time.time())
             if drifted and shopper.row is not None:
                 self.drift_activity[shopper.row].purchases += 1
             self.maybe_probe(shopper.customer_id, event_id, accepted_at)
@@ -302,7 +303,7 @@ class Traffic:
             response = await self.post_event(event_type, body)
             if response is not None and response.status_code == 202:
                 self.accepted[event_id] = self.recorder.events_accepted
-                self.accepted_events[event_id] = (shopper.customer_id, event_type)
+                self.accepted_events[event_id] = (shopper.customer_id, event_type, time.time())
 
     async def post_event(self, event_type: str, body: dict[str, Any]) -> httpx.Response | None:
         """POST /events/{event_type}; a 503 or no answer is sent again, the same event id,

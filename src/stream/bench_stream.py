@@ -323,7 +323,10 @@ def freshness_at_rate(
     try:
         wait_applied(url, customers[0], articles[0], timeout_s=60)  # it owns its partitions
         connections = 16
-        wrk = WrkPurchases(url, customers, articles, data_dir, connections)
+        # The prober's customers are its own: a background purchase of a probed customer
+        # applied after the probe's would replace its id in applied_event_id for good.
+        background, probed = customers[: len(customers) // 2], customers[len(customers) // 2 :]
+        wrk = WrkPurchases(url, background, articles, data_dir, connections)
         # Each connection's cycle is its pause plus the response time: a short run
         # measures the latter, so the pause can make up the target rate.
         calibration = wrk.run(connections * 1000.0 / rate, 3.0)
@@ -332,7 +335,7 @@ def freshness_at_rate(
         stop = threading.Event()
         results: list[float | None] = []
         prober = threading.Thread(
-            target=lambda: results.extend(probe_freshness(url, customers, articles, stop))
+            target=lambda: results.extend(probe_freshness(url, probed, articles, stop))
         )
         prober.start()
         try:

@@ -29,6 +29,7 @@ def test_a_short_soak_loses_and_duplicates_nothing(
     assert [e.action for e in result.chaos] == list(ACTIONS)
     assert books.purchases_acknowledged > 200
     assert books.in_table >= books.acknowledged
+    assert books.never_delivered == 0
     assert books.customers_checked > 50
     assert result.unexpected_5xx == 0 and result.events_given_up == 0
     assert {m.name for m in result.memory} >= {"api", "updater", "archiver", "valkey", "broker"}
