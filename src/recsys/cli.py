@@ -420,7 +420,7 @@ def bench_stream(
 @bench_app.command("soak")
 def bench_soak(
     duration: Annotated[float, typer.Option(min=30, help="Seconds of load")] = 600.0,
-    rate: Annotated[float, typer.Option(min=1, help="Purchases per second")] = 40.0,
+    rate: Annotated[float, typer.Option(min=1, help="Purchases per second")] = 15.0,
     outage: Annotated[
         float, typer.Option("--outage-s", min=1, help="How long each stopped part stays down")
     ] = 8.0,
