@@ -27,6 +27,7 @@ def test_a_short_soak_loses_and_duplicates_nothing(
     books = result.books
     assert result.passed, result.to_dict()
     assert [e.action for e in result.chaos] == list(ACTIONS)
+    assert result.chaos[-1].note == "drained"  # so the broker was restarted
     assert books.purchases_acknowledged > 200
     assert books.in_table >= books.acknowledged
     assert books.never_delivered == 0
