@@ -767,9 +767,13 @@ def updater() -> None:
 
     def make(settings: Settings, endpoints: Endpoints, consumer: Consumer) -> Worker:
         client = redis_client(endpoints.require_redis(), settings.redis_timeout_s * 4)
-        dlq = Producer(producer_config(endpoints.require_kafka(), settings))
+
+        def new_dlq() -> Producer:
+            return Producer(producer_config(endpoints.require_kafka(), settings))
+
         tracer = provider.get_tracer("recsys.stream")
-        return Updater(settings, client, consumer, dlq, metrics=metrics, tracer=tracer)
+        return Updater(settings, client, consumer, new_dlq(), new_dlq_producer=new_dlq,
+                       metrics=metrics, tracer=tracer)  # fmt: skip
 
     try:
         with _metrics_server(settings, metrics.registry):

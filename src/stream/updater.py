@@ -13,11 +13,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import redis
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from opentelemetry.propagate import extract
 from opentelemetry.trace import NoOpTracer, SpanKind, Tracer, set_span_in_context
 from pydantic import ValidationError
@@ -47,6 +54,10 @@ class BatchOutcome:
     versions: list[str] = field(default_factory=list)
 
 
+class DeadLetterError(RuntimeError):
+    """The broker did not take the batch's dead letters: the batch is not committed."""
+
+
 class Updater:
     def __init__(
         self,
@@ -55,13 +66,18 @@ class Updater:
         consumer: Consumer,
         dlq_producer: Producer,
         *,
+        new_dlq_producer: Callable[[], Producer] | None = None,
         metrics: UpdaterMetrics | None = None,
         tracer: Tracer | None = None,
     ) -> None:
+        """new_dlq_producer replaces a dead-letter producer whose writes were not
+        acknowledged (one stuck on a broker that restarted without its state)."""
         self.settings = settings
         self.client = client
         self.consumer = consumer
         self.dlq = dlq_producer
+        self._new_dlq = new_dlq_producer
+        self._dlq_failed = 0  # dead letters of this batch the broker refused
         self.applier = EventApplier(settings, client)
         self.ledger = Ledger.from_settings(settings)
         # Purchases are credited to experiment lists only where experiments are defined
@@ -102,22 +118,27 @@ class Updater:
             log.debug("could not read the consumer lag: %s", exc)
 
     def _process_until_done(self, messages: Sequence[Message], stop: threading.Event) -> None:
-        """Retry a batch on Redis errors with backoff; its offsets wait until it succeeds."""
+        """Retry a batch on Redis errors, or dead letters the broker did not take, with
+        backoff; its offsets wait until it succeeds (applying again changes nothing)."""
         delay = 0.1
         while True:
             try:
                 self.process(messages)
                 return
-            except redis.RedisError as exc:
+            except (redis.RedisError, DeadLetterError) as exc:
                 if stop.is_set():
                     return  # not committed: redelivered to whoever consumes next
-                self.metrics.redis_retries.inc()
-                log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay)
+                if isinstance(exc, redis.RedisError):
+                    self.metrics.redis_retries.inc()
+                    log.warning("redis unavailable (%s); retrying in %.1f s", exc, delay)
+                else:
+                    log.warning("%s; retrying in %.1f s", exc, delay)
                 stop.wait(delay)
                 delay = min(delay * 2, 5.0)
 
     def process(self, messages: Sequence[Message]) -> BatchOutcome:
         outcome = BatchOutcome()
+        self._dlq_failed = 0
         received: list[tuple[Event, Message]] = []
         for message in messages:
             if message.error() is not None:
@@ -128,7 +149,13 @@ class Updater:
             else:
                 received.append((event, message))
         if outcome.dead_lettered:
-            self.dlq.flush(self.settings.kafka_produce_timeout_s)
+            left = self.dlq.flush(self.settings.kafka_produce_timeout_s + 1.0)
+            left += self._dlq_failed
+            if left:
+                if self._new_dlq is not None:
+                    self.dlq.purge()
+                    self.dlq = self._new_dlq()
+                raise DeadLetterError(f"{left} dead letters not acknowledged by the broker")
             self.metrics.dead_lettered.inc(outcome.dead_lettered)
             self.metrics.processed.labels("dead_lettered").inc(outcome.dead_lettered)
         received = self._without_erased(received)
@@ -226,6 +253,10 @@ class Updater:
         self.metrics.processed.labels("erased").inc(len(received) - len(kept))
         return kept
 
+    def _dead_letter_delivered(self, err: KafkaError | None, _message: Message) -> None:
+        if err is not None:
+            self._dlq_failed += 1
+
     def _parse_or_dead_letter(self, message: Message) -> Event | None:
         raw = message.value() or b""
         try:
@@ -240,6 +271,7 @@ class Updater:
                 value=raw,
                 key=message.key(),
                 headers=[("reason", reason[:1000].encode()), ("source_topic", b"events")],
+                on_delivery=self._dead_letter_delivered,
             )
             log.warning(
                 "dead-lettered a message from partition %s: %s", message.partition(), reason

@@ -430,3 +430,55 @@ def test_two_updaters_in_one_group_share_the_partitions_and_apply_each_event_onc
         for _, consumer, thread in workers:
             thread.join(timeout=15)
             consumer.close()
+
+
+def test_dead_letters_the_broker_does_not_take_hold_the_batch(
+    settings: Settings, redis_conn: redis.Redis
+) -> None:
+    """The first dead-letter producer reaches no broker (one stuck on a broker that
+    restarted looks the same: nothing is acknowledged): the batch is not committed, the
+    producer is replaced, and the poison message reaches the dead-letter topic."""
+    from recsys.engines.process import free_port
+
+    bootstrap = settings.kafka_bootstrap_servers
+    assert bootstrap
+    topic, dlq = new_topic(settings), new_topic(settings, partitions=1)
+    own = settings.model_copy(
+        update={"events_topic": topic, "updater_group": f"upd-{topic}", "dlq_topic": dlq,
+                "kafka_produce_timeout_s": 1.0}
+    )  # fmt: skip
+    nowhere = Producer(producer_config(f"127.0.0.1:{free_port()}", own))
+    replaced: list[Producer] = []
+
+    def new_dlq() -> Producer:
+        replaced.append(Producer(producer_config(bootstrap, own)))
+        return replaced[-1]
+
+    consumer = Consumer(consumer_config(bootstrap, own.updater_group, own))
+    consumer.subscribe([topic])
+    worker = Updater(own, redis_conn, consumer, nowhere, new_dlq_producer=new_dlq)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    marker = uuid.uuid4().hex.encode()
+    try:
+        producer = Producer(producer_config(bootstrap, own))
+        producer.produce(topic, key=b"poison", value=b'{"broken": "' + marker + b'"}')
+        assert producer.flush(10) == 0
+        reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{dlq}",
+                           "auto.offset.reset": "earliest"})  # fmt: skip
+        reader.subscribe([dlq])
+        found: list[bytes] = []
+        try:
+            deadline = time.monotonic() + 40
+            while not found and time.monotonic() < deadline:
+                found += [m.value() or b"" for m in reader.consume(10, 0.5) if m.error() is None]
+        finally:
+            reader.close()
+        assert found and marker in found[0], "the poison message never reached the DLQ"
+        assert len(replaced) == 1
+        _wait_for(lambda: pending_events(bootstrap, topic, own.updater_group) == 0)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        consumer.close()
