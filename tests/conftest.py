@@ -141,3 +141,18 @@ def transactions(input_dir: Path) -> pd.DataFrame:
 def known_customer(transactions: pd.DataFrame) -> str:
     """The customer with the most purchases."""
     return str(transactions["customer_id"].value_counts().index[0])
+
+
+@pytest.fixture
+def wrk_bench() -> Iterator[None]:
+    """A benchmark run under wrk (its load generator): skipped where wrk is missing, and
+    it must leave no engine behind."""
+    import shutil
+
+    from support import engine_pids
+
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install wrk): the benchmarks' load generator")
+    before = engine_pids()
+    yield
+    assert engine_pids() - before == set()

@@ -97,9 +97,11 @@ def trained_stack(
     articles: int,
     transactions: int,
     seed: int,
+    spark: SparkSession | None = None,
 ) -> Iterator[BenchStack]:
     """Generate the data once per size (kept in work_dir), start fresh engines in
-    `work_dir/<name>-run`, train and publish; the engines stop when the block ends."""
+    `work_dir/<name>-run`, train and publish (on `spark` if given, else a session of its
+    own); the engines stop when the block ends."""
     from recsys.engines.embedded import EmbeddedEngines
     from stream.bus import ensure_topics
 
@@ -112,5 +114,5 @@ def trained_stack(
             update={"redis_url": endpoints.redis_url,
                     "kafka_bootstrap_servers": endpoints.kafka_bootstrap}
         )  # fmt: skip
-        report = train_live(resolved, input_dir, name)
+        report = train_live(resolved, input_dir, name, spark)
         yield BenchStack(resolved, endpoints, input_dir, report)

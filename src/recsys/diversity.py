@@ -23,12 +23,17 @@ def mmr_for(k: int, diversity_lambda: float) -> Mmr | None:
 
 def intra_list_diversity(vectors: list[npt.NDArray[np.float32]]) -> float | None:
     """1 - mean pairwise cosine of a result list (None below two items)."""
-    if len(vectors) < 2:
-        return None
-    unit = unit_rows(np.stack(vectors).astype(np.float32))
-    sims = unit @ unit.T
     n = len(vectors)
-    mean = (float(sims.sum()) - float(np.trace(sims))) / (n * (n - 1))
+    if n < 2:
+        return None
+    # Cosines from the Gram matrix: one product of the raw rows, then each entry divided
+    # by both norms (half the numpy calls of normalising first: it runs on live requests).
+    rows = np.array(vectors, dtype=np.float32)
+    gram = rows @ rows.T
+    norms = np.sqrt(np.diagonal(gram))
+    norms = np.where(norms > 0, norms, 1.0)
+    cosines = gram / norms / norms[:, None]
+    mean = (float(cosines.sum()) - float(np.trace(cosines))) / (n * (n - 1))
     return 1.0 - mean
 
 

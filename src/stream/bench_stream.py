@@ -8,8 +8,8 @@ first applied event to its last, read from its own Prometheus counter.
 
 Freshness: the API (`recsys serve`, two workers) and one updater run as processes; wrk
 posts purchases at a steady rate (a C load generator: the Python simulator would take a
-core of its own at this rate), and a prober posts one more every 0.1 s and polls
-GET /recommend until that event's id comes back as `applied_event_id`.
+core of its own at this rate), and three probers each post one more every 0.1 s and
+poll GET /recommend until that event's id comes back as `applied_event_id`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -37,8 +37,14 @@ from recsys.events import Event
 from recsys.settings import Settings
 from stream.bus import producer_config
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
 THROUGHPUT_TARGET = 10_000.0
 FRESHNESS_P99_TARGET_MS = 50.0
+# Probers running side by side, each on customers of its own: ~450 probes in a 20 s run,
+# so p99 is not the second-slowest of ~150.
+PROBERS = 3
 
 
 @dataclass
@@ -168,6 +174,8 @@ def table(result: StreamBench) -> Table:
             out.add_row(f"freshness {name[:3]} ms {rate}", shown, target)
         out.add_row("freshness probes (timed out)",
                     f"{fresh.get('probed', 0)} ({fresh.get('timed_out', 0)})", "-")  # fmt: skip
+        slowest = ", ".join(f"{ms:.0f} ms at {at:.1f} s" for at, ms in fresh.get("slowest", [])[:3])
+        out.add_row("slowest probes (when in the run)", slowest or "-", "-")
     return out
 
 
@@ -181,14 +189,16 @@ def run(
     work_dir: Path,
     freshness_rate: float = 500.0,
     freshness_duration_s: float = 20.0,
+    spark: SparkSession | None = None,
 ) -> StreamBench:
-    """Generate, train, then measure: everything in its own data dir and engines."""
+    """Generate, train (on `spark` if given), then measure: everything in its own data dir
+    and engines."""
     from batch.bench_stack import trained_stack
     from recsys.model_store import read_factors
 
     result = StreamBench(events)
     with trained_stack(settings, work_dir, "stream", customers=customers, articles=articles,
-                       transactions=transactions, seed=5) as stack:  # fmt: skip
+                       transactions=transactions, seed=5, spark=spark) as stack:  # fmt: skip
         own, data_dir = stack.settings, stack.settings.data_dir
         factors = read_factors(own.models_dir, stack.report.version)
         planned = skewed_events(factors["user_ids"], factors["item_ids"], events, seed=9)
@@ -217,6 +227,23 @@ class Freshness:
     p50_ms: float | None
     p99_ms: float | None
     max_ms: float | None
+    # The slowest probes, (seconds into the run, ms): whether stalls cluster in time.
+    slowest: list[tuple[float, float]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, sustained: float, probes: list[Probe], keep: int = 8) -> Freshness:
+        seen = sorted(((p.seconds * 1000, p.at_s) for p in probes if p.seconds is not None),
+                      reverse=True)  # fmt: skip
+        values = [ms for ms, _ in seen]
+        return cls(
+            background_events_per_s=sustained,
+            probed=len(probes),
+            timed_out=len(probes) - len(seen),
+            p50_ms=float(np.percentile(values, 50)) if values else None,
+            p99_ms=float(np.percentile(values, 99)) if values else None,
+            max_ms=values[0] if values else None,
+            slowest=[(round(at, 2), round(ms, 1)) for ms, at in seen[:keep]],
+        )
 
 
 def purchase_script(customers: list[str], articles: list[str], folder: Path,
@@ -273,14 +300,20 @@ class WrkPurchases:
         return float(rate.group(1))
 
 
+@dataclass(frozen=True)
+class Probe:
+    at_s: float  # when its purchase was acknowledged, from the start of the run
+    seconds: float | None  # from the 202 until GET /recommend showed it; None: timed out
+
+
 def probe_freshness(
     url: str, customers: list[str], articles: list[str], stop: threading.Event,
-    timeout_s: float = 5.0, every_s: float = 0.1,
-) -> list[float | None]:  # fmt: skip
+    started: float, seed: int, timeout_s: float = 5.0, every_s: float = 0.1,
+) -> list[Probe]:  # fmt: skip
     """Until stop: post a purchase, then poll GET /recommend every 2 ms until it shows the
-    event as applied; seconds from the 202 to that answer (None: timed out)."""
-    rng = np.random.default_rng(13)
-    found: list[float | None] = []
+    event as applied; the time from the 202 to that answer."""
+    rng = np.random.default_rng(seed)
+    found: list[Probe] = []
     with httpx.Client(base_url=url, timeout=5) as client:
         while not stop.is_set():
             customer = customers[int(rng.integers(len(customers)))]
@@ -297,7 +330,7 @@ def probe_freshness(
                     seen = time.perf_counter() - accepted
                     break
                 time.sleep(0.002)
-            found.append(seen)
+            found.append(Probe(accepted - started, seen))
             stop.wait(every_s)
     return found
 
@@ -312,7 +345,8 @@ def freshness_at_rate(
 ) -> Freshness:
     """The API (two workers) and one updater as processes; wrk posts purchases at about
     `rate` (random customers and articles, Poisson pauses); meanwhile a prober posts one
-    purchase every 0.1 s and times how long until GET /recommend shows it applied."""
+    purchase every 0.1 s and times how long until GET /recommend shows it applied (PROBERS
+    of them, each with customers of its own)."""
     api, url = start_api({**env, "RECSYS_API_WORKERS": "2"}, data_dir / "bench-api.log")
     updater = spawn(
         "bench-updater-live",
@@ -333,25 +367,26 @@ def freshness_at_rate(
         latency_ms = max(0.0, connections * 1000.0 / calibration - connections * 1000.0 / rate)
         delay_ms = max(0.1, connections * 1000.0 / rate - latency_ms)
         stop = threading.Event()
-        results: list[float | None] = []
-        prober = threading.Thread(
-            target=lambda: results.extend(probe_freshness(url, probed, articles, stop))
-        )
-        prober.start()
+        probes: list[Probe] = []
+        started = time.perf_counter()
+        probers = [
+            threading.Thread(
+                target=lambda own, seed: probes.extend(
+                    probe_freshness(url, own, articles, stop, started, seed)
+                ),
+                args=(probed[i::PROBERS], 13 + i),
+            )
+            for i in range(PROBERS)
+        ]
+        for prober in probers:
+            prober.start()
         try:
             sustained = wrk.run(delay_ms, duration_s)
         finally:
             stop.set()
-            prober.join(30)
-        seen = [s * 1000 for s in results if s is not None]
-        return Freshness(
-            background_events_per_s=sustained,
-            probed=len(results),
-            timed_out=len(results) - len(seen),
-            p50_ms=float(np.percentile(seen, 50)) if seen else None,
-            p99_ms=float(np.percentile(seen, 99)) if seen else None,
-            max_ms=max(seen) if seen else None,
-        )
+            for prober in probers:
+                prober.join(30)
+        return Freshness.of(sustained, probes)
     finally:
         updater.stop()
         api.stop()
