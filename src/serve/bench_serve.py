@@ -139,6 +139,7 @@ def run_wrk(url: str, script: Path, duration_s: float, connections: int) -> WrkR
 
 
 HALF_LOAD_CONNECTIONS = 8
+WARM_UP_S = 3.0
 
 
 def at_max_and_half(
@@ -194,6 +195,12 @@ def measure(
     the start moved a ratio by up to 18% between runs. The bare row reports the mean of
     those maxima."""
     bare_script = wrk_script("/bare", None, "", run.folder)
+    # A server's first seconds under load run slower (its allocator and caches warming):
+    # neither the yardstick nor the first variant is measured cold.
+    warm_up_s = min(WARM_UP_S, run.duration_s)
+    run_wrk(f"{bare_url}/bare", bare_script, warm_up_s, run.connections)
+    api_script = wrk_script("/", customers, VARIANTS["plain"], run.folder)
+    run_wrk(f"{api_url}/", api_script, warm_up_s, run.connections)
     peak, half = at_max_and_half(f"{bare_url}/bare", None, "", run)
     peaks = [peak.rps]
     results: list[VariantResult] = []

@@ -21,7 +21,9 @@ import qdrant_edge as qe
 from recsys.index.base import (
     FILTERED_SCAN_BELOW_KB,
     FILTERED_SEARCH_EF,
+    HNSW_EF_CONSTRUCT,
     HNSW_FROM_KB,
+    HNSW_M,
     SEARCH_EF,
     IndexedItem,
     ItemFilter,
@@ -83,7 +85,9 @@ class EdgeIndexWriter:
             # HNSW_FROM_KB on.
             optimizers=qe.EdgeOptimizersConfig(indexing_threshold=HNSW_FROM_KB),
             hnsw_config=qe.HnswIndexConfig(
-                m=16, ef_construct=100, full_scan_threshold=FILTERED_SCAN_BELOW_KB
+                m=HNSW_M,
+                ef_construct=HNSW_EF_CONSTRUCT,
+                full_scan_threshold=FILTERED_SCAN_BELOW_KB,
             ),
         )
         self.shard = qe.EdgeShard.create(str(shard_dir), config)

@@ -24,7 +24,9 @@ from recsys.availability import is_unavailable
 from recsys.ids import item_point_id
 from recsys.index.base import (
     FILTERED_SCAN_BELOW_KB,
+    HNSW_EF_CONSTRUCT,
     HNSW_FROM_KB,
+    HNSW_M,
     IndexedItem,
     ItemFilter,
     Mmr,
@@ -82,7 +84,11 @@ class ServerIndexWriter:
             # The server's defaults (HNSW from 20 MB, filtered scans below 10 MB) would
             # scan a 100k-item catalogue whole on every query.
             optimizers_config=qm.OptimizersConfigDiff(indexing_threshold=HNSW_FROM_KB),
-            hnsw_config=qm.HnswConfigDiff(full_scan_threshold=FILTERED_SCAN_BELOW_KB),
+            hnsw_config=qm.HnswConfigDiff(
+                m=HNSW_M,
+                ef_construct=HNSW_EF_CONSTRUCT,
+                full_scan_threshold=FILTERED_SCAN_BELOW_KB,
+            ),
         )
         if not _is_local(client):  # local mode has no payload indexes (and warns)
             for name in INDEXED_FIELDS:
