@@ -191,9 +191,8 @@ def measure(
     api_url: str, bare_url: str, customers: list[str], group: str, run: RunShape
 ) -> list[VariantResult]:
     """Each variant's ratio is to the bare endpoint's maximum measured right before it: a
-    shared machine drifts over the minutes a run takes, and a yardstick measured once at
-    the start moved a ratio by up to 18% between runs. The bare row reports the mean of
-    those maxima."""
+    shared machine drifts over the minutes a run takes (the yardstick moved by up to 40%
+    within one run). The bare row reports the mean of those maxima."""
     bare_script = wrk_script("/bare", None, "", run.folder)
     # A server's first seconds under load run slower (its allocator and caches warming):
     # neither the yardstick nor the first variant is measured cold.
