@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S: Final = 120.0
+# How long the delivery watch may take to read the last events once the workers have
+# drained: after a broker restart late in the run it rejoins its group first.
+WATCH_CATCH_UP_S: Final = 30.0
 HOLD_TIMEOUT_S: Final = 30.0
 CHUNK: Final = 5_000
 SERVER_ERROR = re.compile(r"HTTP (5\d\d)$")
@@ -229,6 +232,14 @@ class DeliveryWatch:
                     with contextlib.suppress(ValueError, TypeError, KeyError):
                         self.seen.add(str(json.loads(message.value() or b"")["event_id"]))
 
+    def catch_up(self, event_ids: Iterable[str], timeout_s: float) -> None:
+        """Return once every one of event_ids was seen, or after timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        pending = list(event_ids)
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.2)
+            pending = [e for e in pending if e not in self.seen]
+
     def close(self) -> None:
         if self._stop.is_set():
             return
@@ -368,7 +379,7 @@ def run(
             sim, traffic = _load_with_chaos(config, population, chaos)
             end_memory = stack.memory()
             undrained = drain()
-            time.sleep(1.0)  # the watch reads at most 0.2 s behind
+            watch.catch_up(traffic.accepted_events, WATCH_CATCH_UP_S)
             watch.close()
             client = redis_client(engines.redis_url, 30)
             books = check_books(resolved, client, report.version, sim.run_id,
