@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 THROUGHPUT_TARGET = 10_000.0
 FRESHNESS_P99_TARGET_MS = 50.0
-# Probers running side by side, each on customers of its own: ~450 probes in a 20 s run,
+# Probers running side by side, each on customers of its own: ~500 probes in a 20 s run,
 # so p99 is not the second-slowest of ~150.
 PROBERS = 3
 
