@@ -35,8 +35,3 @@ def intra_list_diversity(vectors: list[npt.NDArray[np.float32]]) -> float | None
     cosines = gram / norms / norms[:, None]
     mean = (float(cosines.sum()) - float(np.trace(cosines))) / (n * (n - 1))
     return 1.0 - mean
-
-
-def unit_rows(matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32)

@@ -1,9 +1,11 @@
 """A lean asyncio Redis client for the serving hot path: one connection that every
 request of the process shares.
 
-Redis answers the commands of a connection in the order they came, so requests write
+Redis answers the commands of a connection in the order they came, so requests queue
 their commands as they come and wait for their own replies in that order; hiredis packs
-and parses. Measured here, a GET costs ~36 µs of CPU this way against ~77 µs through
+and parses. What the requests of one event-loop turn queued goes out in one write at the
+end of it (auto-pipelining): under load a write system call serves several requests,
+and Redis answers them in one read and one write of its own. Measured here, a GET costs ~36 µs of CPU this way against ~77 µs through
 redis-py's asyncio client (connection pool checkout and its parser) and ~180 µs through
 coredis or valkey-glide. Everything else in the project uses redis-py.
 
@@ -33,6 +35,7 @@ class _Protocol(asyncio.Protocol):
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self._unsent: list[bytes] = []  # packed commands of this loop turn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -61,8 +64,15 @@ class _Protocol(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
         self.waiting.extend(futures)
-        self.transport.write(b"".join(hiredis.pack_command(cast(Any, tuple(c))) for c in commands))
+        if not self._unsent:
+            loop.call_soon(self._flush)
+        self._unsent.extend(hiredis.pack_command(cast(Any, tuple(c))) for c in commands)
         return futures
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if self.transport is not None and not self.lost:
+            self.transport.write(b"".join(unsent))
 
 
 class MultiplexedRedis:

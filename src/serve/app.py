@@ -114,6 +114,9 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
         # Starlette's body limit: 413 past a Content-Length over it, or past as many bytes
         # of a body sent without one.
         max_body_size=settings.max_body_bytes,
+        # Our own middleware makes the request span and the latency histogram (on the
+        # app's provider, never the global one): FastAPI's would be a second of each.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.access = access = Access(settings, telemetry.metrics)
     access.log_policy()

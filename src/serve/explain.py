@@ -9,46 +9,53 @@ sum to 100.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
-from recsys.diversity import unit_rows
-
 Vector = npt.NDArray[np.float32]
 
 
-@dataclass(frozen=True)
-class Contribution:
+class Contribution(TypedDict):
+    """One purchase behind a recommended item, as the response carries it."""
+
     article_id: str  # a purchase of the customer
     similarity: float  # cosine between its vector and the recommended item's
-    share: float  # percent of the explanation, non-negative, the item's shares sum to 100
+    share_percent: float  # of the explanation: non-negative, an item's shares sum to 100
+
+
+def _row_norms(rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    norms: npt.NDArray[np.float32] = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+    norms[norms == 0] = 1.0
+    return norms
 
 
 def explain(
     recommended: dict[str, Vector], purchases: list[tuple[str, Vector]], top_k: int
 ) -> dict[str, list[Contribution]]:
     """For each recommended article id, its top_k contributing purchases, best first.
-    One matrix product and one sort for the whole list (it runs on every explained
-    request), then plain Python values."""
+    One matrix product and one sort for the whole list, then the response's own dicts:
+    it runs on every explained request (~40 µs for 10 items and 20 purchases, half of
+    normalising the rows first and building objects)."""
     if not recommended or not purchases:
         return {article_id: [] for article_id in recommended}
     bought_ids = [article_id for article_id, _ in purchases]
-    bought = unit_rows(np.stack([v for _, v in purchases]).astype(np.float32))
     rec_ids = list(recommended)
-    recs = unit_rows(np.stack([recommended[a] for a in rec_ids]).astype(np.float32))
-    similarity = recs @ bought.T  # recommended x purchases
+    bought = np.array([v for _, v in purchases], dtype=np.float32)
+    recs = np.array(list(recommended.values()), dtype=np.float32)
+    similarity = (recs @ bought.T) / np.outer(_row_norms(recs), _row_norms(bought))
     take = min(top_k, len(bought_ids))
     best = np.argsort(-similarity, axis=1, kind="stable")[:, :take]
-    chosen = np.take_along_axis(similarity, best, axis=1).astype(np.float64)
-    weights = np.clip(chosen, 0.0, None)
+    chosen = similarity[np.arange(len(rec_ids))[:, None], best].astype(np.float64)
+    weights = np.maximum(chosen, 0.0)
     totals = weights.sum(axis=1, keepdims=True)
-    positive = totals > 0
-    shares = np.where(positive, weights / np.where(positive, totals, 1.0) * 100.0, 100.0 / take)
+    # No positive similarity: the chosen purchases share equally.
+    equal = np.full_like(weights, 100.0 / take)
+    shares = np.divide(weights * 100.0, totals, out=equal, where=totals > 0)
     return {
         article_id: [
-            Contribution(bought_ids[i], sim, share)
+            {"article_id": bought_ids[i], "similarity": sim, "share_percent": share}
             for i, sim, share in zip(columns, sims, row_shares, strict=True)
         ]
         for article_id, columns, sims, row_shares in zip(

@@ -39,12 +39,7 @@ def item_dicts(
             "article_id": i.article_id,
             "score": i.score,
             "metadata": i.metadata,
-            "explanation": None
-            if explanations is None
-            else [
-                {"article_id": c.article_id, "similarity": c.similarity, "share_percent": c.share}
-                for c in explanations.get(i.article_id, [])
-            ],
+            "explanation": None if explanations is None else explanations.get(i.article_id, []),
         }
         for i in items
     ]

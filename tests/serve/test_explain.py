@@ -41,16 +41,17 @@ def test_explain_matches_the_definition(seed: int, top_k: int) -> None:
     assert list(got) == list(want)
     for article_id, contributions in got.items():
         expected = want[article_id]
-        assert [c.article_id for c in contributions] == [b for b, _, _ in expected]
-        assert [c.similarity for c in contributions] == pytest.approx(
+        assert [c["article_id"] for c in contributions] == [b for b, _, _ in expected]
+        assert [c["similarity"] for c in contributions] == pytest.approx(
             [s for _, s, _ in expected], abs=1e-5
         )
-        assert [c.share for c in contributions] == pytest.approx(
+        assert [c["share_percent"] for c in contributions] == pytest.approx(
             [sh for _, _, sh in expected], abs=1e-4
         )
-        assert sum(c.share for c in contributions) == pytest.approx(100.0)
-        assert all(c.share >= 0 for c in contributions)
-    assert [c.share for c in got["opposed"]] == pytest.approx([100 / min(top_k, 6)] * min(top_k, 6))
+        assert sum(c["share_percent"] for c in contributions) == pytest.approx(100.0)
+        assert all(c["share_percent"] >= 0 for c in contributions)
+    equal = [100 / min(top_k, 6)] * min(top_k, 6)
+    assert [c["share_percent"] for c in got["opposed"]] == pytest.approx(equal)
 
 
 def test_nothing_to_explain() -> None:

@@ -60,6 +60,12 @@ class ItemFilter:
         )
 
 
+def as_floats(vector: npt.NDArray[Any]) -> list[float]:
+    """A vector as the engines' clients take it: Python floats of float32 precision."""
+    values: list[float] = np.asarray(vector, dtype=np.float32).tolist()
+    return values
+
+
 def search_ef(rules: ItemFilter) -> int:
     """The beam a query with these rules needs (exclusions leave almost every point in)."""
     return FILTERED_SEARCH_EF if rules.product_groups or rules.product_types else SEARCH_EF
@@ -78,7 +84,7 @@ class IndexedItem:
         article id, which also travels in the payload."""
         return (
             item_point_id(self.article_id),
-            [float(x) for x in self.vector],
+            as_floats(self.vector),
             {"article_id": self.article_id, **self.payload},
         )
 

@@ -97,12 +97,14 @@ class ItemCatalog:
 
     def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         """The vectors of the given articles that are in the catalogue with one."""
-        entries = (self._by_article.get(a) for a in article_ids)
-        found = [(e[0], e[3]) for e in entries if e is not None and e[3] >= 0]
-        if not found or self._matrix is None:
+        rows: dict[str, int] = {}
+        for article_id in article_ids:
+            entry = self._by_article.get(article_id)
+            if entry is not None and entry[3] >= 0:
+                rows[article_id] = entry[3]
+        if not rows or self._matrix is None:
             return {}
-        rows = self._matrix[[row for _, row in found]]
-        return {article_id: rows[i] for i, (article_id, _) in enumerate(found)}
+        return dict(zip(rows, self._matrix[list(rows.values())], strict=True))
 
     def metadata(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The metadata of the given articles that are in the catalogue."""

@@ -29,6 +29,7 @@ from recsys.index.base import (
     ItemFilter,
     Mmr,
     ScoredItem,
+    as_floats,
     search_ef,
 )
 from recsys.index.catalog import ItemCatalog
@@ -158,7 +159,7 @@ class EdgeItemIndex:
         mmr: Mmr | None = None,
         with_vectors: bool = False,
     ) -> list[ScoredItem]:
-        values = [float(x) for x in vector]
+        values = as_floats(vector)
         request = qe.QueryRequest(
             limit=k,
             query=(

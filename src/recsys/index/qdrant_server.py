@@ -32,6 +32,7 @@ from recsys.index.base import (
     Mmr,
     RecordLookups,
     ScoredItem,
+    as_floats,
     search_ef,
 )
 from recsys.index.filters import BOOL_INDEXED_FIELDS, INDEXED_FIELDS, UNAVAILABLE, filter_spec
@@ -153,7 +154,7 @@ class ServerItemIndex(RecordLookups):
         mmr: Mmr | None = None,
         with_vectors: bool = False,
     ) -> list[ScoredItem]:
-        values = [float(x) for x in vector]
+        values = as_floats(vector)
         response = self.client.query_points(
             self.collection,
             query=(
