@@ -140,17 +140,28 @@ def run_wrk(url: str, script: Path, duration_s: float, connections: int) -> WrkR
 
 HALF_LOAD_CONNECTIONS = 8
 WARM_UP_S = 3.0
+CALIBRATE_S = 2.0
 
 
 def at_max_and_half(
     url: str, customers: list[str] | None, query: str, run: RunShape
 ) -> tuple[WrkRun, WrkRun]:
     """Saturate, then hold about half that rate: a few connections each pause so that
-    together they send half the maximum (wrk reports the rate reached)."""
+    together they send half the maximum (wrk reports the rate reached).
+
+    A connection sends its next request a pause after the last answer, so its cycle is
+    the pause plus the request's own time: a pause of connections / rate alone holds
+    less than the rate (~40% of the maximum instead of half). A short run at that pause
+    measures the cycle, and the pause is shortened by the time the requests took."""
     path = httpx.URL(url).path
     script = wrk_script(path, customers, query, run.folder)
     peak = run_wrk(url, script, run.duration_s, run.connections)
-    delay_ms = HALF_LOAD_CONNECTIONS * 1000.0 / (peak.rps / 2)
+    cycle_ms = HALF_LOAD_CONNECTIONS * 1000.0 / (peak.rps / 2)
+    delay_ms = cycle_ms
+    probe_script = wrk_script(path, customers, query, run.folder, delay_ms)
+    probe = run_wrk(url, probe_script, min(CALIBRATE_S, run.duration_s), HALF_LOAD_CONNECTIONS)
+    took_ms = HALF_LOAD_CONNECTIONS * 1000.0 / probe.rps - delay_ms
+    delay_ms = max(0.0, cycle_ms - took_ms)
     script = wrk_script(path, customers, query, run.folder, delay_ms)
     return peak, run_wrk(url, script, run.duration_s, HALF_LOAD_CONNECTIONS)
 

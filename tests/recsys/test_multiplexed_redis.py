@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 import redis
 from redis.exceptions import ResponseError
 
-from recsys.multiplexed_redis import MultiplexedRedis
+from recsys.multiplexed_redis import MultiplexedRedis, _Protocol
 from recsys.settings import Settings
 from support import TcpProxy
 
@@ -41,6 +42,48 @@ def test_concurrent_callers_get_their_own_replies_in_the_selected_db(url: str) -
             assert replies == [f"v{i}".encode() for i in range(200)]
             got = await client.execute([("ZREVRANGE", "z", 0, -1), ("GET", "missing")])
             assert got == [[b"b", b"a"], None]
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+class _CountingTransport:
+    def __init__(self, real: asyncio.Transport, writes: list[bytes]) -> None:
+        self._real = real
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(data)
+        self._real.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_the_commands_of_one_loop_turn_go_out_in_one_write(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[bytes] = []
+    made = _Protocol.connection_made
+
+    def counted(self: _Protocol, transport: asyncio.BaseTransport) -> None:
+        made(self, transport)
+        self.transport = _CountingTransport(self.transport, writes)  # type: ignore[arg-type,assignment]
+
+    monkeypatch.setattr(_Protocol, "connection_made", counted)
+
+    async def run() -> None:
+        client = MultiplexedRedis(url, timeout_s=2)
+        try:
+            assert await client.call("PING") == b"PONG"
+            writes.clear()
+            replies = await asyncio.gather(*(client.call("GET", f"k{i}") for i in range(50)))
+            assert replies == [f"v{i}".encode() for i in range(50)]
+            assert len(writes) == 1 and writes[0].count(b"GET") == 50
+            # The next turn's commands go out in a write of their own.
+            assert await client.call("GET", "k7") == b"v7"
+            assert len(writes) == 2
         finally:
             await client.aclose()
 
