@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import socket
 import threading
@@ -204,3 +205,10 @@ def serving(app: Any, **options: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def counter(metrics: str, name: str, **labels: str) -> float:
+    """A sample's value in a Prometheus exposition (0 when it is not there)."""
+    wanted = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+    found = re.search(rf"^{re.escape(name + wanted)} (\S+)$", metrics, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0

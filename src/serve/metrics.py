@@ -37,8 +37,8 @@ class Metrics:
         )
         self.diversity = Histogram(
             "recommendation_diversity_score",
-            "Intra-list diversity of personalised results (1 - mean pairwise cosine): "
-            "every MMR list, one in 16 of the others",
+            "Intra-list diversity of personalised results (1 - mean pairwise cosine), "
+            "on one list in 16",
             buckets=DIVERSITY_BUCKETS,
             registry=r,
         )

@@ -13,7 +13,7 @@ from prometheus_client import Histogram
 
 from serve.metrics import Metrics
 
-# The diversity score of plain (not MMR) lists is measured on one request in this many.
+# The diversity score is measured on one result list in this many (MMR or not).
 DIVERSITY_SAMPLE_EVERY = 16
 
 

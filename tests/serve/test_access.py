@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlparse
@@ -21,7 +20,7 @@ from recsys.api_keys import ApiKey, digest, new_key
 from recsys.cli import UVICORN_OPTIONS
 from recsys.settings import Settings
 from serve.app import create_app
-from support import TcpProxy, serving
+from support import TcpProxy, counter, serving
 
 EVENTS_KEY, EVENTS_ENTRY = new_key(f"shop-{uuid.uuid4().hex[:6]}", "events")
 ADMIN_KEY, ADMIN_ENTRY = new_key(f"ops-{uuid.uuid4().hex[:6]}", "admin")
@@ -35,12 +34,6 @@ def keyed(settings: Settings, *entries: ApiKey, **update: object) -> Settings:
     """The suite's settings with keys enforced (the suite itself runs with writes open)."""
     keys = list(entries) or [EVENTS_ENTRY, ADMIN_ENTRY]
     return settings.model_copy(update={"auth_disabled": False, "api_keys": keys, **update})
-
-
-def counter(metrics: str, name: str, **labels: str) -> float:
-    wanted = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
-    found = re.search(rf"^{re.escape(name + wanted)} (\S+)$", metrics, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
 
 
 @pytest.fixture(scope="module")

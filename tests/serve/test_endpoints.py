@@ -16,6 +16,8 @@ from recsys.model_store import read_manifest
 from recsys.settings import Settings
 from recsys.vectors import decode
 from serve.schemas import Popular, Recommendations, SimilarItems
+from serve.telemetry import DIVERSITY_SAMPLE_EVERY
+from support import counter
 
 
 def _ids(body: dict[str, object]) -> list[str]:
@@ -135,6 +137,16 @@ def test_metrics_count_what_the_requests_did(api: TestClient, known_customer: st
     ):
         assert needle in text, needle
     assert "nobody-we-know" not in text  # ids never become labels
+
+
+def test_the_diversity_score_is_measured_on_one_list_in_so_many(
+    api: TestClient, known_customer: str
+) -> None:
+    name = "recommendation_diversity_score_count"
+    before = counter(api.get("/metrics").text, name)
+    for _ in range(DIVERSITY_SAMPLE_EVERY):
+        api.get(f"/recommend/{known_customer}", params={"diversity_lambda": "0.7"})
+    assert counter(api.get("/metrics").text, name) - before == 1
 
 
 def test_item_list_bodies_are_exactly_their_documented_models(
