@@ -85,7 +85,8 @@ def _count_rules(tel: Telemetry, rules: ItemFilter) -> None:
     ):
         if values:
             tel.metrics.filters.labels(name).inc()
-    tel.metrics.excluded_explicit.inc(len(rules.exclude_ids))
+    if rules.exclude_ids:  # a metric update is a lock and a write to a shared file
+        tel.metrics.excluded_explicit.inc(len(rules.exclude_ids))
 
 
 def search(
@@ -143,7 +144,8 @@ async def rank(
     except (RedisError, TimeoutError, OSError):
         return Ranked("trending", _trending(model, ask, ask.rules), None, "redis_unavailable")
     # What the customer already bought is never recommended back.
-    tel.metrics.excluded_history.inc(len(state.purchased))
+    if state.purchased:
+        tel.metrics.excluded_history.inc(len(state.purchased))
     rules = dataclasses.replace(
         ask.rules, exclude_ids=tuple(dict.fromkeys((*ask.rules.exclude_ids, *state.purchased)))
     )
