@@ -157,12 +157,10 @@ def at_max_and_half(
     script = wrk_script(path, customers, query, run.folder)
     peak = run_wrk(url, script, run.duration_s, run.connections)
     cycle_ms = HALF_LOAD_CONNECTIONS * 1000.0 / (peak.rps / 2)
-    delay_ms = cycle_ms
-    probe_script = wrk_script(path, customers, query, run.folder, delay_ms)
+    probe_script = wrk_script(path, customers, query, run.folder, cycle_ms)
     probe = run_wrk(url, probe_script, min(CALIBRATE_S, run.duration_s), HALF_LOAD_CONNECTIONS)
-    took_ms = HALF_LOAD_CONNECTIONS * 1000.0 / probe.rps - delay_ms if probe.rps > 0 else 0.0
-    delay_ms = max(0.0, cycle_ms - took_ms)
-    script = wrk_script(path, customers, query, run.folder, delay_ms)
+    took_ms = HALF_LOAD_CONNECTIONS * 1000.0 / probe.rps - cycle_ms if probe.rps > 0 else 0.0
+    script = wrk_script(path, customers, query, run.folder, max(0.0, cycle_ms - took_ms))
     return peak, run_wrk(url, script, run.duration_s, HALF_LOAD_CONNECTIONS)
 
 
