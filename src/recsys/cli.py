@@ -470,16 +470,24 @@ def bench_soak(
 def bench_bare_server(
     port: Annotated[int, typer.Option()],
     fixture: Annotated[Path, typer.Option(exists=True)],
+    shard: Annotated[Path | None, typer.Option(exists=True, help="For the floors")] = None,
+    users: Annotated[Path | None, typer.Option(exists=True, help="For the floors")] = None,
 ) -> None:
     """The bench's yardstick server (started by `recsys bench serve`), with as many
-    workers as the API (RECSYS_API_WORKERS)."""
-    from serve.bench_serve import FIXTURE_ENV, create_bare_app
+    workers as the API (RECSYS_API_WORKERS); with a shard and user vectors, also the
+    floors (the bare endpoint plus the index search)."""
+    from serve.bench_serve import FIXTURE_ENV, SHARD_ENV, USERS_ENV, Floor, create_bare_app
 
+    if (shard is None) != (users is None):
+        fail("--shard and --users go together")
+    floor = Floor(shard, users) if shard is not None and users is not None else None
     workers = _settings().api_workers
     if workers == 1:
-        _run_uvicorn(create_bare_app(fixture), "127.0.0.1", port)
+        _run_uvicorn(create_bare_app(fixture, floor), "127.0.0.1", port)
     else:
         os.environ[FIXTURE_ENV] = str(fixture)
+        if floor is not None:
+            os.environ[SHARD_ENV], os.environ[USERS_ENV] = str(floor.shard), str(floor.users)
         _run_uvicorn("serve.bench_serve:bare_app_from_environment", "127.0.0.1", port,
                      workers=workers)  # fmt: skip
 

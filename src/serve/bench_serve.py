@@ -6,6 +6,10 @@ same way (orjson from dicts). wrk (another process, sharing the 2 cores: say so 
 results) finds each variant's maximum throughput, then holds about half of it (a pause per
 connection) and reports p50/p99 there. ANN recall@10 compares the served HNSW search
 with exact search on the trained embeddings.
+
+Two floors show how much of each ratio is the engine's: the bare endpoint plus the index
+search the API runs (nearest-10, and MMR), its answer discarded. No variant can beat its
+floor, whatever the service code around the query costs.
 """
 
 from __future__ import annotations
@@ -30,12 +34,16 @@ from recsys.index.base import FILTERED_SEARCH_EF, SEARCH_EF
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+MMR_LAMBDA = 0.7
 VARIANTS: dict[str, str] = {
     "plain": "k=10&diversity_lambda=1",
     "filter": "k=10&diversity_lambda=1&product_group={group}",
-    "mmr": "k=10&diversity_lambda=0.7",
+    "mmr": f"k=10&diversity_lambda={MMR_LAMBDA}",
     "explain": "k=10&diversity_lambda=1&explain=true",
 }
+# The floors' paths on the yardstick server, and the variant each bounds.
+FLOORS: dict[str, str] = {"floor: bare + index query": "/bare/query",
+                          "floor: bare + index MMR": "/bare/mmr"}  # fmt: skip
 TARGETS = {"plain": 0.2, "filter": 0.12, "mmr": 0.15, "explain": 0.12}
 
 
@@ -64,6 +72,8 @@ class ServeBench:
     connections: int
     workers: int
     variants: list[VariantResult] = field(default_factory=list)
+    # The bare endpoint plus the index search alone (max throughput only).
+    floors: list[VariantResult] = field(default_factory=list)
     ann_recall_at_10: AnnRecall | None = None
     search_ef: int = SEARCH_EF
     filtered_search_ef: int = FILTERED_SEARCH_EF
@@ -198,10 +208,11 @@ def bare_fixture(api_url: str, customer: str, folder: Path) -> Path:
 
 def measure(
     api_url: str, bare_url: str, customers: list[str], group: str, run: RunShape
-) -> list[VariantResult]:
-    """Each variant's ratio is to the bare endpoint's maximum measured right before it: a
-    shared machine drifts over the minutes a run takes (the yardstick moved by up to 40%
-    within one run). The bare row reports the mean of those maxima."""
+) -> tuple[list[VariantResult], list[VariantResult]]:
+    """The variants (the bare row first) and the floors. Each ratio is to the bare
+    endpoint's maximum measured right before it: a shared machine drifts over the minutes
+    a run takes (the yardstick moved by up to 40% within one run). The bare row reports
+    the mean of those maxima."""
     bare_script = wrk_script("/bare", None, "", run.folder)
     # A server's first seconds under load run slower (its allocator and caches warming):
     # neither the yardstick nor the first variant is measured cold.
@@ -222,9 +233,16 @@ def measure(
             VariantResult(name, peak_v.rps, peak_v.rps / peaks[-1], TARGETS[name], half_v.rps,
                           half_v.p50_ms, half_v.p99_ms, peaks[-1])
         )  # fmt: skip
+    floors: list[VariantResult] = []
+    for name, path in FLOORS.items():
+        peaks.append(run_wrk(f"{bare_url}/bare", bare_script, run.duration_s,
+                             run.connections).rps)  # fmt: skip
+        floor_script = wrk_script(path, None, "", run.folder)
+        rps = run_wrk(f"{bare_url}{path}", floor_script, run.duration_s, run.connections).rps
+        floors.append(VariantResult(name, rps, rps / peaks[-1], bare_max_rps=peaks[-1]))
     bare = VariantResult("bare endpoint", float(np.mean(peaks)), None, None, half.rps,
                          half.p50_ms, half.p99_ms)  # fmt: skip
-    return [bare, *results]
+    return [bare, *results], floors
 
 
 @dataclass(frozen=True)
@@ -289,10 +307,26 @@ def table(result: ServeBench) -> Table:
             f"{v.p50_ms:.2f}",
             f"{v.p99_ms:.2f}",
         )
+    if result.floors:
+        out.add_section()
+    for v in result.floors:
+        out.add_row(v.name, f"{v.max_rps:,.0f}", f"{v.ratio_to_bare or 0:.2f}x", "-", "-", "-",
+                    "-")  # fmt: skip
     return out
 
 
 FIXTURE_ENV = "RECSYS_BENCH_BARE_FIXTURE"
+SHARD_ENV = "RECSYS_BENCH_FLOOR_SHARD"
+USERS_ENV = "RECSYS_BENCH_FLOOR_USERS"
+
+
+@dataclass(frozen=True)
+class Floor:
+    """What the floors query: a model version's shard, and users (JSON: `vectors`, and
+    `purchases`, which the query excludes as the API's does)."""
+
+    shard: Path
+    users: Path
 
 
 def bare_app_from_environment() -> Any:
@@ -302,19 +336,50 @@ def bare_app_from_environment() -> Any:
     from recsys.engines.process import die_with_parent
 
     die_with_parent(os.getppid())
-    return create_bare_app(Path(os.environ[FIXTURE_ENV]))
+    floor = (
+        Floor(Path(os.environ[SHARD_ENV]), Path(os.environ[USERS_ENV]))
+        if SHARD_ENV in os.environ
+        else None
+    )
+    return create_bare_app(Path(os.environ[FIXTURE_ENV]), floor)
 
 
-def create_bare_app(fixture: Path) -> Any:
+def create_bare_app(fixture: Path, floor: Floor | None = None) -> Any:
     """The yardstick: a FastAPI app answering a fixed Recommendations body (taken from a
-    real response), encoded per request the way the API encodes it."""
+    real response), encoded per request the way the API encodes it. With a floor, also
+    /bare/query and /bare/mmr: the same body after the index search the API runs for a
+    random user, their purchases excluded (its own shard copy, as an API worker has), the
+    answer discarded."""
+    import random
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
     from fastapi import FastAPI
 
+    from recsys.diversity import mmr_for
+    from recsys.index.base import ItemFilter
+    from recsys.index.edge import EdgeItemIndex
     from serve.responses import JsonBody
     from serve.schemas import Recommendations
 
     body = json.loads(fixture.read_text())
-    app = FastAPI()
+    # The worker's own index copy lives as long as the app (its lifespan).
+    held: list[EdgeItemIndex] = []
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if floor is not None:
+            work = Path(tempfile.mkdtemp(prefix="recsys-floor-"))
+            held.append(EdgeItemIndex("floor", floor.shard, work))
+        try:
+            yield
+        finally:
+            for index in held:
+                index.close()
+            if floor is not None:
+                shutil.rmtree(work, ignore_errors=True)
+
+    app = FastAPI(lifespan=lifespan)
 
     @app.get("/bare", response_model=Recommendations)
     async def bare() -> JsonBody:
@@ -324,7 +389,44 @@ def create_bare_app(fixture: Path) -> Any:
     async def live() -> dict[str, str]:
         return {"status": "live"}
 
+    if floor is None:
+        return app
+    users = json.loads(floor.users.read_text())
+    asks = [
+        (np.asarray(vector, dtype=np.float32), ItemFilter(exclude_ids=tuple(purchases)))
+        for vector, purchases in zip(users["vectors"], users["purchases"], strict=True)
+    ]
+    pick = random.Random(7)
+    mmr = mmr_for(10, MMR_LAMBDA)
+
+    @app.get("/bare/query", response_model=Recommendations)
+    async def bare_query() -> JsonBody:
+        vector, rules = pick.choice(asks)
+        held[0].search(vector, 10, rules)
+        return JsonBody(body)
+
+    @app.get("/bare/mmr", response_model=Recommendations)
+    async def bare_mmr() -> JsonBody:
+        vector, rules = pick.choice(asks)
+        held[0].search(vector, 10, rules, mmr=mmr)
+        return JsonBody(body)
+
     return app
+
+
+def purchases(redis_url: str, customers: list[str]) -> list[list[str]]:
+    """Each customer's purchase history, as the API reads it for its exclusions."""
+    from recsys import keys
+    from recsys.stores import redis_client
+
+    client = redis_client(redis_url, 30)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for customer in customers:
+            pipe.zrevrange(keys.history(customer), 0, -1)
+        return [[a.decode() for a in history] for history in pipe.execute()]
+    finally:
+        client.close()
 
 
 def run(
@@ -370,12 +472,18 @@ def run(
                 fixture = bare_fixture(api_url, sample[0], folder)
                 groups = [i["metadata"]["product_group_name"]
                           for i in json.loads(fixture.read_text())["items"]]  # fmt: skip
+                floor_users = folder / "users.json"
+                floor_users.write_text(json.dumps(
+                    {"vectors": factors["user_factors"][picked].tolist(),
+                     "purchases": purchases(stack.settings.redis_url or "", sample)}
+                ))  # fmt: skip
                 bare = start_server(
                     [sys.executable, "-m", "recsys", "bench", "bare-server",
-                     "--port", str(bare_port), "--fixture", str(fixture)],
+                     "--port", str(bare_port), "--fixture", str(fixture),
+                     "--shard", str(shard_dir(models, version)), "--users", str(floor_users)],
                     env, bare_port, data_dir / "bare.log",
                 )  # fmt: skip
-                result.variants = measure(
+                result.variants, result.floors = measure(
                     api_url,
                     f"http://127.0.0.1:{bare_port}",
                     sample,

@@ -1,5 +1,6 @@
 """`recsys bench serve`, tiny: every variant answers 2xx under wrk, each ratio is to the
-bare endpoint measured right before it, and the recall check runs."""
+bare endpoint measured right before it, the floors (bare plus the index search) answer,
+and the recall check runs."""
 
 from __future__ import annotations
 
@@ -31,7 +32,14 @@ def test_bench_serve_measures_each_variant_against_the_bare_endpoint(
         assert v.bare_max_rps is not None and v.bare_max_rps > 0
         assert v.ratio_to_bare == pytest.approx(v.max_rps / v.bare_max_rps)
         assert v.target_ratio == bench.TARGETS[v.name]
-    assert bare.max_rps == pytest.approx(sum(v.bare_max_rps or 0 for v in variants) / 4)
+    # The floors: the bare endpoint plus the index search, each against its own bare run.
+    assert [f.name for f in result.floors] == list(bench.FLOORS)
+    for f in result.floors:
+        assert f.max_rps > 0 and f.bare_max_rps is not None and f.bare_max_rps > 0
+        assert f.ratio_to_bare == pytest.approx(f.max_rps / f.bare_max_rps)
+        assert f.target_ratio is None
+    yardsticks = [v.bare_max_rps or 0 for v in (*variants, *result.floors)]
+    assert bare.max_rps == pytest.approx(sum(yardsticks) / len(yardsticks))
     for v in result.variants:
         assert v.max_rps > 0 and v.half_load_rps > 0
         assert 0 < v.p50_ms <= v.p99_ms
@@ -39,4 +47,4 @@ def test_bench_serve_measures_each_variant_against_the_bare_endpoint(
     assert result.ann_recall_at_10 is not None
     assert result.ann_recall_at_10.unfiltered == 1.0
     assert result.ann_recall_at_10.filtered_min == 1.0
-    assert bench.table(result).row_count == 5
+    assert bench.table(result).row_count == 5 + len(bench.FLOORS)
