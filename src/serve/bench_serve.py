@@ -41,7 +41,7 @@ VARIANTS: dict[str, str] = {
     "mmr": f"k=10&diversity_lambda={MMR_LAMBDA}",
     "explain": "k=10&diversity_lambda=1&explain=true",
 }
-# The floors' paths on the yardstick server, and the variant each bounds.
+# The floors' paths on the yardstick server.
 FLOORS: dict[str, str] = {"floor: bare + index query": "/bare/query",
                           "floor: bare + index MMR": "/bare/mmr"}  # fmt: skip
 TARGETS = {"plain": 0.2, "filter": 0.12, "mmr": 0.15, "explain": 0.12}
@@ -72,7 +72,7 @@ class ServeBench:
     connections: int
     workers: int
     variants: list[VariantResult] = field(default_factory=list)
-    # The bare endpoint plus the index search alone (max throughput only).
+    # The bare endpoint plus the index search alone: what no variant can beat.
     floors: list[VariantResult] = field(default_factory=list)
     ann_recall_at_10: AnnRecall | None = None
     search_ef: int = SEARCH_EF
@@ -237,9 +237,11 @@ def measure(
     for name, path in FLOORS.items():
         peaks.append(run_wrk(f"{bare_url}/bare", bare_script, run.duration_s,
                              run.connections).rps)  # fmt: skip
-        floor_script = wrk_script(path, None, "", run.folder)
-        rps = run_wrk(f"{bare_url}{path}", floor_script, run.duration_s, run.connections).rps
-        floors.append(VariantResult(name, rps, rps / peaks[-1], bare_max_rps=peaks[-1]))
+        peak_f, half_f = at_max_and_half(f"{bare_url}{path}", None, "", run)
+        floors.append(
+            VariantResult(name, peak_f.rps, peak_f.rps / peaks[-1], None, half_f.rps,
+                          half_f.p50_ms, half_f.p99_ms, peaks[-1])
+        )  # fmt: skip
     bare = VariantResult("bare endpoint", float(np.mean(peaks)), None, None, half.rps,
                          half.p50_ms, half.p99_ms)  # fmt: skip
     return [bare, *results], floors
@@ -297,7 +299,9 @@ def table(result: ServeBench) -> Table:
     for column in ("variant", "max req/s", "vs bare", "target", "half-load req/s", "p50 ms",
                    "p99 ms"):  # fmt: skip
         out.add_column(column, justify="left" if column == "variant" else "right")
-    for v in result.variants:
+    for i, v in enumerate([*result.variants, *result.floors]):
+        if i == len(result.variants):
+            out.add_section()  # a line between the variants and the floors
         out.add_row(
             v.name,
             f"{v.max_rps:,.0f}",
@@ -307,11 +311,6 @@ def table(result: ServeBench) -> Table:
             f"{v.p50_ms:.2f}",
             f"{v.p99_ms:.2f}",
         )
-    if result.floors:
-        out.add_section()
-    for v in result.floors:
-        out.add_row(v.name, f"{v.max_rps:,.0f}", f"{v.ratio_to_bare or 0:.2f}x", "-", "-", "-",
-                    "-")  # fmt: skip
     return out
 
 

@@ -40,7 +40,7 @@ def test_bench_serve_measures_each_variant_against_the_bare_endpoint(
         assert f.target_ratio is None
     yardsticks = [v.bare_max_rps or 0 for v in (*variants, *result.floors)]
     assert bare.max_rps == pytest.approx(sum(yardsticks) / len(yardsticks))
-    for v in result.variants:
+    for v in (*result.variants, *result.floors):
         assert v.max_rps > 0 and v.half_load_rps > 0
         assert 0 < v.p50_ms <= v.p99_ms
     # 300 items are below the HNSW threshold: the served search scans them, exactly.
