@@ -368,7 +368,9 @@ def create_bare_app(fixture: Path, floor: Floor | None = None) -> Any:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if floor is not None:
-            work = Path(tempfile.mkdtemp(prefix="recsys-floor-"))
+            # Beside the users file, in the bench's temporary folder: a worker killed
+            # before its shutdown leaves no copy behind once the bench ends.
+            work = Path(tempfile.mkdtemp(prefix="floor-", dir=floor.users.parent))
             held.append(EdgeItemIndex("floor", floor.shard, work))
         try:
             yield
