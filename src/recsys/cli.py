@@ -474,8 +474,8 @@ def bench_bare_server(
     users: Annotated[Path | None, typer.Option(exists=True, help="For the floors")] = None,
 ) -> None:
     """The bench's yardstick server (started by `recsys bench serve`), with as many
-    workers as the API (RECSYS_API_WORKERS); with a shard and user vectors, also the
-    floors (the bare endpoint plus the index search)."""
+    workers as the API (RECSYS_API_WORKERS); with a shard and users (their vectors and
+    purchases), also the floors (the bare endpoint plus the index search)."""
     from serve.bench_serve import FIXTURE_ENV, SHARD_ENV, USERS_ENV, Floor, create_bare_app
 
     if (shard is None) != (users is None):

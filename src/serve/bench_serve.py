@@ -367,18 +367,19 @@ def create_bare_app(fixture: Path, floor: Floor | None = None) -> Any:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if floor is not None:
-            # Beside the users file, in the bench's temporary folder: a worker killed
-            # before its shutdown leaves no copy behind once the bench ends.
-            work = Path(tempfile.mkdtemp(prefix="floor-", dir=floor.users.parent))
-            held.append(EdgeItemIndex("floor", floor.shard, work))
+        if floor is None:
+            yield
+            return
+        # Beside the users file, in the bench's temporary folder: a worker killed before
+        # its shutdown leaves no copy behind once the bench ends.
+        work = Path(tempfile.mkdtemp(prefix="floor-", dir=floor.users.parent))
         try:
+            held.append(EdgeItemIndex("floor", floor.shard, work))
             yield
         finally:
             for index in held:
                 index.close()
-            if floor is not None:
-                shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
 
     app = FastAPI(lifespan=lifespan)
 
@@ -394,8 +395,8 @@ def create_bare_app(fixture: Path, floor: Floor | None = None) -> Any:
         return app
     users = json.loads(floor.users.read_text())
     asks = [
-        (np.asarray(vector, dtype=np.float32), ItemFilter(exclude_ids=tuple(purchases)))
-        for vector, purchases in zip(users["vectors"], users["purchases"], strict=True)
+        (np.asarray(vector, dtype=np.float32), ItemFilter(exclude_ids=tuple(bought)))
+        for vector, bought in zip(users["vectors"], users["purchases"], strict=True)
     ]
     pick = random.Random(7)
     mmr = mmr_for(10, MMR_LAMBDA)
