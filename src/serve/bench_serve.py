@@ -41,9 +41,12 @@ VARIANTS: dict[str, str] = {
     "mmr": f"k=10&diversity_lambda={MMR_LAMBDA}",
     "explain": "k=10&diversity_lambda=1&explain=true",
 }
-# The floors' paths on the yardstick server.
-FLOORS: dict[str, str] = {"floor: bare + index query": "/bare/query",
-                          "floor: bare + index MMR": "/bare/mmr"}  # fmt: skip
+# Each floor's path on the yardstick server, and the diversity_lambda of its index search
+# (1: the plain nearest-neighbour query).
+FLOORS: dict[str, tuple[str, float]] = {
+    "floor: bare + index query": ("/bare/query", 1.0),
+    "floor: bare + index MMR": ("/bare/mmr", MMR_LAMBDA),
+}
 TARGETS = {"plain": 0.2, "filter": 0.12, "mmr": 0.15, "explain": 0.12}
 
 
@@ -234,7 +237,7 @@ def measure(
                           half_v.p50_ms, half_v.p99_ms, peaks[-1])
         )  # fmt: skip
     floors: list[VariantResult] = []
-    for name, path in FLOORS.items():
+    for name, (path, _) in FLOORS.items():
         peaks.append(run_wrk(f"{bare_url}/bare", bare_script, run.duration_s,
                              run.connections).rps)  # fmt: skip
         peak_f, half_f = at_max_and_half(f"{bare_url}{path}", None, "", run)
@@ -350,13 +353,13 @@ def create_bare_app(fixture: Path, floor: Floor | None = None) -> Any:
     random user, their purchases excluded (its own shard copy, as an API worker has), the
     answer discarded."""
     import random
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
 
     from recsys.diversity import mmr_for
-    from recsys.index.base import ItemFilter
+    from recsys.index.base import ItemFilter, Mmr
     from recsys.index.edge import EdgeItemIndex
     from serve.responses import JsonBody
     from serve.schemas import Recommendations
@@ -399,20 +402,18 @@ def create_bare_app(fixture: Path, floor: Floor | None = None) -> Any:
         for vector, bought in zip(users["vectors"], users["purchases"], strict=True)
     ]
     pick = random.Random(7)
-    mmr = mmr_for(10, MMR_LAMBDA)
 
-    @app.get("/bare/query", response_model=Recommendations)
-    async def bare_query() -> JsonBody:
-        vector, rules = pick.choice(asks)
-        held[0].search(vector, 10, rules)
-        return JsonBody(body)
+    def floor_route(mmr: Mmr | None) -> Callable[[], Awaitable[JsonBody]]:
+        async def search_then_bare() -> JsonBody:
+            vector, rules = pick.choice(asks)
+            held[0].search(vector, 10, rules, mmr=mmr)
+            return JsonBody(body)
 
-    @app.get("/bare/mmr", response_model=Recommendations)
-    async def bare_mmr() -> JsonBody:
-        vector, rules = pick.choice(asks)
-        held[0].search(vector, 10, rules, mmr=mmr)
-        return JsonBody(body)
+        return search_then_bare
 
+    for path, relevance in FLOORS.values():
+        app.add_api_route(path, floor_route(mmr_for(10, relevance)), methods=["GET"],
+                          response_model=Recommendations)  # fmt: skip
     return app
 
 
