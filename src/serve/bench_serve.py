@@ -225,29 +225,25 @@ def measure(
     run_wrk(f"{api_url}/", api_script, warm_up_s, run.connections)
     peak, half = at_max_and_half(f"{bare_url}/bare", None, "", run)
     peaks = [peak.rps]
-    results: list[VariantResult] = []
-    for name, query in VARIANTS.items():
-        if results:
+    group_value = httpx.URL("", params={"g": group}).query.decode()[2:]
+    # (name, url, customers or None for a fixed path, query, target): variants, then floors
+    loads: list[tuple[str, str, list[str] | None, str, float | None]] = [
+        (name, f"{api_url}/", customers, query.format(group=group_value), TARGETS[name])
+        for name, query in VARIANTS.items()
+    ] + [(name, f"{bare_url}{path}", None, "", None) for name, (path, _) in FLOORS.items()]
+    measured: list[VariantResult] = []
+    for name, url, who, query, target in loads:
+        if measured:
             peaks.append(run_wrk(f"{bare_url}/bare", bare_script, run.duration_s,
                                  run.connections).rps)  # fmt: skip
-        filled = query.format(group=httpx.URL("", params={"g": group}).query.decode()[2:])
-        peak_v, half_v = at_max_and_half(f"{api_url}/", customers, filled, run)
-        results.append(
-            VariantResult(name, peak_v.rps, peak_v.rps / peaks[-1], TARGETS[name], half_v.rps,
+        peak_v, half_v = at_max_and_half(url, who, query, run)
+        measured.append(
+            VariantResult(name, peak_v.rps, peak_v.rps / peaks[-1], target, half_v.rps,
                           half_v.p50_ms, half_v.p99_ms, peaks[-1])
-        )  # fmt: skip
-    floors: list[VariantResult] = []
-    for name, (path, _) in FLOORS.items():
-        peaks.append(run_wrk(f"{bare_url}/bare", bare_script, run.duration_s,
-                             run.connections).rps)  # fmt: skip
-        peak_f, half_f = at_max_and_half(f"{bare_url}{path}", None, "", run)
-        floors.append(
-            VariantResult(name, peak_f.rps, peak_f.rps / peaks[-1], None, half_f.rps,
-                          half_f.p50_ms, half_f.p99_ms, peaks[-1])
         )  # fmt: skip
     bare = VariantResult("bare endpoint", float(np.mean(peaks)), None, None, half.rps,
                          half.p50_ms, half.p99_ms)  # fmt: skip
-    return [bare, *results], floors
+    return [bare, *measured[: len(VARIANTS)]], measured[len(VARIANTS) :]
 
 
 @dataclass(frozen=True)
