@@ -89,7 +89,14 @@ def spark(base_settings: Settings) -> Iterator[SparkSession]:
     """One Spark session for the whole suite: a JVM has one, and starting it takes seconds."""
     from recsys.spark import SparkUnavailableError, spark_session
 
-    own = base_settings.model_copy(update={"spark_master": "local[2]", "spark_driver_memory": "2g"})
+    own = base_settings.model_copy(
+        update={
+            "spark_master": "local[2]",
+            "spark_driver_memory": "2g",
+            # Any Spark property passes through the settings (tests/recsys/test_spark.py).
+            "spark_conf": {"spark.recsys.suite": "on"},
+        }
+    )
     try:
         with spark_session(own, "recsys-tests") as session:
             yield session

@@ -45,17 +45,34 @@ def test_demo_once_shows_changed_recommendations_and_leaves_nothing(tmp_path: Pa
     assert engine_pids() - before == set(), "the demo left an engine running"
 
 
+def _batch(input_dir: Path, data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return _recsys("batch", "--input", str(input_dir), data_dir=data_dir, timeout=300, **env)
+
+
 @pytest.fixture
 def trained_data_dir(tmp_path: Path, input_dir: Path) -> Path:
     """A data dir with a live model, made by `recsys batch` as a user would."""
     data_dir = tmp_path / "data"
-    result = _recsys(
-        "batch", "--input", str(input_dir), data_dir=data_dir, timeout=300,
-        RECSYS_IMPLICIT_FACTORS="16",
-    )  # fmt: skip
+    result = _batch(input_dir, data_dir, RECSYS_IMPLICIT_FACTORS="16")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "is live" in result.stdout
     return data_dir
+
+
+def test_a_batch_past_a_spark_limit_says_which_step_and_setting(
+    tmp_path: Path, input_dir: Path
+) -> None:
+    """A result limit far below the data: the run stops in one line naming the step, the
+    limit and the setting that moves it; nothing goes live."""
+    data_dir = tmp_path / "data"
+    result = _batch(input_dir, data_dir, RECSYS_SPARK_CONF='{"spark.driver.maxResultSize": "1k"}')
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    error = [line for line in result.stdout.splitlines() if line.startswith("error:")]
+    assert len(error) == 1, result.stdout[-2000:]
+    assert "step '" in error[0] and "spark.driver.maxResultSize" in error[0]
+    assert "RECSYS_SPARK_CONF" in error[0] and "no version was made live" in error[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "is live" not in result.stdout
 
 
 def test_bad_input_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -29,14 +29,20 @@ class BenchStack:
 
     def child_env(self) -> dict[str, str]:
         """The environment of a `recsys` child process on this stack."""
-        return {
-            **os.environ,
-            "RECSYS_DATA_DIR": str(self.settings.data_dir),
-            # The benchmark's own loopback API takes its events with no key, as under
-            # `recsys demo`.
-            "RECSYS_AUTH_DISABLED": "true",
-            **self.endpoints.as_env(),
-        }
+        return child_env(self.settings)
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of a `recsys` child process on a benchmark's engines (the
+    settings name them)."""
+    return {
+        **os.environ,
+        "RECSYS_DATA_DIR": str(settings.data_dir),
+        # The benchmark's own loopback API takes its events with no key, as under
+        # `recsys demo`.
+        "RECSYS_AUTH_DISABLED": "true",
+        **Endpoints(settings.redis_url, settings.kafka_bootstrap_servers).as_env(),
+    }
 
 
 def bench_input(

@@ -59,7 +59,12 @@ def bench_datasets(
 
 
 def bench_train(
-    session: SparkSession, datasets: dict[str, pd.DataFrame], *, rank: int, iterations: int
+    session: SparkSession,
+    datasets: dict[str, pd.DataFrame],
+    *,
+    rank: int,
+    iterations: int,
+    scratch_dir: Path,
 ) -> list[TrainTiming]:
     """Wall time of a full fit on each matrix, implicit then Spark, in one run."""
     rows = []
@@ -68,7 +73,13 @@ def bench_train(
             factors=rank, iterations=iterations, regularization=0.1, alpha=1.0, seed=1
         )
         spark = SparkAlsTrainer(
-            session, rank=rank, max_iter=iterations, reg_param=0.1, alpha=1.0, seed=1
+            session,
+            rank=rank,
+            max_iter=iterations,
+            reg_param=0.1,
+            alpha=1.0,
+            seed=1,
+            scratch_dir=scratch_dir,
         )
         started = time.perf_counter()
         fitted = implicit.fit(interactions)

@@ -1,46 +1,13 @@
 """The promotion gate: a new version is measured on a temporal holdout of its own data
-and is not promoted when it is worse than the live version by more than a margin."""
+(batch.holdout) and is not promoted when it is worse than the live version by more than
+a margin."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
-
-from batch.evaluation import (
-    EvalConfig,
-    RankingMetrics,
-    align,
-    build_task,
-    evaluate_ranking,
-    temporal_split,
-)
-from batch.trainer import Trainer
+from batch.evaluation import RankingMetrics
 from recsys.model_store import Manifest
-
-# A seeded sample of test users keeps the holdout cheap on real-size data.
-HOLDOUT = EvalConfig(max_test_users=20_000)
-
-
-def holdout_metrics(
-    purchases: pd.DataFrame, trainer: Trainer, half_life_days: float
-) -> RankingMetrics:
-    """Fit the same trainer on all but each customer's last 20% of purchases; score @10."""
-    events = pd.DataFrame(
-        {
-            "customer_id": purchases["customer_id"].to_numpy(),
-            "article_id": purchases["article_id"].to_numpy(),
-            "ts": pd.to_datetime(purchases["t_dat"]).to_numpy(),
-            "weight": np.ones(len(purchases), dtype=np.float32),
-        }
-    )
-    split = temporal_split(events, HOLDOUT.test_fraction, HOLDOUT.min_user_events)
-    config = dataclasses.replace(HOLDOUT, interaction_half_life_days=half_life_days or None)
-    task = build_task(split, config)
-    factors = trainer.fit(task.interactions)
-    return evaluate_ranking(align(factors, task), task, HOLDOUT.k)
 
 
 def as_manifest_metrics(metrics: RankingMetrics) -> dict[str, float]:

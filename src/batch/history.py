@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
+
+from batch.lake import arrow_batches
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 SECONDS_PER_DAY = 86_400
-BATCH_ROWS = 200_000
 
 
 def latest_purchases_job(purchases: DataFrame, max_items: int) -> DataFrame:
@@ -56,9 +56,8 @@ def profiles_job(purchases: DataFrame) -> DataFrame:
 
 
 def _batches(table: Path) -> Iterator[pa.Table]:
-    for batch in DeltaTable(str(table)).to_pyarrow_dataset().to_batches(batch_size=BATCH_ROWS):
-        if batch.num_rows:
-            yield pa.Table.from_batches([batch])
+    for batch in arrow_batches(table):
+        yield pa.Table.from_batches([batch])
 
 
 def iterate_profiles(table: Path) -> Iterator[tuple[str, dict[str, int]]]:

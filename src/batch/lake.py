@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -122,6 +124,42 @@ class DeltaRsLake:
             schema = from_arrow_schema(_arrow_schema(table))
             frame = self.spark.createDataFrame([], schema)
         return Snapshot(frame, int(table.version()))
+
+
+# Rows per Arrow batch read back on the driver: ~10-50 MB of ids, whatever the table's size.
+BATCH_ROWS = 200_000
+
+
+def arrow_batches(
+    path: Path, columns: Sequence[str] | None = None, batch_rows: int = BATCH_ROWS
+) -> Iterator[pa.RecordBatch]:
+    """A Delta table's current version on the driver, batch by batch (delta-rs reads the
+    active files; nothing passes through Spark's collect, so no result-size limit and
+    memory bounded by one batch). Works for tables either writer committed."""
+    dataset = DeltaTable(str(path)).to_pyarrow_dataset()
+    for batch in dataset.to_batches(
+        columns=list(columns) if columns is not None else None, batch_size=batch_rows
+    ):
+        if batch.num_rows:
+            yield batch
+
+
+def spilled_batches(
+    frame: DataFrame, scratch_dir: Path, batch_rows: int = BATCH_ROWS
+) -> Iterator[pa.RecordBatch]:
+    """A Spark result of any size on the driver, batch by batch: the executors write it as
+    Parquet under scratch_dir (a filesystem the driver shares, like the lake), pyarrow
+    streams it back, and the folder is removed once read (or abandoned)."""
+    import pyarrow.dataset as ds
+
+    folder = scratch_dir / f"spill-{uuid.uuid4().hex}"
+    try:
+        frame.write.parquet(str(folder))
+        for batch in ds.dataset(str(folder), format="parquet").to_batches(batch_size=batch_rows):
+            if batch.num_rows:
+                yield batch
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _arrow_schema(table: DeltaTable) -> pa.Schema:

@@ -20,7 +20,7 @@ from batch.content_vectors import (
     save_content_model,
 )
 from batch.erasures import without_erased
-from batch.gate import as_manifest_metrics, decide, holdout_metrics
+from batch.gate import as_manifest_metrics, decide
 from batch.history import (
     iterate_histories,
     iterate_profiles,
@@ -28,9 +28,10 @@ from batch.history import (
     profiles_job,
 )
 from batch.hm_schema import ARTICLE_METADATA_FIELDS
+from batch.holdout import HoldoutConfig, holdout_metrics
 from batch.ingest import SOURCE_CSV, TableReport, archived_purchases, clean, load_bronze
 from batch.interactions import interactions_job, with_signals
-from batch.lake import open_lake
+from batch.lake import open_lake, table_path
 from batch.model_outputs import write_model_outputs
 from batch.publish import (
     write_history,
@@ -40,6 +41,7 @@ from batch.publish import (
     write_vectors,
 )
 from batch.retention import Pruned, prune
+from batch.trainer import StoredInteractions
 from batch.trainer_factory import iterations, open_trainer
 from batch.trending import to_lists, trending_job
 from batch.versions import (
@@ -171,13 +173,18 @@ def run_batch(
             advance(iteration - done[0])
             done[0] = iteration
 
-        factors = trainer.fit(interactions, progress=on_iteration)
+        stored = StoredInteractions(
+            interactions, table_path(store.lake_dir, "silver", "interactions")
+        )
+        factors = trainer.fit(stored, progress=on_iteration)
     metrics: dict[str, float] = {}
     if settings.evaluate_before_promotion:
         with steps.step("evaluate on a holdout"):
-            events = purchases.select("customer_id", "article_id", "t_dat").toPandas()
+            config = HoldoutConfig(customers=settings.holdout_customers, seed=settings.als_seed)
             metrics = as_manifest_metrics(
-                holdout_metrics(events, trainer, settings.interaction_half_life_days)
+                holdout_metrics(
+                    store, purchases, trainer, settings.interaction_half_life_days, config
+                )
             )
 
     version = new_version()

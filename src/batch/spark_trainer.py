@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+import numpy.typing as npt
+import pyarrow as pa
 
-from batch.trainer import Factors, Progress, TrainingData
+from batch.lake import spilled_batches
+from batch.trainer import Factors, Progress, TrainingData, spark_frame
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 
 class SparkAlsTrainer:
     """Implicit-feedback ALS on whatever master the session runs (local or a cluster).
 
     Spark's confidence is 1 + alpha * r and its regularisation is scaled by each row's
-    count, so its parameters are its own, not implicit's.
+    count, so its parameters are its own, not implicit's. The factors come back to the
+    driver through Parquet under scratch_dir (a filesystem driver and executors share),
+    never through collect: 1.4M users at rank 256 would pass Spark's result limit.
     """
 
     name = "spark"
@@ -32,8 +37,10 @@ class SparkAlsTrainer:
         reg_param: float,
         alpha: float,
         seed: int,
+        scratch_dir: Path,
     ) -> None:
         self.session = session
+        self.scratch_dir = scratch_dir
         self.params: dict[str, Any] = {
             "rank": rank,
             "max_iter": max_iter,
@@ -48,13 +55,7 @@ class SparkAlsTrainer:
         from pyspark.sql import functions as F
 
         started = time.perf_counter()
-        frame = (
-            self.session.createDataFrame(
-                interactions[["customer_id", "article_id", "weight"]].astype({"weight": "float32"})
-            )
-            if isinstance(interactions, pd.DataFrame)
-            else interactions
-        )
+        frame = spark_frame(interactions, self.session)
         # Dense indexes exist only inside training (the JVM builds them, in id order, and
         # hands the labels back); external ids come back out.
         users = StringIndexer(
@@ -82,8 +83,8 @@ class SparkAlsTrainer:
         ).fit(data)
         user_ids = np.asarray(users.labelsArray[0], dtype=object)
         item_ids = np.asarray(items.labelsArray[0], dtype=object)
-        user_factors = _dense(model.userFactors.toPandas(), len(user_ids), model.rank)
-        item_factors = _dense(model.itemFactors.toPandas(), len(item_ids), model.rank)
+        user_factors = self._dense(model.userFactors, len(user_ids), model.rank)
+        item_factors = self._dense(model.itemFactors, len(item_ids), model.rank)
         if progress is not None:
             progress(self.params["max_iter"], self.params["max_iter"])
         return Factors(
@@ -99,11 +100,13 @@ class SparkAlsTrainer:
             train_seconds=time.perf_counter() - started,
         )
 
-
-def _dense(factors: pd.DataFrame, rows: int, rank: int) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """Spark returns (id, features) rows in any order; place them by id."""
-    out = np.zeros((rows, rank), dtype=np.float32)
-    if len(factors):
-        features = [np.asarray(f, dtype=np.float32) for f in factors["features"]]
-        out[factors["id"].to_numpy()] = np.stack(features)
-    return out
+    def _dense(self, factors: DataFrame, rows: int, rank: int) -> npt.NDArray[np.float32]:
+        """Spark returns (id, features) rows in any order; place them by id."""
+        out = np.zeros((rows, rank), dtype=np.float32)
+        for batch in spilled_batches(factors.select("id", "features"), self.scratch_dir):
+            ids = batch.column("id").to_numpy(zero_copy_only=False)
+            features = batch.column("features")
+            assert isinstance(features, pa.ListArray)
+            flat = features.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+            out[ids] = flat.reshape(len(ids), rank)
+        return out

@@ -35,4 +35,5 @@ def open_trainer(settings: Settings, spark: SparkSession) -> Trainer:
         reg_param=settings.spark_als_reg_param,
         alpha=settings.spark_als_alpha,
         seed=settings.als_seed,
+        scratch_dir=settings.scratch_dir,
     )

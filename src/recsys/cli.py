@@ -44,7 +44,8 @@ log = logging.getLogger("recsys")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}")
+    # One physical line whatever the terminal's width: scripts grep it.
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -132,10 +133,13 @@ def _run_batch(
         check_input(input_dir)  # before starting anything: a missing file is one line
     except InputError as exc:
         fail(str(exc))
+    from batch.failure import explain
+
     with EmbeddedEngines(settings, {"redis"}) as endpoints:
         client = redis_client(endpoints.require_redis(), timeout_s=30)
+        steps = Steps(console)
         try:
-            with Steps(console) as steps, contextlib.ExitStack() as stack:
+            with steps, contextlib.ExitStack() as stack:
                 with steps.step("start Spark"):
                     spark = stack.enter_context(spark_session(settings, "recsys-batch"))
                 report = run_batch(
@@ -143,6 +147,11 @@ def _run_batch(
                 )
         except (InputError, EmptyTrainingDataError, SparkUnavailableError) as exc:
             fail(str(exc))
+        except Exception as exc:
+            line = explain(steps.current, exc, settings)
+            if line is None:
+                raise
+            fail(line, code=1)
         finally:
             client.close()
     _print_batch_report(report)
@@ -269,7 +278,13 @@ def _spark_model(settings: Settings, session: SparkSession) -> ModelSpec:
         for reg in (0.05, 0.2)
         for alpha in (1.0, 10.0)
     ]
-    return ModelSpec("spark", lambda p: SparkAlsTrainer(session, seed=settings.als_seed, **p), grid)
+    return ModelSpec(
+        "spark",
+        lambda p: SparkAlsTrainer(
+            session, seed=settings.als_seed, scratch_dir=settings.scratch_dir, **p
+        ),
+        grid,
+    )
 
 
 bench_app = typer.Typer(help="Benchmarks: print a table, write JSON.", no_args_is_help=True)
@@ -306,7 +321,13 @@ def bench_train(
             datasets = bench.bench_datasets(
                 ml100k, transactions, settings.data_dir / "bench", session
             )
-            rows = bench.bench_train(session, datasets, rank=rank, iterations=iterations)
+            rows = bench.bench_train(
+                session,
+                datasets,
+                rank=rank,
+                iterations=iterations,
+                scratch_dir=settings.scratch_dir,
+            )
     except SparkUnavailableError as exc:
         fail(str(exc))
     console.print(bench.table(rows, rank, iterations))
@@ -327,23 +348,85 @@ def bench_batch(
     sizes: Annotated[str, typer.Option(help="Comma-separated transaction counts")] = (
         "1000000,5000000"
     ),
+    shape: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="The H&M data set's shape instead of --sizes: hm-full (31.8M purchases, "
+            "1.37M customers, 105k articles) or hm-tenth; repeatable. Adds peak memory, "
+            "sizes, Valkey per customer, /recommend and the updater on that model"
+        ),
+    ] = None,
+    serve_seconds: Annotated[float, typer.Option(min=1, help="With --shape: each load")] = 8.0,
+    connections: Annotated[int, typer.Option(min=1, help="With --shape: wrk connections")] = 64,
+    updater_events: Annotated[
+        int, typer.Option(min=1_000, help="With --shape: events the updater drains")
+    ] = 200_000,
     json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/batch.json"),
 ) -> None:
-    """The whole batch on generated data at each size: seconds per step."""
+    """The whole batch on generated data at each size: seconds per step; with --shape,
+    the data set's real shape end to end."""
     from dataclasses import asdict
 
     from batch import bench_batch as bench
 
+    settings = _settings()
+    if shape:
+        _bench_shapes(settings, shape, serve_seconds, connections, updater_events, json_out)
+        return
     try:
         counts = [int(x) for x in sizes.split(",") if x.strip()]
     except ValueError:
         fail(f"--sizes must be comma-separated integers, got {sizes!r}")
-    settings = _settings()
     rows = bench.bench_batch(settings, counts, settings.data_dir / "bench")
     console.print(bench.table(rows))
     _write_json(
         json_out,
         {"benchmark": "batch", "trainer": settings.trainer, "rows": [asdict(r) for r in rows]},
+    )
+
+
+def _bench_shapes(
+    settings: Settings,
+    shapes: list[str],
+    serve_seconds: float,
+    connections: int,
+    updater_events: int,
+    json_out: Path,
+) -> None:
+    from batch import bench_scale
+    from recsys.spark import SparkUnavailableError, spark_session
+    from serve.bench_serve import WrkMissingError, require_wrk
+
+    unknown = [s for s in shapes if s not in bench_scale.SHAPES]
+    if unknown:
+        fail(f"unknown shape {unknown[0]!r}: choose from {', '.join(bench_scale.SHAPES)}")
+    try:
+        require_wrk()
+        results = []
+        with spark_session(settings, "recsys-bench-shape") as spark:
+            for name in shapes:
+                console.print(f"[bold]{name}[/bold]: generate, batch, serve, update ...")
+                results.append(
+                    bench_scale.run_shape(
+                        settings, name, settings.data_dir / "bench", spark,
+                        serve_s=serve_seconds, connections=connections,
+                        updater_events=updater_events,
+                    )
+                )  # fmt: skip
+    except (SparkUnavailableError, WrkMissingError) as exc:
+        fail(str(exc))
+    console.print(bench_scale.table(results))
+    ratio = bench_scale.p99_ratio(results)
+    if ratio is not None:
+        console.print(f"/recommend p99 at half load, hm-full over hm-tenth: {ratio}x")
+    _write_json(
+        json_out,
+        {
+            "benchmark": "batch-shape",
+            "trainer": settings.trainer,
+            "p99_full_over_tenth": ratio,
+            "shapes": [r.to_dict() for r in results],
+        },
     )
 
 

@@ -31,6 +31,7 @@ class Steps:
             disable=not enabled,
         )
         self.seconds: dict[str, float] = {}
+        self.current: str | None = None  # the step running now, for a failure's message
 
     def __enter__(self) -> Steps:
         self.progress.start()
@@ -43,6 +44,7 @@ class Steps:
     def step(self, name: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
         task = self.progress.add_task(name, total=total)
         started = time.perf_counter()
+        self.current = name
 
         def advance(n: int) -> None:
             self.progress.advance(task, n)

@@ -73,6 +73,10 @@ def spark_session(settings: Settings, app_name: str = "recsys") -> Iterator[Spar
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
     )
+    if settings.spark_executor_memory:
+        builder = builder.config("spark.executor.memory", settings.spark_executor_memory)
+    for key, value in settings.spark_conf.items():
+        builder = builder.config(key, value)
     if settings.lake_writer == "delta-spark":
         builder = _with_delta_spark(builder)
         try:

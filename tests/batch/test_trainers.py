@@ -10,9 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batch.trainer import Factors, ImplicitTrainer, Trainer
+from batch.lake import DeltaRsLake, table_path
+from batch.trainer import (
+    Factors,
+    ImplicitTrainer,
+    StoredInteractions,
+    Trainer,
+    matrix_from_batches,
+    to_matrix,
+)
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pyspark.sql import SparkSession
 
 GROUPS, USERS_PER_GROUP, ITEMS_PER_GROUP = 3, 20, 8
@@ -50,6 +60,9 @@ def _implicit(_: object) -> Trainer:
 
 
 def _spark(session: object) -> Trainer:
+    import tempfile
+    from pathlib import Path
+
     from batch.spark_trainer import SparkAlsTrainer
 
     return SparkAlsTrainer(
@@ -59,6 +72,7 @@ def _spark(session: object) -> Trainer:
         reg_param=0.01,
         alpha=5.0,
         seed=1,
+        scratch_dir=Path(tempfile.gettempdir()),
     )
 
 
@@ -86,5 +100,44 @@ def test_trainers_take_a_spark_jobs_output(
     """The batch hands its Spark interactions table over as is: the same contract holds."""
     data, held = checkerboard()
     factors = make(spark).fit(spark.createDataFrame(data))
+    assert sorted(factors.user_ids) == sorted(held)
+    assert_held_out_ranks_first(factors, data, held)
+
+
+def test_the_streamed_matrix_is_the_in_memory_one() -> None:
+    """Ids and cells come out the same however the rows are batched."""
+    import pyarrow as pa
+
+    data, _ = checkerboard()
+    data = data.assign(weight=np.arange(len(data), dtype=np.float32) / 7)
+    shuffled = data.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    table = pa.Table.from_pandas(shuffled, preserve_index=False)
+    streamed = matrix_from_batches(lambda: table.to_batches(max_chunksize=17))
+    expected = to_matrix(data)
+    assert list(streamed.user_ids) == list(expected.user_ids)
+    assert list(streamed.item_ids) == list(expected.item_ids)
+    assert (streamed.matrix != expected.matrix).nnz == 0
+
+
+def test_no_interactions_make_an_empty_matrix() -> None:
+    empty = matrix_from_batches(lambda: iter([]))
+    assert empty.matrix.shape == (0, 0)
+    assert len(empty.user_ids) == len(empty.item_ids) == 0
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("make", [_implicit, _spark], ids=["implicit", "spark"])
+def test_trainers_take_the_batchs_delta_table(
+    make: Callable[[object], Trainer], spark: SparkSession, tmp_path: Path
+) -> None:
+    """The batch's own path: interactions written to the lake by a Spark job, handed over
+    as a stored table (implicit streams its files, Spark reads the frame)."""
+    data, held = checkerboard()
+    lake = DeltaRsLake(spark, tmp_path / "lake", retention_hours=0)
+    lake.write(spark.createDataFrame(data).repartition(3), "silver", "interactions")
+    path = table_path(lake.lake_dir, "silver", "interactions")
+    snapshot = lake.snapshot(path)
+    assert snapshot is not None
+    factors = make(spark).fit(StoredInteractions(snapshot.frame, path))
     assert sorted(factors.user_ids) == sorted(held)
     assert_held_out_ranks_first(factors, data, held)

@@ -1,0 +1,133 @@
+"""The promotion gate's holdout at any size: each customer's last purchases held out by a
+Spark job, the trainer fitted on the rest exactly as the batch fits it (from a Delta
+table, streamed), and a seeded sample of customers judged on what they bought next.
+
+Only the sample's rows reach the driver (~20k customers: ~0.5M rows), so the holdout's
+memory does not grow with the data set; the fit's does, as the batch's own fit does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from batch.evaluation import (
+    RankingMetrics,
+    RankingTask,
+    align,
+    binary_csr,
+    evaluate_ranking,
+)
+from batch.interactions import interactions_job
+from batch.lake import Lake, table_path
+from batch.trainer import Factors, StoredInteractions, Trainer
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+IS_TEST = "is_test"
+HOLDOUT_TABLE = ("silver", "holdout_interactions")
+
+
+@dataclass(frozen=True)
+class HoldoutConfig:
+    k: int = 10
+    test_fraction: float = 0.2
+    min_user_events: int = 5  # customers with fewer purchases are never judged
+    customers: int = 20_000  # judged customers, a seeded sample of those eligible
+    seed: int = 0
+
+
+def split_job(purchases: DataFrame, test_fraction: float, min_user_events: int) -> DataFrame:
+    """purchases (customer_id, article_id, t_dat) with `is_test`: each customer's last
+    test_fraction of purchases (at least one), for customers with min_user_events or more.
+    The rule of `batch.evaluation.temporal_split`; purchases of one day are ordered by
+    article_id (a table has no file order)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    by_customer = Window.partitionBy("customer_id")
+    in_order = by_customer.orderBy("t_dat", "article_id")
+    size = F.count(F.lit(1)).over(by_customer)
+    position = F.row_number().over(in_order) - 1
+    n_test = F.greatest(F.lit(1), F.floor(size * F.lit(test_fraction) + F.lit(0.5)))
+    return purchases.select("customer_id", "article_id", "t_dat").withColumn(
+        IS_TEST, (size >= min_user_events) & (position >= size - n_test)
+    )
+
+
+def sample_customers(split: DataFrame, config: HoldoutConfig) -> DataFrame:
+    """customer_id of up to config.customers customers with held-out purchases, chosen by
+    a seeded hash (the same customers for the same data, whatever the partitioning)."""
+    from pyspark.sql import functions as F
+
+    eligible = split.where(F.col(IS_TEST)).select("customer_id").distinct()
+    order = F.xxhash64(F.col("customer_id"), F.lit(config.seed))
+    return eligible.orderBy(order, "customer_id").limit(config.customers)
+
+
+def holdout_metrics(
+    lake: Lake,
+    purchases: DataFrame,
+    trainer: Trainer,
+    half_life_days: float | None,
+    config: HoldoutConfig,
+) -> RankingMetrics:
+    """Fit `trainer` on all but the held-out purchases; NDCG/MAP/recall@k and coverage of
+    the sampled customers' held-out purchases, ranking every item they did not buy."""
+    from pyspark.sql import functions as F
+
+    split = split_job(purchases, config.test_fraction, config.min_user_events)
+    train = split.where(~F.col(IS_TEST)).drop(IS_TEST)
+    lake.write(interactions_job(train, half_life_days or None), *HOLDOUT_TABLE)
+    path = table_path(lake.lake_dir, *HOLDOUT_TABLE)
+    snapshot = lake.snapshot(path)
+    assert snapshot is not None  # written just above
+    factors = trainer.fit(StoredInteractions(snapshot.frame, path))
+
+    judged = F.broadcast(sample_customers(split, config))
+    held_out = split.where(F.col(IS_TEST)).join(judged, "customer_id")
+    seen = snapshot.frame.join(judged, "customer_id")
+    task = sampled_task(
+        seen.select("customer_id", "article_id").toPandas(),
+        held_out.select("customer_id", "article_id").toPandas(),
+        factors,
+    )
+    return evaluate_ranking(align(factors, task), task, config.k)
+
+
+def sampled_task(seen: pd.DataFrame, held_out: pd.DataFrame, factors: Factors) -> RankingTask:
+    """The ranking task of the judged customers: their training items masked, their
+    held-out items relevant, every item the model was trained on ranked."""
+    users = pd.Index(np.sort(held_out["customer_id"].unique()))
+    items = pd.Index(np.sort(np.asarray(factors.item_ids, dtype=object)))
+    seen_rows = users.get_indexer(seen["customer_id"]).astype(np.int64)
+    seen_cols = items.get_indexer(seen["article_id"]).astype(np.int64)
+    keep = (seen_rows >= 0) & (seen_cols >= 0)
+    rows = users.get_indexer(held_out["customer_id"]).astype(np.int64)
+    cols = items.get_indexer(held_out["article_id"]).astype(np.int64)
+    known = cols >= 0
+    shape = (len(users), len(items))
+    seen_matrix = binary_csr(seen_rows[keep], seen_cols[keep], shape)
+    relevant = binary_csr(rows[known], cols[known], shape)
+    distinct = held_out.drop_duplicates()
+    n_relevant = users.get_indexer(distinct["customer_id"])
+    pairs = np.unique(np.stack([rows[known], cols[known]]), axis=1)
+    return RankingTask(
+        interactions=pd.DataFrame({"customer_id": [], "article_id": [], "weight": []}),
+        user_ids=np.asarray(users, dtype=object),
+        item_ids=np.asarray(items, dtype=object),
+        seen=seen_matrix,
+        test_users=np.arange(len(users), dtype=np.int64),
+        relevant=relevant,
+        n_relevant=np.bincount(n_relevant, minlength=len(users)).astype(np.int64),
+        replay_users=np.zeros(0, dtype=np.int64),
+        replay_items=np.zeros(0, dtype=np.int64),
+        test_events_unknown_item=int((~known).sum()),
+        test_pairs_seen_in_train=int(np.asarray(seen_matrix[pairs[0], pairs[1]]).sum())
+        if pairs.size
+        else 0,
+    )
