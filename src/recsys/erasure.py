@@ -104,15 +104,48 @@ def record_erasure(
     _with_retries(lambda: write_deltalake(str(path), row, mode="append"))
 
 
+def _no_erasures() -> pd.DataFrame:
+    return pd.DataFrame({"customer_hash": pd.Series(dtype=object), "erased_at": pd.Series(
+        dtype="datetime64[us, UTC]")})  # fmt: skip
+
+
+def _latest(table: DeltaTable) -> pd.DataFrame:
+    frame = table.to_pandas()
+    latest: pd.DataFrame = frame.groupby("customer_hash")["erased_at"].max().reset_index()
+    return latest
+
+
 def erased_before(lake_dir: Path) -> pd.DataFrame:
     """Every erasure: customer_hash and the latest erased_at (UTC), one row per customer."""
     try:
-        frame = DeltaTable(str(erasures_table(lake_dir))).to_pandas()
+        return _latest(DeltaTable(str(erasures_table(lake_dir))))
     except TableNotFoundError:
-        return pd.DataFrame({"customer_hash": pd.Series(dtype=object), "erased_at": pd.Series(
-            dtype="datetime64[us, UTC]")})  # fmt: skip
-    latest: pd.DataFrame = frame.groupby("customer_hash")["erased_at"].max().reset_index()
-    return latest
+        return _no_erasures()
+
+
+class ErasureCache:
+    """`erased_before` for a consumer that asks at every flush: the table's data is read
+    again only when its version moved (a version check reads the log's tail, not the
+    rows), so a flush costs the same however many customers were erased."""
+
+    def __init__(self, lake_dir: Path) -> None:
+        self.lake_dir = lake_dir
+        self._table: DeltaTable | None = None
+        self._version: int | None = None
+        self._frame = _no_erasures()
+
+    def current(self) -> pd.DataFrame:
+        if self._table is None:
+            try:
+                self._table = DeltaTable(str(erasures_table(self.lake_dir)))
+            except TableNotFoundError:
+                return self._frame
+        else:
+            self._table.update_incremental()
+        version = int(self._table.version())
+        if version != self._version:
+            self._frame, self._version = _latest(self._table), version
+        return self._frame
 
 
 def drop_erased(frame: pd.DataFrame, erased: pd.DataFrame, ts_column: str) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 from pydantic import ValidationError
 
-from recsys.erasure import drop_erased, erased_before
+from recsys.erasure import ErasureCache, drop_erased
 from recsys.events import Event
 from recsys.settings import Settings
 from stream.items_table import (
@@ -127,6 +127,7 @@ class Archiver:
         self.settings = settings
         self.consumer = consumer
         ensure_events_table(settings.events_table)
+        self.erasures = ErasureCache(settings.lake_dir)
         ensure_table(settings.items_table, ITEMS_SCHEMA)
         ensure_table(settings.availability_table, AVAILABILITY_SCHEMA)
         self.sinks = {
@@ -141,7 +142,7 @@ class Archiver:
         """The events as rows, less those of erased customers from before their erasure
         (a late or redelivered message must not put them back in the table)."""
         rows, invalid = to_rows(messages)
-        erased = erased_before(self.settings.lake_dir)
+        erased = self.erasures.current()
         if erased.empty or rows.num_rows == 0:
             return rows, invalid
         frame = rows.to_pandas()

@@ -90,7 +90,12 @@ def fill_topic(bootstrap: str, settings: Settings, events: list[Event]) -> str:
     admin.create_topics([NewTopic(topic, settings.events_partitions, 1)])[topic].result(10)
     producer = Producer({**producer_config(bootstrap, settings), "linger.ms": 20})
     for i, event in enumerate(events):
-        producer.produce(topic, key=event.customer_id.encode(), value=event.to_bytes())
+        while True:
+            try:
+                producer.produce(topic, key=event.customer_id.encode(), value=event.to_bytes())
+                break
+            except BufferError:  # the local queue (100k messages) is full: let it drain
+                producer.poll(0.1)
         if i % 10_000 == 0:
             producer.poll(0)
     if producer.flush(60) != 0:

@@ -2,16 +2,25 @@
 did after its training data was cut. Idempotent: applied events are skipped.
 
 What the version has not seen is exactly what the events table gained after the Delta
-version its batch read; where that version is gone (vacuumed) or unknown, events after
-the training cutoff stand in for it."""
+version its batch read: the archiver's insert-only merges add files and never rewrite
+one, so those rows are in the files added since that version, less any row a rewrite
+(an erasure's delete) copied from a file that version held. Where that version is gone
+(vacuumed) or unknown, events after the training cutoff stand in for it.
+
+The events are read one added file at a time, in the order they were committed, so a
+replay's memory is one archiver flush, not the archive (docs/scale.md).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
@@ -20,6 +29,7 @@ from recsys.events import EVENT_TYPES, Event
 from stream.apply import EventApplier
 
 CHUNK = 2_000
+ORDER = ["ts", "kafka_partition", "kafka_offset"]
 
 
 @dataclass(frozen=True)
@@ -29,44 +39,78 @@ class ReplayReport:
     duplicates: int
 
 
+@dataclass(frozen=True)
+class _Unseen:
+    files: list[str]  # relative paths, in commit order
+    seen_ids: frozenset[str]  # ids a rewrite copied from a file the version held
+    since: datetime | None  # set when the version is unknown: only events after it
+
+
+def _add_actions(table: DeltaTable) -> pa.Table:
+    return pa.table(table.get_add_actions(flatten=True))
+
+
+def _plan(table: DeltaTable, root: Path, seen_version: int | None, since: datetime) -> _Unseen:
+    actions = _add_actions(table).to_pydict()
+    committed = sorted(zip(actions["modification_time"], actions["path"], strict=True))
+    current = [path for _, path in committed]
+    if seen_version is None:
+        return _Unseen(current, frozenset(), since)
+    if seen_version < 0:  # there was no table when the version was trained
+        return _Unseen(current, frozenset(), None)
+    try:
+        old = DeltaTable(str(root), version=seen_version)
+        held = set(_add_actions(old).column("path").to_pylist())
+    except Exception:  # that version's log is gone: fall back to the cutoff
+        return _Unseen(current, frozenset(), since)
+    rewritten = [root / path for path in held.difference(current)]
+    if any(not file.exists() for file in rewritten):  # vacuumed: ids unknown
+        return _Unseen(current, frozenset(), since)
+    ids: set[str] = set()
+    for file in rewritten:
+        ids.update(pq.read_table(file, columns=["event_id"]).column(0).to_pylist())
+    return _Unseen([p for p in current if p not in held], frozenset(ids), None)
+
+
+def unseen_chunks(
+    events_table: Path,
+    seen_table_version: int | None,
+    since: datetime,
+    erased: pd.DataFrame | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Archived events a model trained on `seen_table_version` never saw, one committed
+    file at a time (oldest first, each in time order), less those of erased customers
+    from before their erasure (recsys.erasure)."""
+    try:
+        table = DeltaTable(str(events_table))
+    except TableNotFoundError:
+        return
+    plan = _plan(table, events_table, seen_table_version, since)
+    for path in plan.files:
+        frame = pq.read_table(events_table / path).to_pandas()
+        # Every type the updater applies, weaker signals too (by their weight): a version
+        # trained before them must not miss them either.
+        keep = frame["event_type"].isin(EVENT_TYPES)
+        if plan.seen_ids:
+            keep &= ~frame["event_id"].isin(plan.seen_ids)
+        if plan.since is not None:
+            keep &= frame["ts"] > pd.Timestamp(plan.since)
+        frame = frame[keep.to_numpy()]
+        if erased is not None:
+            frame = drop_erased(frame, erased, "ts")
+        if len(frame):
+            yield frame.sort_values(ORDER, kind="stable")
+
+
 def unseen_purchases(
     events_table: Path,
     seen_table_version: int | None,
     since: datetime,
     erased: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Archived purchases a model trained on `seen_table_version` never saw, oldest first,
-    less those of erased customers from before their erasure (recsys.erasure)."""
-    try:
-        frame = DeltaTable(str(events_table)).to_pandas()
-    except TableNotFoundError:
-        return pd.DataFrame()
-    # Every type the updater applies, weaker signals too (by their weight): a version
-    # trained before them must not miss them either.
-    frame = frame[frame["event_type"].isin(EVENT_TYPES)]
-    seen = _event_ids_at(events_table, seen_table_version)
-    if seen is not None:
-        frame = frame[~frame["event_id"].isin(seen)]
-    else:
-        frame = frame[frame["ts"] > pd.Timestamp(since)]
-    if erased is not None:
-        frame = drop_erased(frame, erased, "ts")
-    return frame.sort_values(["ts", "kafka_partition", "kafka_offset"], kind="stable")
-
-
-def _event_ids_at(events_table: Path, table_version: int | None) -> pd.Series | None:
-    """Event ids in the table at that version; empty for -1 (no table yet); None when
-    unknown, so the caller falls back to the cutoff."""
-    if table_version is None:
-        return None
-    if table_version < 0:
-        return pd.Series([], dtype=object)
-    try:
-        old = DeltaTable(str(events_table), version=table_version)
-    except Exception:  # vacuumed, or never existed: fall back to the cutoff
-        return None
-    ids: pd.Series = old.to_pandas(columns=["event_id"])["event_id"]
-    return ids
+    """`unseen_chunks` in one frame (for inspection and tests; a replay streams them)."""
+    chunks = list(unseen_chunks(events_table, seen_table_version, since, erased))
+    return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
 
 
 def replay(
@@ -78,13 +122,16 @@ def replay(
     since: datetime,
     erased: pd.DataFrame | None = None,
 ) -> ReplayReport:
-    frame = unseen_purchases(events_table, seen_table_version, since, erased)
-    applied = duplicates = 0
-    fields = [name for name in Event.model_fields if name in frame.columns]
-    for start in range(0, len(frame), CHUNK):
-        rows = frame.iloc[start : start + CHUNK][fields].to_dict("records")
-        events = [Event.model_validate({k: v for k, v in r.items() if pd.notna(v)}) for r in rows]
-        done, skipped = applier.apply(version, events)
-        applied += done
-        duplicates += skipped
-    return ReplayReport(events=len(frame), applied=applied, duplicates=duplicates)
+    events_seen = applied = duplicates = 0
+    for frame in unseen_chunks(events_table, seen_table_version, since, erased):
+        fields = [name for name in Event.model_fields if name in frame.columns]
+        for start in range(0, len(frame), CHUNK):
+            rows = frame.iloc[start : start + CHUNK][fields].to_dict("records")
+            events = [
+                Event.model_validate({k: v for k, v in r.items() if pd.notna(v)}) for r in rows
+            ]
+            done, skipped = applier.apply(version, events)
+            applied += done
+            duplicates += skipped
+        events_seen += len(frame)
+    return ReplayReport(events=events_seen, applied=applied, duplicates=duplicates)
