@@ -161,8 +161,14 @@ class ShapeResult:
     lake_mib: dict[str, float] = field(default_factory=dict)
     index_mib: float = 0.0
     valkey: dict[str, float] = field(default_factory=dict)
+    # The same measure after the updater applied its events (what events leave behind).
+    valkey_after_updates: dict[str, float] = field(default_factory=dict)
     recommend: dict[str, float] = field(default_factory=dict)
     updater_events_per_s: float = 0.0
+    # The embedded Valkey stopped and started again on its append-only file: seconds until
+    # it answers (None: not within RECSYS_ENGINE_START_TIMEOUT_S), and the keys it holds.
+    valkey_restart_s: float | None = None
+    valkey_restart_keys: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -217,15 +223,40 @@ def run_shape(
         client = redis_client(endpoints.require_redis(), 60)
         try:
             result.valkey = valkey_memory(client, report.version, sample, report.users)
+            memory.mark("serve")
+            result.recommend = _serve(resolved, sample[:1_000], serve_s, connections)
+            memory.mark("update")
+            result.updater_events_per_s = _update(resolved, factors, updater_events)
+            result.valkey_after_updates = valkey_memory(
+                client, report.version, sample, report.users
+            )
         finally:
             client.close()
-
-        memory.mark("serve")
-        result.recommend = _serve(resolved, sample[:1_000], serve_s, connections)
-        memory.mark("update")
-        result.updater_events_per_s = _update(resolved, factors, updater_events)
     result.peak_mib = memory.phases
+    result.valkey_restart_s, result.valkey_restart_keys = _restart_valkey(own)
     return result
+
+
+def _restart_valkey(settings: Settings) -> tuple[float | None, int]:
+    """Start the shape's Valkey again on the append-only file its stop wrote out."""
+    from recsys.engines.process import EngineStartError
+    from recsys.engines.valkey import start_valkey
+    from recsys.stores import redis_client
+
+    started = time.perf_counter()
+    try:
+        process, url = start_valkey(settings.data_dir, timeout=settings.engine_start_timeout_s)
+    except EngineStartError:
+        return None, 0
+    took = round(time.perf_counter() - started, 1)
+    try:
+        client = redis_client(url, 30)
+        try:
+            return took, int(client.dbsize())
+        finally:
+            client.close()
+    finally:
+        process.stop()
 
 
 def _serve(
@@ -301,6 +332,8 @@ def table(results: list[ShapeResult]) -> Table:
                        ("bytes_per_customer_beyond_vector_and_history",
                         "Valkey bytes per customer beyond vector + history")):  # fmt: skip
         out.add_row(label, *(_fmt(r.valkey.get(key)) for r in results))
+        out.add_row(f"{label}, after the updater",
+                    *(_fmt(r.valkey_after_updates.get(key)) for r in results))  # fmt: skip
     for key, label in (
         ("max_rps", "/recommend max (req/s)"),
         ("p50_ms", "/recommend p50 at half load (ms)"),
@@ -308,6 +341,7 @@ def table(results: list[ShapeResult]) -> Table:
     ):
         out.add_row(label, *(_fmt(r.recommend.get(key)) for r in results))
     out.add_row("updater (events/s)", *(_fmt(r.updater_events_per_s) for r in results))
+    out.add_row("Valkey restart on its AOF (s)", *(_fmt(r.valkey_restart_s) for r in results))
     ndcg = holdout_row(results)
     if ndcg is not None:
         out.add_row("holdout NDCG@10", *ndcg)

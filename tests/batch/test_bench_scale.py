@@ -36,7 +36,15 @@ def test_a_shape_runs_end_to_end_and_reports_every_figure(
     valkey = result.valkey
     assert valkey["vector_bytes_mean"] > 32 and valkey["history_bytes_mean"] > 32
     assert valkey["used_memory_mib"] > 0 and valkey["keys"] > result.users
+    assert result.valkey_after_updates["used_memory_mib"] > valkey["used_memory_mib"]
     assert 0 < result.recommend["p50_ms"] <= result.recommend["p99_ms"]
     assert result.recommend["max_rps"] > 0 and result.updater_events_per_s > 0
+    restart = result.valkey_restart_s
+    assert restart is not None and 0 < restart < base_settings.engine_start_timeout_s
+    assert result.valkey_restart_keys == valkey_after_keys(result)
     assert bench_scale.table([result]).row_count > 20
     assert bench_scale.p99_ratio([result]) is None
+
+
+def valkey_after_keys(result: bench_scale.ShapeResult) -> int:
+    return int(result.valkey_after_updates["keys"])
