@@ -8,6 +8,29 @@ import psutil
 from recsys.settings import Settings
 
 GIB = 2**30
+# The driver's peak resident memory per interaction with the implicit trainer, as the
+# batch measured it at the H&M data set's shape (4.5 GiB at 27.4M interactions,
+# docs/scale.md), rounded up: the matrix, its transpose, their construction, the ids.
+IMPLICIT_BYTES_PER_INTERACTION = 180
+
+
+class NotEnoughMemoryError(RuntimeError):
+    """The input's size says the next step cannot fit in this machine's free memory."""
+
+
+def check_driver_memory(trainer: str, interactions: int, step: str) -> None:
+    """Before a single-node fit: refuse, in one line, what cannot fit (instead of a crash
+    minutes later, or the machine swapping)."""
+    if trainer != "implicit":
+        return  # Spark's trainers spill, or fail with their own limit (explain, below)
+    need = interactions * IMPLICIT_BYTES_PER_INTERACTION
+    free = psutil.virtual_memory().available
+    if need > free:
+        raise NotEnoughMemoryError(
+            f"step {step!r}: {interactions:,} interactions need about {need / GIB:.1f} GiB "
+            f"in the driver's Python and {free / GIB:.1f} GiB are free; free memory, or train "
+            "with Spark on a cluster (RECSYS_TRAINER=spark); no version was made live"
+        )
 
 
 def _is_spark(exc: BaseException) -> bool:

@@ -20,6 +20,7 @@ from batch.content_vectors import (
     save_content_model,
 )
 from batch.erasures import without_erased
+from batch.failure import check_driver_memory
 from batch.gate import as_manifest_metrics, decide
 from batch.history import (
     iterate_histories,
@@ -166,7 +167,9 @@ def run_batch(
         interactions = lake.read(store, "silver", "interactions")
 
     trainer = open_trainer(settings, spark)
-    with steps.step(f"train ALS ({trainer.name})", total=iterations(settings)) as advance:
+    train_step = f"train ALS ({trainer.name})"
+    check_driver_memory(trainer.name, built.rows, train_step)
+    with steps.step(train_step, total=iterations(settings)) as advance:
         done = [0]
 
         def on_iteration(iteration: int, _total: int) -> None:

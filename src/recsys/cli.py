@@ -133,7 +133,7 @@ def _run_batch(
         check_input(input_dir)  # before starting anything: a missing file is one line
     except InputError as exc:
         fail(str(exc))
-    from batch.failure import explain
+    from batch.failure import NotEnoughMemoryError, explain
 
     with EmbeddedEngines(settings, {"redis"}) as endpoints:
         client = redis_client(endpoints.require_redis(), timeout_s=30)
@@ -147,6 +147,8 @@ def _run_batch(
                 )
         except (InputError, EmptyTrainingDataError, SparkUnavailableError) as exc:
             fail(str(exc))
+        except NotEnoughMemoryError as exc:
+            fail(str(exc), code=1)
         except Exception as exc:
             line = explain(steps.current, exc, settings)
             if line is None:

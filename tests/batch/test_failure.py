@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from batch.failure import explain
+import pytest
+
+from batch.failure import NotEnoughMemoryError, check_driver_memory, explain
 from recsys.settings import Settings
 
 
@@ -42,3 +44,13 @@ def test_any_other_spark_failure_is_its_first_line() -> None:
 
 def test_a_bug_keeps_its_traceback() -> None:
     assert explain("x", KeyError("k"), Settings()) is None
+
+
+def test_a_fit_that_cannot_fit_is_refused_before_it_starts() -> None:
+    with pytest.raises(NotEnoughMemoryError) as refused:
+        check_driver_memory("implicit", 10**12, "train ALS (implicit)")
+    line = str(refused.value)
+    assert line.startswith("step 'train ALS (implicit)': 1,000,000,000,000 interactions need")
+    assert "GiB are free" in line and "RECSYS_TRAINER=spark" in line and "\n" not in line
+    check_driver_memory("implicit", 1_000, "train ALS (implicit)")  # fits
+    check_driver_memory("spark", 10**12, "train ALS (spark)")  # Spark spills: not refused
