@@ -119,7 +119,12 @@ class DeltaRsLake:
             return None
         uris = table.file_uris()
         if uris:
-            frame = self.spark.read.option("mergeSchema", "true").parquet(*uris)
+            reader = self.spark.read.option("mergeSchema", "true")
+            if table.metadata().partition_columns:
+                # The partition values live in the folders' names: Spark reads them from
+                # the paths below the table's root.
+                reader = reader.option("basePath", str(path))
+            frame = reader.parquet(*uris)
         else:
             schema = from_arrow_schema(_arrow_schema(table))
             frame = self.spark.createDataFrame([], schema)

@@ -432,6 +432,34 @@ def _bench_shapes(
     )
 
 
+@bench_app.command("archive")
+def bench_archive(
+    sizes: Annotated[str, typer.Option(help="Comma-separated events already in the table")] = (
+        "1000000,10000000"
+    ),
+    per_day: Annotated[int, typer.Option(min=1_000, help="Events a day in the filled table")] = (
+        100_000
+    ),
+    flushes: Annotated[int, typer.Option(min=1, help="Timed flushes per layout and size")] = 5,
+    json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/archive.json"),
+) -> None:
+    """One archiver flush against a full events table: partitioned by day against one
+    unpartitioned table, side by side."""
+    from stream import bench_archive as bench
+
+    try:
+        counts = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--sizes must be comma-separated integers, got {sizes!r}")
+    settings = _settings()
+    rows = bench.run(settings.data_dir / "bench", counts, per_day, flushes)
+    console.print(bench.table(rows, per_day))
+    _write_json(
+        json_out,
+        {"benchmark": "archive", "per_day": per_day, "rows": [r.to_dict() for r in rows]},
+    )
+
+
 @bench_app.command("serve")
 def bench_serve(
     articles: Annotated[int, typer.Option(min=100)] = 100_000,

@@ -14,27 +14,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import redis
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.exceptions import TableNotFoundError
 
 from recsys import keys
+from recsys.delta_commits import with_commit_retries
 from recsys.ids import is_valid_id
 from recsys.model_store import FACTORS, version_dir
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 ERASED: str = f"{keys.PREFIX}:erased"
 ERASURES_SCHEMA = pa.schema(
@@ -48,7 +46,6 @@ def customer_hash(customer_id: str) -> str:
 
 
 SCAN_COUNT = 1_000
-COMMIT_RETRIES = 5  # a Delta delete racing the archiver's append retries this often
 
 
 def erasures_table(lake_dir: Path) -> Path:
@@ -101,7 +98,7 @@ def record_erasure(
     path = erasures_table(settings.lake_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     row = pa.table({"customer_hash": [hashed], "erased_at": [erased_at]}, schema=ERASURES_SCHEMA)
-    _with_retries(lambda: write_deltalake(str(path), row, mode="append"))
+    with_commit_retries(lambda: write_deltalake(str(path), row, mode="append"))
 
 
 def _no_erasures() -> pd.DataFrame:
@@ -208,7 +205,7 @@ def _delete_rows(table: DeltaTable, customer_id: str) -> int:
         deleted: int = table.delete(predicate).get("num_deleted_rows", 0)
         return deleted
 
-    return _with_retries(delete)
+    return with_commit_retries(delete)
 
 
 def _factor_files(models_dir: Path) -> Iterator[tuple[str, Path]]:
@@ -232,14 +229,3 @@ def _drop_user_factors(path: Path, customer_id: str) -> int:
         np.savez(partial, **arrays)
         partial.replace(path)
     return removed
-
-
-def _with_retries(action: Callable[[], T]) -> T:
-    for attempt in range(COMMIT_RETRIES):
-        try:
-            return action()
-        except CommitFailedError:
-            if attempt == COMMIT_RETRIES - 1:
-                raise
-            time.sleep(0.05 * 2**attempt)
-    raise AssertionError("unreachable")

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # how stale the table can be under low traffic.
     archiver_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5_000
     archiver_flush_interval_s: Annotated[float, Field(gt=0)] = 2.0
+    # How often the archiver rewrites the events table's closed days into few files
+    # (each flush leaves one small file); the merge of a flush reads only its own days.
+    archiver_compact_interval_s: Annotated[float, Field(gt=0)] = 3600.0
     # New and changed articles (POST /items, `recsys catalog upsert`), keyed by article_id:
     # every serving process applies them to its index copy, the archiver to the Delta
     # `items` table the next batch reads (docs/catalog.md).

@@ -4,7 +4,8 @@ and the catalog topic's articles and availabilities into the Delta `items` and
 
 Offsets are committed only after the Delta commits, and rows are merged on event_id (on
 article_id, newest wins), so a crash between the two redelivers messages that the merge
-then skips.
+then skips. The events table is partitioned by day (stream.events_table); every
+RECSYS_ARCHIVER_COMPACT_INTERVAL_S the archiver compacts its closed days.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ from pydantic import ValidationError
 from recsys.erasure import ErasureCache, drop_erased
 from recsys.events import Event
 from recsys.settings import Settings
+from stream.events_table import (
+    EVENTS_SCHEMA,
+    RECEIVED_DATE,
+    append_new,
+    compact_closed_days,
+    ensure_events_table,
+    received_date,
+)
 from stream.items_table import (
     AVAILABILITY_SCHEMA,
     ITEMS_SCHEMA,
@@ -36,21 +45,6 @@ from stream.items_table import (
 from stream.offsets import commit_processed
 
 log = logging.getLogger(__name__)
-
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("event_id", pa.string()),
-        ("event_type", pa.string()),
-        ("customer_id", pa.string()),
-        ("article_id", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("price", pa.float64()),
-        ("recommendation_id", pa.string()),
-        ("schema_version", pa.int32()),
-        ("kafka_partition", pa.int32()),
-        ("kafka_offset", pa.int64()),
-    ]
-)
 
 
 @dataclass
@@ -78,6 +72,7 @@ def to_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
                 **event.model_dump(),
                 "kafka_partition": message.partition(),
                 "kafka_offset": message.offset(),
+                RECEIVED_DATE: received_date(message),
             },
         )
     table = pa.Table.from_pylist(list(rows.values()), schema=EVENTS_SCHEMA)
@@ -91,24 +86,6 @@ def ensure_table(path: Path, schema: pa.Schema) -> None:
     except TableNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_deltalake(str(path), schema.empty_table(), mode="ignore")
-
-
-def ensure_events_table(path: Path) -> None:
-    ensure_table(path, EVENTS_SCHEMA)
-
-
-def append_new(path: Path, rows: pa.Table) -> int:
-    """Insert the rows whose event_id the table does not hold yet; return how many."""
-    if rows.num_rows == 0:
-        return 0
-    table = DeltaTable(str(path))
-    metrics = (
-        table.merge(rows, predicate="t.event_id = s.event_id", source_alias="s", target_alias="t")
-        .when_not_matched_insert_all()
-        .execute()
-    )
-    inserted: int = metrics.get("num_target_rows_inserted", 0)
-    return inserted
 
 
 @dataclass(frozen=True)
@@ -155,10 +132,23 @@ class Archiver:
     def topics(settings: Settings) -> list[str]:
         return [settings.events_topic, settings.catalog_topic]
 
+    def compact(self) -> None:
+        """The events table's closed days into few files; a failure waits for the next
+        turn (compaction is an optimisation, never a reason to stop archiving)."""
+        try:
+            compact_closed_days(self.settings.events_table)
+        except Exception:
+            log.warning("compaction of the events table failed; trying again later",
+                        exc_info=True)  # fmt: skip
+
     def run(self, stop: threading.Event) -> None:
         pending: list[Message] = []
         oldest = time.monotonic()
+        compacted = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() - compacted >= self.settings.archiver_compact_interval_s:
+                self.compact()
+                compacted = time.monotonic()
             batch = self.consumer.consume(self.settings.archiver_batch_size, 0.1)
             if batch and not pending:
                 oldest = time.monotonic()

@@ -26,7 +26,7 @@ from recsys.model_store import read_factors
 from recsys.progress import Steps
 from recsys.settings import Settings
 from serve.app import create_app
-from stream.archiver import EVENTS_SCHEMA, append_new, ensure_events_table
+from stream.events_table import EVENTS_SCHEMA, append_new, ensure_events_table
 from stream.replay import unseen_purchases
 from support import isolated
 

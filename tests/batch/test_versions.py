@@ -25,8 +25,8 @@ from recsys.progress import Steps
 from recsys.settings import Settings
 from recsys.vectors import decode
 from serve.app import create_app
-from stream.archiver import EVENTS_SCHEMA, append_new, ensure_events_table
 from stream.ema import ema_update
+from stream.events_table import EVENTS_SCHEMA, append_new, ensure_events_table
 from support import isolated
 
 if TYPE_CHECKING:

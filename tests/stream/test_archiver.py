@@ -181,7 +181,7 @@ def test_kill_mid_stream_loses_and_duplicates_nothing(settings: Settings, tmp_pa
 def test_archived_purchases_become_training_rows(
     settings: Settings, tmp_path: Path, spark: SparkSession
 ) -> None:
-    from stream.archiver import EVENTS_SCHEMA, append_new, ensure_events_table
+    from stream.events_table import EVENTS_SCHEMA, append_new, ensure_events_table
 
     path = tmp_path / "events"
     ensure_events_table(path)
@@ -216,7 +216,7 @@ def test_archived_signals_train_by_their_weight_and_are_never_purchases(
 
     from batch.interactions import interactions_job, with_signals
     from recsys.events import event_weights
-    from stream.archiver import EVENTS_SCHEMA, append_new, ensure_events_table
+    from stream.events_table import EVENTS_SCHEMA, append_new, ensure_events_table
 
     path = tmp_path / "events"
     ensure_events_table(path)

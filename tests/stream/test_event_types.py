@@ -21,8 +21,8 @@ from recsys.events import EVENT_TYPES, Event, event_weights
 from recsys.settings import Settings
 from recsys.vectors import Vector, decode, encode
 from stream.apply import EventApplier
-from stream.archiver import EVENTS_SCHEMA, append_new, ensure_events_table
 from stream.ema import ema_update
+from stream.events_table import EVENTS_SCHEMA, append_new, ensure_events_table
 from stream.replay import unseen_purchases
 
 # ---------------------------------------------------------------- the envelope

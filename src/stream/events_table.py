@@ -1,0 +1,128 @@
+"""The Delta table of accepted events (`bronze/events`): partitioned by the day the
+broker received each event, merged on event_id within a dedupe window, its closed days
+compacted.
+
+A flush's merge reads only the partitions of its window (the rows' days and the one
+before), so its cost follows the traffic of those days, not the table's size. A
+redelivered message carries the broker's timestamp it had the first time, so it lands
+on the same day and the window always holds its first copy; a client's retry of an
+accepted event (a new message, the same event_id) is caught when it comes within a day.
+A table archived before partitioning keeps its layout and its whole-table merge.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from recsys.delta_commits import with_commit_retries
+
+log = logging.getLogger(__name__)
+
+RECEIVED_DATE = "received_date"
+# Days before a flush's oldest day that its merge still reads for duplicates.
+DEDUPE_DAYS = 1
+
+EVENTS_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("customer_id", pa.string()),
+        ("article_id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("price", pa.float64()),
+        ("recommendation_id", pa.string()),
+        ("schema_version", pa.int32()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+        (RECEIVED_DATE, pa.date32()),
+    ]
+)
+
+
+def received_date(message: Message) -> date:
+    """The UTC day the broker (or the producer) stamped on the message; today without one."""
+    kind, millis = message.timestamp()
+    if kind == TIMESTAMP_NOT_AVAILABLE or millis <= 0:
+        return datetime.now(UTC).date()
+    return datetime.fromtimestamp(millis / 1000, tz=UTC).date()
+
+
+def ensure_events_table(path: Path) -> None:
+    """Create the empty, partitioned table up front, so every later write is a merge."""
+    try:
+        DeltaTable(str(path))
+    except TableNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_deltalake(
+            str(path), EVENTS_SCHEMA.empty_table(), mode="ignore", partition_by=[RECEIVED_DATE]
+        )
+
+
+def is_partitioned(table: DeltaTable) -> bool:
+    return RECEIVED_DATE in table.metadata().partition_columns
+
+
+def _with_days(rows: pa.Table) -> pa.Table:
+    """Rows without a received day (written by hand, or by an older archiver) get today."""
+    if RECEIVED_DATE not in rows.column_names:
+        rows = rows.append_column(RECEIVED_DATE, pa.nulls(rows.num_rows, pa.date32()))
+    days = rows.column(RECEIVED_DATE)
+    if days.null_count:
+        today = pa.scalar(datetime.now(UTC).date(), pa.date32())
+        rows = rows.set_column(
+            rows.schema.get_field_index(RECEIVED_DATE), RECEIVED_DATE, pc.fill_null(days, today)
+        )
+    return rows
+
+
+def append_new(path: Path, rows: pa.Table) -> int:
+    """Insert the rows whose event_id the table does not hold yet (within the dedupe
+    window); return how many. Safe beside other archivers: a lost commit race retries."""
+    if rows.num_rows == 0:
+        return 0
+    rows = _with_days(rows)
+
+    def merge() -> int:
+        table = DeltaTable(str(path))
+        source, predicate = rows, "t.event_id = s.event_id"
+        if is_partitioned(table):
+            oldest = pc.min(rows.column(RECEIVED_DATE)).as_py() - timedelta(days=DEDUPE_DAYS)
+            predicate = f"t.{RECEIVED_DATE} >= '{oldest.isoformat()}' AND {predicate}"
+        else:
+            source = rows.drop_columns([RECEIVED_DATE])
+        metrics = (
+            table.merge(source, predicate=predicate, source_alias="s", target_alias="t")
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        inserted: int = metrics.get("num_target_rows_inserted", 0)
+        return inserted
+
+    return with_commit_retries(merge)
+
+
+def compact_closed_days(path: Path, today: date | None = None) -> int:
+    """Rewrite each day before today into few large files (a day's flushes leave one
+    small file each); return the files it replaced. Today's partition, where the merges
+    write, is left alone, so compaction and archiving do not contend."""
+    table = DeltaTable(str(path))
+    if not is_partitioned(table):
+        return 0
+    day = (today or datetime.now(UTC).date()).isoformat()
+    metrics = with_commit_retries(
+        lambda: DeltaTable(str(path)).optimize.compact(
+            partition_filters=[(RECEIVED_DATE, "<", day)]
+        )
+    )
+    removed = int(metrics.get("numFilesRemoved", 0))
+    if removed:
+        log.info("compacted %d files of %s before %s", removed, path.name, day)
+    return removed

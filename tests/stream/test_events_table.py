@@ -1,0 +1,88 @@
+"""The events table: partitioned by the day received, a flush merged within its dedupe
+window, closed days compacted, a table archived before partitioning still merged."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+
+from stream.events_table import (
+    DEDUPE_DAYS,
+    EVENTS_SCHEMA,
+    RECEIVED_DATE,
+    append_new,
+    compact_closed_days,
+    ensure_events_table,
+    is_partitioned,
+)
+from stream.replay import unseen_purchases
+
+DAY = date(2026, 3, 10)
+
+
+def _rows(ids: list[str], day: date | None = DAY) -> pa.Table:
+    return pa.Table.from_pylist(
+        [{"event_id": i, "event_type": "purchase", "customer_id": "c1", "article_id": "0108775001",
+          "ts": datetime(2026, 3, 1, tzinfo=UTC) + timedelta(minutes=n), "schema_version": 1,
+          "kafka_partition": 0, "kafka_offset": n, RECEIVED_DATE: day}
+         for n, i in enumerate(ids)],
+        schema=EVENTS_SCHEMA,
+    )  # fmt: skip
+
+
+def _ids(path: Path) -> list[str]:
+    return sorted(
+        DeltaTable(str(path)).to_pyarrow_table(columns=["event_id"]).column(0).to_pylist()
+    )
+
+
+def test_a_flush_lands_in_its_days_and_skips_what_its_window_holds(tmp_path: Path) -> None:
+    path = tmp_path / "events"
+    ensure_events_table(path)
+    assert is_partitioned(DeltaTable(str(path)))
+    assert append_new(path, _rows(["a", "b"])) == 2
+    # A redelivery on the same day, and a retry the next day: both inside the window.
+    assert append_new(path, _rows(["a", "c"])) == 1
+    assert append_new(path, _rows(["b", "d"], DAY + timedelta(days=DEDUPE_DAYS))) == 1
+    assert _ids(path) == ["a", "b", "c", "d"]
+    folders = {p.name for p in path.iterdir() if p.is_dir() and p.name != "_delta_log"}
+    assert folders == {f"{RECEIVED_DATE}={DAY}", f"{RECEIVED_DATE}={DAY + timedelta(days=1)}"}
+    # Rows without a day (by hand, or an older archiver) get today's.
+    assert append_new(path, _rows(["e"], None)) == 1
+    assert (path / f"{RECEIVED_DATE}={datetime.now(UTC).date()}").is_dir()
+
+
+def test_a_table_archived_before_partitioning_is_still_merged(tmp_path: Path) -> None:
+    path = tmp_path / "events"
+    legacy = EVENTS_SCHEMA.remove(EVENTS_SCHEMA.get_field_index(RECEIVED_DATE))
+    write_deltalake(str(path), _rows(["a"]).drop_columns([RECEIVED_DATE]).cast(legacy))
+    ensure_events_table(path)  # leaves it as it is
+    assert not is_partitioned(DeltaTable(str(path)))
+    assert append_new(path, _rows(["a", "b"])) == 1
+    assert _ids(path) == ["a", "b"]
+
+
+def test_closed_days_are_compacted_and_a_replay_stays_exact(tmp_path: Path) -> None:
+    path = tmp_path / "events"
+    ensure_events_table(path)
+    for n in range(4):  # four flushes of a closed day: four files
+        append_new(path, _rows([f"old-{n}"]))
+        time.sleep(0.005)
+    seen = DeltaTable(str(path)).version()
+    append_new(path, _rows(["today-0"], DAY + timedelta(days=3)))
+    time.sleep(0.005)
+    append_new(path, _rows(["today-1"], DAY + timedelta(days=3)))
+    assert compact_closed_days(path, today=DAY + timedelta(days=3)) == 4
+    table = DeltaTable(str(path))
+    per_day = [p.split("/")[-2] for p in table.file_uris()]
+    assert per_day.count(f"{RECEIVED_DATE}={DAY}") == 1
+    assert per_day.count(f"{RECEIVED_DATE}={DAY + timedelta(days=3)}") == 2  # today: untouched
+    assert len(_ids(path)) == 6
+    # The compacted file is new to the version trained at `seen`, its rows are not.
+    replayed = unseen_purchases(path, seen, datetime(2000, 1, 1, tzinfo=UTC))
+    assert sorted(replayed["event_id"]) == ["today-0", "today-1"]
+    assert compact_closed_days(path, today=DAY + timedelta(days=3)) == 0  # nothing left to do
