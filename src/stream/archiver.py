@@ -34,6 +34,7 @@ from stream.events_table import (
     compact_closed_days,
     ensure_events_table,
     received_date,
+    vacuum,
 )
 from stream.items_table import (
     AVAILABILITY_SCHEMA,
@@ -133,10 +134,12 @@ class Archiver:
         return [settings.events_topic, settings.catalog_topic]
 
     def compact(self) -> None:
-        """The events table's closed days into few files; a failure waits for the next
-        turn (compaction is an optimisation, never a reason to stop archiving)."""
+        """The events table's closed days into few files, and the files replaced more than
+        RECSYS_LAKE_RETENTION_HOURS ago deleted; a failure waits for the next turn (this
+        is housekeeping, never a reason to stop archiving)."""
         try:
             compact_closed_days(self.settings.events_table)
+            vacuum(self.settings.events_table, self.settings.lake_retention_hours)
         except Exception:
             log.warning("compaction of the events table failed; trying again later",
                         exc_info=True)  # fmt: skip

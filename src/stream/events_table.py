@@ -126,3 +126,12 @@ def compact_closed_days(path: Path, today: date | None = None) -> int:
     if removed:
         log.info("compacted %d files of %s before %s", removed, path.name, day)
     return removed
+
+
+def vacuum(path: Path, retention_hours: float) -> int:
+    """Delete the files compactions and erasures replaced, once older than the retention
+    (time travel, and a replay's exact view of them, last until then)."""
+    deleted = DeltaTable(str(path)).vacuum(
+        retention_hours=int(retention_hours), enforce_retention_duration=False, dry_run=False
+    )
+    return len(deleted)

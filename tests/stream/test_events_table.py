@@ -18,6 +18,7 @@ from stream.events_table import (
     compact_closed_days,
     ensure_events_table,
     is_partitioned,
+    vacuum,
 )
 from stream.replay import unseen_purchases
 
@@ -86,3 +87,9 @@ def test_closed_days_are_compacted_and_a_replay_stays_exact(tmp_path: Path) -> N
     replayed = unseen_purchases(path, seen, datetime(2000, 1, 1, tzinfo=UTC))
     assert sorted(replayed["event_id"]) == ["today-0", "today-1"]
     assert compact_closed_days(path, today=DAY + timedelta(days=3)) == 0  # nothing left to do
+    # After the retention the replaced files go; the replay falls back to the cutoff.
+    assert vacuum(path, retention_hours=0) == 4
+    assert len(_ids(path)) == 6
+    fallback = unseen_purchases(path, seen, datetime(2026, 2, 28, tzinfo=UTC))
+    assert len(fallback) == 6  # every event after the cutoff
+    assert unseen_purchases(path, seen, datetime(2026, 3, 2, tzinfo=UTC)).empty
