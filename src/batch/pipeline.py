@@ -35,6 +35,7 @@ from batch.interactions import interactions_job, with_signals
 from batch.lake import open_lake, table_path
 from batch.model_outputs import write_model_outputs
 from batch.publish import (
+    compact_persistence,
     write_history,
     write_index,
     write_meta,
@@ -238,6 +239,7 @@ def run_batch(
         histories = iterate_histories(silver / "recent_purchases")
         write_history(client, histories, settings.history_max_items, advance)
         write_profiles(client, version, iterate_profiles(silver / "customer_profiles"), advance)
+        compact_persistence(client)
 
     with steps.step("trending, model outputs and manifest"):
         sizes = {"size": settings.trending_size, "segment_size": settings.trending_segment_size}

@@ -141,3 +141,15 @@ def write_profiles(
             pending = 0
     pipe.execute()
     advance(pending)
+
+
+def compact_persistence(client: redis.Redis) -> bool:
+    """Ask the store to rewrite its append-only file after a batch wrote millions of keys:
+    a restart then loads one compact snapshot instead of replaying every command. A store
+    that refuses (persistence off, a rewrite running, the command disabled on a managed
+    service) is left as it is; returns whether the rewrite started."""
+    try:
+        client.bgrewriteaof()
+    except redis.ResponseError:
+        return False
+    return True

@@ -39,6 +39,9 @@ def start_valkey(
         "--dir", str(work_dir),
         "--appendonly", "yes",
         "--appendfsync", "everysec",
+        # A restart loads the compact base (RDB) fast and replays the commands logged
+        # since slowly: rewrite the base once the log is a quarter of it (default: 100%).
+        "--auto-aof-rewrite-percentage", "25",
         "--save", "",
         "--daemonize", "no",
         "--protected-mode", "yes",
