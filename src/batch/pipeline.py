@@ -237,7 +237,9 @@ def run_batch(
             data_version[f"silver.{name}"] = store.write(job, "silver", name).version
         silver = store.lake_dir / "silver"
         histories = iterate_histories(silver / "recent_purchases")
-        write_history(client, histories, settings.history_max_items, advance)
+        write_history(
+            client, histories, settings.history_max_items, advance, settings.customer_state_ttl_s
+        )
         write_profiles(client, version, iterate_profiles(silver / "customer_profiles"), advance)
         compact_persistence(client)
 

@@ -95,9 +95,11 @@ def write_history(
     histories: Iterable[tuple[str, dict[str, int]]],
     max_items: int,
     advance: Advance,
+    ttl_s: int = 0,
 ) -> int:
     """Merge each customer's most recent purchases (article -> unix time) into their
-    history; return how many customers were written."""
+    history, which then expires ttl_s later unless written again (0: never); return how
+    many customers were written."""
     pipe = client.pipeline(transaction=False)
     pending = written = 0
     for customer_id, items in histories:
@@ -105,6 +107,8 @@ def write_history(
         pipe.zadd(key, cast(Any, items))
         # Keep only the newest max_items, including what the updater added meanwhile.
         pipe.zremrangebyrank(key, 0, -max_items - 1)
+        if ttl_s:
+            pipe.expire(key, ttl_s)
         pending += 1
         if pending == CHUNK:
             pipe.execute()

@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     redis_timeout_s: Annotated[float, Field(gt=0)] = 0.5
     model_poll_interval_s: Annotated[float, Field(gt=0)] = 1.0
     history_max_items: Annotated[int, Field(ge=1)] = 200
+    # A customer's history and last-event keys expire this long after they were last
+    # written (every batch run rewrites the histories it trains on, every event both), so
+    # customers who leave stop holding memory; 0 keeps them for ever.
+    customer_state_retention_days: Annotated[float, Field(ge=0)] = 365.0
     trending_half_life_days: Annotated[float, Field(gt=0)] = 7.0
     trending_size: Annotated[int, Field(ge=10)] = 500
     trending_segment_size: Annotated[int, Field(ge=10)] = 100  # per product group and type
@@ -225,6 +229,11 @@ class Settings(BaseSettings):
         if value not in {"127.0.0.1", "localhost", "::1", "0.0.0.0"}:
             raise ValueError("api_host must be 127.0.0.1, localhost, ::1 or 0.0.0.0")
         return value
+
+    @property
+    def customer_state_ttl_s(self) -> int:
+        """customer_state_retention_days in seconds (0: no expiry)."""
+        return int(self.customer_state_retention_days * 86_400)
 
     @property
     def lake_dir(self) -> Path:

@@ -30,7 +30,8 @@ from stream.ema import ema_update
 # KEYS: applied marker, user vector, history, last event, profile counts.
 # ARGV: new vector bytes (empty: leave the vector), marker ttl s, article id, ts, event id,
 #       max history, the vector the new one was computed from (empty: there was none),
-#       '1' for a purchase (history and counts), '0' for a weaker signal.
+#       '1' for a purchase (history and counts), '0' for a weaker signal, the history's
+#       and last event's ttl s ('0': none).
 # Returns 1 applied, 0 applied before (a duplicate), -1 the vector changed meanwhile.
 APPLY_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -43,12 +44,20 @@ redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
 if ARGV[1] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1])
 end
-redis.call('SET', KEYS[4], ARGV[5])
+local state_ttl = tonumber(ARGV[9])
+if state_ttl > 0 then
+  redis.call('SET', KEYS[4], ARGV[5], 'EX', state_ttl)
+else
+  redis.call('SET', KEYS[4], ARGV[5])
+end
 if ARGV[8] ~= '1' then
   return 1
 end
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[6]) - 1)
+if state_ttl > 0 then
+  redis.call('EXPIRE', KEYS[3], state_ttl)
+end
 local ts = tonumber(ARGV[4])
 redis.call('HINCRBY', KEYS[5], 'purchases', 1)
 local first = redis.call('HGET', KEYS[5], 'first_ts')
@@ -158,6 +167,7 @@ class EventApplier:
                         self.settings.history_max_items,
                         encode(before) if before is not None else b"",
                         "1" if event.is_purchase else "0",
+                        self.settings.customer_state_ttl_s,
                     ],
                     client=pipe,
                 )

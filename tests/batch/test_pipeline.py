@@ -63,6 +63,9 @@ def test_redis_holds_versioned_vectors_and_history(
     assert item is not None and np.isfinite(item).all()
     history = {a.decode() for a in redis_conn.zrange(keys.history(customer), 0, -1)}
     assert history == set(tx.loc[tx["customer_id"] == customer, "article_id"])
+    # The history expires after the retention unless the next run or an event rewrites it.
+    ttl = settings.customer_state_ttl_s
+    assert ttl > 0 and ttl - 600 < redis_conn.ttl(keys.history(customer)) <= ttl
 
 
 def test_index_shard_has_every_trained_item_with_payload(

@@ -140,6 +140,10 @@ def test_each_type_moves_the_vector_once_by_its_weight_and_only_purchases_are_hi
     assert profile[b"purchases"] == b"1"
     assert int(profile[b"first_ts"]) == int(events[3].ts.timestamp())
     assert redis_conn.get(keys.last_event(customer)) == events[3].event_id.encode()
+    # Both expire after the retention, counted from this write.
+    ttl = settings.customer_state_ttl_s
+    for key in (keys.history(customer), keys.last_event(customer)):
+        assert ttl - 60 < redis_conn.ttl(key) <= ttl
 
     # Delivered again (a redelivery after a crash): nothing moves twice.
     assert applier.apply(version, events) == (0, 4)
@@ -165,6 +169,18 @@ def test_weak_events_alone_touch_no_history_and_set_the_last_event(
     assert redis_conn.exists(keys.history(customer)) == 0
     assert redis_conn.exists(keys.profile(version, customer)) == 0
     assert redis_conn.get(keys.last_event(customer)) == event.event_id.encode()
+
+
+def test_a_retention_of_zero_keeps_the_customers_state(
+    settings: Settings, trained: BatchReport, redis_conn: redis.Redis
+) -> None:
+    customer = f"kept-{uuid.uuid4().hex[:12]}"
+    ((article, _),) = _articles(redis_conn, trained.version, 1)
+    forever = settings.model_copy(update={"customer_state_retention_days": 0.0})
+    event = _event(customer, article, "purchase", 0)
+    assert EventApplier(forever, redis_conn).apply(trained.version, [event]) == (1, 0)
+    assert redis_conn.ttl(keys.history(customer)) == -1
+    assert redis_conn.ttl(keys.last_event(customer)) == -1
 
 
 def test_a_weight_of_zero_leaves_the_vector_but_counts_the_event_applied(
