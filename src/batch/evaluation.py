@@ -282,11 +282,12 @@ def build_task(split: Split, config: EvalConfig) -> RankingTask:
         replay_users=event_users[grouped],
         replay_items=event_items[grouped],
         test_events_unknown_item=int((~known).sum()),
-        test_pairs_seen_in_train=_pairs_seen(seen, event_users[known], event_items[known]),
+        test_pairs_seen_in_train=pairs_seen(seen, event_users[known], event_items[known]),
     )
 
 
-def _pairs_seen(seen: sp.csr_matrix, users: IntArray, items: IntArray) -> int:
+def pairs_seen(seen: sp.csr_matrix, users: IntArray, items: IntArray) -> int:
+    """Distinct (user, item) pairs among these that `seen` holds."""
     pairs = np.unique(np.stack([users, items]), axis=1)
     return int(np.asarray(seen[pairs[0], pairs[1]]).sum()) if pairs.size else 0
 

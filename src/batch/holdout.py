@@ -20,9 +20,10 @@ from batch.evaluation import (
     align,
     binary_csr,
     evaluate_ranking,
+    pairs_seen,
 )
 from batch.interactions import interactions_job
-from batch.lake import Lake, table_path
+from batch.lake import Lake
 from batch.trainer import Factors, StoredInteractions, Trainer
 
 if TYPE_CHECKING:
@@ -83,14 +84,12 @@ def holdout_metrics(
     split = split_job(purchases, config.test_fraction, config.min_user_events)
     train = split.where(~F.col(IS_TEST)).drop(IS_TEST)
     lake.write(interactions_job(train, half_life_days or None), *HOLDOUT_TABLE)
-    path = table_path(lake.lake_dir, *HOLDOUT_TABLE)
-    snapshot = lake.snapshot(path)
-    assert snapshot is not None  # written just above
-    factors = trainer.fit(StoredInteractions(snapshot.frame, path))
+    stored = StoredInteractions.of(lake, *HOLDOUT_TABLE)
+    factors = trainer.fit(stored)
 
     judged = F.broadcast(sample_customers(split, config))
     held_out = split.where(F.col(IS_TEST)).join(judged, "customer_id")
-    seen = snapshot.frame.join(judged, "customer_id")
+    seen = stored.frame.join(judged, "customer_id")
     task = sampled_task(
         seen.select("customer_id", "article_id").toPandas(),
         held_out.select("customer_id", "article_id").toPandas(),
@@ -115,7 +114,6 @@ def sampled_task(seen: pd.DataFrame, held_out: pd.DataFrame, factors: Factors) -
     relevant = binary_csr(rows[known], cols[known], shape)
     distinct = held_out.drop_duplicates()
     n_relevant = users.get_indexer(distinct["customer_id"])
-    pairs = np.unique(np.stack([rows[known], cols[known]]), axis=1)
     return RankingTask(
         interactions=pd.DataFrame({"customer_id": [], "article_id": [], "weight": []}),
         user_ids=np.asarray(users, dtype=object),
@@ -127,7 +125,5 @@ def sampled_task(seen: pd.DataFrame, held_out: pd.DataFrame, factors: Factors) -
         replay_users=np.zeros(0, dtype=np.int64),
         replay_items=np.zeros(0, dtype=np.int64),
         test_events_unknown_item=int((~known).sum()),
-        test_pairs_seen_in_train=int(np.asarray(seen_matrix[pairs[0], pairs[1]]).sum())
-        if pairs.size
-        else 0,
+        test_pairs_seen_in_train=pairs_seen(seen_matrix, rows[known], cols[known]),
     )

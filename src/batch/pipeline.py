@@ -32,7 +32,7 @@ from batch.hm_schema import ARTICLE_METADATA_FIELDS
 from batch.holdout import HoldoutConfig, holdout_metrics
 from batch.ingest import SOURCE_CSV, TableReport, archived_purchases, clean, load_bronze
 from batch.interactions import interactions_job, with_signals
-from batch.lake import open_lake, table_path
+from batch.lake import open_lake
 from batch.model_outputs import write_model_outputs
 from batch.publish import (
     compact_persistence,
@@ -165,7 +165,8 @@ def run_batch(
             "interactions",
         )
         data_version["silver.interactions"] = built.version
-        interactions = lake.read(store, "silver", "interactions")
+        stored = StoredInteractions.of(store, "silver", "interactions")
+        interactions = stored.frame
 
     trainer = open_trainer(settings, spark)
     train_step = f"train ALS ({trainer.name})"
@@ -177,9 +178,6 @@ def run_batch(
             advance(iteration - done[0])
             done[0] = iteration
 
-        stored = StoredInteractions(
-            interactions, table_path(store.lake_dir, "silver", "interactions")
-        )
         factors = trainer.fit(stored, progress=on_iteration)
     metrics: dict[str, float] = {}
     if settings.evaluate_before_promotion:

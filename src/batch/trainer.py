@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from batch.lake import arrow_batches
+from batch.lake import Lake, arrow_batches, read, table_path
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkFrame
@@ -33,6 +33,11 @@ class StoredInteractions:
 
     frame: SparkFrame
     path: Path
+
+    @classmethod
+    def of(cls, lake: Lake, layer: str, name: str) -> StoredInteractions:
+        """A table the batch wrote to `lake`, handed to a trainer."""
+        return cls(read(lake, layer, name), table_path(lake.lake_dir, layer, name))
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         return arrow_batches(self.path, INTERACTION_COLUMNS)

@@ -375,16 +375,20 @@ def bench_batch(
     if shape:
         _bench_shapes(settings, shape, serve_seconds, connections, updater_events, json_out)
         return
-    try:
-        counts = [int(x) for x in sizes.split(",") if x.strip()]
-    except ValueError:
-        fail(f"--sizes must be comma-separated integers, got {sizes!r}")
-    rows = bench.bench_batch(settings, counts, settings.data_dir / "bench")
+    rows = bench.bench_batch(settings, _counts(sizes), settings.data_dir / "bench")
     console.print(bench.table(rows))
     _write_json(
         json_out,
         {"benchmark": "batch", "trainer": settings.trainer, "rows": [asdict(r) for r in rows]},
     )
+
+
+def _counts(sizes: str) -> list[int]:
+    """--sizes: comma-separated integers, or one line saying what was wrong."""
+    try:
+        return [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        fail(f"--sizes must be comma-separated integers, got {sizes!r}")
 
 
 def _bench_shapes(
@@ -395,9 +399,9 @@ def _bench_shapes(
     updater_events: int,
     json_out: Path,
 ) -> None:
-    from batch import bench_scale
     from recsys.spark import SparkUnavailableError, spark_session
     from serve.bench_serve import WrkMissingError, require_wrk
+    from simulator import bench_scale
 
     unknown = [s for s in shapes if s not in bench_scale.SHAPES]
     if unknown:
@@ -447,12 +451,8 @@ def bench_archive(
     unpartitioned table, side by side."""
     from stream import bench_archive as bench
 
-    try:
-        counts = [int(x) for x in sizes.split(",") if x.strip()]
-    except ValueError:
-        fail(f"--sizes must be comma-separated integers, got {sizes!r}")
     settings = _settings()
-    rows = bench.run(settings.data_dir / "bench", counts, per_day, flushes)
+    rows = bench.run(settings.data_dir / "bench", _counts(sizes), per_day, flushes)
     console.print(bench.table(rows, per_day))
     _write_json(
         json_out,

@@ -27,7 +27,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from recsys import keys
-from recsys.delta_commits import with_commit_retries
+from recsys.delta_tables import with_commit_retries
 from recsys.ids import is_valid_id
 from recsys.model_store import FACTORS, version_dir
 from recsys.settings import Settings
@@ -114,10 +114,7 @@ def _latest(table: DeltaTable) -> pd.DataFrame:
 
 def erased_before(lake_dir: Path) -> pd.DataFrame:
     """Every erasure: customer_hash and the latest erased_at (UTC), one row per customer."""
-    try:
-        return _latest(DeltaTable(str(erasures_table(lake_dir))))
-    except TableNotFoundError:
-        return _no_erasures()
+    return ErasureCache(lake_dir).current()
 
 
 class ErasureCache:

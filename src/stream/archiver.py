@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pyarrow as pa
 from confluent_kafka import Consumer, Message
-from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
 from pydantic import ValidationError
 
+from recsys.delta_tables import ensure_table
 from recsys.erasure import ErasureCache, drop_erased
 from recsys.events import Event
 from recsys.settings import Settings
@@ -78,15 +77,6 @@ def to_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
         )
     table = pa.Table.from_pylist(list(rows.values()), schema=EVENTS_SCHEMA)
     return table, invalid
-
-
-def ensure_table(path: Path, schema: pa.Schema) -> None:
-    """Create the empty table up front, so every later write is a merge."""
-    try:
-        DeltaTable(str(path))
-    except TableNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_deltalake(str(path), schema.empty_table(), mode="ignore")
 
 
 @dataclass(frozen=True)

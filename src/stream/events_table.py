@@ -19,10 +19,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
-from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake import DeltaTable
 
-from recsys.delta_commits import with_commit_retries
+from recsys.delta_tables import ensure_table, with_commit_retries
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +56,7 @@ def received_date(message: Message) -> date:
 
 def ensure_events_table(path: Path) -> None:
     """Create the empty, partitioned table up front, so every later write is a merge."""
-    try:
-        DeltaTable(str(path))
-    except TableNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_deltalake(
-            str(path), EVENTS_SCHEMA.empty_table(), mode="ignore", partition_by=[RECEIVED_DATE]
-        )
+    ensure_table(path, EVENTS_SCHEMA, partition_by=[RECEIVED_DATE])
 
 
 def is_partitioned(table: DeltaTable) -> bool:

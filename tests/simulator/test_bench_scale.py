@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from batch import bench_scale
 from recsys.settings import Settings
+from simulator import bench_scale
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -23,7 +23,7 @@ def test_a_shape_runs_end_to_end_and_reports_every_figure(
 ) -> None:
     monkeypatch.setitem(bench_scale.SHAPES, "tiny", bench_scale.Shape(400, 300, 6_000))
     result = bench_scale.run_shape(
-        base_settings, "tiny", tmp_path, spark, serve_s=1, connections=4, updater_events=2_000
+        base_settings, "tiny", tmp_path, spark, serve_s=1, connections=4, updater_events=20_000
     )
     assert (result.customers, result.articles, result.transactions) == (400, 300, 6_000)
     assert result.users > 300 and result.items > 100 and result.interactions > 1_000
