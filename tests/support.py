@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,10 @@ from confluent_kafka.cimpl import NewTopic
 from recsys import keys
 from recsys.engines.tansu import tansu_binary
 from recsys.engines.valkey import valkey_binary
+from recsys.events import Event
 from recsys.settings import Settings
 from recsys.stores import redis_client
+from stream.apply import EventApplier, Target
 
 
 def engine_processes() -> list[psutil.Process]:
@@ -212,3 +214,10 @@ def counter(metrics: str, name: str, **labels: str) -> float:
     wanted = "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
     found = re.search(rf"^{re.escape(name + wanted)} (\S+)$", metrics, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
+
+
+def apply_live(applier: EventApplier, version: str, events: Sequence[Event]) -> tuple[int, int]:
+    """Apply events to version as the live one, each received at its own event time (so a
+    second delivery carries the same broker time, as a redelivered message does)."""
+    stamps = [int(e.ts.timestamp() * 1000) for e in events]
+    return applier.apply(Target(version, live=True), events, stamps)

@@ -9,6 +9,11 @@ commits, and Spark reads a table back at one snapshot.
 
 Every write replaces the table's contents in one commit, so re-running a step is
 idempotent; what an overwrite replaced stays for time travel until the retention ends.
+
+A table with a `customer_id` column is written clustered by it: range-partitioned and
+sorted, in files of at most `RECSYS_LAKE_FILE_ROWS` rows, each file's smallest and largest id
+in its Delta statistics. An erasure's DELETE of one customer then rewrites the one file
+that can hold them instead of every file of the table (docs/scale.md, "Erasure").
 """
 
 from __future__ import annotations
@@ -51,6 +56,18 @@ class Snapshot:
     version: int
 
 
+CLUSTER_COLUMN = "customer_id"
+
+
+def clustered(frame: DataFrame, file_rows: int) -> tuple[DataFrame, dict[str, str]]:
+    """The frame in customer_id ranges, each sorted, and the writer's options that cut
+    its files to file_rows; any other frame as it is."""
+    if CLUSTER_COLUMN not in frame.columns:
+        return frame, {}
+    ranged = frame.repartitionByRange(CLUSTER_COLUMN).sortWithinPartitions(CLUSTER_COLUMN)
+    return ranged, {"maxRecordsPerFile": str(file_rows)}
+
+
 def table_path(lake_dir: Path, layer: str, name: str) -> Path:
     return lake_dir / layer / name
 
@@ -75,13 +92,18 @@ def read(lake: Lake, layer: str, name: str) -> DataFrame:
     return snap.frame
 
 
-class DeltaRsLake:
-    """Spark writes Parquet, delta-rs commits it: Delta tables without Delta's jars."""
+@dataclass
+class _LakeOptions:
+    """What both writers are made with."""
 
-    def __init__(self, spark: SparkSession, lake_dir: Path, retention_hours: float) -> None:
-        self.spark = spark
-        self.lake_dir = lake_dir
-        self.retention_hours = retention_hours
+    spark: SparkSession
+    lake_dir: Path
+    retention_hours: float
+    file_rows: int = Settings.model_fields["lake_file_rows"].default
+
+
+class DeltaRsLake(_LakeOptions):
+    """Spark writes Parquet, delta-rs commits it: Delta tables without Delta's jars."""
 
     def write(self, frame: DataFrame, layer: str, name: str) -> Written:
         from pyspark.sql.pandas.types import to_arrow_schema
@@ -90,7 +112,8 @@ class DeltaRsLake:
         # A folder per write: its files become the table's only active files on commit;
         # a write that dies before the commit leaves files no version refers to.
         folder = f"write-{uuid.uuid4().hex}"
-        frame.write.parquet(str(path / folder))
+        frame, options = clustered(frame, self.file_rows)
+        frame.write.options(**options).parquet(str(path / folder))
         actions, rows = _add_actions(path, folder)
         schema = to_arrow_schema(frame.schema)
         if DeltaTable.is_deltatable(str(path)):
@@ -171,6 +194,28 @@ def _arrow_schema(table: DeltaTable) -> pa.Schema:
     return pa.schema(table.schema())
 
 
+def _file_stats(file: Path, rows: int) -> dict[str, object]:
+    """Delta statistics of a Parquet file: its rows, and the smallest and largest value of
+    each string column whose every row group has them (what a DELETE or a filtered read
+    prunes files by)."""
+    meta = pq.read_metadata(file)
+    low: dict[str, str] = {}
+    high: dict[str, str] = {}
+    for index in range(meta.num_columns):
+        column = meta.schema.column(index)
+        if column.physical_type != "BYTE_ARRAY" or column.logical_type.type != "STRING":
+            continue
+        found = [meta.row_group(g).column(index).statistics for g in range(meta.num_row_groups)]
+        if not found or any(f is None or not f.has_min_max for f in found):
+            continue
+        low[column.path] = min(str(f.min) for f in found if f is not None)
+        high[column.path] = max(str(f.max) for f in found if f is not None)
+    stats: dict[str, object] = {"numRecords": rows}
+    if low:
+        stats |= {"minValues": low, "maxValues": high}
+    return stats
+
+
 def _add_actions(table: Path, folder: str) -> tuple[list[AddAction], int]:
     actions: list[AddAction] = []
     total = 0
@@ -184,7 +229,7 @@ def _add_actions(table: Path, folder: str) -> tuple[list[AddAction], int]:
                 partition_values={},
                 modification_time=int(stat.st_mtime * 1000),
                 data_change=True,
-                stats=json.dumps({"numRecords": rows}),
+                stats=json.dumps(_file_stats(file, rows)),
             )
         )
         total += rows
@@ -195,13 +240,8 @@ def _add_actions(table: Path, folder: str) -> tuple[list[AddAction], int]:
     return actions, total
 
 
-class DeltaSparkLake:
+class DeltaSparkLake(_LakeOptions):
     """Delta's own Spark writer and reader (delta-spark's jars on the session)."""
-
-    def __init__(self, spark: SparkSession, lake_dir: Path, retention_hours: float) -> None:
-        self.spark = spark
-        self.lake_dir = lake_dir
-        self.retention_hours = retention_hours
 
     def _version(self, path: Path) -> int:
         from delta.tables import DeltaTable as SparkDeltaTable
@@ -214,9 +254,10 @@ class DeltaSparkLake:
         from delta.tables import DeltaTable as SparkDeltaTable
 
         path = table_path(self.lake_dir, layer, name)
-        frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
-            str(path)
-        )
+        frame, options = clustered(frame, self.file_rows)
+        frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true").options(
+            **options
+        ).save(str(path))
         version = self._version(path)
         rows = self.spark.read.format("delta").option("versionAsOf", version).load(str(path))
         SparkDeltaTable.forPath(self.spark, str(path)).vacuum(self.retention_hours)
@@ -234,5 +275,9 @@ class DeltaSparkLake:
 
 def open_lake(settings: Settings, spark: SparkSession) -> Lake:
     if settings.lake_writer == "delta-spark":
-        return DeltaSparkLake(spark, settings.lake_dir, settings.lake_retention_hours)
-    return DeltaRsLake(spark, settings.lake_dir, settings.lake_retention_hours)
+        return DeltaSparkLake(
+            spark, settings.lake_dir, settings.lake_retention_hours, settings.lake_file_rows
+        )
+    return DeltaRsLake(
+        spark, settings.lake_dir, settings.lake_retention_hours, settings.lake_file_rows
+    )

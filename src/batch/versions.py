@@ -59,12 +59,14 @@ def promote(settings: Settings, client: redis.Redis, version: str) -> ReplayRepo
     """Replay what happened since the version's cutoff onto it, then make it live."""
     manifest = _manifest(settings, version)
     current = live_version(client)
-    # While it replays, live events reach it through the updater too (markers dedupe).
+    # While it replays, live events reach it through the updater too: as a candidate it
+    # remembers every event applied to it, so neither applies one the other did.
     register_candidate(client, version)
+    applier = EventApplier(settings, client)
     report = replay(
         settings.events_table,
         version,
-        EventApplier(settings, client),
+        applier,
         seen_table_version=manifest.data_version.get(EVENTS_TABLE_KEY),
         since=manifest.cutoff,
         erased=erased_before(settings.lake_dir),
@@ -75,6 +77,8 @@ def promote(settings: Settings, client: redis.Redis, version: str) -> ReplayRepo
     if current is not None and current != version:
         pipe.lpush(keys.VERSION_HISTORY, current)
     pipe.execute()
+    # Live now: each customer's applied events are bounded again.
+    applier.trim_applied(version)
     # The pointer is the truth the API follows; a server's alias follows it.
     open_backend(settings).publish(version)
     return report

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,7 +46,7 @@ def customer_hash(customer_id: str) -> str:
     return hashlib.sha256(customer_id.encode()).hexdigest()
 
 
-SCAN_COUNT = 1_000
+UNLINK_BATCH = 1_000
 
 
 def erasures_table(lake_dir: Path) -> Path:
@@ -59,6 +60,7 @@ class ErasureReport:
     redis_keys: int = 0
     delta_rows: dict[str, int] = field(default_factory=dict)  # table (layer/name) -> rows
     factor_rows: dict[str, int] = field(default_factory=dict)  # model version -> rows
+    seconds: dict[str, float] = field(default_factory=dict)  # redis, delta, factors
 
 
 def erase_customer(
@@ -72,15 +74,21 @@ def erase_customer(
     # The record first: from here on the updater drops the customer's older events, so
     # nothing written while the rest runs can survive it.
     record_erasure(settings, client, customer_id, report.erased_at)
-    report.redis_keys = _delete_redis_keys(client, customer_id)
+    started = time.perf_counter()
+    report.redis_keys = _delete_redis_keys(settings, client, customer_id)
+    report.seconds["redis"] = _since(started)
+    started = time.perf_counter()
     for name, table in _customer_tables(settings.lake_dir):
         deleted = _delete_rows(table, customer_id)
         if deleted:
             report.delta_rows[name] = deleted
+    report.seconds["delta"] = _since(started)
+    started = time.perf_counter()
     for version, path in _factor_files(settings.models_dir):
         removed = _drop_user_factors(path, customer_id)
         if removed:
             report.factor_rows[version] = removed
+    report.seconds["factors"] = _since(started)
     log.info(
         "erased a customer: %d Redis keys, %d Delta rows, %d factor rows",
         report.redis_keys,
@@ -88,6 +96,10 @@ def erase_customer(
         sum(report.factor_rows.values()),
     )
     return report
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 3)
 
 
 def record_erasure(
@@ -163,19 +175,31 @@ def erased_at(client: redis.Redis, customer_ids: list[str]) -> dict[str, float]:
     return {c: float(v) for c, v in zip(customer_ids, values, strict=True) if v is not None}
 
 
-def _delete_redis_keys(client: redis.Redis, customer_id: str) -> int:
-    """Every per-customer key carries the id as its hash tag `{id}`: a SCAN for that tag
-    finds them all, whatever the version or feature that wrote them. The scan walks the
-    whole keyspace (~1 s per million keys): erasure is rare, and nothing is missed."""
+def _versions(settings: Settings, client: redis.Redis) -> set[str]:
+    """Every model version that may hold keys: those kept on disk and those Redis points
+    at (live, candidates, rollback history)."""
+    found = set()
+    if settings.models_dir.is_dir():
+        found = {p.name for p in settings.models_dir.iterdir() if p.is_dir()}
+    pipe = client.pipeline(transaction=False)
+    pipe.get(keys.LIVE_VERSION)
+    pipe.smembers(keys.CANDIDATE_VERSIONS)
+    pipe.lrange(keys.VERSION_HISTORY, 0, -1)
+    live, candidates, history = pipe.execute()
+    named = [live] if live else []
+    found.update(
+        v.decode() if isinstance(v, bytes) else str(v) for v in [*named, *candidates, *history]
+    )
+    return found
+
+
+def _delete_redis_keys(settings: Settings, client: redis.Redis, customer_id: str) -> int:
+    """Every key of the customer by name (recsys.keys.customer_keys), in every version that
+    may hold them: a few round trips whatever the keyspace's size."""
+    names = keys.customer_keys(customer_id, sorted(_versions(settings, client)))
     deleted = 0
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{keys.PREFIX}:*{{{customer_id}}}*", count=SCAN_COUNT):
-        batch.append(key)
-        if len(batch) >= SCAN_COUNT:
-            deleted += int(client.unlink(*batch))
-            batch = []
-    if batch:
-        deleted += int(client.unlink(*batch))
+    for start in range(0, len(names), UNLINK_BATCH):
+        deleted += int(client.unlink(*names[start : start + UNLINK_BATCH]))
     return deleted
 
 

@@ -6,6 +6,7 @@ cluster slot and the updater's atomic script works on Redis Cluster too.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 PREFIX: Final = "rs"
@@ -27,8 +28,15 @@ def model_meta(version: str) -> str:
     return f"{PREFIX}:v:{version}:meta"
 
 
-def applied_event(version: str, customer_id: str, event_id: str) -> str:
-    return f"{PREFIX}:v:{version}:ev:{{{customer_id}}}:{event_id}"
+def applied_events(version: str, customer_id: str) -> str:
+    """String: which of the customer's events this version has applied (stream.apply):
+    a floor, the broker time at or before which all were, and the latest few above it."""
+    return f"{PREFIX}:v:{version}:ap:{{{customer_id}}}"
+
+
+def applied_events_pattern(version: str) -> str:
+    """SCAN pattern of one version's applied-event state, every customer."""
+    return f"{PREFIX}:v:{version}:ap:*"
 
 
 def profile(version: str, customer_id: str) -> str:
@@ -52,10 +60,10 @@ def last_event(customer_id: str) -> str:
 # are the exception (docs/experiments.md, "Redis").
 
 
-def experiment_impression(customer_id: str, recommendation_id: str) -> str:
-    """String: one recommendation response of an experiment (flag, experiment, variant,
-    time shown, article ids), kept for the attribution window."""
-    return f"{PREFIX}:xp:rec:{{{customer_id}}}:{recommendation_id}"
+def experiment_impressions(customer_id: str) -> str:
+    """Hash: the customer's recommendation responses in experiments, by recommendation id
+    (flag, experiment, variant, time shown, article ids); the latest few in the window."""
+    return f"{PREFIX}:xp:rec:{{{customer_id}}}"
 
 
 def experiment_seen(customer_id: str) -> str:
@@ -63,9 +71,10 @@ def experiment_seen(customer_id: str) -> str:
     return f"{PREFIX}:xp:seen:{{{customer_id}}}"
 
 
-def experiment_attributed(customer_id: str, event_id: str) -> str:
-    """String: the outcome of attributing one purchase event (empty: credited to none)."""
-    return f"{PREFIX}:xp:att:{{{customer_id}}}:{event_id}"
+def experiment_attributed(customer_id: str) -> str:
+    """Hash: the outcome of attributing each of the customer's latest purchase events, by
+    event id (time, then the outcome; empty: credited to none)."""
+    return f"{PREFIX}:xp:att:{{{customer_id}}}"
 
 
 def experiment_counts(experiment: str) -> str:
@@ -77,6 +86,32 @@ def experiment_counts(experiment: str) -> str:
 def experiment_exposed(experiment: str, variant: str) -> str:
     """HyperLogLog of the customers a variant was shown to."""
     return f"{PREFIX}:xp:u:{experiment}:{variant}"
+
+
+# --- every key of one customer (recsys.erasure) ---------------------------------------
+
+
+def customer_keys(customer_id: str, versions: Iterable[str]) -> list[str]:
+    """Every key that holds something of the customer, in the given model versions and
+    outside them. A key family added above belongs here too (the erasure test scans the
+    keyspace for the customer's hash tag after an erasure, every family written)."""
+    per_version = [
+        key
+        for version in versions
+        for key in (
+            user_vector(version, customer_id),
+            profile(version, customer_id),
+            applied_events(version, customer_id),
+        )
+    ]
+    return [
+        *per_version,
+        history(customer_id),
+        last_event(customer_id),
+        experiment_impressions(customer_id),
+        experiment_seen(customer_id),
+        experiment_attributed(customer_id),
+    ]
 
 
 # --- API rate limits (serve.access) ---------------------------------------------------

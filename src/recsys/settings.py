@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     kafka_produce_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     # At most this many events per Redis round trip (2000: 14.6k events/s, 500: 10.4k).
     updater_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 2_000
+    # Per customer and live version, the updater remembers the ids of this many latest
+    # events above a floor of broker time (stream/apply.py): a redelivery, a broker that
+    # restarted its offsets, a customer moved to another partition or a replay never
+    # applies an event twice, and Redis holds ~16 bytes per remembered event.
+    applied_events_kept: Annotated[int, Field(ge=1, le=1_000)] = 16
     # Where `recsys updater` serves its Prometheus metrics (port 0: not served).
     updater_metrics_host: str = "127.0.0.1"
     updater_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9101
@@ -93,6 +98,9 @@ class Settings(BaseSettings):
     lake_writer: Literal["deltalake", "delta-spark"] = "deltalake"
     # Files an overwrite replaced are deleted this long after (time travel until then).
     lake_retention_hours: Annotated[float, Field(ge=0)] = 168.0
+    # Tables with a customer_id column are written sorted by it in files of at most this
+    # many rows (~50 MB of interactions), so an erasure rewrites one file per table.
+    lake_file_rows: Annotated[int, Field(ge=100)] = 1_000_000
 
     # Interaction weights decay by half every this many days (0: no decay). 90 is the
     # validation choice on H&M-schema purchases (docs/evaluation.md).

@@ -171,9 +171,13 @@ class Erasure(BaseModel):
     customer_id: str
     erased_at: datetime = Field(description="Events of the customer up to this time never count")
     redis_keys: int = Field(
-        description="Keys deleted: vectors of every version, history, profile, markers"
+        description="Keys deleted: vectors, profiles and applied events of every version, "
+        "history, last event, experiment impressions and outcomes"
     )
     delta_rows: dict[str, int] = Field(description="Rows deleted per Delta table (layer.name)")
     factor_rows: dict[str, int] = Field(
         description="Rows deleted from each kept model version's factors file"
+    )
+    seconds: dict[str, float] = Field(
+        description="How long each part took: redis, delta (every table), factors"
     )

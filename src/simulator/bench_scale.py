@@ -169,6 +169,8 @@ class ShapeResult:
     # it answers (None: not within RECSYS_ENGINE_START_TIMEOUT_S), and the keys it holds.
     valkey_restart_s: float | None = None
     valkey_restart_keys: int = 0
+    # One erasure (recsys.erasure) of a customer the updater moved: seconds per part.
+    erasure_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,6 +189,7 @@ def run_shape(
     """Generate (once), train and publish on fresh engines, then serve and update."""
     from batch.bench_stack import bench_input, fresh_data_dir, train_live
     from recsys.engines.embedded import EmbeddedEngines
+    from recsys.erasure import erase_customer
     from recsys.model_store import read_factors, shard_dir
     from recsys.stores import redis_client
     from stream.bus import ensure_topics
@@ -227,8 +230,10 @@ def run_shape(
             result.recommend = _serve(resolved, sample[:1_000], serve_s, connections)
             memory.mark("update")
             result.updater_events_per_s = _update(resolved, factors, updater_events)
+            erased = erase_customer(resolved, client, sample[0])
+            result.erasure_s = {**erased.seconds, "total": round(sum(erased.seconds.values()), 3)}
             result.valkey_after_updates = valkey_memory(
-                client, report.version, sample, report.users
+                client, report.version, sample[1:], report.users
             )
         finally:
             client.close()
@@ -342,6 +347,9 @@ def table(results: list[ShapeResult]) -> Table:
         out.add_row(label, *(_fmt(r.recommend.get(key)) for r in results))
     out.add_row("updater (events/s)", *(_fmt(r.updater_events_per_s) for r in results))
     out.add_row("Valkey restart on its AOF (s)", *(_fmt(r.valkey_restart_s) for r in results))
+    for part in ("total", "redis", "delta", "factors"):
+        out.add_row(f"one erasure: {part} (s)",
+                    *(_fmt(r.erasure_s.get(part)) for r in results))  # fmt: skip
     ndcg = holdout_row(results)
     if ndcg is not None:
         out.add_row("holdout NDCG@10", *ndcg)

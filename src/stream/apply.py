@@ -1,10 +1,26 @@
 """Apply events to the user vectors of one model version, each event once.
 
-An event's marker, the new vector, the last-applied event id and, for a purchase, the
-history and the customer's purchase counts are written by one Lua script, so a replayed
-or duplicated event never moves a vector twice. Every type moves the vector, by its
-weight (`recsys.events.event_weights`); only purchases are history. The updater and the
-promotion replay both go through here.
+Whether an event was applied, the new vector, the last-applied event id and, for a
+purchase, the history and the customer's purchase counts are read and written by one Lua
+script, so a replayed or duplicated event never moves a vector twice. Every type moves
+the vector, by its weight (`recsys.events.event_weights`); only purchases are history.
+The updater and the promotion replay both go through here.
+
+What a version has applied is one short string per customer, bounded whatever the
+traffic (docs/scale.md, "Redis"): a *floor*, a broker time at or before which every
+event of the customer counts as applied, and the latest `applied_events_kept` events
+above it (8 bytes of broker time and 8 of a hash of the event id each), in time order.
+Applying one more drops the oldest remembered event and raises the floor to its time
+(never to a millisecond a kept event shares: events stamped alike stay remembered).
+The time is the message's broker timestamp (the archive keeps it as `received_at`), so
+the rule holds where offsets do not: a broker that restarts its offsets at zero, a
+customer moved to another partition, a promotion replaying archived events beside the
+updater. An event counts as applied twice only if it arrives after `applied_events_kept`
+later-stamped events of the same customer were applied; a customer's events come in order
+on their partition, so that needs a customer moved while a backlog of theirs was waiting.
+A candidate version is being replayed, so its strings keep every event until promotion
+trims them (`trim_applied`): a replay of older events beside the updater's newer ones
+stays exact.
 
 The EMA is computed here, in Python (the one function the replay evaluation uses too),
 from the vector read before; the script writes only if the stored vector is still that
@@ -15,8 +31,10 @@ tries again.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import redis
 from redis.exceptions import RedisError
@@ -27,29 +45,93 @@ from recsys.settings import Settings
 from recsys.vectors import Vector, decode, encode
 from stream.ema import ema_update
 
-# KEYS: applied marker, user vector, history, last event, profile counts.
-# ARGV: new vector bytes (empty: leave the vector), marker ttl s, article id, ts, event id,
-#       max history, the vector the new one was computed from (empty: there was none),
-#       '1' for a purchase (history and counts), '0' for a weaker signal, the history's
-#       and last event's ttl s ('0': none).
+# The applied-event string: an 8-byte floor, then 16-byte records (8-byte broker time in
+# milliseconds, big-endian; 8-byte hash of the event id), oldest first.
+FLOOR_BYTES = 8
+RECORD_BYTES = 16
+
+# Lua shared by the scripts below: read and write the applied-event string.
+_APPLIED_LUA = """
+local function ms_at(s, i)
+  local a, b, c, d, e, f, g, h = string.byte(s, i, i + 7)
+  return ((((((a * 256 + b) * 256 + c) * 256 + d) * 256 + e) * 256 + f) * 256 + g) * 256 + h
+end
+local function ms_bytes(n)
+  local out = {}
+  for i = 8, 1, -1 do
+    out[i] = string.char(n % 256)
+    n = math.floor(n / 256)
+  end
+  return table.concat(out)
+end
+-- 1: at or below the floor, or remembered; 0: not applied.
+local function applied(state, at, id)
+  if #state < 8 then return 0 end
+  if at <= ms_at(state, 1) then return 1 end
+  for i = 9, #state - 15, 16 do
+    if string.sub(state, i + 8, i + 15) == id then return 1 end
+  end
+  return 0
+end
+-- The string with (at, id) added in time order and, with cap > 0, the oldest dropped
+-- (the newest dropped one's time the new floor) until cap remain, or a few more where
+-- several share the oldest kept one's millisecond.
+local function with_applied(state, at, id, cap)
+  local floor = #state >= 8 and string.sub(state, 1, 8) or ms_bytes(0)
+  local records, placed = {}, at == nil
+  for i = 9, #state - 15, 16 do
+    if not placed and at < ms_at(state, i) then
+      records[#records + 1] = ms_bytes(at) .. id
+      placed = true
+    end
+    records[#records + 1] = string.sub(state, i, i + 15)
+  end
+  if not placed then records[#records + 1] = ms_bytes(at) .. id end
+  local first = 1
+  if cap > 0 and #records > cap then
+    first = #records - cap + 1
+    -- Keep every record of the oldest kept one's time: another event of that same
+    -- millisecond may still be on its way, and the floor must not cover it.
+    while first > 1 and string.sub(records[first - 1], 1, 8) == string.sub(records[first], 1, 8) do
+      first = first - 1
+    end
+    if first > 1 then floor = string.sub(records[first - 1], 1, 8) end
+  end
+  return floor .. table.concat(records, '', first)
+end
+local function store(key, value, ttl)
+  if ttl > 0 then
+    redis.call('SET', key, value, 'EX', ttl)
+  else
+    redis.call('SET', key, value)
+  end
+end
+"""
+
+# KEYS: applied events, user vector, history, last event, profile counts.
+# ARGV: new vector bytes (empty: leave the vector), broker time (ms), article id, ts,
+#       event id, max history, the vector the new one was computed from (empty: there was
+#       none), '1' for a purchase (history and counts), '0' for a weaker signal, the
+#       customer state's ttl s ('0': none), the event id's hash, how many events to keep
+#       remembered ('0': all, a candidate's).
 # Returns 1 applied, 0 applied before (a duplicate), -1 the vector changed meanwhile.
-APPLY_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
+APPLY_SCRIPT = (
+    _APPLIED_LUA
+    + """
+local state = redis.call('GET', KEYS[1]) or ''
+local at = tonumber(ARGV[2])
+if applied(state, at, ARGV[10]) == 1 then
   return 0
 end
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[7] then
   return -1
 end
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
+local state_ttl = tonumber(ARGV[9])
+store(KEYS[1], with_applied(state, at, ARGV[10], tonumber(ARGV[11])), state_ttl)
 if ARGV[1] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1])
 end
-local state_ttl = tonumber(ARGV[9])
-if state_ttl > 0 then
-  redis.call('SET', KEYS[4], ARGV[5], 'EX', state_ttl)
-else
-  redis.call('SET', KEYS[4], ARGV[5])
-end
+store(KEYS[4], ARGV[5], state_ttl)
 if ARGV[8] ~= '1' then
   return 1
 end
@@ -70,9 +152,50 @@ if not last or ts > tonumber(last) then
 end
 return 1
 """
+)
 
-APPLIED_MARKER_TTL_S = 14 * 24 * 3600  # longer than any replay window
+# KEYS: applied events. ARGV: how many to keep remembered. Returns the records dropped.
+TRIM_SCRIPT = (
+    _APPLIED_LUA
+    + """
+local state = redis.call('GET', KEYS[1])
+if not state then return 0 end
+local kept = with_applied(state, nil, nil, tonumber(ARGV[1]))
+if #kept == #state then return 0 end
+redis.call('SET', KEYS[1], kept, 'KEEPTTL')
+return (#state - #kept) / 16
+"""
+)
+
 CONFLICT_RETRIES = 20
+TRIM_BATCH = 1_000
+
+
+def event_hash(event_id: str) -> bytes:
+    """The 8 bytes an applied-event string remembers an event id by (per customer, so a
+    collision needs two of one customer's latest events: about 1 in 10^18)."""
+    return hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+
+
+def is_applied(state: bytes | None, received_ms: int, event_id: str) -> bool:
+    """What the script decides, read in Python (tests and the soak's books)."""
+    if not state or len(state) < FLOOR_BYTES:
+        return False
+    if received_ms <= int.from_bytes(state[:FLOOR_BYTES], "big"):
+        return True
+    wanted = event_hash(event_id)
+    return any(
+        state[i + 8 : i + RECORD_BYTES] == wanted
+        for i in range(FLOOR_BYTES, len(state) - RECORD_BYTES + 1, RECORD_BYTES)
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    """A version the updater applies events to; a candidate remembers every event."""
+
+    version: str
+    live: bool
 
 
 class ApplyConflictError(RedisError):
@@ -88,28 +211,39 @@ class EventApplier:
         self._item_cache: dict[tuple[str, str], Vector] = {}
         self._norm_cache: dict[str, float] = {}
 
-    def active_versions(self) -> list[str]:
+    def active_versions(self) -> list[Target]:
         """The live version and every candidate being promoted."""
         pipe = self.client.pipeline(transaction=False)
         pipe.get(keys.LIVE_VERSION)
         pipe.smembers(keys.CANDIDATE_VERSIONS)
         live, candidates = pipe.execute()
-        versions = [live.decode()] if live else []
-        versions += sorted(c.decode() for c in candidates if c.decode() not in versions)
-        return versions
+        targets = [Target(live.decode(), live=True)] if live else []
+        names = {t.version for t in targets}
+        targets += [
+            Target(c, live=False) for c in sorted(c.decode() for c in candidates) if c not in names
+        ]
+        return targets
 
-    def apply(self, version: str, events: Sequence[Event]) -> tuple[int, int]:
-        """Apply events (in order) to version; return (applied, skipped as duplicates)."""
-        flags = self.apply_each(version, events)
+    def apply(
+        self, target: Target, events: Sequence[Event], received_ms: Sequence[int]
+    ) -> tuple[int, int]:
+        """Apply events (in order) to target; return (applied, skipped as duplicates)."""
+        flags = self.apply_each(target, events, received_ms)
         return sum(flags), len(flags) - sum(flags)
 
-    def apply_each(self, version: str, events: Sequence[Event]) -> list[bool]:
-        """Apply events (in order) to version; per event, whether this call applied it
-        (False: it had been applied before)."""
+    def apply_each(
+        self, target: Target, events: Sequence[Event], received_ms: Sequence[int]
+    ) -> list[bool]:
+        """Apply events (in order) to target, each with the broker time it was received
+        at; per event, whether this call applied it (False: it had been applied before)."""
+        if len(received_ms) != len(events):
+            raise ValueError("one broker time per event")
         flags: list[bool] = [False] * len(events)
         pending = list(range(len(events)))
         for _ in range(CONFLICT_RETRIES):
-            outcomes = self._attempt(version, [events[i] for i in pending])
+            outcomes = self._attempt(
+                target, [events[i] for i in pending], [received_ms[i] for i in pending]
+            )
             for position, outcome in zip(pending, outcomes, strict=True):
                 flags[position] = outcome is True
             # A conflict stops a customer's chain; their later events conflict too and
@@ -119,9 +253,38 @@ class EventApplier:
                 return flags
         raise ApplyConflictError(f"{len(pending)} events kept conflicting; retrying the batch")
 
-    def _attempt(self, version: str, events: Sequence[Event]) -> list[bool | None]:
+    def trim_applied(self, version: str) -> int:
+        """Bound every customer's applied-event string of version to applied_events_kept
+        (after its promotion: while a candidate it kept them all); return the records
+        dropped. One pass over the version's keys, pipelined."""
+        trim = self.client.register_script(TRIM_SCRIPT)
+        dropped = 0
+        batch: list[bytes] = []
+
+        def flush() -> int:
+            pipe = self.client.pipeline(transaction=False)
+            for key in batch:
+                trim(keys=[key], args=[self.settings.applied_events_kept], client=pipe)
+            found = sum(int(n) for n in pipe.execute())
+            batch.clear()
+            return found
+
+        pattern = keys.applied_events_pattern(version)
+        for key in self.client.scan_iter(match=pattern, count=TRIM_BATCH):
+            batch.append(key)
+            if len(batch) >= TRIM_BATCH:
+                dropped += flush()
+        if batch:
+            dropped += flush()
+        return dropped
+
+    def _attempt(
+        self, target: Target, events: Sequence[Event], received_ms: Sequence[int]
+    ) -> list[bool | None]:
         """One pass: per event True applied, False a duplicate, None a conflict."""
-        # No duplicate check up front: the script checks each event's marker, and a
+        version = target.version
+        kept = self.settings.applied_events_kept if target.live else 0
+        # No duplicate check up front: the script checks each event's state, and a
         # duplicate inside a customer's chain makes that customer's later events conflict,
         # so they go again from a fresh read (rare: redeliveries after a crash).
         customers = list(dict.fromkeys(e.customer_id for e in events))
@@ -152,7 +315,7 @@ class EventApplier:
                     new = encode(vector)
                 self._apply(
                     keys=[
-                        keys.applied_event(version, customer, event.event_id),
+                        keys.applied_events(version, customer),
                         keys.user_vector(version, customer),
                         keys.history(customer),
                         keys.last_event(customer),
@@ -160,7 +323,7 @@ class EventApplier:
                     ],
                     args=[
                         new,
-                        APPLIED_MARKER_TTL_S,
+                        received_ms[position],
                         event.article_id,
                         int(event.ts.timestamp()),
                         event.event_id,
@@ -168,6 +331,8 @@ class EventApplier:
                         encode(before) if before is not None else b"",
                         "1" if event.is_purchase else "0",
                         self.settings.customer_state_ttl_s,
+                        event_hash(event.event_id),
+                        kept,
                     ],
                     client=pipe,
                 )

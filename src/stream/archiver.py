@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,11 +29,13 @@ from recsys.events import Event
 from recsys.settings import Settings
 from stream.events_table import (
     EVENTS_SCHEMA,
+    RECEIVED_AT,
     RECEIVED_DATE,
     append_new,
     compact_closed_days,
     ensure_events_table,
     received_date,
+    received_ms,
     vacuum,
 )
 from stream.items_table import (
@@ -73,6 +76,7 @@ def to_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
                 "kafka_partition": message.partition(),
                 "kafka_offset": message.offset(),
                 RECEIVED_DATE: received_date(message),
+                RECEIVED_AT: datetime.fromtimestamp(received_ms(message) / 1000, tz=UTC),
             },
         )
     table = pa.Table.from_pylist(list(rows.values()), schema=EVENTS_SCHEMA)

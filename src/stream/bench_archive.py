@@ -25,6 +25,7 @@ from rich.table import Table
 
 from stream.events_table import (
     EVENTS_SCHEMA,
+    RECEIVED_AT,
     RECEIVED_DATE,
     append_new,
     compact_closed_days,
@@ -71,6 +72,7 @@ def _events(rng: np.random.Generator, n: int, first: int, days: np.ndarray[Any, 
             "kafka_partition": pa.array(np.zeros(n, dtype=np.int32)),
             "kafka_offset": pa.array(np.arange(first, first + n, dtype=np.int64)),
             RECEIVED_DATE: received,
+            RECEIVED_AT: pa.array(stamps, pa.timestamp("us", tz="UTC")),
         },
         schema=EVENTS_SCHEMA,
     )

@@ -13,19 +13,23 @@ A table archived before partitioning keeps its layout and its whole-table merge.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
-from deltalake import DeltaTable
+from deltalake import DeltaTable, Field
+from deltalake.schema import PrimitiveType
 
 from recsys.delta_tables import ensure_table, with_commit_retries
 
 log = logging.getLogger(__name__)
 
 RECEIVED_DATE = "received_date"
+# The message's broker time: what the updater and a replay order and dedupe by.
+RECEIVED_AT = "received_at"
 # Days before a flush's oldest day that its merge still reads for duplicates.
 DEDUPE_DAYS = 1
 
@@ -42,37 +46,58 @@ EVENTS_SCHEMA = pa.schema(
         ("kafka_partition", pa.int32()),
         ("kafka_offset", pa.int64()),
         (RECEIVED_DATE, pa.date32()),
+        (RECEIVED_AT, pa.timestamp("us", tz="UTC")),
     ]
 )
 
 
-def received_date(message: Message) -> date:
-    """The UTC day the broker (or the producer) stamped on the message; today without one."""
+def received_ms(message: Message) -> int:
+    """The broker time of a message in milliseconds (the producer's, or the broker's where
+    the topic logs append time); now where it has none. The archive keeps it as
+    `received_at`, so the updater and a replay order a customer's events alike."""
     kind, millis = message.timestamp()
     if kind == TIMESTAMP_NOT_AVAILABLE or millis <= 0:
-        return datetime.now(UTC).date()
-    return datetime.fromtimestamp(millis / 1000, tz=UTC).date()
+        return time.time_ns() // 1_000_000
+    return int(millis)
+
+
+def received_date(message: Message) -> date:
+    """The UTC day of the message's broker time."""
+    return datetime.fromtimestamp(received_ms(message) / 1000, tz=UTC).date()
 
 
 def ensure_events_table(path: Path) -> None:
-    """Create the empty, partitioned table up front, so every later write is a merge."""
+    """Create the empty, partitioned table up front, so every later write is a merge; a
+    table archived before `received_at` existed gets the column (its rows keep none)."""
     ensure_table(path, EVENTS_SCHEMA, partition_by=[RECEIVED_DATE])
+    table = DeltaTable(str(path))
+    if RECEIVED_AT not in table.schema().to_arrow().names:
+        with_commit_retries(
+            lambda: DeltaTable(str(path)).alter.add_columns(
+                Field(RECEIVED_AT, PrimitiveType("timestamp"), nullable=True)
+            )
+        )
 
 
 def is_partitioned(table: DeltaTable) -> bool:
     return RECEIVED_DATE in table.metadata().partition_columns
 
 
-def _with_days(rows: pa.Table) -> pa.Table:
-    """Rows without a received day (written by hand, or by an older archiver) get today."""
-    if RECEIVED_DATE not in rows.column_names:
-        rows = rows.append_column(RECEIVED_DATE, pa.nulls(rows.num_rows, pa.date32()))
+def _with_receipt(rows: pa.Table) -> pa.Table:
+    """Rows without a broker time (written by hand, or by an older archiver) get now, and
+    rows without a received day the day of their broker time."""
+    now = datetime.now(UTC)
+    for name, kind in ((RECEIVED_AT, pa.timestamp("us", tz="UTC")), (RECEIVED_DATE, pa.date32())):
+        if name not in rows.column_names:
+            rows = rows.append_column(name, pa.nulls(rows.num_rows, kind))
+    at = rows.column(RECEIVED_AT).cast(pa.timestamp("ms", tz="UTC"))
+    if at.null_count:
+        at = pc.fill_null(at, pa.scalar(now, pa.timestamp("ms", tz="UTC")))
+    rows = rows.set_column(rows.schema.get_field_index(RECEIVED_AT), RECEIVED_AT, at)
     days = rows.column(RECEIVED_DATE)
     if days.null_count:
-        today = pa.scalar(datetime.now(UTC).date(), pa.date32())
-        rows = rows.set_column(
-            rows.schema.get_field_index(RECEIVED_DATE), RECEIVED_DATE, pc.fill_null(days, today)
-        )
+        days = pc.coalesce(days, pc.cast(at, pa.date32()))
+        rows = rows.set_column(rows.schema.get_field_index(RECEIVED_DATE), RECEIVED_DATE, days)
     return rows
 
 
@@ -81,7 +106,7 @@ def append_new(path: Path, rows: pa.Table) -> int:
     window); return how many. Safe beside other archivers: a lost commit race retries."""
     if rows.num_rows == 0:
         return 0
-    rows = _with_days(rows)
+    rows = _with_receipt(rows)
 
     def merge() -> int:
         table = DeltaTable(str(path))

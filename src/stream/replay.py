@@ -1,5 +1,6 @@
 """Replay archived purchases onto a model version, so it does not forget what customers
-did after its training data was cut. Idempotent: applied events are skipped.
+did after its training data was cut. Idempotent: applied events are skipped, by the
+broker time the archive kept (`received_at`) and the event id (stream/apply.py).
 
 What the version has not seen is exactly what the events table gained after the Delta
 version its batch read: the archiver's insert-only merges add files and never rewrite
@@ -13,6 +14,7 @@ replay's memory is one archiver flush, not the archive (docs/scale.md).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,10 +28,12 @@ from deltalake.exceptions import TableNotFoundError
 
 from recsys.erasure import drop_erased
 from recsys.events import EVENT_TYPES, Event
-from stream.apply import EventApplier
+from stream.apply import EventApplier, Target
+from stream.events_table import RECEIVED_AT, RECEIVED_DATE
 
 CHUNK = 2_000
-ORDER = ["ts", "kafka_partition", "kafka_offset"]
+_DAY_FOLDER = re.compile(rf"(?:^|/){RECEIVED_DATE}=(\d{{4}}-\d{{2}}-\d{{2}})/")
+ORDER = [RECEIVED_AT, "kafka_partition", "kafka_offset"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,9 @@ def unseen_chunks(
     plan = _plan(table, events_table, seen_table_version, since)
     for path in plan.files:
         frame = pq.read_table(events_table / path).to_pandas()
+        day = _DAY_FOLDER.search(path)  # a partition's value is in its folder's name
+        if day is not None and RECEIVED_DATE not in frame.columns:
+            frame[RECEIVED_DATE] = pd.Timestamp(day.group(1), tz="UTC")
         # Every type the updater applies, weaker signals too (by their weight): a version
         # trained before them must not miss them either.
         keep = frame["event_type"].isin(EVENT_TYPES)
@@ -95,11 +102,33 @@ def unseen_chunks(
             keep &= ~frame["event_id"].isin(plan.seen_ids)
         if plan.since is not None:
             keep &= frame["ts"] > pd.Timestamp(plan.since)
-        frame = frame[keep.to_numpy()]
+        frame = _with_received_at(frame[keep.to_numpy()])
         if erased is not None:
             frame = drop_erased(frame, erased, "ts")
         if len(frame):
             yield frame.sort_values(ORDER, kind="stable")
+
+
+def _with_received_at(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows an archiver wrote before `received_at` existed count as received at the end
+    of their received day (or at their event time, without one): never before an event
+    the updater applied after them, so a replay does not skip them for its floor."""
+    at = frame[RECEIVED_AT] if RECEIVED_AT in frame.columns else None
+    if at is not None and not at.isna().any():
+        return frame
+    fallback = pd.to_datetime(frame["ts"], utc=True)
+    if RECEIVED_DATE in frame.columns:
+        day_end = pd.to_datetime(frame[RECEIVED_DATE], utc=True) + pd.Timedelta(
+            days=1, milliseconds=-1
+        )
+        fallback = day_end.where(day_end.notna(), fallback)
+    frame = frame.copy()
+    frame[RECEIVED_AT] = fallback if at is None else at.where(at.notna(), fallback)
+    return frame
+
+
+def _received_ms(column: pd.Series) -> list[int]:
+    return (pd.to_datetime(column, utc=True).astype("int64") // 1_000_000).tolist()
 
 
 def unseen_purchases(
@@ -123,14 +152,18 @@ def replay(
     erased: pd.DataFrame | None = None,
 ) -> ReplayReport:
     events_seen = applied = duplicates = 0
+    # A version being replayed is a candidate: it remembers every event it applies until
+    # its promotion trims them (stream.apply).
+    target = Target(version, live=False)
     for frame in unseen_chunks(events_table, seen_table_version, since, erased):
         fields = [name for name in Event.model_fields if name in frame.columns]
         for start in range(0, len(frame), CHUNK):
-            rows = frame.iloc[start : start + CHUNK][fields].to_dict("records")
+            part = frame.iloc[start : start + CHUNK]
             events = [
-                Event.model_validate({k: v for k, v in r.items() if pd.notna(v)}) for r in rows
+                Event.model_validate({k: v for k, v in r.items() if pd.notna(v)})
+                for r in part[fields].to_dict("records")
             ]
-            done, skipped = applier.apply(version, events)
+            done, skipped = applier.apply(target, events, _received_ms(part[RECEIVED_AT]))
             applied += done
             duplicates += skipped
         events_seen += len(frame)

@@ -2,7 +2,8 @@
 weight) move the customer's vector in Redis, once each.
 
 At-least-once from Kafka, exactly-once in effect: each event is applied by one atomic
-Redis step (stream/apply.py), and offsets are committed only after that write.
+Redis step that also remembers it, by its broker time and id (stream/apply.py), and
+offsets are committed only after that write.
 
 Each event continues the trace its message carries (the API's request): a consumer
 span per event, with the batch's Redis write as its child.
@@ -35,6 +36,7 @@ from recsys.experiments.definitions import experiments_from_settings
 from recsys.experiments.ledger import Ledger, Purchase
 from recsys.settings import Settings
 from stream.apply import EventApplier
+from stream.events_table import received_ms
 from stream.metrics import UpdaterMetrics
 from stream.offsets import commit_processed
 
@@ -162,10 +164,12 @@ class Updater:
         if received:
             started = time.time_ns()
             events = [event for event, _ in received]
+            stamps = [received_ms(message) for _, message in received]
             applied_anywhere = [False] * len(events)
-            outcome.versions = self.applier.active_versions()
-            for version in outcome.versions:
-                flags = self.applier.apply_each(version, events)
+            targets = self.applier.active_versions()
+            outcome.versions = [t.version for t in targets]
+            for target in targets:
+                flags = self.applier.apply_each(target, events, stamps)
                 applied_anywhere = [a or f for a, f in zip(applied_anywhere, flags, strict=True)]
                 outcome.applied += sum(flags)
                 outcome.duplicates += len(flags) - sum(flags)
@@ -183,7 +187,7 @@ class Updater:
                 )
             self._observe(received, applied_anywhere, outcome, started)
         # Asynchronous: the next batch need not wait for the broker. A commit that fails
-        # only means redelivery, and the markers skip what was applied.
+        # only means redelivery, and what was applied is skipped.
         commit_processed(self.consumer, messages, asynchronous=True)
         return outcome
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +23,24 @@ from batch.pipeline import BatchReport, run_batch
 from recsys import keys
 from recsys.erasure import customer_hash, erase_customer, erased_before
 from recsys.events import Event
+from recsys.experiments.ledger import Impression, Ledger, Purchase, new_recommendation_id
 from recsys.model_store import read_factors
 from recsys.progress import Steps
 from recsys.settings import Settings
 from serve.app import create_app
+from stream.apply import EventApplier
 from stream.events_table import EVENTS_SCHEMA, append_new, ensure_events_table
 from stream.replay import unseen_purchases
-from support import isolated
+from support import apply_live, isolated
 
 
 @pytest.fixture(scope="module")
 def own(
     settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Settings, redis.Redis]]:
-    with isolated(settings, tmp_path_factory.mktemp("erasure") / "data", db=14) as pair:
+    # Small files, so the customer tables are written in several customer_id ranges.
+    small_files = settings.model_copy(update={"lake_file_rows": 2_000})
+    with isolated(small_files, tmp_path_factory.mktemp("erasure") / "data", db=14) as pair:
         yield pair
 
 
@@ -70,6 +75,23 @@ def _rows_of(lake_dir: Path, customer: str) -> dict[str, int]:
     return found
 
 
+def _ranges_apart(lake_dir: Path, name: str) -> bool:
+    """The table's files hold customer_id ranges that meet at most at their ends (a
+    customer whose rows a file's row limit cut), each in its statistics."""
+    layer, table = name.split(".")
+    actions = DeltaTable(str(lake_dir / layer / table)).get_add_actions(flatten=True)
+    frame = pa.table(actions).to_pandas()
+    spans = sorted(zip(frame["min.customer_id"], frame["max.customer_id"], strict=True))
+    return len(spans) > 1 and all(a[1] <= b[0] for a, b in pairwise(spans))
+
+
+def _files_rewritten(lake_dir: Path, name: str) -> int:
+    layer, table = name.split(".")
+    newest = DeltaTable(str(lake_dir / layer / table)).history(1)[0]
+    assert newest["operation"] == "DELETE"
+    return int(newest["operationMetrics"]["num_removed_files"])
+
+
 def test_an_erased_customer_stays_erased_through_the_next_batch(
     own: tuple[Settings, redis.Redis], input_dir: Path, spark: SparkSession,
     transactions: pd.DataFrame,
@@ -83,12 +105,25 @@ def test_an_erased_customer_stays_erased_through_the_next_batch(
     assert client.exists(keys.user_vector(first.version, gone))
     before = _rows_of(mine.lake_dir, gone)
     assert before["bronze.transactions"] > 0 and before["bronze.events"] == 1
+    # Every family of keys a customer can have exists: an event applied, an impression
+    # shown, a purchase credited (the erasure deletes them by name).
+    event = Event(event_id=f"erase-{gone}", customer_id=gone, article_id=article)
+    assert apply_live(EventApplier(mine, client), first.version, [event]) == (1, 0)
+    ledger, rec = Ledger(3600), new_recommendation_id()
+    ledger.record_impression_sync(client, Impression(rec, "exp", "control", gone, [article]))
+    assert ledger.attribute_sync(client, Purchase(event.event_id, gone, article, rec))
+    held = set(client.scan_iter(match=f"*{{{gone}}}*"))
+    assert len(held) == 8, held
+    clustered = ("bronze.transactions", "silver.interactions", "silver.transactions")
+    assert [_ranges_apart(mine.lake_dir, name) for name in clustered] == [True] * 3
 
     report = erase_customer(mine, client, gone)
 
     # The answer says what went, and it all went.
-    assert report.redis_keys >= 3  # vector, history, profile, last event, markers
+    assert report.redis_keys == len(held)
     assert report.delta_rows == {name: n for name, n in before.items() if n}
+    # A clustered table's delete rewrote the file (or two) whose range held the customer.
+    assert all(1 <= _files_rewritten(mine.lake_dir, name) <= 2 for name in clustered)
     assert report.factor_rows == {first.version: 1}
     assert not list(client.scan_iter(match=f"*{gone}*"))
     assert not any(_rows_of(mine.lake_dir, gone).values())

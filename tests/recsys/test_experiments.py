@@ -32,6 +32,7 @@ from recsys.experiments.definitions import (
     load_experiments,
 )
 from recsys.experiments.ledger import (
+    MAX_OUTCOMES,
     MAX_SEEN,
     Impression,
     Ledger,
@@ -334,8 +335,32 @@ def test_a_purchase_is_credited_to_the_recommendation_it_names(
     )
     assert counts["control"] == VariantCounts()
     # Kept for the window; the event's outcome twice as long.
-    assert 0 < client.ttl(keys.experiment_impression("alice", rec)) <= WINDOW
-    assert WINDOW < client.ttl(keys.experiment_attributed("alice", "e1")) <= 2 * WINDOW
+    assert 0 < client.ttl(keys.experiment_impressions("alice")) <= WINDOW
+    assert WINDOW < client.ttl(keys.experiment_attributed("alice")) <= 2 * WINDOW
+
+
+def test_a_customers_ledger_stays_bounded_whatever_the_traffic(
+    ledger: Ledger, client: redis.Redis
+) -> None:
+    """A client polling /recommend and buying without end: the customer's impressions and
+    purchase outcomes stay at MAX_SEEN and MAX_OUTCOMES, the latest ones still count."""
+    t = 5_000_000.0
+    recs = [shown(ledger, client, "ivy", [f"a{n}"], t + n) for n in range(3 * MAX_SEEN)]
+    assert client.hexists(keys.experiment_impressions("ivy"), recs[-1])
+    assert not client.hexists(keys.experiment_impressions("ivy"), recs[0])
+
+    last = 3 * MAX_SEEN - 1
+    for n in range(MAX_OUTCOMES + 50):
+        ledger.attribute_sync(client, Purchase(f"buy{n}", "ivy", "zz"), now=t + 1000 + n)
+    assert client.hlen(keys.experiment_attributed("ivy")) == MAX_OUTCOMES
+    got = ledger.attribute_sync(client, Purchase("hit", "ivy", f"a{last}"), now=t + 2000)
+    assert got is not None and got.recommendation_id == recs[-1] and got.first
+    retry = ledger.attribute_sync(client, Purchase("hit", "ivy", f"a{last}"), now=t + 2001)
+    assert retry == dataclasses.replace(got, first=False)
+    assert client.hlen(keys.experiment_attributed("ivy")) == MAX_OUTCOMES
+    # The oldest outcomes were the ones forgotten.
+    assert not client.hexists(keys.experiment_attributed("ivy"), "buy0")
+    assert client.hexists(keys.experiment_attributed("ivy"), f"buy{MAX_OUTCOMES + 49}")
 
 
 def test_without_a_known_recommendation_the_customers_latest_showing_gets_it(
@@ -426,10 +451,11 @@ def test_an_impression_is_one_round_trip_and_a_customer_index_stays_bounded(
 ) -> None:
     impression = Impression(new_recommendation_id(), "exp", "control", "hal", ["a", "b"])
     commands = ledger.impression_commands(impression, now=5_000_000.0)
-    assert len(commands) == 7  # sent in one write by either transport
+    assert len(commands) == 3  # sent in one write by either transport
     for i in range(MAX_SEEN + 20):
         shown(ledger, client, "hal", [f"a{i}"], 5_000_000.0 + i, variant="control")
     assert client.zcard(keys.experiment_seen("hal")) == MAX_SEEN
+    assert client.hlen(keys.experiment_impressions("hal")) == MAX_SEEN
     counts = ledger.counts_sync(client, two_arms())["control"]
     assert (counts.impressions, counts.customers) == (MAX_SEEN + 20, 1)
     Ledger.reset(client, two_arms())

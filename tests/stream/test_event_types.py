@@ -24,6 +24,7 @@ from stream.apply import EventApplier
 from stream.ema import ema_update
 from stream.events_table import EVENTS_SCHEMA, append_new, ensure_events_table
 from stream.replay import unseen_purchases
+from support import apply_live
 
 # ---------------------------------------------------------------- the envelope
 
@@ -121,7 +122,7 @@ def test_each_type_moves_the_vector_once_by_its_weight_and_only_purchases_are_hi
         _event(customer, bought, "purchase", 3),
     ]
     applier = EventApplier(settings, redis_conn)
-    assert applier.apply(version, events) == (4, 0)
+    assert apply_live(applier, version, events) == (4, 0)
 
     weights = event_weights(settings)
     expected: Vector = start
@@ -146,7 +147,7 @@ def test_each_type_moves_the_vector_once_by_its_weight_and_only_purchases_are_hi
         assert ttl - 60 < redis_conn.ttl(key) <= ttl
 
     # Delivered again (a redelivery after a crash): nothing moves twice.
-    assert applier.apply(version, events) == (0, 4)
+    assert apply_live(applier, version, events) == (0, 4)
     np.testing.assert_array_equal(decode(redis_conn.get(keys.user_vector(version, customer))),
                                   after)  # fmt: skip
     assert redis_conn.hget(keys.profile(version, customer), "purchases") == b"1"
@@ -159,7 +160,7 @@ def test_weak_events_alone_touch_no_history_and_set_the_last_event(
     customer = f"weak-{uuid.uuid4().hex[:12]}"
     ((article, item),) = _articles(redis_conn, version, 1)
     event = _event(customer, article, "add_to_cart", 0)
-    assert EventApplier(settings, redis_conn).apply(version, [event]) == (1, 0)
+    assert apply_live(EventApplier(settings, redis_conn), version, [event]) == (1, 0)
     # A customer with no vector gets one from a weak event of positive weight: the
     # item's direction at the model's median user norm, as from a first purchase.
     vector = decode(redis_conn.get(keys.user_vector(version, customer)))
@@ -178,7 +179,7 @@ def test_a_retention_of_zero_keeps_the_customers_state(
     ((article, _),) = _articles(redis_conn, trained.version, 1)
     forever = settings.model_copy(update={"customer_state_retention_days": 0.0})
     event = _event(customer, article, "purchase", 0)
-    assert EventApplier(forever, redis_conn).apply(trained.version, [event]) == (1, 0)
+    assert apply_live(EventApplier(forever, redis_conn), trained.version, [event]) == (1, 0)
     assert redis_conn.ttl(keys.history(customer)) == -1
     assert redis_conn.ttl(keys.last_event(customer)) == -1
 
@@ -195,15 +196,15 @@ def test_a_weight_of_zero_leaves_the_vector_but_counts_the_event_applied(
     start = np.linspace(0.1, 1.0, len(item), dtype=np.float32)
     redis_conn.set(keys.user_vector(version, known), encode(start))
     seen = _event(known, article, "view", 0)
-    assert applier.apply(version, [seen]) == (1, 0)
+    assert apply_live(applier, version, [seen]) == (1, 0)
     np.testing.assert_array_equal(decode(redis_conn.get(keys.user_vector(version, known))),
                                   start)  # fmt: skip
     assert redis_conn.get(keys.last_event(known)) == seen.event_id.encode()
-    assert applier.apply(version, [seen]) == (0, 1)  # marked: a duplicate from now on
+    assert apply_live(applier, version, [seen]) == (0, 1)  # remembered: a duplicate from now on
 
     # A customer with no vector gets none from it.
     nobody = f"weak-{uuid.uuid4().hex[:12]}"
-    assert applier.apply(version, [_event(nobody, article, "view", 0)]) == (1, 0)
+    assert apply_live(applier, version, [_event(nobody, article, "view", 0)]) == (1, 0)
     assert redis_conn.get(keys.user_vector(version, nobody)) is None
     assert redis_conn.exists(keys.history(nobody)) == 0
 

@@ -13,6 +13,7 @@ from deltalake import DeltaTable, write_deltalake
 from stream.events_table import (
     DEDUPE_DAYS,
     EVENTS_SCHEMA,
+    RECEIVED_AT,
     RECEIVED_DATE,
     append_new,
     compact_closed_days,
@@ -93,3 +94,25 @@ def test_closed_days_are_compacted_and_a_replay_stays_exact(tmp_path: Path) -> N
     fallback = unseen_purchases(path, seen, datetime(2026, 2, 28, tzinfo=UTC))
     assert len(fallback) == 6  # every event after the cutoff
     assert unseen_purchases(path, seen, datetime(2026, 3, 2, tzinfo=UTC)).empty
+
+
+def test_a_table_archived_before_received_at_gains_it_and_still_replays(tmp_path: Path) -> None:
+    """An archive written before the broker time was kept: the column is added, new rows
+    carry it, old rows replay as received at the end of their day."""
+    path = tmp_path / "events"
+    old_schema = EVENTS_SCHEMA.remove(EVENTS_SCHEMA.get_field_index(RECEIVED_AT))
+    write_deltalake(str(path), _rows(["old"]).drop_columns([RECEIVED_AT]).cast(old_schema),
+                    partition_by=[RECEIVED_DATE])  # fmt: skip
+    ensure_events_table(path)
+    assert RECEIVED_AT in DeltaTable(str(path)).schema().to_arrow().names
+    at = datetime(2026, 3, 11, 8, 30, tzinfo=UTC)
+    new = _rows(["new"], DAY + timedelta(days=1)).set_column(
+        EVENTS_SCHEMA.get_field_index(RECEIVED_AT), RECEIVED_AT,
+        pa.array([at], pa.timestamp("us", tz="UTC")),
+    )  # fmt: skip
+    assert append_new(path, new) == 1
+    replayed = unseen_purchases(path, None, datetime(2000, 1, 1, tzinfo=UTC))
+    stamps = dict(zip(replayed["event_id"], replayed[RECEIVED_AT], strict=True))
+    assert stamps["new"].to_pydatetime() == at
+    end_of_day = datetime.combine(DAY + timedelta(days=1), datetime.min.time(), UTC)
+    assert stamps["old"].to_pydatetime() == end_of_day - timedelta(milliseconds=1)

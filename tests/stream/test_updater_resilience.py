@@ -36,7 +36,7 @@ from stream.bus import consumer_config, pending_events, producer_config
 from stream.ema import ema_update
 from stream.metrics import UpdaterMetrics
 from stream.updater import Updater
-from support import TcpProxy, new_topic
+from support import TcpProxy, apply_live, new_topic
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -125,12 +125,11 @@ def test_one_trace_spans_the_request_the_message_and_the_redis_write(
     assert (consumer_span.attributes or {}).get("recsys.applied") is True
 
     # The same event again is a duplicate: counted, never applied twice.
-    before = decode(redis_conn.get(keys.user_vector(worker.applier.active_versions()[0],
-                                                    known_customer)))  # fmt: skip
+    live = worker.applier.active_versions()[0].version
+    before = decode(redis_conn.get(keys.user_vector(live, known_customer)))
     assert api.post("/events/purchase", json=body).status_code == 202
     _wait_for(lambda: _sample(worker, "events_processed_total", outcome="duplicate") >= 1)
-    after = decode(redis_conn.get(keys.user_vector(worker.applier.active_versions()[0],
-                                                   known_customer)))  # fmt: skip
+    after = decode(redis_conn.get(keys.user_vector(live, known_customer)))
     np.testing.assert_array_equal(before, after)
     assert _sample(worker, "events_processed_total", outcome="applied") >= 1
     assert _sample(worker, "events_duplicates_skipped_total") >= 1
@@ -312,10 +311,10 @@ def test_a_concurrent_writer_never_loses_an_update(
             # Called after this applier read the customer's vector, before it writes.
             if not self.raced:
                 self.raced = True
-                assert other.apply(version, [theirs]) == (1, 0)
+                assert apply_live(other, version, [theirs]) == (1, 0)
             return super()._item_vectors(version, article_ids)
 
-    assert Raced(settings, redis_conn).apply(version, [mine]) == (1, 0)
+    assert apply_live(Raced(settings, redis_conn), version, [mine]) == (1, 0)
     assert int(redis_conn.hget(keys.profile(version, customer), "purchases") or 0) == 2
     norm_raw = redis_conn.hget(keys.model_meta(version), "user_norm_median")
     norm = float(norm_raw) if norm_raw else 1.0

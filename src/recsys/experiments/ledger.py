@@ -24,28 +24,56 @@ from recsys.experiments.definitions import Experiment
 from recsys.multiplexed_redis import Command
 from recsys.settings import Settings
 
-# The attribution scan reads at most this many of a customer's latest impressions, so a
-# client polling /recommend cannot make a purchase's script slow.
-MAX_SEEN: Final = 100
+# Per customer, the ledger keeps at most this many impressions (the latest in the
+# window) and this many purchase outcomes: its memory grows with customers, not with
+# traffic, and a client polling /recommend cannot make a purchase's script slow.
+MAX_SEEN: Final = 20
+MAX_OUTCOMES: Final = 100
 # An event's outcome is kept twice the window: a redelivery after it cannot be credited
 # again, because every impression it could match has expired by then.
 MARKER_WINDOWS: Final = 2
 
 AttributedBy = Literal["recommendation", "customer"]
 
-# One atomic step per purchase event (docs/experiments.md, "Attribution"). An impression
-# is the string "<converted 0|1>\n<experiment>\n<variant>\n<shown at>\n<article>\n...".
-# KEYS: 1 the event's outcome marker, 2 the customer's impressions by time shown.
-# ARGV: 1 the customer's impression key prefix, 2 the counters key prefix, 3 the article,
-#       4 the recommendation id or '', 5 now (unix s), 6 the window (s), 7 the marker TTL.
+# One impression, atomically: stored in the customer's hash, indexed by time shown, both
+# pruned to the window and MAX_SEEN. An impression is the string
+# "<converted 0|1>\n<experiment>\n<variant>\n<shown at>\n<article>\n...".
+# KEYS: 1 the customer's impressions, 2 their recommendation ids by time shown.
+# ARGV: 1 the recommendation id, 2 the impression, 3 shown at, 4 '(' and the window's
+#       start, 5 MAX_SEEN, 6 the window (s).
+_IMPRESSION_LUA: Final = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+local extra = redis.call('ZCARD', KEYS[2]) - #gone - tonumber(ARGV[5])
+if extra > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[2], #gone, #gone + extra - 1)) do
+    gone[#gone + 1] = id
+  end
+end
+if #gone > 0 then
+  redis.call('HDEL', KEYS[1], unpack(gone))
+  redis.call('ZREM', KEYS[2], unpack(gone))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return #gone
+"""
+_IMPRESSION_SHA: Final = hashlib.sha1(_IMPRESSION_LUA.encode()).hexdigest()
+
+# One atomic step per purchase event (docs/experiments.md, "Attribution").
+# KEYS: 1 the customer's purchase outcomes, 2 their recommendation ids by time shown,
+#       3 their impressions.
+# ARGV: 1 the event id, 2 the counters key prefix, 3 the article, 4 the recommendation
+#       id or '', 5 now (unix s), 6 the window (s), 7 the outcomes' TTL, 8 MAX_OUTCOMES.
 _ATTRIBUTE_LUA: Final = """
-local done = redis.call('GET', KEYS[1])
-if done then return {0, done} end
+local done = redis.call('HGET', KEYS[1], ARGV[1])
+if done then return {0, string.match(done, '^[^\\n]*\\n(.*)$')} end
 local since = tonumber(ARGV[5]) - tonumber(ARGV[6])
 
 -- The impression's fields and text if it is in the window and showed the article.
 local function showed(rec_id)
-  local rec = redis.call('GET', ARGV[1] .. rec_id)
+  local rec = redis.call('HGET', KEYS[3], rec_id)
   if not rec then return nil end
   local f = {}
   for part in string.gmatch(rec, '[^\\n]+') do f[#f + 1] = part end
@@ -78,12 +106,23 @@ if f then
   redis.call('HINCRBY', counts, 'p:' .. f[3], 1)
   if f[1] == '0' then
     -- The impression's first purchase: it converted.
-    redis.call('SET', ARGV[1] .. rec_id, '1' .. string.sub(rec, 2), 'KEEPTTL')
+    redis.call('HSET', KEYS[3], rec_id, '1' .. string.sub(rec, 2))
     redis.call('HINCRBY', counts, 'c:' .. f[3], 1)
   end
   outcome = f[2] .. '\\n' .. f[3] .. '\\n' .. rec_id .. '\\n' .. by
 end
-redis.call('SET', KEYS[1], outcome, 'EX', ARGV[7])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[5] .. '\\n' .. outcome)
+if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[8]) then
+  -- Forget the oldest outcome: a redelivery comes before a hundred newer purchases.
+  local all = redis.call('HGETALL', KEYS[1])
+  local oldest, oldest_at = nil, nil
+  for i = 1, #all, 2 do
+    local at = tonumber(string.match(all[i + 1], '^[^\\n]*'))
+    if oldest_at == nil or at < oldest_at then oldest, oldest_at = all[i], at end
+  end
+  redis.call('HDEL', KEYS[1], oldest)
+end
+redis.call('EXPIRE', KEYS[1], ARGV[7])
 return {1, outcome}
 """
 _ATTRIBUTE_SHA: Final = hashlib.sha1(_ATTRIBUTE_LUA.encode()).hexdigest()
@@ -151,43 +190,62 @@ class Ledger:
 
     # --- impressions: the /recommend hot path, one pipelined write --------------------
 
-    def impression_commands(
-        self, impression: Impression, now: float | None = None
-    ) -> list[Command]:
-        """The writes of one impression: the impression itself, the customer's index of
-        impressions (pruned to the window and MAX_SEEN), the variant's counter and its
-        distinct customers. Sent together, they are one round trip."""
-        at = time.time() if now is None else now
-        customer, rec_id = impression.customer_id, impression.recommendation_id
+    def _impression_args(self, impression: Impression, at: float) -> list[str | int]:
+        customer = impression.customer_id
         text = "\n".join(
             ("0", impression.experiment, impression.variant, f"{at:.6f}", *impression.article_ids)
         )
-        seen = keys.experiment_seen(customer)
         return [
-            ("SET", keys.experiment_impression(customer, rec_id), text, "EX", self.window_s),
-            ("ZADD", seen, f"{at:.6f}", rec_id),
-            ("ZREMRANGEBYSCORE", seen, "-inf", f"({at - self.window_s:.6f}"),
-            ("ZREMRANGEBYRANK", seen, 0, -(MAX_SEEN + 1)),
-            ("EXPIRE", seen, self.window_s),
+            2,
+            keys.experiment_impressions(customer),
+            keys.experiment_seen(customer),
+            impression.recommendation_id,
+            text,
+            f"{at:.6f}",
+            f"({at - self.window_s:.6f}",
+            MAX_SEEN,
+            self.window_s,
+        ]
+
+    def impression_commands(
+        self, impression: Impression, now: float | None = None
+    ) -> list[Command]:
+        """The writes of one impression: the impression in the customer's ledger (one
+        script, pruning it to the window and MAX_SEEN), the variant's counter and its
+        distinct customers. Sent together, they are one round trip."""
+        at = time.time() if now is None else now
+        return [
+            ("EVALSHA", _IMPRESSION_SHA, *self._impression_args(impression, at)),
             (
                 "HINCRBY",
                 keys.experiment_counts(impression.experiment),
                 f"i:{impression.variant}",
                 1,
             ),
-            ("PFADD", keys.experiment_exposed(impression.experiment, impression.variant), customer),
-        ]
+            ("PFADD", keys.experiment_exposed(impression.experiment, impression.variant),
+             impression.customer_id),
+        ]  # fmt: skip
 
     async def record_impression(
         self, client: Executor, impression: Impression, now: float | None = None
     ) -> None:
         """Raises what the connection raises (RedisError, TimeoutError, ConnectionError):
         the caller decides whether a response goes out unrecorded."""
-        await client.execute(self.impression_commands(impression, now))
+        at = time.time() if now is None else now
+        commands = self.impression_commands(impression, at)
+        try:
+            await client.execute(commands)
+        except ResponseError as exc:
+            if not _no_script(exc):
+                raise
+            # The counters went through; only the script was unknown to the server.
+            args = self._impression_args(impression, at)
+            await client.execute([("EVAL", _IMPRESSION_LUA, *args)])
 
     def record_impression_sync(
         self, client: redis.Redis, impression: Impression, now: float | None = None
     ) -> None:
+        client.script_load(_IMPRESSION_LUA)  # a flushed script cache must not fail it
         _pipeline(client, self.impression_commands(impression, now))
 
     # --- purchases: one atomic script per event ---------------------------------------
@@ -196,16 +254,18 @@ class Ledger:
         at = time.time() if now is None else now
         customer = purchase.customer_id
         return [
-            2,
-            keys.experiment_attributed(customer, purchase.event_id),
+            3,
+            keys.experiment_attributed(customer),
             keys.experiment_seen(customer),
-            keys.experiment_impression(customer, ""),
+            keys.experiment_impressions(customer),
+            purchase.event_id,
             keys.experiment_counts(""),
             purchase.article_id,
             purchase.recommendation_id or "",
             f"{at:.6f}",
             self.window_s,
             MARKER_WINDOWS * self.window_s,
+            MAX_OUTCOMES,
         ]
 
     async def attribute(
