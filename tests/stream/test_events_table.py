@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
 from stream.events_table import (
@@ -71,8 +72,11 @@ def test_a_table_archived_before_partitioning_is_still_merged(tmp_path: Path) ->
 def test_closed_days_are_compacted_and_a_replay_stays_exact(tmp_path: Path) -> None:
     path = tmp_path / "events"
     ensure_events_table(path)
-    for n in range(4):  # four flushes of a closed day: four files
-        append_new(path, _rows([f"old-{n}"]))
+    for n in range(4):  # four flushes of a closed day: four files, customers c4 to c1
+        rows = _rows([f"old-{n}"])
+        rows = rows.set_column(rows.schema.get_field_index("customer_id"), "customer_id",
+                               pa.array([f"c{4 - n}"]))  # fmt: skip
+        append_new(path, rows)
         time.sleep(0.005)
     seen = DeltaTable(str(path)).version()
     append_new(path, _rows(["today-0"], DAY + timedelta(days=3)))
@@ -83,6 +87,12 @@ def test_closed_days_are_compacted_and_a_replay_stays_exact(tmp_path: Path) -> N
     per_day = [p.split("/")[-2] for p in table.file_uris()]
     assert per_day.count(f"{RECEIVED_DATE}={DAY}") == 1
     assert per_day.count(f"{RECEIVED_DATE}={DAY + timedelta(days=3)}") == 2  # today: untouched
+    # The closed day is sorted by customer, its id range in the file's statistics.
+    (compacted,) = [u for u in table.file_uris() if f"{RECEIVED_DATE}={DAY}/" in u]
+    assert pq.read_table(compacted).column("customer_id").to_pylist() == ["c1", "c2", "c3", "c4"]
+    stats = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    (day_stats,) = [a for a in stats if a[f"partition.{RECEIVED_DATE}"] == DAY]
+    assert (day_stats["min.customer_id"], day_stats["max.customer_id"]) == ("c1", "c4")
     assert len(_ids(path)) == 6
     # The compacted file is new to the version trained at `seen`, its rows are not.
     replayed = unseen_purchases(path, seen, datetime(2000, 1, 1, tzinfo=UTC))
