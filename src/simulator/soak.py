@@ -4,10 +4,11 @@ checked: every event the API acknowledged is in the Delta events table exactly o
 was applied exactly once, no request got a server error, and each process's memory at
 the start and the end.
 
-"Applied once" is checked twice: every acknowledged event has its applied marker in
-Redis, and each customer's purchase count in their profile (which the updater's Lua step
-raises with the marker, once per event id) rose by exactly the purchases the table holds
-for them.
+"Applied once" is checked twice: every acknowledged event is applied in Redis (the live
+version remembers it, or it is at or below the customer's floor of broker time:
+stream.apply), and each customer's purchase count in their profile (which the updater's
+Lua step raises as it records the event, once per event) rose by exactly the purchases
+the table holds for them.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class Books:
     lost: int = 0  # acknowledged, not in the table
     duplicated: int = 0  # event ids with more than one row
     unacknowledged_in_table: int = 0  # stored, but the client never saw the 202
-    not_applied: int = 0  # acknowledged, no applied marker in Redis
+    not_applied: int = 0  # acknowledged, not applied in Redis
     customers_checked: int = 0
     purchases_applied_twice: int = 0  # profile counts above the table's purchases
     purchases_not_counted: int = 0  # ... below them

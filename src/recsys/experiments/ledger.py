@@ -31,7 +31,7 @@ MAX_SEEN: Final = 20
 MAX_OUTCOMES: Final = 100
 # An event's outcome is kept twice the window: a redelivery after it cannot be credited
 # again, because every impression it could match has expired by then.
-MARKER_WINDOWS: Final = 2
+OUTCOME_WINDOWS: Final = 2
 
 AttributedBy = Literal["recommendation", "customer"]
 
@@ -264,7 +264,7 @@ class Ledger:
             purchase.recommendation_id or "",
             f"{at:.6f}",
             self.window_s,
-            MARKER_WINDOWS * self.window_s,
+            OUTCOME_WINDOWS * self.window_s,
             MAX_OUTCOMES,
         ]
 
