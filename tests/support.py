@@ -53,6 +53,22 @@ def new_topic(settings: Settings, partitions: int = 2) -> str:
     return name
 
 
+def own_stream(settings: Settings, data_dir: Path) -> Settings:
+    """Settings with a lake and an events topic of the test's own (its dead-letter topic
+    named after it, not created), groups of its own, and quick archiver flushes."""
+    topic = new_topic(settings)
+    return settings.model_copy(
+        update={
+            "data_dir": data_dir,
+            "events_topic": topic,
+            "dlq_topic": f"{topic}.dlq",
+            "updater_group": f"upd-{topic}",
+            "archiver_group": f"arch-{topic}",
+            "archiver_flush_interval_s": 0.2,
+        }
+    )
+
+
 @contextlib.contextmanager
 def isolated(settings: Settings, data_dir: Path, db: int) -> Iterator[tuple[Settings, redis.Redis]]:
     """Settings with their own data dir and Redis database (emptied before and after), so

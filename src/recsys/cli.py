@@ -1070,7 +1070,7 @@ def up(
                 console.print("writes are open (no RECSYS_API_KEYS, loopback only): for local "
                               "development; docs/security.md")  # fmt: skip
             console.print("press Ctrl-C to stop")
-            ended = stack.wait()
+            ended = stack.supervise(lambda line: console.print(f"[yellow]{line}[/yellow]"))
             console.print(f"[red]{ended} exited[/red]; stopping (see {settings.run_dir})")
         except KeyboardInterrupt:
             console.print("stopping…")

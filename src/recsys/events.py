@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, Literal, get_args
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Final, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from recsys.ids import ExternalId
 
@@ -23,12 +23,36 @@ EVENT_TYPES: Final[tuple[EventType, ...]] = get_args(EventType)
 PURCHASE: Final = "purchase"
 
 
+# What an event is, for the API, the updater, the archiver, replay and the batch alike
+# (docs/events.md): an event time from 2000 to a day ahead of now (a naive time is UTC,
+# an offset is converted to UTC), ids of the id rules, a finite price up to MAX_PRICE.
+EARLIEST_EVENT: Final = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_AHEAD: Final = timedelta(days=1)
+MAX_PRICE: Final = 1e9
+
+
+def _event_time(value: datetime) -> datetime:
+    try:
+        at = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except (OverflowError, ValueError):  # year 1 at +14:00 is before year 1 in UTC
+        raise ValueError("event time out of range: from 2000-01-01 to a day ahead") from None
+    if at < EARLIEST_EVENT:
+        raise ValueError("event time before 2000-01-01")
+    if at > datetime.now(UTC) + MAX_AHEAD:
+        raise ValueError("event time more than a day ahead of the server's clock")
+    return at
+
+
+EventTime = Annotated[datetime, AfterValidator(_event_time)]
+Price = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
+
+
 def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
 class Event(BaseModel):
-    """What every consumer reads; `event_id` makes each of them idempotent."""
+    """What every consumer reads; (customer_id, event_id) makes each of them idempotent."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,8 +61,8 @@ class Event(BaseModel):
     event_type: EventType = PURCHASE
     customer_id: ExternalId
     article_id: ExternalId
-    ts: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    price: float | None = Field(default=None, ge=0)
+    ts: EventTime = Field(default_factory=lambda: datetime.now(UTC))
+    price: Price | None = None
     recommendation_id: ExternalId | None = None
 
     @property

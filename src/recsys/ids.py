@@ -11,9 +11,10 @@ from pydantic import StringConstraints
 
 # Real H&M ids are 64 hex chars (customers) and 10 digits (articles); other shops bring
 # their own, so any short id of safe characters is accepted.
-ID_PATTERN: Final = r"^[A-Za-z0-9._:-]+$"
+_ID_CHARS: Final = r"[A-Za-z0-9._:-]+"
+ID_PATTERN: Final = rf"^{_ID_CHARS}$"
 MAX_ID_LENGTH: Final = 128
-_ID_RE: Final = re.compile(ID_PATTERN)
+_ID_RE: Final = re.compile(_ID_CHARS)
 
 ExternalId = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)
@@ -28,7 +29,8 @@ _POINT_ID_BITS: Final = 63
 
 
 def is_valid_id(value: str) -> bool:
-    return 0 < len(value) <= MAX_ID_LENGTH and _ID_RE.match(value) is not None
+    # fullmatch: a `$` would let a trailing newline through.
+    return 0 < len(value) <= MAX_ID_LENGTH and _ID_RE.fullmatch(value) is not None
 
 
 @functools.lru_cache(maxsize=1 << 18)

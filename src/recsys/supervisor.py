@@ -1,4 +1,5 @@
-"""Run the API and the updater as children of one process, and stop them in order.
+"""Run the API and the updater as children of one process, start a crashed worker
+again, and stop them in order.
 
 Order on the way down: the API first (no new events), then wait until the updater has
 consumed everything (the embedded broker keeps events in memory only), then the updater.
@@ -9,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from functools import partial
 
 import httpx
@@ -23,6 +26,10 @@ log = logging.getLogger(__name__)
 
 # Logged by a consumer-group worker (recsys.cli) once it owns partitions.
 ASSIGNED = "partitions assigned"
+# A crashed worker is started again after RESTART_FIRST_S, doubling while it keeps
+# crashing, up to RESTART_MAX_S.
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 60.0
 
 
 def drain_broker(settings: Settings, bootstrap: str) -> int:
@@ -131,6 +138,43 @@ class Stack:
                 if proc is not None and not proc.alive():
                     return proc.name
             time.sleep(poll_s)
+
+    def supervise(
+        self,
+        say: Callable[[str], None],
+        stop: threading.Event | None = None,
+        poll_s: float = 0.5,
+    ) -> str:
+        """Keep the workers running: a crashed updater or archiver is started again after
+        a pause that doubles while it keeps crashing (RESTART_FIRST_S up to RESTART_MAX_S;
+        back to the first once it has run RESTART_MAX_S), and `say` tells why. Returns
+        when the API exits (its name) or when stop is set ('')."""
+        delay = {"updater": RESTART_FIRST_S, "archiver": RESTART_FIRST_S}
+        started = {name: time.monotonic() for name in delay}
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            if self.api is not None and not self.api.alive():
+                return self.api.name
+            for name, proc in (("updater", self.updater), ("archiver", self.archiver)):
+                if proc is None or proc.alive():
+                    continue
+                if time.monotonic() - started[name] >= RESTART_MAX_S:
+                    delay[name] = RESTART_FIRST_S
+                code = proc.popen.poll()
+                say(f"{name} exited (code {code}; log {proc.log_path}); "
+                    f"starting it again in {delay[name]:.0f} s")  # fmt: skip
+                proc.stop()
+                if stop.wait(delay[name]):
+                    return ""
+                fresh = self._child(name, name)
+                if name == "updater":
+                    self.updater = fresh
+                else:
+                    self.archiver = fresh
+                started[name] = time.monotonic()
+                delay[name] = min(delay[name] * 2, RESTART_MAX_S)
+            stop.wait(poll_s)
+        return ""
 
     def stop(self) -> None:
         if self.api is not None:

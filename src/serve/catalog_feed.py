@@ -348,20 +348,29 @@ class CatalogFeed:
             self.reading.set()
             scheduled = 0.0
             while not self._stop.is_set():
-                # Wait for one message, then take what is already fetched: consume(n, t)
-                # alone would hold a lone article for the whole timeout.
-                batch = consumer.consume(1, POLL_S)
-                if batch:
-                    batch += consumer.consume(BATCH - 1, 0)
-                fresh = self.received.add(self._parse(batch))
-                retry = self.received.has_pending() and time.monotonic() - scheduled >= RETRY_S
-                if fresh or retry:
-                    scheduled = time.monotonic()
-                    self._schedule()
+                try:
+                    scheduled = self._read_once(consumer, scheduled)
+                except Exception:  # one bad turn never ends the feed
+                    log.exception("the catalog feed failed a read; going on in %.1f s", RETRY_S)
+                    self._stop.wait(RETRY_S)
         except Exception:
             log.exception("the catalog feed stopped; new articles reach this process no more")
         finally:
             consumer.close()
+
+    def _read_once(self, consumer: Consumer, scheduled: float) -> float:
+        """Read what has come, hand it to the event loop; return when that was last done."""
+        # Wait for one message, then take what is already fetched: consume(n, t) alone
+        # would hold a lone article for the whole timeout.
+        batch = consumer.consume(1, POLL_S)
+        if batch:
+            batch += consumer.consume(BATCH - 1, 0)
+        fresh = self.received.add(self._parse(batch))
+        retry = self.received.has_pending() and time.monotonic() - scheduled >= RETRY_S
+        if fresh or retry:
+            scheduled = time.monotonic()
+            self._schedule()
+        return scheduled
 
     def _assign(self, consumer: Consumer) -> bool:
         topic = self.settings.catalog_topic

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from recsys.articles import Article, Availability
+from recsys.events import EventTime, Price
 from recsys.ids import ExternalId
 
 Source = Literal["personalized", "trending"]
@@ -63,13 +64,17 @@ class EventIn(BaseModel):
     event_id: ExternalId | None = Field(
         default=None, description="Client-chosen id for idempotent retries; generated if absent."
     )
-    price: float | None = Field(default=None, ge=0)
+    price: Price | None = None
     recommendation_id: ExternalId | None = Field(
         default=None,
         description="The `recommendation_id` of the list the item was bought (or seen) from; "
         "only purchases are credited to experiments",
     )
-    ts: datetime | None = Field(default=None, description="Event time; now if absent.")
+    ts: EventTime | None = Field(
+        default=None,
+        description="Event time; now if absent. A time without an offset is UTC; from "
+        "2000-01-01 to a day ahead of the server's clock.",
+    )
 
 
 class EventAccepted(BaseModel):

@@ -238,6 +238,8 @@ class EventApplier:
         at; per event, whether this call applied it (False: it had been applied before)."""
         if len(received_ms) != len(events):
             raise ValueError("one broker time per event")
+        if not events:
+            return []
         flags: list[bool] = [False] * len(events)
         pending = list(range(len(events)))
         for _ in range(CONFLICT_RETRIES):

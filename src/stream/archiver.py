@@ -58,8 +58,9 @@ class FlushOutcome:
 
 
 def to_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
-    """Valid events as rows (first copy of each event_id), and how many were invalid."""
-    rows: dict[str, dict[str, object]] = {}
+    """Valid events as rows (the first copy of each (customer_id, event_id): an event's
+    identity), and how many were invalid."""
+    rows: dict[tuple[str, str], dict[str, object]] = {}
     invalid = 0
     for message in messages:
         if message.error() is not None:
@@ -70,7 +71,7 @@ def to_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
             invalid += 1  # the updater dead-letters it with the reason
             continue
         rows.setdefault(
-            event.event_id,
+            (event.customer_id, event.event_id),
             {
                 **event.model_dump(),
                 "kafka_partition": message.partition(),
@@ -81,6 +82,14 @@ def to_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
         )
     table = pa.Table.from_pylist(list(rows.values()), schema=EVENTS_SCHEMA)
     return table, invalid
+
+
+# A failed flush (the lake unwritable, a commit that kept losing, the broker refusing the
+# commit) is tried again after this, doubling up to MAX_RETRY_S; its messages wait,
+# uncommitted, and the consumer keeps polling so the group keeps its partitions.
+FIRST_RETRY_S = 0.5
+MAX_RETRY_S = 30.0
+PENDING_BATCHES = 10
 
 
 @dataclass(frozen=True)
@@ -142,19 +151,30 @@ class Archiver:
         pending: list[Message] = []
         oldest = time.monotonic()
         compacted = time.monotonic()
+        retry_at, delay = 0.0, FIRST_RETRY_S
         while not stop.is_set():
             if time.monotonic() - compacted >= self.settings.archiver_compact_interval_s:
                 self.compact()
                 compacted = time.monotonic()
-            batch = self.consumer.consume(self.settings.archiver_batch_size, 0.1)
+            if len(pending) >= PENDING_BATCHES * self.settings.archiver_batch_size:
+                stop.wait(0.1)  # a flush is failing: hold what is read, read no more
+                batch = []
+            else:
+                batch = self.consumer.consume(self.settings.archiver_batch_size, 0.1)
             if batch and not pending:
                 oldest = time.monotonic()
             pending.extend(batch)
             full = len(pending) >= self.settings.archiver_batch_size
             due = time.monotonic() - oldest >= self.settings.archiver_flush_interval_s
-            if pending and (full or due):
-                self.flush(pending)
-                pending = []
+            if pending and (full or due) and time.monotonic() >= retry_at:
+                try:
+                    self.flush(pending)
+                except Exception as exc:  # the lake or the broker: nothing is committed
+                    log.warning("archiving %d messages failed (%s); trying again in %.1f s",
+                                len(pending), exc, delay)  # fmt: skip
+                    retry_at, delay = time.monotonic() + delay, min(delay * 2, MAX_RETRY_S)
+                    continue
+                pending, delay = [], FIRST_RETRY_S
         if pending:
             self.flush(pending)
 

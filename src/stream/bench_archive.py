@@ -96,14 +96,20 @@ def fill(folder: Path, events: int, per_day: int, seed: int) -> tuple[Path, Path
 
 
 def _flush(
-    path: Path, rng: np.random.Generator, day: int, first: int, last_day_ids: list[str]
+    path: Path, rng: np.random.Generator, day: int, first: int, last_day: list[tuple[str, str]]
 ) -> float:
+    """One flush of new events, REDELIVERED of them copies of the last day's (an event is
+    its (customer_id, event_id))."""
     rows = _events(rng, FLUSH, first, np.full(FLUSH, day))
-    again = rng.choice(len(last_day_ids), size=int(FLUSH * REDELIVERED), replace=False)
+    again = rng.choice(len(last_day), size=int(FLUSH * REDELIVERED), replace=False)
     ids = rows.column("event_id").to_pylist()
+    customers = rows.column("customer_id").to_pylist()
     for slot, pick in enumerate(again):
-        ids[slot] = last_day_ids[int(pick)]
+        customers[slot], ids[slot] = last_day[int(pick)]
     rows = rows.set_column(0, "event_id", pa.array(ids))
+    rows = rows.set_column(
+        rows.schema.get_field_index("customer_id"), "customer_id", pa.array(customers)
+    )
     started = time.perf_counter()
     inserted = append_new(path, rows)
     took = time.perf_counter() - started
@@ -115,12 +121,14 @@ def _flush(
 def measure(folder: Path, events: int, per_day: int, flushes: int, seed: int) -> ArchiveRow:
     partitioned, flat, days = fill(folder, events, per_day, seed)
     last_day = FIRST_DAY + timedelta(days=days - 1)
-    last_ids = (
+    held = (
         DeltaTable(str(partitioned))
-        .to_pyarrow_table(columns=["event_id"], filters=[(RECEIVED_DATE, "=", last_day)])
-        .column(0)
-        .to_pylist()
+        .to_pyarrow_table(
+            columns=["customer_id", "event_id"], filters=[(RECEIVED_DATE, "=", last_day)]
+        )
+        .to_pydict()
     )
+    last_ids = list(zip(held["customer_id"], held["event_id"], strict=True))
     times: dict[str, list[float]] = {"p": [], "u": []}
     rng = np.random.default_rng(seed + 1)
     for n in range(flushes):  # alternated, so a slow moment of the machine hits both

@@ -1,6 +1,6 @@
 """The Delta table of accepted events (`bronze/events`): partitioned by the day the
-broker received each event, merged on event_id within a dedupe window, its closed days
-compacted and sorted by customer_id.
+broker received each event, merged on (customer_id, event_id) within a dedupe window,
+its closed days compacted and sorted by customer_id.
 
 A flush's merge reads only the partitions of its window (the rows' days and the one
 before), so its cost follows the traffic of those days, not the table's size. A
@@ -103,15 +103,15 @@ def _with_receipt(rows: pa.Table) -> pa.Table:
 
 
 def append_new(path: Path, rows: pa.Table) -> int:
-    """Insert the rows whose event_id the table does not hold yet (within the dedupe
-    window); return how many. Safe beside other archivers: a lost commit race retries."""
+    """Insert the rows whose (customer_id, event_id) the table does not hold yet (within
+    the dedupe window); return how many. Safe beside other archivers: a lost commit race retries."""
     if rows.num_rows == 0:
         return 0
     rows = _with_receipt(rows)
 
     def merge() -> int:
         table = DeltaTable(str(path))
-        source, predicate = rows, "t.event_id = s.event_id"
+        source, predicate = rows, "t.event_id = s.event_id AND t.customer_id = s.customer_id"
         if is_partitioned(table):
             oldest = pc.min(rows.column(RECEIVED_DATE)).as_py() - timedelta(days=DEDUPE_DAYS)
             predicate = f"t.{RECEIVED_DATE} >= '{oldest.isoformat()}' AND {predicate}"

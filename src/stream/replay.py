@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
+from pydantic import ValidationError
 
 from recsys.erasure import drop_erased
 from recsys.events import EVENT_TYPES, Event
@@ -41,12 +42,14 @@ class ReplayReport:
     events: int
     applied: int
     duplicates: int
+    invalid: int = 0  # archived rows that are not events by today's rule (skipped)
 
 
 @dataclass(frozen=True)
 class _Unseen:
     files: list[str]  # relative paths, in commit order
-    seen_ids: frozenset[str]  # ids a rewrite copied from a file the version held
+    # (customer_id, event_id) of the rows a rewrite copied from a file the version held
+    seen_ids: frozenset[tuple[str, str]]
     since: datetime | None  # set when the version is unknown: only events after it
 
 
@@ -70,9 +73,10 @@ def _plan(table: DeltaTable, root: Path, seen_version: int | None, since: dateti
     rewritten = [root / path for path in held.difference(current)]
     if any(not file.exists() for file in rewritten):  # vacuumed: ids unknown
         return _Unseen(current, frozenset(), since)
-    ids: set[str] = set()
+    ids: set[tuple[str, str]] = set()
     for file in rewritten:
-        ids.update(pq.read_table(file, columns=["event_id"]).column(0).to_pylist())
+        held_rows = pq.read_table(file, columns=["customer_id", "event_id"]).to_pydict()
+        ids.update(zip(held_rows["customer_id"], held_rows["event_id"], strict=True))
     return _Unseen([p for p in current if p not in held], frozenset(ids), None)
 
 
@@ -99,7 +103,8 @@ def unseen_chunks(
         # trained before them must not miss them either.
         keep = frame["event_type"].isin(EVENT_TYPES)
         if plan.seen_ids:
-            keep &= ~frame["event_id"].isin(plan.seen_ids)
+            pairs = pd.Series(list(zip(frame["customer_id"], frame["event_id"], strict=True)))
+            keep &= ~pairs.isin(plan.seen_ids).to_numpy()
         if plan.since is not None:
             keep &= frame["ts"] > pd.Timestamp(plan.since)
         frame = _with_received_at(frame[keep.to_numpy()])
@@ -151,7 +156,7 @@ def replay(
     since: datetime,
     erased: pd.DataFrame | None = None,
 ) -> ReplayReport:
-    events_seen = applied = duplicates = 0
+    events_seen = applied = duplicates = invalid = 0
     # A version being replayed is a candidate: it remembers every event it applies until
     # its promotion trims them (stream.apply).
     target = Target(version, live=False)
@@ -159,12 +164,21 @@ def replay(
         fields = [name for name in Event.model_fields if name in frame.columns]
         for start in range(0, len(frame), CHUNK):
             part = frame.iloc[start : start + CHUNK]
-            events = [
-                Event.model_validate({k: v for k, v in r.items() if pd.notna(v)})
-                for r in part[fields].to_dict("records")
-            ]
-            done, skipped = applier.apply(target, events, _received_ms(part[RECEIVED_AT]))
+            events: list[Event] = []
+            stamps: list[int] = []
+            for row, stamp in zip(
+                part[fields].to_dict("records"), _received_ms(part[RECEIVED_AT]), strict=True
+            ):
+                try:
+                    events.append(
+                        Event.model_validate({k: v for k, v in row.items() if pd.notna(v)})
+                    )
+                except ValidationError:
+                    invalid += 1  # archived before the rule (recsys.events): not an event
+                    continue
+                stamps.append(stamp)
+            done, skipped = applier.apply(target, events, stamps)
             applied += done
             duplicates += skipped
         events_seen += len(frame)
-    return ReplayReport(events=events_seen, applied=applied, duplicates=duplicates)
+    return ReplayReport(events_seen, applied, duplicates, invalid)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 import redis
 from confluent_kafka import (
@@ -29,13 +30,14 @@ from confluent_kafka import (
 from opentelemetry.propagate import extract
 from opentelemetry.trace import NoOpTracer, SpanKind, Tracer, set_span_in_context
 from pydantic import ValidationError
+from redis.exceptions import ResponseError
 
 from recsys.erasure import erased_at
 from recsys.events import Event
 from recsys.experiments.definitions import experiments_from_settings
 from recsys.experiments.ledger import Ledger, Purchase
 from recsys.settings import Settings
-from stream.apply import EventApplier
+from stream.apply import EventApplier, Target
 from stream.events_table import received_ms
 from stream.metrics import UpdaterMetrics
 from stream.offsets import commit_processed
@@ -139,6 +141,9 @@ class Updater:
                 delay = min(delay * 2, 5.0)
 
     def process(self, messages: Sequence[Message]) -> BatchOutcome:
+        """Apply a batch and commit it. A message that is not an event, or that Redis
+        refuses as a command (not as an outage), goes to the dead-letter topic with its
+        reason and the rest go on; an outage raises, and nothing is committed."""
         outcome = BatchOutcome()
         self._dlq_failed = 0
         received: list[tuple[Event, Message]] = []
@@ -150,46 +155,90 @@ class Updater:
                 outcome.dead_lettered += 1
             else:
                 received.append((event, message))
-        if outcome.dead_lettered:
-            left = self.dlq.flush(self.settings.kafka_produce_timeout_s + 1.0)
-            left += self._dlq_failed
-            if left:
-                if self._new_dlq is not None:
-                    self.dlq.purge()
-                    self.dlq = self._new_dlq()
-                raise DeadLetterError(f"{left} dead letters not acknowledged by the broker")
-            self.metrics.dead_lettered.inc(outcome.dead_lettered)
-            self.metrics.processed.labels("dead_lettered").inc(outcome.dead_lettered)
         received = self._without_erased(received)
         if received:
             started = time.time_ns()
-            events = [event for event, _ in received]
-            stamps = [received_ms(message) for _, message in received]
-            applied_anywhere = [False] * len(events)
             targets = self.applier.active_versions()
             outcome.versions = [t.version for t in targets]
+            applied_anywhere = [False] * len(received)
+            refused: set[int] = set()
             for target in targets:
-                flags = self.applier.apply_each(target, events, stamps)
+                flags = self._apply_or_dead_letter(target, received, refused)
                 applied_anywhere = [a or f for a, f in zip(applied_anywhere, flags, strict=True)]
                 outcome.applied += sum(flags)
-                outcome.duplicates += len(flags) - sum(flags)
+                outcome.duplicates += len(flags) - len(refused) - sum(flags)
+            outcome.dead_lettered += len(refused)
+            received = [r for n, r in enumerate(received) if n not in refused]
+            applied_anywhere = [a for n, a in enumerate(applied_anywhere) if n not in refused]
+            events = [event for event, _ in received]
             # Credit each purchase to the experiment list that showed it (idempotent per
             # event id, so a redelivered batch credits nothing twice); weaker signals are
             # not conversions.
             if self.attributing:
-                self.ledger.attribute_all_sync(
-                    self.client,
-                    [
-                        Purchase(e.event_id, e.customer_id, e.article_id, e.recommendation_id)
-                        for e in events
-                        if e.is_purchase
-                    ],
-                )
+                self._attribute([e for e in events if e.is_purchase])
             self._observe(received, applied_anywhere, outcome, started)
+        self._settle_dead_letters(outcome.dead_lettered)
         # Asynchronous: the next batch need not wait for the broker. A commit that fails
         # only means redelivery, and what was applied is skipped.
         commit_processed(self.consumer, messages, asynchronous=True)
         return outcome
+
+    def _attribute(self, purchases: list[Event]) -> None:
+        """Credit purchases to experiments; Redis refusing one customer's ledger (a key of
+        another type) loses that batch's credits, logged, and never stops the updater."""
+        try:
+            self.ledger.attribute_all_sync(
+                self.client,
+                [Purchase(e.event_id, e.customer_id, e.article_id, e.recommendation_id)
+                 for e in purchases],
+            )  # fmt: skip
+        except ResponseError as exc:
+            if is_outage(exc):
+                raise
+            log.warning("experiment attribution refused by Redis for a batch: %s", exc)
+
+    def _settle_dead_letters(self, count: int) -> None:
+        """Wait for the broker to take the batch's dead letters; the batch is committed
+        only once it has (else the dead-letter producer is replaced and the batch goes
+        again: what was applied is skipped)."""
+        if not count:
+            return
+        left = self.dlq.flush(self.settings.kafka_produce_timeout_s + 1.0) + self._dlq_failed
+        if left:
+            if self._new_dlq is not None:
+                self.dlq.purge()
+                self.dlq = self._new_dlq()
+            raise DeadLetterError(f"{left} dead letters not acknowledged by the broker")
+        self.metrics.dead_lettered.inc(count)
+        self.metrics.processed.labels("dead_lettered").inc(count)
+
+    def _apply_or_dead_letter(
+        self, target: Target, received: list[tuple[Event, Message]], refused: set[int]
+    ) -> list[bool]:
+        """Per event, whether it was applied to target now. Events in `refused` are not
+        applied; one that Redis refuses as a command, or whose arithmetic fails, is
+        dead-lettered and added to it. An outage raises."""
+        kept = [n for n in range(len(received)) if n not in refused]
+        events = [received[n][0] for n in kept]
+        stamps = [received_ms(received[n][1]) for n in kept]
+        flags = [False] * len(received)
+        try:
+            for n, flag in zip(kept, self.applier.apply_each(target, events, stamps), strict=True):
+                flags[n] = flag
+            return flags
+        except (ResponseError, ArithmeticError, ValueError) as exc:
+            if is_outage(exc):
+                raise
+        # One event's fault: each alone (what the batch applied is skipped as applied).
+        for n, event, stamp in zip(kept, events, stamps, strict=True):
+            try:
+                flags[n] = self.applier.apply_each(target, [event], [stamp])[0]
+            except (ResponseError, ArithmeticError, ValueError) as exc:
+                if is_outage(exc):
+                    raise
+                refused.add(n)
+                self._dead_letter(received[n][1], f"not applied to {target.version}: {exc}")
+        return flags
 
     def _observe(
         self,
@@ -262,25 +311,41 @@ class Updater:
             self._dlq_failed += 1
 
     def _parse_or_dead_letter(self, message: Message) -> Event | None:
-        raw = message.value() or b""
         try:
-            return Event.from_bytes(raw)
+            return Event.from_bytes(message.value() or b"")
         except ValidationError as exc:
             reason = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
                 for err in exc.errors()
             )
-            self.dlq.produce(
-                self.settings.dlq_topic,
-                value=raw,
-                key=message.key(),
-                headers=[("reason", reason[:1000].encode()), ("source_topic", b"events")],
-                on_delivery=self._dead_letter_delivered,
-            )
-            log.warning(
-                "dead-lettered a message from partition %s: %s", message.partition(), reason
-            )
+            self._dead_letter(message, reason)
             return None
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        self.dlq.produce(
+            self.settings.dlq_topic,
+            value=message.value() or b"",
+            key=message.key(),
+            headers=[("reason", reason[:1000].encode()), ("source_topic", b"events")],
+            on_delivery=self._dead_letter_delivered,
+        )
+        log.warning("dead-lettered a message from partition %s: %s", message.partition(), reason)
+
+
+# Replies of a Redis server that is not able to serve now, whatever the command: an
+# outage, retried; any other error reply is the command's own (a key of another type, a
+# script's error) and goes to the dead-letter topic with its message.
+_OUTAGE_REPLIES: Final = frozenset(
+    {"OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN",
+     "TRYAGAIN", "MOVED", "ASK", "NOAUTH", "WRONGPASS", "NOPERM", "NOSCRIPT"}
+)  # fmt: skip
+
+
+def is_outage(exc: Exception) -> bool:
+    if not isinstance(exc, ResponseError):
+        return False
+    words = str(exc).split(maxsplit=1)
+    return bool(words) and words[0] in _OUTAGE_REPLIES
 
 
 def _carrier(message: Message) -> dict[str, str]:

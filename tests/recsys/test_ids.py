@@ -1,11 +1,21 @@
-"""Item point ids: stable, integer, within Qdrant's range; a collision is an error."""
+"""The id rules, and item point ids: stable, integer, within Qdrant's range; a collision
+is an error."""
 
 from __future__ import annotations
 
 import pytest
 
 from batch import publish
-from recsys.ids import item_point_id
+from recsys.events import Event
+from recsys.ids import MAX_ID_LENGTH, is_valid_id, item_point_id
+
+
+@pytest.mark.parametrize("bad", ["", "a\n", "a b", "a/b", "é", "a" * (MAX_ID_LENGTH + 1)])
+def test_an_id_is_the_whole_string_of_safe_characters(bad: str) -> None:
+    assert is_valid_id("0108775015") and is_valid_id("a" * MAX_ID_LENGTH)
+    assert not is_valid_id(bad)
+    with pytest.raises(ValueError, match="customer_id"):
+        Event(customer_id=bad, article_id="a1")
 
 
 def test_point_ids_are_stable_63_bit_integers_without_collisions_on_many_ids() -> None:

@@ -24,7 +24,7 @@ from recsys.events import Event
 from recsys.settings import Settings
 from stream.archiver import Archiver
 from stream.bus import consumer_config, pending_events, producer_config
-from support import new_topic
+from support import new_topic, own_stream
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -48,15 +48,8 @@ def test_duplicates_and_poison_are_archived_once_or_not_at_all(
 ) -> None:
     bootstrap = settings.kafka_bootstrap_servers
     assert bootstrap
-    topic = new_topic(settings)
-    own = settings.model_copy(
-        update={
-            "data_dir": tmp_path / "data",
-            "events_topic": topic,
-            "archiver_group": f"arch-{topic}",
-            "archiver_flush_interval_s": 0.2,
-        }
-    )
+    own = own_stream(settings, tmp_path / "data")
+    topic = own.events_topic
     producer = Producer(producer_config(bootstrap, own))
     for i in range(40):
         event = _event(i)
