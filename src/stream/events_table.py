@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -139,8 +140,8 @@ def compact_closed_days(path: Path, today: date | None = None) -> int:
         return 0
     day = (today or datetime.now(UTC).date()).isoformat()
     actions = pa.table(table.get_add_actions(flatten=True))
-    days = actions.column(f"partition.{RECEIVED_DATE}").to_pylist()
-    closed = sorted({str(d) for d in days if str(d) < day and days.count(d) > 1})
+    files = Counter(str(d) for d in actions.column(f"partition.{RECEIVED_DATE}").to_pylist())
+    closed = sorted(d for d, n in files.items() if d < day and n > 1)
     removed = 0
     for closed_day in closed:
 

@@ -161,9 +161,10 @@ class Updater:
             targets = self.applier.active_versions()
             outcome.versions = [t.version for t in targets]
             applied_anywhere = [False] * len(received)
+            stamps = [received_ms(message) for _, message in received]
             refused: set[int] = set()
             for target in targets:
-                flags = self._apply_or_dead_letter(target, received, refused)
+                flags = self._apply_or_dead_letter(target, received, stamps, refused)
                 applied_anywhere = [a or f for a, f in zip(applied_anywhere, flags, strict=True)]
                 outcome.applied += sum(flags)
                 outcome.duplicates += len(flags) - len(refused) - sum(flags)
@@ -213,24 +214,29 @@ class Updater:
         self.metrics.processed.labels("dead_lettered").inc(count)
 
     def _apply_or_dead_letter(
-        self, target: Target, received: list[tuple[Event, Message]], refused: set[int]
+        self,
+        target: Target,
+        received: list[tuple[Event, Message]],
+        stamps: list[int],
+        refused: set[int],
     ) -> list[bool]:
         """Per event, whether it was applied to target now. Events in `refused` are not
         applied; one that Redis refuses as a command, or whose arithmetic fails, is
         dead-lettered and added to it. An outage raises."""
         kept = [n for n in range(len(received)) if n not in refused]
         events = [received[n][0] for n in kept]
-        stamps = [received_ms(received[n][1]) for n in kept]
+        kept_stamps = [stamps[n] for n in kept]
         flags = [False] * len(received)
         try:
-            for n, flag in zip(kept, self.applier.apply_each(target, events, stamps), strict=True):
+            applied = self.applier.apply_each(target, events, kept_stamps)
+            for n, flag in zip(kept, applied, strict=True):
                 flags[n] = flag
             return flags
         except (ResponseError, ArithmeticError, ValueError) as exc:
             if is_outage(exc):
                 raise
         # One event's fault: each alone (what the batch applied is skipped as applied).
-        for n, event, stamp in zip(kept, events, stamps, strict=True):
+        for n, event, stamp in zip(kept, events, kept_stamps, strict=True):
             try:
                 flags[n] = self.applier.apply_each(target, [event], [stamp])[0]
             except (ResponseError, ArithmeticError, ValueError) as exc:
