@@ -25,13 +25,23 @@ from batch.hm_schema import (
     TRANSACTIONS_SCHEMA,
 )
 from batch.lake import Lake
-from recsys.ids import ID_PATTERN, MAX_ID_LENGTH
+from recsys.events import (
+    EARLIEST_EVENT,
+    EVENT_TYPES,
+    MAX_AHEAD,
+    MAX_PRICE,
+    RECEIVED_AT,
+    RECEIVED_DATE,
+)
+from recsys.ids import MAX_ID_LENGTH, SPARK_ID_PATTERN
 from recsys.settings import items_table_in
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import Column, DataFrame, SparkSession
 
 REASON = "_skip_reason"
+RECEIVED = "_received"
 ROW = "_row"
 # Purchases from the CSVs and purchases the API accepted since, told apart in silver.
 SOURCE_CSV, SOURCE_EVENTS = "csv", "events"
@@ -143,7 +153,7 @@ def clean_purchases(spark: SparkSession, input_dir: Path) -> tuple[DataFrame, Ta
 def _valid_id(col: Column) -> Column:
     from pyspark.sql import functions as F
 
-    return col.isNotNull() & (F.length(col) <= MAX_ID_LENGTH) & col.rlike(ID_PATTERN)
+    return col.isNotNull() & (F.length(col) <= MAX_ID_LENGTH) & col.rlike(SPARK_ID_PATTERN)
 
 
 def _typed(frame: DataFrame, schema: pa.Schema) -> DataFrame:
@@ -301,19 +311,25 @@ class ArchivedPurchases:
 
 
 def archived_purchases(
-    store: Lake, events_table: Path, articles: DataFrame
+    store: Lake, events_table: Path, articles: DataFrame, erased: pd.DataFrame
 ) -> ArchivedPurchases | None:
     """Purchases the API accepted since the CSVs were cut, as transaction rows, and its
     views, clicks and add-to-carts as `signals` (None when the archiver has written
     nothing yet). Their customers may be new (not in customers.csv), so only the article
-    is checked."""
+    is checked, after the event rule (recsys.events) every consumer applies: a row
+    archived before a rule existed is skipped with its reason. An erased customer's
+    events received before their erasure are left out (`erased`: erased_before's)."""
     from pyspark.sql import functions as F
+
+    from batch.erasures import without_erased
 
     snap = store.snapshot(events_table)
     if snap is None:
         return None
     report = TableReport("archived events")
-    events = snap.frame
+    events = without_erased(
+        snap.frame.withColumn(RECEIVED, _received(snap.frame)), erased, "ts", RECEIVED
+    )
     # Microseconds, not a timestamp: PySpark would hand a timestamp back in local time.
     totals = events.agg(
         F.count(F.lit(1)).alias("n"), F.max(F.unix_micros("ts")).alias("last")
@@ -326,23 +342,55 @@ def archived_purchases(
         else datetime.fromtimestamp(int(totals["last"]) / 1e6, tz=UTC)
     )
     known = articles.select("article_id", F.lit(True).alias("_known_article"))
+    price = F.col("price").cast("double")
+    latest = F.coalesce(F.col(RECEIVED), F.current_timestamp()) + F.expr(
+        f"INTERVAL {int(MAX_AHEAD.total_seconds())} SECONDS"
+    )
+    known_type = F.coalesce(F.col("event_type").isin(*EVENT_TYPES), F.lit(False))
+    in_window = (F.col("ts") >= F.lit(EARLIEST_EVENT)) & (F.col("ts") <= latest)
+    bad_price = price.isNotNull() & (F.isnan(price) | (price < 0) | (price > MAX_PRICE))
     checked = events.join(F.broadcast(known), "article_id", "left").withColumn(
         REASON,
-        F.when(F.col("_known_article").isNull(), F.lit("unknown article_id")),
+        _first_broken(
+            [
+                ("not an event type", ~known_type),
+                ("invalid event_id", ~_valid_id(F.col("event_id"))),
+                ("invalid customer_id", ~_valid_id(F.col("customer_id"))),
+                ("invalid article_id", ~_valid_id(F.col("article_id"))),
+                ("event time out of range", ~F.coalesce(in_window, F.lit(False))),
+                ("price not finite or out of range", bad_price),
+                ("unknown article_id", F.col("_known_article").isNull()),
+            ]
+        ),
     )
-    purchases = checked.where(F.col("event_type") == "purchase")
     for row in checked.where(F.col(REASON).isNotNull()).groupBy(REASON).count().collect():
         report.skipped[str(row[REASON])] += int(row["count"])
-    frame = purchases.where(F.col(REASON).isNull()).select(
+    valid = checked.where(F.col(REASON).isNull())
+    frame = valid.where(F.col("event_type") == "purchase").select(
         F.to_date("ts").alias("t_dat"),
         "customer_id",
         "article_id",
-        F.coalesce(F.col("price").cast("double"), F.lit(0.0)).alias("price"),
+        F.coalesce(price, F.lit(0.0)).alias("price"),
         # Events come through the API: the online channel.
         F.lit(2).cast("long").alias("sales_channel_id"),
         F.lit(SOURCE_EVENTS).alias("source"),
     )
-    signals = checked.where((F.col("event_type") != "purchase") & F.col(REASON).isNull()).select(
+    signals = valid.where(F.col("event_type") != "purchase").select(
         F.to_date("ts").alias("t_dat"), "customer_id", "article_id", "event_type"
     )
     return ArchivedPurchases(frame, report, last, snap.version, signals)
+
+
+def _received(events: DataFrame) -> Column:
+    """When the stack received each archived event (its broker time); a row archived
+    before that was kept counts as received at the end of its received day."""
+    from pyspark.sql import functions as F
+
+    columns = set(events.columns)
+    at = F.col(RECEIVED_AT) if RECEIVED_AT in columns else F.lit(None).cast("timestamp")
+    if RECEIVED_DATE in columns:
+        day_end = F.to_timestamp(F.date_add(F.col(RECEIVED_DATE), 1)) - F.expr(
+            "INTERVAL 1 MILLISECOND"
+        )
+        at = F.coalesce(at, day_end)
+    return at

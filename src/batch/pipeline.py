@@ -19,7 +19,6 @@ from batch.content_vectors import (
     place_by_content,
     save_content_model,
 )
-from batch.erasures import without_erased
 from batch.failure import check_driver_memory
 from batch.gate import as_manifest_metrics, decide
 from batch.history import (
@@ -127,19 +126,19 @@ def run_batch(
     with steps.step("clean and validate"):
         cleaned = clean(store)
         reports = list(cleaned.reports)
-        archived = archived_purchases(store, settings.events_table, cleaned.articles)
         # Training sees the CSVs plus what customers bought through the API since (but
-        # never an erased customer's events from before their erasure).
+        # never an erased customer's events received before their erasure).
+        archived = archived_purchases(
+            store, settings.events_table, cleaned.articles, erased_before(settings.lake_dir)
+        )
         purchases = cleaned.transactions
         # Views, clicks and add-to-carts count in the interactions only (by their weight),
         # never as purchases: not in the history, the profiles, trending or the holdout.
         signals = None
         if archived is not None:
             reports.append(archived.report)
-            erased = erased_before(settings.lake_dir)
-            purchases = purchases.unionByName(without_erased(archived.frame, erased, "t_dat"))
-            if archived.signals is not None:
-                signals = without_erased(archived.signals, erased, "t_dat")
+            purchases = purchases.unionByName(archived.frame)
+            signals = archived.signals
         written = {
             **cleaned.written,
             "silver.transactions": store.write(purchases, "silver", "transactions"),

@@ -38,3 +38,16 @@ def with_commit_retries(action: Callable[[], T], retries: int = COMMIT_RETRIES) 
                 raise
             time.sleep(0.05 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+def vacuum(path: Path, retention_hours: float) -> int:
+    """Delete the files no table version newer than the retention needs (those replaced
+    by compactions, overwrites and erasures' deletes); return how many. Time travel, and
+    a replay's exact view of what a model saw, last until then."""
+    table = DeltaTable(str(path))
+    hours = int(retention_hours)
+    # A vacuum commits twice to the log even when it deletes nothing: ask first.
+    if not table.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=True):
+        return 0
+    deleted = table.vacuum(retention_hours=hours, enforce_retention_duration=False, dry_run=False)
+    return len(deleted)

@@ -28,7 +28,8 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from recsys import keys
-from recsys.delta_tables import with_commit_retries
+from recsys.delta_tables import vacuum, with_commit_retries
+from recsys.events import RECEIVED_AT
 from recsys.ids import is_valid_id
 from recsys.model_store import FACTORS, version_dir
 from recsys.settings import Settings
@@ -60,7 +61,9 @@ class ErasureReport:
     redis_keys: int = 0
     delta_rows: dict[str, int] = field(default_factory=dict)  # table (layer/name) -> rows
     factor_rows: dict[str, int] = field(default_factory=dict)  # model version -> rows
-    seconds: dict[str, float] = field(default_factory=dict)  # redis, delta, factors
+    # Files of earlier table versions deleted from disk, older than the retention.
+    vacuumed_files: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # redis, delta, vacuum, factors
 
 
 def erase_customer(
@@ -78,11 +81,18 @@ def erase_customer(
     report.redis_keys = _delete_redis_keys(settings, client, customer_id)
     report.seconds["redis"] = _since(started)
     started = time.perf_counter()
-    for name, table in _customer_tables(settings.lake_dir):
-        deleted = _delete_rows(table, customer_id)
+    for name, _, table in _customer_tables(settings.lake_dir):
+        # The id is of the safe alphabet (is_valid_id): no quote can end the literal.
+        deleted = _delete_rows(table, f"customer_id = '{customer_id}'")
         if deleted:
             report.delta_rows[name] = deleted
     report.seconds["delta"] = _since(started)
+    started = time.perf_counter()
+    # Every customer table, not only those deleted from now: a batch's overwrite leaves
+    # the customer's rows in files only older versions name, until a vacuum.
+    for _, path, _ in _customer_tables(settings.lake_dir):
+        report.vacuumed_files += vacuum(path, settings.lake_retention_hours)
+    report.seconds["vacuum"] = _since(started)
     started = time.perf_counter()
     for version, path in _factor_files(settings.models_dir):
         removed = _drop_user_factors(path, customer_id)
@@ -140,6 +150,11 @@ class ErasureCache:
         self._version: int | None = None
         self._frame = _no_erasures()
 
+    @property
+    def version(self) -> int | None:
+        """The erasures table's version `current` last read (None: no table yet)."""
+        return self._version
+
     def current(self) -> pd.DataFrame:
         if self._table is None:
             try:
@@ -165,6 +180,21 @@ def drop_erased(frame: pd.DataFrame, erased: pd.DataFrame, ts_column: str) -> pd
     )
     keep = cutoff.isna() | (pd.to_datetime(frame[ts_column], utc=True) > cutoff)
     return frame[keep.to_numpy()]
+
+
+def erased_rows(frame: pd.DataFrame, erased: pd.DataFrame, ts_column: str) -> pd.DataFrame:
+    """The rows of `frame` that `drop_erased` drops."""
+    return frame.drop(drop_erased(frame, erased, ts_column).index)
+
+
+def delete_received_before(table: Path, customer_id: str, erased_at: datetime) -> int:
+    """Delete the customer's archived events received at or before their erasure (rows
+    a writer appended while the erasure ran); return how many."""
+    if not is_valid_id(customer_id):
+        raise ValueError(f"not a valid customer id: {customer_id[:64]!r}")
+    at = erased_at.astimezone(UTC).isoformat()
+    predicate = f"customer_id = '{customer_id}' AND {RECEIVED_AT} <= '{at}'"
+    return _delete_rows(DeltaTable(str(table)), predicate)
 
 
 def erased_at(client: redis.Redis, customer_ids: list[str]) -> dict[str, float]:
@@ -203,7 +233,7 @@ def _delete_redis_keys(settings: Settings, client: redis.Redis, customer_id: str
     return deleted
 
 
-def _customer_tables(lake_dir: Path) -> Iterator[tuple[str, DeltaTable]]:
+def _customer_tables(lake_dir: Path) -> Iterator[tuple[str, Path, DeltaTable]]:
     """Every Delta table of the lake with a customer_id column (but the erasure record)."""
     for layer in ("bronze", "silver", "gold"):
         folder = lake_dir / layer
@@ -214,13 +244,10 @@ def _customer_tables(lake_dir: Path) -> Iterator[tuple[str, DeltaTable]]:
                 continue
             table = DeltaTable(str(path))
             if "customer_id" in table.schema().to_arrow().names:
-                yield f"{layer}.{path.name}", table
+                yield f"{layer}.{path.name}", path, table
 
 
-def _delete_rows(table: DeltaTable, customer_id: str) -> int:
-    # The id is of the safe alphabet (is_valid_id): no quote can end the literal.
-    predicate = f"customer_id = '{customer_id}'"
-
+def _delete_rows(table: DeltaTable, predicate: str) -> int:
     def delete() -> int:
         table.update_incremental()
         deleted: int = table.delete(predicate).get("num_deleted_rows", 0)

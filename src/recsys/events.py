@@ -30,6 +30,11 @@ EARLIEST_EVENT: Final = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_AHEAD: Final = timedelta(days=1)
 MAX_PRICE: Final = 1e9
 
+# The archive's columns for when the stack received an event (its broker time, and that
+# time's UTC day): what erasure, the updater and a replay go by, never the client's `ts`.
+RECEIVED_AT: Final = "received_at"
+RECEIVED_DATE: Final = "received_date"
+
 
 def _event_time(value: datetime) -> datetime:
     try:

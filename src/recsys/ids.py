@@ -13,6 +13,8 @@ from pydantic import StringConstraints
 # their own, so any short id of safe characters is accepted.
 _ID_CHARS: Final = r"[A-Za-z0-9._:-]+"
 ID_PATTERN: Final = rf"^{_ID_CHARS}$"
+# The same for Spark's rlike (Java regex), where `$` also matches before a final newline.
+SPARK_ID_PATTERN: Final = rf"\A{_ID_CHARS}\z"
 MAX_ID_LENGTH: Final = 128
 _ID_RE: Final = re.compile(_ID_CHARS)
 

@@ -183,6 +183,11 @@ class Erasure(BaseModel):
     factor_rows: dict[str, int] = Field(
         description="Rows deleted from each kept model version's factors file"
     )
+    vacuumed_files: int = Field(
+        description="Files of earlier Delta table versions deleted, those older than "
+        "RECSYS_LAKE_RETENTION_HOURS (a deleted row leaves its old file at the first vacuum "
+        "after the retention)"
+    )
     seconds: dict[str, float] = Field(
-        description="How long each part took: redis, delta (every table), factors"
+        description="How long each part took: redis, delta (every table), vacuum, factors"
     )

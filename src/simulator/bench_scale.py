@@ -347,7 +347,7 @@ def table(results: list[ShapeResult]) -> Table:
         out.add_row(label, *(_fmt(r.recommend.get(key)) for r in results))
     out.add_row("updater (events/s)", *(_fmt(r.updater_events_per_s) for r in results))
     out.add_row("Valkey restart on its AOF (s)", *(_fmt(r.valkey_restart_s) for r in results))
-    for part in ("total", "redis", "delta", "factors"):
+    for part in ("total", "redis", "delta", "vacuum", "factors"):
         out.add_row(f"one erasure: {part} (s)",
                     *(_fmt(r.erasure_s.get(part)) for r in results))  # fmt: skip
     ndcg = holdout_row(results)

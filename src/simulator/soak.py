@@ -35,6 +35,7 @@ from rich.table import Table
 from recsys import keys
 from recsys.engines.embedded import Endpoints
 from recsys.engines.process import ManagedProcess, free_port
+from recsys.events import RECEIVED_AT
 from recsys.settings import Settings
 from simulator.chaos import ACTIONS, Action, Chaos, ChaosEngines, ChaosEvent
 from simulator.config import SimulationConfig
@@ -42,7 +43,6 @@ from simulator.population import Population, load_population
 from simulator.report import SimulationReport
 from simulator.traffic import Traffic
 from stream.apply import is_applied
-from stream.events_table import RECEIVED_AT
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

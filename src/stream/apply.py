@@ -126,6 +126,22 @@ end
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[7] then
   return -1
 end
+-- A key of another type fails the event before anything is written (a script is not
+-- rolled back), so a dead letter sent back once the key is fixed is applied in full.
+if ARGV[8] == '1' then
+  local kinds = {zset = true, none = true}
+  if not kinds[redis.call('TYPE', KEYS[3]).ok] then
+    return redis.error_reply('WRONGTYPE the history key holds another type')
+  end
+  local profile = redis.call('TYPE', KEYS[5]).ok
+  if profile ~= 'hash' and profile ~= 'none' then
+    return redis.error_reply('WRONGTYPE the profile key holds another type')
+  end
+  local count = profile == 'hash' and redis.call('HGET', KEYS[5], 'purchases')
+  if count and not string.match(count, '^%d+$') then
+    return redis.error_reply('ERR the profile purchase count is not an integer')
+  end
+end
 local state_ttl = tonumber(ARGV[9])
 store(KEYS[1], with_applied(state, at, ARGV[10], tonumber(ARGV[11])), state_ttl)
 if ARGV[1] ~= '' then
@@ -142,12 +158,12 @@ if state_ttl > 0 then
 end
 local ts = tonumber(ARGV[4])
 redis.call('HINCRBY', KEYS[5], 'purchases', 1)
-local first = redis.call('HGET', KEYS[5], 'first_ts')
-if not first or ts < tonumber(first) then
+local first = tonumber(redis.call('HGET', KEYS[5], 'first_ts'))
+if not first or ts < first then
   redis.call('HSET', KEYS[5], 'first_ts', ts)
 end
-local last = redis.call('HGET', KEYS[5], 'last_ts')
-if not last or ts > tonumber(last) then
+local last = tonumber(redis.call('HGET', KEYS[5], 'last_ts'))
+if not last or ts > last then
   redis.call('HSET', KEYS[5], 'last_ts', ts)
 end
 return 1

@@ -23,20 +23,23 @@ import pyarrow as pa
 from confluent_kafka import Consumer, Message
 from pydantic import ValidationError
 
-from recsys.delta_tables import ensure_table
-from recsys.erasure import ErasureCache, drop_erased
-from recsys.events import Event
+from recsys.delta_tables import ensure_table, vacuum
+from recsys.erasure import (
+    ErasureCache,
+    customer_hash,
+    delete_received_before,
+    drop_erased,
+    erased_rows,
+)
+from recsys.events import RECEIVED_AT, RECEIVED_DATE, Event
 from recsys.settings import Settings
 from stream.events_table import (
     EVENTS_SCHEMA,
-    RECEIVED_AT,
-    RECEIVED_DATE,
     append_new,
     compact_closed_days,
     ensure_events_table,
     received_date,
     received_ms,
-    vacuum,
 )
 from stream.items_table import (
     AVAILABILITY_SCHEMA,
@@ -109,10 +112,13 @@ class Archiver:
         self.consumer = consumer
         ensure_events_table(settings.events_table)
         self.erasures = ErasureCache(settings.lake_dir)
+        self._erasures_read: int | None = None
         ensure_table(settings.items_table, ITEMS_SCHEMA)
         ensure_table(settings.availability_table, AVAILABILITY_SCHEMA)
         self.sinks = {
-            settings.events_topic: [Sink(settings.events_table, self._event_rows, append_new)],
+            settings.events_topic: [
+                Sink(settings.events_table, self._event_rows, self._append_events)
+            ],
             settings.catalog_topic: [
                 Sink(settings.items_table, item_rows, merge_newest),
                 Sink(settings.availability_table, availability_rows, merge_newest),
@@ -120,17 +126,34 @@ class Archiver:
         }
 
     def _event_rows(self, messages: Sequence[Message]) -> tuple[pa.Table, int]:
-        """The events as rows, less those of erased customers from before their erasure
-        (a late or redelivered message must not put them back in the table)."""
+        """The events as rows, less those of erased customers received before their
+        erasure (a late or redelivered message must not put them back in the table)."""
         rows, invalid = to_rows(messages)
         erased = self.erasures.current()
+        self._erasures_read = self.erasures.version
         if erased.empty or rows.num_rows == 0:
             return rows, invalid
         frame = rows.to_pandas()
-        kept = drop_erased(frame, erased, "ts")
+        kept = drop_erased(frame, erased, RECEIVED_AT)
         if len(kept) == len(frame):
             return rows, invalid
         return pa.Table.from_pandas(kept, schema=EVENTS_SCHEMA, preserve_index=False), invalid
+
+    def _append_events(self, path: Path, rows: pa.Table) -> int:
+        """Append the new events; where a customer was erased after `_event_rows` read
+        the erasures (the erasure's DELETE ran before this append), delete their rows
+        received before it again, so none outlives an erasure that raced the flush."""
+        written = append_new(path, rows)
+        erased = self.erasures.current()
+        if self.erasures.version == self._erasures_read or rows.num_rows == 0:
+            return written
+        late = erased_rows(rows.select(["customer_id", RECEIVED_AT]).to_pandas(), erased,
+                           RECEIVED_AT)  # fmt: skip
+        for customer in sorted(set(late["customer_id"])):
+            when = erased.loc[erased["customer_hash"] == customer_hash(customer), "erased_at"]
+            removed = delete_received_before(path, customer, when.max().to_pydatetime())
+            log.info("removed %d events of a customer erased during a flush", removed)
+        return written
 
     @staticmethod
     def topics(settings: Settings) -> list[str]:

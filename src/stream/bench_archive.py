@@ -23,10 +23,9 @@ import pyarrow as pa
 from deltalake import DeltaTable, write_deltalake
 from rich.table import Table
 
+from recsys.events import RECEIVED_AT, RECEIVED_DATE
 from stream.events_table import (
     EVENTS_SCHEMA,
-    RECEIVED_AT,
-    RECEIVED_DATE,
     append_new,
     compact_closed_days,
     ensure_events_table,

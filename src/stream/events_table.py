@@ -26,12 +26,10 @@ from deltalake import DeltaTable, Field
 from deltalake.schema import PrimitiveType
 
 from recsys.delta_tables import ensure_table, with_commit_retries
+from recsys.events import RECEIVED_AT, RECEIVED_DATE
 
 log = logging.getLogger(__name__)
 
-RECEIVED_DATE = "received_date"
-# The message's broker time: what the updater and a replay order and dedupe by.
-RECEIVED_AT = "received_at"
 # Days before a flush's oldest day that its merge still reads for duplicates.
 DEDUPE_DAYS = 1
 
@@ -92,7 +90,8 @@ def _with_receipt(rows: pa.Table) -> pa.Table:
     for name, kind in ((RECEIVED_AT, pa.timestamp("us", tz="UTC")), (RECEIVED_DATE, pa.date32())):
         if name not in rows.column_names:
             rows = rows.append_column(name, pa.nulls(rows.num_rows, kind))
-    at = rows.column(RECEIVED_AT).cast(pa.timestamp("ms", tz="UTC"))
+    # Broker times are whole milliseconds; a finer time given by hand is truncated.
+    at = pc.cast(rows.column(RECEIVED_AT), pa.timestamp("ms", tz="UTC"), safe=False)
     if at.null_count:
         at = pc.fill_null(at, pa.scalar(now, pa.timestamp("ms", tz="UTC")))
     rows = rows.set_column(rows.schema.get_field_index(RECEIVED_AT), RECEIVED_AT, at)
@@ -154,12 +153,3 @@ def compact_closed_days(path: Path, today: date | None = None) -> int:
     if removed:
         log.info("compacted %d files of %s before %s", removed, path.name, day)
     return removed
-
-
-def vacuum(path: Path, retention_hours: float) -> int:
-    """Delete the files compactions and erasures replaced, once older than the retention
-    (time travel, and a replay's exact view of them, last until then)."""
-    deleted = DeltaTable(str(path)).vacuum(
-        retention_hours=int(retention_hours), enforce_retention_duration=False, dry_run=False
-    )
-    return len(deleted)

@@ -28,9 +28,8 @@ from deltalake.exceptions import TableNotFoundError
 from pydantic import ValidationError
 
 from recsys.erasure import drop_erased
-from recsys.events import EVENT_TYPES, Event
+from recsys.events import EVENT_TYPES, RECEIVED_AT, RECEIVED_DATE, Event
 from stream.apply import EventApplier, Target
-from stream.events_table import RECEIVED_AT, RECEIVED_DATE
 
 CHUNK = 2_000
 _DAY_FOLDER = re.compile(rf"(?:^|/){RECEIVED_DATE}=(\d{{4}}-\d{{2}}-\d{{2}})/")
@@ -88,7 +87,7 @@ def unseen_chunks(
 ) -> Iterator[pd.DataFrame]:
     """Archived events a model trained on `seen_table_version` never saw, one committed
     file at a time (oldest first, each in time order), less those of erased customers
-    from before their erasure (recsys.erasure)."""
+    received before their erasure (recsys.erasure)."""
     try:
         table = DeltaTable(str(events_table))
     except TableNotFoundError:
@@ -108,8 +107,8 @@ def unseen_chunks(
         if plan.since is not None:
             keep &= frame["ts"] > pd.Timestamp(plan.since)
         frame = _with_received_at(frame[keep.to_numpy()])
-        if erased is not None:
-            frame = drop_erased(frame, erased, "ts")
+        if erased is not None:  # by when the stack received them, not the client's ts
+            frame = drop_erased(frame, erased, RECEIVED_AT)
         if len(frame):
             yield frame.sort_values(ORDER, kind="stable")
 

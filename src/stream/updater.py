@@ -297,8 +297,9 @@ class Updater:
             span.end(end_time=ended)
 
     def _without_erased(self, received: list[tuple[Event, Message]]) -> list[tuple[Event, Message]]:
-        """Drop the events of erased customers from before their erasure (a redelivery or
-        a late message must not bring them back); one Redis read per batch."""
+        """Drop the events of erased customers the broker received before their erasure
+        (a redelivered message, or one raced by the erasure, must not bring them back,
+        whatever time its client stamped on it); one Redis read per batch."""
         if not received:
             return received
         erased = erased_at(self.client, sorted({e.customer_id for e, _ in received}))
@@ -307,7 +308,7 @@ class Updater:
         kept = [
             (e, m)
             for e, m in received
-            if e.customer_id not in erased or e.ts.timestamp() > erased[e.customer_id]
+            if e.customer_id not in erased or received_ms(m) / 1000 > erased[e.customer_id]
         ]
         self.metrics.processed.labels("erased").inc(len(received) - len(kept))
         return kept

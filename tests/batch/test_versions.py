@@ -25,9 +25,10 @@ from recsys.progress import Steps
 from recsys.settings import Settings
 from recsys.vectors import decode
 from serve.app import create_app
+from stream.apply import EventApplier
 from stream.ema import ema_update
 from stream.events_table import EVENTS_SCHEMA, append_new, ensure_events_table
-from support import isolated
+from support import apply_live, isolated
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -102,6 +103,51 @@ def test_promotion_replays_events_after_the_cutoff_and_rollback_returns(
     assert back.applied == 2
     with pytest.raises(VersionError, match="no previous version"):
         rollback(settings, client)
+
+
+def test_a_rollback_to_a_version_live_weeks_ago_applies_each_missed_event_once(
+    own: tuple[Settings, redis.Redis],
+    input_dir: Path,
+    transactions: pd.DataFrame,
+    spark: SparkSession,
+) -> None:
+    """A version remembers what it applied by broker time in state kept for
+    RECSYS_CUSTOMER_STATE_RETENTION_DAYS (365), not for days: rolled back to after
+    weeks, it applies exactly the events it missed, each once."""
+    settings, client = own
+    first = _batch(settings, input_dir, client, spark)
+    second = _batch(settings, input_dir, client, spark, promote_new=False)
+    customer = f"weeks-{uuid.uuid4().hex[:8]}"  # new: its counts are these events alone
+    article = str(transactions["article_id"].value_counts().index[-1])
+    now = datetime.now(UTC)
+
+    def bought(days_ago: int, name: str) -> Event:
+        at = now - timedelta(days=days_ago)
+        return Event(event_id=name, customer_id=customer, article_id=article, ts=at)
+
+    # While the first version is live, the updater applies two purchases (received 30
+    # and 20 days ago, each at its own time) and the archiver keeps them.
+    seen = [bought(30, "seen-30"), bought(20, "seen-20")]
+    applier = EventApplier(settings, client)
+    assert apply_live(applier, first.version, seen) == (2, 0)
+    _archive(settings, seen)
+    state = keys.applied_events(first.version, customer)
+    assert client.ttl(state) > 300 * 86_400  # remembered for a year, not 14 days
+
+    # The second version goes live (catching up on both), and one more purchase 16 days
+    # ago reaches it alone.
+    assert promote(settings, client, second.version).applied == 2
+    missed = [bought(16, "missed-16")]
+    assert apply_live(applier, second.version, missed) == (1, 0)
+    _archive(settings, missed)
+
+    # Rolled back to the first version: the replay reads all three, applies the one it
+    # missed and skips the two it had.
+    previous, back = rollback(settings, client)
+    assert previous == first.version
+    assert (back.events, back.applied, back.duplicates) == (3, 1, 2)
+    assert client.hget(keys.profile(first.version, customer), "purchases") == b"3"
+    assert client.hget(keys.profile(second.version, customer), "purchases") == b"3"
 
 
 def test_unknown_version_is_refused(own: tuple[Settings, redis.Redis]) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from batch.ingest import archived_purchases
 from batch.lake import DeltaRsLake
+from recsys.erasure import customer_hash, erased_before
 from recsys.events import Event
 from recsys.settings import Settings
 from stream.archiver import Archiver
@@ -28,6 +30,9 @@ from support import new_topic, own_stream
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+
+NO_ERASURES = erased_before(Path("/nonexistent-lake"))
 
 
 def _event(i: int, article: str = "0108775001") -> Event:
@@ -188,8 +193,8 @@ def test_archived_purchases_become_training_rows(
     assert append_new(path, pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA)) == 0
     store = DeltaRsLake(spark, tmp_path / "lake", retention_hours=0)
     articles = spark.createDataFrame(pd.DataFrame({"article_id": ["0108775001"]}))
-    assert archived_purchases(store, tmp_path / "no-events", articles) is None
-    archived = archived_purchases(store, path, articles)
+    assert archived_purchases(store, tmp_path / "no-events", articles, NO_ERASURES) is None
+    archived = archived_purchases(store, path, articles, NO_ERASURES)
     assert archived is not None
     frame, report = archived.frame.toPandas(), archived.report
     assert archived.last_ts == max(r["ts"] for r in rows)
@@ -200,6 +205,64 @@ def test_archived_purchases_become_training_rows(
     assert frame["sales_channel_id"].tolist() == [2]
     assert frame["source"].tolist() == ["events"]
     assert frame["t_dat"].tolist() == [rows[0]["ts"].date()]
+
+
+def test_the_batch_reads_archived_events_by_the_event_rule_and_erases_by_receipt(
+    tmp_path: Path, spark: SparkSession
+) -> None:
+    """Rows archived before the event rule are skipped with their reason, as every
+    consumer skips them; an erased customer's events count by when the stack received
+    them: one stamped late but received before the erasure stays out."""
+    import pyarrow as pa
+
+    from stream.events_table import EVENTS_SCHEMA, ensure_events_table
+
+    path = tmp_path / "events"
+    ensure_events_table(path)
+    erased_at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    before, after = erased_at - timedelta(seconds=1), erased_at + timedelta(seconds=1)
+    good = {
+        "schema_version": 1,
+        "event_type": "purchase",
+        "article_id": "0108775001",
+        "ts": datetime(2026, 2, 1, tzinfo=UTC),
+        "price": 0.5,
+        "received_at": before,
+    }
+    rows = [
+        {**good, "event_id": "ok", "customer_id": "kept"},
+        {**good, "event_id": "old", "customer_id": "kept", "ts": datetime(1990, 1, 1, tzinfo=UTC)},
+        {**good, "event_id": "ahead", "customer_id": "kept", "ts": before + timedelta(days=2)},
+        {**good, "event_id": "nan", "customer_id": "kept", "price": float("nan")},
+        {**good, "event_id": "huge", "customer_id": "kept", "price": 1e308},
+        {**good, "event_id": "newline", "customer_id": "kept\n"},
+        {**good, "event_id": "refund", "customer_id": "kept", "event_type": "refund"},
+        # Erased: stamped an hour after the erasure but received a second before it.
+        {**good, "event_id": "raced", "customer_id": "gone", "ts": erased_at + timedelta(hours=1)},
+        # Received after it (an old ts: a returning customer's late-stamped event) counts.
+        {**good, "event_id": "back", "customer_id": "gone", "received_at": after},
+    ]  # fmt: skip
+    for n, row in enumerate(rows):
+        row.update(kafka_partition=0, kafka_offset=n, received_date=row["received_at"].date())
+    from deltalake import write_deltalake
+
+    write_deltalake(str(path), pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA), mode="append")
+    when = pd.Series([erased_at], dtype="datetime64[us, UTC]")
+    erased = pd.DataFrame({"customer_hash": [customer_hash("gone")], "erased_at": when})
+    store = DeltaRsLake(spark, tmp_path / "lake", retention_hours=0)
+    articles = spark.createDataFrame(pd.DataFrame({"article_id": ["0108775001"]}))
+    archived = archived_purchases(store, path, articles, erased)
+    assert archived is not None
+    kept = archived.frame.toPandas()
+    assert sorted(zip(kept["customer_id"], kept["t_dat"].astype(str), strict=True)) == [
+        ("gone", "2026-02-01"), ("kept", "2026-02-01")
+    ]  # fmt: skip
+    assert dict(archived.report.skipped) == {
+        "event time out of range": 2,
+        "price not finite or out of range": 2,
+        "invalid customer_id": 1,
+        "not an event type": 1,
+    }
 
 
 def test_archived_signals_train_by_their_weight_and_are_never_purchases(
@@ -230,7 +293,7 @@ def test_archived_signals_train_by_their_weight_and_are_never_purchases(
     append_new(path, pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA))
     store = DeltaRsLake(spark, tmp_path / "lake", retention_hours=0)
     articles = spark.createDataFrame(pd.DataFrame({"article_id": ["0108775001", "0108775002"]}))
-    archived = archived_purchases(store, path, articles)
+    archived = archived_purchases(store, path, articles, NO_ERASURES)
     assert archived is not None and archived.signals is not None
     assert archived.frame.toPandas()["customer_id"].tolist() == ["c1"]
     signals = archived.signals.toPandas().sort_values("customer_id")

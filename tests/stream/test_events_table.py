@@ -11,16 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
+from recsys.delta_tables import vacuum
+from recsys.events import RECEIVED_AT, RECEIVED_DATE
 from stream.events_table import (
     DEDUPE_DAYS,
     EVENTS_SCHEMA,
-    RECEIVED_AT,
-    RECEIVED_DATE,
     append_new,
     compact_closed_days,
     ensure_events_table,
     is_partitioned,
-    vacuum,
 )
 from stream.replay import unseen_purchases
 
