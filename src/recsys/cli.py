@@ -549,14 +549,20 @@ def bench_soak(
             "archiver, broker-restart"
         ),
     ] = "valkey,broker-freeze,updater,archiver,broker-restart",
+    poison_share: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="Bad messages straight onto the topic, per purchase"),
+    ] = 0.05,
     json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/soak.json"),
 ) -> None:
     """The simulator at a steady rate against the embedded stack (loopback only) while
-    Valkey, the broker, the updater and the archiver are stopped and restarted in turn;
-    then every acknowledged event is checked in the Delta table (once) and in Redis
+    Valkey, the broker, the updater and the archiver are stopped and restarted in turn,
+    with a share of bad messages put straight onto the events topic; then every
+    acknowledged event is checked in the Delta table (once) and in Redis
     (applied once), server errors counted, and each process's memory at start and end.
-    Exit 1 when an event was lost, duplicated or applied twice, or a 5xx other than the
-    broker outage's 503s was answered."""
+    Exit 1 when an event was lost, duplicated or applied twice, a 5xx other than the
+    broker outage's 503s was answered, or a bad message was applied, archived or stopped
+    a worker."""
     import simulator.soak as soak
     from simulator.chaos import ACTIONS
 
@@ -573,6 +579,7 @@ def bench_soak(
         customers=customers,
         articles=articles,
         transactions=transactions,
+        poison_share=poison_share,
     )
     result = soak.run(settings, settings.data_dir / "bench", options)
     console.print(soak.table(result))

@@ -39,6 +39,7 @@ from recsys.events import RECEIVED_AT
 from recsys.settings import Settings
 from simulator.chaos import ACTIONS, Action, Chaos, ChaosEngines, ChaosEvent
 from simulator.config import SimulationConfig
+from simulator.poison import TOKEN, PoisonFeed, PoisonReport
 from simulator.population import Population, load_population
 from simulator.report import SimulationReport
 from simulator.traffic import Traffic
@@ -73,6 +74,8 @@ class SoakOptions:
     transactions: int = 200_000
     seed: int = 7
     actions: tuple[Action, ...] = ACTIONS  # the chaos schedule, in this order
+    # Bad messages put straight onto the events topic, per purchase (simulator.poison).
+    poison_share: float = 0.05
 
 
 @dataclass
@@ -109,6 +112,25 @@ class Books:
 
 
 @dataclass
+class PoisonBooks:
+    """What became of the bad messages put straight onto the events topic."""
+
+    sent: dict[str, int] = field(default_factory=dict)  # kind -> acknowledged by the broker
+    delivered: int = 0  # read from the events topic by the soak's own consumer
+    dead_lettered: int = 0  # of those sent, read from the dead-letter topic
+    # Delivered, never dead-lettered: with a broker restart in the schedule, the embedded
+    # broker (which holds messages in memory) may have lost the message or its dead letter.
+    not_dead_lettered: int = 0
+    archived: int = 0  # rows of them in the Delta events table: must be none
+    applied: int = 0  # customers of them with an applied event in Redis: must be none
+    workers_down: list[str] = field(default_factory=list)  # must be none at the end
+
+    @property
+    def total(self) -> int:
+        return sum(self.sent.values())
+
+
+@dataclass
 class SoakResult:
     options: dict[str, Any]
     machine: dict[str, Any]
@@ -126,14 +148,18 @@ class SoakResult:
     chaos: list[ChaosEvent]
     freshness: dict[str, Any]
     latency_ms: dict[str, dict[str, float | None]]
+    poison: PoisonBooks = field(default_factory=PoisonBooks)
     simulation: dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        b = self.books
+        b, p = self.books, self.poison
+        broker_restarted = any(e.action == "broker-restart" for e in self.chaos)
         return not (
             self.unexpected_5xx or b.lost or b.duplicated or b.not_applied
             or b.purchases_applied_twice or b.purchases_not_counted
+            or p.archived or p.applied or p.workers_down
+            or (p.not_dead_lettered and not broker_restarted)
         )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -188,6 +214,13 @@ class SoakStack:
         self.stack.restart_worker(name, down_s=down_s)
         self.restarts[name] += 1
 
+    def workers_down(self) -> list[str]:
+        """The workers not running now (the soak restarts them only by its schedule: a
+        worker a message stopped stays down)."""
+        s = self.stack
+        workers = {"api": s.api, "updater": s.updater, "archiver": s.archiver}
+        return sorted(name for name, proc in workers.items() if proc is None or not proc.alive())
+
     def stop(self) -> None:
         self.stack.stop()
 
@@ -218,6 +251,7 @@ class DeliveryWatch:
         from confluent_kafka import Consumer
 
         self.seen: set[str] = set()
+        self.tokens: set[str] = set()  # of bad messages (simulator.poison)
         self._stop = threading.Event()
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap,
@@ -235,8 +269,13 @@ class DeliveryWatch:
         while not self._stop.is_set():
             for message in self._consumer.consume(500, 0.2):
                 if message.error() is None:
+                    value = message.value() or b""
+                    bad = TOKEN.search(value)
+                    if bad is not None:
+                        self.tokens.add(bad.group().decode())
+                        continue
                     with contextlib.suppress(ValueError, TypeError, KeyError):
-                        self.seen.add(str(json.loads(message.value() or b"")["event_id"]))
+                        self.seen.add(str(json.loads(value)["event_id"]))
 
     def catch_up(self, event_ids: Iterable[str], timeout_s: float) -> None:
         """Return once every one of event_ids was seen, or after timeout_s."""
@@ -322,6 +361,33 @@ def check_books(
     return books
 
 
+def check_poison(
+    settings: Settings,
+    client: redis.Redis,
+    sent: PoisonReport,
+    delivered: set[str],
+    dead_lettered: set[str],
+    workers_down: list[str],
+) -> PoisonBooks:
+    """The bad messages' books: none archived, none applied, each delivered one in the
+    dead-letter topic, every worker still up."""
+    tokens = set(sent.tokens)
+    books = PoisonBooks(sent=dict(sent.sent), workers_down=workers_down)
+    books.delivered = len(tokens & delivered)
+    books.dead_lettered = len(tokens & dead_lettered)
+    books.not_dead_lettered = len((tokens & delivered) - dead_lettered)
+    with contextlib.suppress(Exception):  # no table yet: nothing archived
+        frame = DeltaTable(str(settings.events_table)).to_pandas(columns=["customer_id"])
+        books.archived = int(frame["customer_id"].str.contains("soak-bad-", regex=False).sum())
+    ordered = sorted(tokens)
+    for part in _chunks(ordered):
+        pipe = client.pipeline(transaction=False)
+        for token in part:
+            pipe.exists(keys.last_event(token))
+        books.applied += sum(int(n) for n in pipe.execute())
+    return books
+
+
 def _server_errors(report: SimulationReport) -> tuple[dict[str, int], int, int]:
     errors = {k: v for k, v in report.errors.items() if SERVER_ERROR.search(k)}
     refused = sum(
@@ -368,6 +434,9 @@ def run(
             before = purchase_counts(client, report.version, customers)
             start_memory = stack.memory()
             watch = DeliveryWatch(engines.bootstrap, resolved.events_topic)
+            dead = DeliveryWatch(engines.bootstrap, resolved.dlq_topic)
+            poison = PoisonFeed(engines.bootstrap, resolved.events_topic,
+                                options.rate_per_s * options.poison_share)  # fmt: skip
             load_started = time.time()
 
             def drain() -> int:
@@ -394,16 +463,23 @@ def run(
                 request_timeout_s=max(5.0, options.outage_s + 2),
                 seed=options.seed,
             )
-            sim, traffic = _load_with_chaos(config, population, chaos)
+            if options.poison_share > 0:
+                poison.start()
+            sim, traffic = _load_with_chaos(config, population, chaos, poison)
+            sent = poison.stop()
             end_memory = stack.memory()
             undrained = drain()
             watch.catch_up(traffic.accepted_events, WATCH_CATCH_UP_S)
             watch.close()
+            dead.catch_up(watch.tokens, WATCH_CATCH_UP_S)
+            dead.close()
             client = redis_client(engines.redis_url, 30)
             books = check_books(resolved, client, report.version, sim.run_id,
                                 traffic.accepted_events, customers, before, watch.seen,
                                 load_started)  # fmt: skip
             books.undrained = undrained
+            poisoned = check_poison(resolved, client, sent, watch.tokens, dead.tokens,
+                                    stack.workers_down())  # fmt: skip
             client.close()
         finally:
             if watch is not None:
@@ -437,14 +513,16 @@ def run(
         chaos=chaos.events,
         freshness=asdict(sim.freshness),
         latency_ms={kind: {"p50": s.p50_ms, "p99": s.p99_ms} for kind, s in sim.latency.items()},
+        poison=poisoned,
         simulation=sim.to_dict(),
     )
 
 
 def _load_with_chaos(
-    config: SimulationConfig, population: Population, chaos: Chaos
+    config: SimulationConfig, population: Population, chaos: Chaos, poison: PoisonFeed
 ) -> tuple[SimulationReport, Traffic]:
-    """The load in a thread of its own (its event loop), the chaos on this one."""
+    """The load in a thread of its own (its event loop), the chaos on this one; the bad
+    messages are held with the load."""
     from simulator.run import simulate_async
 
     box: dict[str, Any] = {}
@@ -476,10 +554,12 @@ def _load_with_chaos(
                 await asyncio.sleep(0.01)
 
         def hold() -> None:
+            poison.pause()
             asyncio.run_coroutine_threadsafe(held(), loop).result()
 
         def release() -> None:
             loop.call_soon_threadsafe(traffic.events_open.set)
+            poison.resume()
 
         chaos.run(time.monotonic(), config.duration_s, hold, release)
     thread.join()
@@ -489,7 +569,7 @@ def _load_with_chaos(
 
 
 def table(result: SoakResult) -> Table:
-    b = result.books
+    b, p = result.books, result.poison
     out = Table(title=f"recsys bench soak: {result.options['duration_s']:g} s at "
                       f"{result.options['rate_per_s']:g} purchases/s, "
                       f"{len(result.chaos)} chaos actions", show_header=False)  # fmt: skip
@@ -513,6 +593,11 @@ def table(result: SoakResult) -> Table:
         ("applied", f"not applied {b.not_applied}; purchase counts of {b.customers_checked:,} "
                     f"customers: applied twice {b.purchases_applied_twice}, missing "
                     f"{b.purchases_not_counted}; undrained at the check {b.undrained}"),
+        ("bad messages", f"{p.total:,} straight onto the topic ({len(p.sent)} kinds); "
+                         f"delivered {p.delivered:,}, dead-lettered {p.dead_lettered:,}, "
+                         f"delivered but not dead-lettered {p.not_dead_lettered}; "
+                         f"archived {p.archived}, applied {p.applied}; workers down at "
+                         f"the end: {', '.join(p.workers_down) or 'none'}"),
         ("freshness", f"p50 {result.freshness.get('p50_ms')} ms, p99 "
                       f"{result.freshness.get('p99_ms')} ms over "
                       f"{result.freshness.get('completed')} probes "

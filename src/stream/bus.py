@@ -124,7 +124,8 @@ def wait_drained(bootstrap: str, topic: str, groups: list[str], timeout_s: float
     while True:
         try:
             left = max(
-                pending_events(bootstrap, topic, group, timeout_s=min(5.0, timeout_s))
+                # At least a second to answer, even with no time left to wait.
+                pending_events(bootstrap, topic, group, timeout_s=min(5.0, max(1.0, timeout_s)))
                 for group in groups
             )
         except KafkaException:  # a broker that does not answer yet: ask again

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import simulator.soak as soak
 from recsys.settings import Settings
 from simulator.chaos import ACTIONS
+from simulator.poison import KINDS
 from support import engine_pids
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ def test_a_short_soak_loses_and_duplicates_nothing(
 ) -> None:
     before = engine_pids()
     options = soak.SoakOptions(duration_s=50, rate_per_s=10, outage_s=3, customers=1_500,
-                               articles=400, transactions=15_000)  # fmt: skip
+                               articles=400, transactions=15_000, poison_share=0.1)  # fmt: skip
     result = soak.run(base_settings, tmp_path, options, spark)
     books = result.books
     assert result.passed, result.to_dict()
@@ -35,4 +36,11 @@ def test_a_short_soak_loses_and_duplicates_nothing(
     assert result.unexpected_5xx == 0 and result.events_given_up == 0
     assert {m.name for m in result.memory} >= {"api", "updater", "archiver", "valkey", "broker"}
     assert all(m.end_mib > 0 for m in result.memory)
+    # A bad message a second straight onto the topic, every kind: none stopped a worker,
+    # none was applied or archived, each one delivered was dead-lettered (but any the
+    # embedded broker's restart lost with its memory).
+    poison = result.poison
+    assert poison.total > 30 and len(poison.sent) == len(KINDS)
+    assert (poison.archived, poison.applied, poison.workers_down) == (0, 0, [])
+    assert poison.dead_lettered >= poison.delivered - poison.not_dead_lettered > 20
     assert engine_pids() - before == set()
