@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 import redis
+from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -25,6 +26,7 @@ from recsys.events import Event
 from recsys.settings import Settings
 from recsys.stores import redis_client
 from stream.apply import EventApplier, Target
+from stream.bus import consumer_config, producer_config
 
 
 def engine_processes() -> list[psutil.Process]:
@@ -237,3 +239,27 @@ def apply_live(applier: EventApplier, version: str, events: Sequence[Event]) -> 
     second delivery carries the same broker time, as a redelivered message does)."""
     stamps = [int(e.ts.timestamp() * 1000) for e in events]
     return applier.apply(Target(version, live=True), events, stamps)
+
+
+@contextlib.contextmanager
+def events_on_topic(
+    settings: Settings, events: Sequence[Event]
+) -> Iterator[tuple[Consumer, list[Message]]]:
+    """Produce the events onto the settings' events topic and read them back as the
+    archiver's group would: (its consumer, the messages), the consumer closed after."""
+    bootstrap = str(settings.kafka_bootstrap_servers)
+    producer = Producer(producer_config(bootstrap, settings))
+    for event in events:
+        producer.produce(settings.events_topic, key=event.customer_id.encode(),
+                         value=event.to_bytes())  # fmt: skip
+    assert producer.flush(10) == 0
+    consumer = Consumer(consumer_config(bootstrap, settings.archiver_group, settings))
+    consumer.subscribe([settings.events_topic])
+    try:
+        messages: list[Message] = []
+        deadline = time.monotonic() + 30
+        while len(messages) < len(events) and time.monotonic() < deadline:
+            messages += [m for m in consumer.consume(10, 0.5) if m.error() is None]
+        yield consumer, messages
+    finally:
+        consumer.close()

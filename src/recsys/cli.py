@@ -996,10 +996,14 @@ def updater() -> None:
 def archiver() -> None:
     """Append accepted events to the Delta `events` table, exactly once each, and the
     catalog topic's articles to the Delta `items` table (the newest of each)."""
+    from confluent_kafka import Producer
+
     from stream.archiver import Archiver
+    from stream.bus import producer_config
 
     def make(settings: Settings, endpoints: Endpoints, consumer: Consumer) -> Worker:
-        return Archiver(settings, consumer)
+        dlq = Producer(producer_config(endpoints.require_kafka(), settings))
+        return Archiver(settings, consumer, dlq)
 
     _run_consumer(lambda s: s.archiver_group, {"kafka"}, make, topics_of=Archiver.topics)
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Final, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from recsys.ids import ExternalId
 
@@ -92,3 +92,10 @@ def event_weights(settings: Settings) -> dict[str, float]:
         "click": settings.event_weight_click,
         "add_to_cart": settings.event_weight_add_to_cart,
     }
+
+
+def validation_reason(exc: ValidationError) -> str:
+    """A validation error as one line naming each field: what a dead letter says."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}" for err in exc.errors()
+    )

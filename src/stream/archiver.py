@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, Producer
 from pydantic import ValidationError
 
 from recsys.delta_tables import ensure_table, vacuum
@@ -33,6 +33,7 @@ from recsys.erasure import (
 )
 from recsys.events import RECEIVED_AT, RECEIVED_DATE, Event
 from recsys.settings import Settings
+from stream.dead_letters import dead_letter_headers
 from stream.events_table import (
     EVENTS_SCHEMA,
     append_new,
@@ -44,6 +45,7 @@ from stream.events_table import (
 from stream.items_table import (
     AVAILABILITY_SCHEMA,
     ITEMS_SCHEMA,
+    Refuse,
     availability_rows,
     item_rows,
     merge_newest,
@@ -60,10 +62,14 @@ class FlushOutcome:
     invalid: int = 0
 
 
-def to_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
+def to_rows(
+    messages: Sequence[Message], refuse: Callable[[Message, str], None] | None = None
+) -> tuple[pa.Table, int]:
     """Valid events as rows (the first copy of each (customer_id, event_id): an event's
-    identity), and how many were invalid."""
-    rows: dict[tuple[str, str], dict[str, object]] = {}
+    identity), and how many were invalid. A row Arrow cannot hold in the table's schema
+    (an event the rule lets through that the table cannot store) goes to `refuse` with
+    the reason, so one message cannot hold the rest back by failing every flush."""
+    rows: dict[tuple[str, str], tuple[Message, dict[str, object]]] = {}
     invalid = 0
     for message in messages:
         if message.error() is not None:
@@ -75,16 +81,26 @@ def to_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
             continue
         rows.setdefault(
             (event.customer_id, event.event_id),
-            {
+            (message, {
                 **event.model_dump(),
                 "kafka_partition": message.partition(),
                 "kafka_offset": message.offset(),
                 RECEIVED_DATE: received_date(message),
                 RECEIVED_AT: datetime.fromtimestamp(received_ms(message) / 1000, tz=UTC),
-            },
-        )
-    table = pa.Table.from_pylist(list(rows.values()), schema=EVENTS_SCHEMA)
-    return table, invalid
+            }),
+        )  # fmt: skip
+    try:
+        return pa.Table.from_pylist([r for _, r in rows.values()], schema=EVENTS_SCHEMA), invalid
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        if refuse is None:
+            raise
+    kept = []
+    for message, row in rows.values():
+        try:
+            kept.append(pa.Table.from_pylist([row], schema=EVENTS_SCHEMA))
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+            refuse(message, f"not archived: {type(exc).__name__}: {exc}")
+    return (pa.concat_tables(kept) if kept else EVENTS_SCHEMA.empty_table()), invalid
 
 
 # A failed flush (the lake unwritable, a commit that kept losing, the broker refusing the
@@ -100,16 +116,25 @@ class Sink:
     """Where one topic's messages go: rows from a batch of them, and the table's merge."""
 
     path: Path
-    rows: Callable[[Sequence[Message]], tuple[pa.Table, int]]
+    # The rows of a batch of messages, and how many were invalid; a message the sink
+    # cannot take goes to the refuse callable with its reason.
+    rows: Callable[[Sequence[Message], Refuse | None], tuple[pa.Table, int]]
     merge: Callable[[Path, pa.Table], int]
 
 
 class Archiver:
     """Consumes the events and the catalog topics (one subscription, one commit)."""
 
-    def __init__(self, settings: Settings, consumer: Consumer) -> None:
+    def __init__(
+        self, settings: Settings, consumer: Consumer, dlq_producer: Producer | None = None
+    ) -> None:
+        """dlq_producer takes the rows the table cannot hold (without one, such a flush
+        fails and is retried)."""
         self.settings = settings
         self.consumer = consumer
+        self.dlq = dlq_producer
+        self._dead_letters = 0  # of the flush being written
+        self._dlq_failed: list[str] = []
         ensure_events_table(settings.events_table)
         self.erasures = ErasureCache(settings.lake_dir)
         self._erasures_read: int | None = None
@@ -125,10 +150,14 @@ class Archiver:
             ],
         }
 
-    def _event_rows(self, messages: Sequence[Message]) -> tuple[pa.Table, int]:
+    def _event_rows(
+        self, messages: Sequence[Message], refuse: Refuse | None = None
+    ) -> tuple[pa.Table, int]:
         """The events as rows, less those of erased customers received before their
         erasure (a late or redelivered message must not put them back in the table)."""
-        rows, invalid = to_rows(messages)
+        # An invalid event is the updater's to dead-letter: only what it applies and the
+        # table cannot hold is the archiver's.
+        rows, invalid = to_rows(messages, refuse)
         erased = self.erasures.current()
         self._erasures_read = self.erasures.version
         if erased.empty or rows.num_rows == 0:
@@ -138,6 +167,32 @@ class Archiver:
         if len(kept) == len(frame):
             return rows, invalid
         return pa.Table.from_pandas(kept, schema=EVENTS_SCHEMA, preserve_index=False), invalid
+
+    @property
+    def _refuse(self) -> Refuse | None:
+        return self._dead_letter if self.dlq is not None else None
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        assert self.dlq is not None
+        self.dlq.produce(
+            self.settings.dlq_topic,
+            value=message.value() or b"",
+            key=message.key(),
+            headers=dead_letter_headers(reason, message.topic() or self.settings.events_topic),
+            on_delivery=lambda err, _m: self._dlq_failed.append(str(err)) if err else None,
+        )
+        self._dead_letters += 1
+        log.warning("dead-lettered a message from partition %s: %s", message.partition(), reason)
+
+    def _settle_dead_letters(self) -> None:
+        """The flush's dead letters acknowledged by the broker before its commit (else the
+        flush fails, is retried, and they are produced again)."""
+        if self.dlq is None or not self._dead_letters:
+            return
+        left = self.dlq.flush(self.settings.kafka_produce_timeout_s + 1.0)
+        failed, self._dlq_failed, self._dead_letters = self._dlq_failed, [], 0
+        if left or failed:
+            raise RuntimeError(f"dead letters not acknowledged by the broker: {failed or left}")
 
     def _append_events(self, path: Path, rows: pa.Table) -> int:
         """Append the new events; where a customer was erased after `_event_rows` read
@@ -208,7 +263,7 @@ class Archiver:
         outcome = FlushOutcome(received=len(messages))
         for topic, own in by_topic.items():
             for sink in self.sinks.get(topic, []):
-                rows, invalid = sink.rows(own)
+                rows, invalid = sink.rows(own, self._refuse)
                 written = sink.merge(sink.path, rows)
                 outcome.written += written
                 outcome.invalid += invalid
@@ -221,5 +276,6 @@ class Archiver:
                         sink.path.name,
                         already,
                     )
+        self._settle_dead_letters()
         commit_processed(self.consumer, messages)
         return outcome

@@ -1,5 +1,6 @@
 """The dead-letter topic, for the person who acts on it: read what is there with the
-reasons, and send chosen messages back to the events topic once fixed.
+reasons, and send chosen messages back to the topic they came from once fixed (events,
+dead-lettered by the updater or the archiver; catalogue messages, by the archiver).
 
 A dead letter is the original message (bytes and key) with two headers, `reason` and
 `source_topic`. Sending one back produces it (or the fixed event a user wrote for it)
@@ -22,7 +23,8 @@ from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer,
 from confluent_kafka import TopicPartition as Partition
 from pydantic import ValidationError
 
-from recsys.events import Event
+from recsys.articles import CatalogMessage
+from recsys.events import Event, validation_reason
 from recsys.settings import Settings
 from stream.bus import producer_config
 
@@ -64,6 +66,11 @@ class DeadLetter:
         except ValueError:
             line["raw"] = self.value.decode(errors="replace")
         return line
+
+
+def dead_letter_headers(reason: str, source_topic: str) -> list[tuple[str, str | bytes | None]]:
+    """The headers every consumer puts on a dead letter: why, and where it came from."""
+    return [(REASON, reason[:1000].encode()), (SOURCE_TOPIC, source_topic.encode())]
 
 
 def ref_of(partition: int, offset: int) -> str:
@@ -196,6 +203,24 @@ def fixes_from_lines(lines: Iterable[str]) -> list[Fix]:
     return fixes
 
 
+@dataclass(frozen=True)
+class Checked:
+    """A message that passed its topic's rule, as it goes back: key and bytes."""
+
+    key: str
+    value: bytes
+
+
+def _checked(settings: Settings, topic: str, value: bytes) -> Checked:
+    """The message by the rule of the topic it came from: an event (keyed by customer)
+    or a catalogue message (keyed by article). ValidationError says what is wrong."""
+    if topic == settings.catalog_topic:
+        message = CatalogMessage.from_bytes(value)
+        return Checked(message.key, message.to_bytes())
+    event = Event.from_bytes(value)
+    return Checked(event.customer_id, event.to_bytes())
+
+
 def resend(
     bootstrap: str,
     settings: Settings,
@@ -204,13 +229,13 @@ def resend(
     *,
     again: bool = False,
 ) -> ResendReport:
-    """Send each fix back to the events topic, keyed by its customer, if it now is an
-    event by the rule every consumer applies, its letter is in the topic, and it was not
-    sent back before (unless `again`); then mark its letter as sent. Waits for the
-    broker's acknowledgement of every message."""
+    """Send each fix back to the topic its letter came from (keyed as that topic is) if
+    it now passes that topic's rule, its letter is in the topic, and it was not sent
+    back before (unless `again`); then mark its letter as sent. Waits for the broker's
+    acknowledgement of every message."""
     report = ResendReport()
     by_ref = {letter.ref: letter for letter in letters}
-    ready: list[tuple[Fix, DeadLetter, Event]] = []
+    ready: list[tuple[Fix, DeadLetter, Checked]] = []
     for fix in fixes:
         partition, offset = parse_ref(fix.ref)
         ref = ref_of(partition, offset)
@@ -221,12 +246,9 @@ def resend(
             report.refused[ref] = "sent back before (--again sends it once more)"
         else:
             try:
-                ready.append((fix, letter, Event.from_bytes(fix.value)))
+                ready.append((fix, letter, _checked(settings, letter.source_topic, fix.value)))
             except ValidationError as exc:
-                report.refused[ref] = "still not an event: " + "; ".join(
-                    f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
-                    for err in exc.errors()
-                )
+                report.refused[ref] = f"still not valid: {validation_reason(exc)}"
     if not ready:
         return report
     producer = Producer(producer_config(bootstrap, settings))
@@ -236,9 +258,9 @@ def resend(
         if err is not None:
             failed.append(str(err))
 
-    for _fix, _letter, event in ready:
-        producer.produce(settings.events_topic, key=event.customer_id.encode(),
-                         value=event.to_bytes(), on_delivery=delivered)  # fmt: skip
+    for _fix, letter, checked in ready:
+        producer.produce(letter.source_topic, key=checked.key.encode(),
+                         value=checked.value, on_delivery=delivered)  # fmt: skip
     if producer.flush(settings.kafka_produce_timeout_s + 1.0) or failed:
         raise RuntimeError(f"the broker did not take the events: {failed or 'timed out'}")
     for _fix, letter, _ in ready:

@@ -5,7 +5,7 @@ marks the items `availability` holds (batch.pipeline), so a sold-out one stays o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -16,6 +16,10 @@ from pydantic import BaseModel, ValidationError
 
 from batch.hm_schema import ARTICLES_SCHEMA
 from recsys.articles import CatalogMessage
+from recsys.events import validation_reason
+
+# Takes a message that is not what its topic carries, with the reason.
+Refuse = Callable[[Message, str], None]
 
 MESSAGE_COLUMNS: Final = [
     ("message_id", pa.string()),
@@ -31,9 +35,10 @@ AVAILABILITY_SCHEMA: Final = pa.schema(
 
 
 def _newest(
-    messages: Sequence[Message], op: str
+    messages: Sequence[Message], op: str, refuse: Refuse | None = None
 ) -> tuple[list[tuple[CatalogMessage, Message]], int]:
-    """The newest valid message of `op` of each article, and how many were invalid."""
+    """The newest valid message of `op` of each article, and how many were invalid (each
+    given to `refuse` with its reason)."""
     newest: dict[str, tuple[CatalogMessage, Message]] = {}
     invalid = 0
     for raw in messages:
@@ -41,8 +46,10 @@ def _newest(
             continue
         try:
             message = CatalogMessage.from_bytes(raw.value() or b"")
-        except ValidationError:
+        except ValidationError as exc:
             invalid += 1  # the serving processes skip it too
+            if refuse is not None:
+                refuse(raw, validation_reason(exc))
             continue
         held = newest.get(message.key)
         if message.op == op and (held is None or message.supersedes(held[0])):
@@ -62,14 +69,17 @@ def _row(message: CatalogMessage, raw: Message, body: BaseModel | None) -> dict[
     }
 
 
-def item_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
-    """The newest upsert of each article as a row, and how many messages were invalid."""
-    newest, invalid = _newest(messages, "upsert")
+def item_rows(messages: Sequence[Message], refuse: Refuse | None = None) -> tuple[pa.Table, int]:
+    """The newest upsert of each article as a row, and how many messages were invalid
+    (each given to `refuse`: the archiver dead-letters them, once for every process)."""
+    newest, invalid = _newest(messages, "upsert", refuse)
     rows = [_row(m, raw, m.article) for m, raw in newest]
     return pa.Table.from_pylist(rows, schema=ITEMS_SCHEMA), invalid
 
 
-def availability_rows(messages: Sequence[Message]) -> tuple[pa.Table, int]:
+def availability_rows(
+    messages: Sequence[Message], _refuse: Refuse | None = None
+) -> tuple[pa.Table, int]:
     """The newest availability of each article as a row (invalid messages are counted
     once, by item_rows)."""
     newest, _ = _newest(messages, "availability")

@@ -33,11 +33,12 @@ from pydantic import ValidationError
 from redis.exceptions import ResponseError
 
 from recsys.erasure import erased_at
-from recsys.events import Event
+from recsys.events import Event, validation_reason
 from recsys.experiments.definitions import experiments_from_settings
 from recsys.experiments.ledger import Ledger, Purchase
 from recsys.settings import Settings
 from stream.apply import EventApplier, Target
+from stream.dead_letters import dead_letter_headers
 from stream.events_table import received_ms
 from stream.metrics import UpdaterMetrics
 from stream.offsets import commit_processed
@@ -321,11 +322,7 @@ class Updater:
         try:
             return Event.from_bytes(message.value() or b"")
         except ValidationError as exc:
-            reason = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            self._dead_letter(message, reason)
+            self._dead_letter(message, validation_reason(exc))
             return None
 
     def _dead_letter(self, message: Message, reason: str) -> None:
@@ -333,7 +330,7 @@ class Updater:
             self.settings.dlq_topic,
             value=message.value() or b"",
             key=message.key(),
-            headers=[("reason", reason[:1000].encode()), ("source_topic", b"events")],
+            headers=dead_letter_headers(reason, message.topic() or self.settings.events_topic),
             on_delivery=self._dead_letter_delivered,
         )
         log.warning("dead-lettered a message from partition %s: %s", message.partition(), reason)

@@ -26,7 +26,7 @@ from recsys.events import Event
 from recsys.settings import Settings
 from stream.archiver import Archiver
 from stream.bus import consumer_config, pending_events, producer_config
-from support import new_topic, own_stream
+from support import events_on_topic, new_topic, own_stream
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -367,3 +367,32 @@ def test_a_broker_restart_does_not_stop_the_archiver(settings: Settings, tmp_pat
         broker.stop()
     ids = pd.Series(_table_ids(own.events_table))
     assert ids.is_unique and set(ids) == {f"e{i}" for i in range(400)}
+
+
+def test_a_row_the_table_cannot_hold_is_dead_lettered_and_the_rest_archived(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event the rule lets through but the table's schema cannot hold (here a price
+    column of fixed decimals, as a table of some other version might have) goes to the
+    dead-letter topic with the reason; the flush archives the others and commits, rather
+    than failing on it forever."""
+    import pyarrow as pa
+
+    from stream import archiver as archiver_module
+    from stream.dead_letters import read_dead_letters
+
+    bootstrap = str(settings.kafka_bootstrap_servers)
+    own = own_stream(settings, tmp_path / "data")
+    events = [Event(customer_id="c1", article_id="a1"), Event(customer_id="c2", article_id="a1",
+              price=0.5), Event(customer_id="c3", article_id="a1")]  # fmt: skip
+    schema = archiver_module.EVENTS_SCHEMA
+    whole = schema.set(schema.get_field_index("price"), pa.field("price", pa.decimal128(3, 0)))
+    monkeypatch.setattr(archiver_module, "EVENTS_SCHEMA", whole)
+    with events_on_topic(own, events) as (consumer, messages):
+        archiver = Archiver(own, consumer, Producer(producer_config(bootstrap, own)))
+        archiver.flush(messages)
+    assert sorted(_table_ids(own.events_table)) == sorted([events[0].event_id, events[2].event_id])
+    (letter,) = read_dead_letters(bootstrap, own)
+    assert letter.value == events[1].to_bytes()
+    assert letter.reason.startswith("not archived: ArrowTypeError")
+    assert pending_events(bootstrap, own.events_topic, own.archiver_group) == 0

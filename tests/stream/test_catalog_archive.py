@@ -27,6 +27,7 @@ from recsys.progress import Steps
 from recsys.settings import Settings
 from stream.archiver import Archiver
 from stream.bus import consumer_config, pending_events, producer_config
+from stream.dead_letters import Fix, read_dead_letters, resend
 from support import isolated, new_topic
 
 if TYPE_CHECKING:
@@ -56,13 +57,15 @@ def _publish(settings: Settings, topic: str, payloads: Sequence[bytes | CatalogM
     assert producer.flush(10) == 0
 
 
-def _archive(own: Settings, group: str) -> None:
+def _archive(own: Settings, group: str, dead_letters: bool = False) -> None:
     """Run the archiver on the catalog topic until its group has consumed everything."""
     assert own.kafka_bootstrap_servers
     consumer = Consumer(consumer_config(own.kafka_bootstrap_servers, group, own))
     consumer.subscribe([own.catalog_topic])
     stop = threading.Event()
-    worker = threading.Thread(target=Archiver(own, consumer).run, args=(stop,), daemon=True)
+    dlq = Producer(producer_config(own.kafka_bootstrap_servers, own)) if dead_letters else None
+    archiver = Archiver(own, consumer, dlq)
+    worker = threading.Thread(target=archiver.run, args=(stop,), daemon=True)
     worker.start()
     try:
         deadline = time.monotonic() + 40
@@ -87,6 +90,7 @@ def test_each_article_is_archived_once_and_the_newest_message_wins(
         update={
             "data_dir": tmp_path / "data",
             "catalog_topic": topic,
+            "dlq_topic": f"{topic}.dlq",
             "archiver_flush_interval_s": 0.2,
         }
     )
@@ -97,7 +101,7 @@ def test_each_article_is_archived_once_and_the_newest_message_wins(
     others = [CatalogMessage(ts=T0, article=_article(f"b{i}", f"other {i}")) for i in range(5)]
     # a1 changes; a2's stale message arrives after its newer one; a retried send; poison.
     _publish(own, topic, [first, a2, *others, newer, stale, first, b"not a message"])
-    _archive(own, f"arch-{topic}")
+    _archive(own, f"arch-{topic}", dead_letters=True)
 
     table = _table(own.items_table)
     assert list(table.index) == ["a1", "a2", *(f"b{i}" for i in range(5))]
@@ -105,17 +109,30 @@ def test_each_article_is_archived_once_and_the_newest_message_wins(
     assert table.loc["a1", "message_id"] == newer.message_id
     assert (table.loc["a2", "prod_name"], table.loc["a2", "section_no"]) == ("kept", 12)
 
+    # The poison is a dead letter of the catalog topic; fixed, it goes back there.
+    (letter,) = read_dead_letters(str(own.kafka_bootstrap_servers), own)
+    assert (letter.value, letter.source_topic) == (b"not a message", topic)
+    assert "Invalid JSON" in letter.reason
+    fixed = CatalogMessage(ts=T0, article=_article("c1", "fixed"))
+    report = resend(str(own.kafka_bootstrap_servers), own, [letter],
+                    [Fix(letter.ref, fixed.to_bytes())])  # fmt: skip
+    assert report.sent == [letter.ref]
+    _archive(own, f"arch-{topic}")
+    table = _table(own.items_table)
+    assert table.loc["c1", "prod_name"] == "fixed"
+    table = table.drop(index="c1")
+
     # A second archiver reading the topic from the start (offsets lost) changes nothing.
     version = DeltaTable(str(own.items_table)).version()
     _archive(own, f"arch-again-{topic}")
     assert DeltaTable(str(own.items_table)).version() == version
-    pd.testing.assert_frame_equal(_table(own.items_table), table)
+    pd.testing.assert_frame_equal(_table(own.items_table).drop(index="c1"), table)
 
     # A newer change later is one more commit, replacing the row.
     _publish(own, topic, [CatalogMessage(article=_article("b0", "renamed"))])
     _archive(own, f"arch-{topic}")
     after = _table(own.items_table)
-    assert len(after) == 7 and after.loc["b0", "prod_name"] == "renamed"
+    assert len(after) == 8 and after.loc["b0", "prod_name"] == "renamed"
 
 
 @pytest.fixture

@@ -113,7 +113,7 @@ def test_a_fixed_dead_letter_is_sent_back_and_applied_once(
     code, out = running.recsys("resend", "--file", str(fixed))
     assert code == 1
     assert f"sent back: {lines[0]['ref']}" in out
-    assert f"not sent: {lines[1]['ref']}: still not an event" in out
+    assert f"not sent: {lines[1]['ref']}: still not valid" in out
 
     vector = keys.user_vector(trained.version, customer)
     wait_for(lambda: redis_conn.get(keys.last_event(customer)) == event_id.encode(), timeout=30)

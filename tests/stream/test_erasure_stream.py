@@ -5,7 +5,6 @@ purchases received after it count (a returning customer)."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import redis
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Producer
 from deltalake import DeltaTable
 from fastapi.testclient import TestClient
 
@@ -25,7 +24,7 @@ from recsys.events import Event
 from recsys.settings import Settings
 from stream.archiver import Archiver
 from stream.bus import consumer_config, pending_events, producer_config
-from support import new_topic, own_stream, running_updater, wait_for
+from support import events_on_topic, new_topic, own_stream, running_updater, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -123,26 +122,13 @@ def test_an_erasure_during_an_archiver_flush_leaves_none_of_its_rows(
 ) -> None:
     """The flush read the erasures before the erasure was recorded, and the erasure's
     DELETE ran before the flush's append: the archiver deletes the rows again."""
-    bootstrap = str(settings.kafka_bootstrap_servers)
     own = own_stream(settings, tmp_path / "data")
     events = [Event(customer_id=c, article_id="a1") for c in ("gone-later", "kept", "gone-later")]
-    producer = Producer(producer_config(bootstrap, own))
-    for event in events:
-        producer.produce(own.events_topic, key=event.customer_id.encode(), value=event.to_bytes())
-    assert producer.flush(10) == 0
-    consumer = Consumer(consumer_config(bootstrap, own.archiver_group, own))
-    consumer.subscribe([own.events_topic])
-    try:
-        messages: list[Message] = []
-        deadline = time.monotonic() + 30
-        while len(messages) < len(events) and time.monotonic() < deadline:
-            messages += [m for m in consumer.consume(10, 0.5) if m.error() is None]
+    with events_on_topic(own, events) as (consumer, messages):
         archiver = Archiver(own, consumer)
         rows, _ = archiver._event_rows(messages)
         assert rows.num_rows == 3
         erase_customer(own, redis_conn, "gone-later")
         archiver._append_events(own.events_table, rows)
-    finally:
-        consumer.close()
     archived = DeltaTable(str(own.events_table)).to_pandas()
     assert archived["customer_id"].tolist() == ["kept"]
