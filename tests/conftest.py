@@ -14,14 +14,14 @@ import redis
 from fastapi.testclient import TestClient
 
 from batch.generate import generate
-from batch.hm_schema import TRANSACTIONS_FILE
 from batch.pipeline import BatchReport, run_batch
+from recsys.bus import ensure_topics
 from recsys.engines.embedded import EmbeddedEngines, Endpoints
+from recsys.hm_schema import TRANSACTIONS_FILE
 from recsys.progress import Steps
 from recsys.settings import Settings
 from recsys.stores import redis_client
 from serve.app import create_app
-from stream.bus import ensure_topics
 from support import engine_processes
 
 if TYPE_CHECKING:

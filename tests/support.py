@@ -20,13 +20,13 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from recsys import keys
+from recsys.apply import EventApplier, Target
+from recsys.bus import consumer_config, producer_config
 from recsys.engines.tansu import tansu_binary
 from recsys.engines.valkey import valkey_binary
 from recsys.events import Event
 from recsys.settings import Settings
 from recsys.stores import redis_client
-from stream.apply import EventApplier, Target
-from stream.bus import consumer_config, producer_config
 
 
 def engine_processes() -> list[psutil.Process]:
@@ -170,7 +170,7 @@ def running_updater(settings: Settings, client: redis.Redis) -> Iterator[str]:
     process, in a consumer group of its own (named by the value yielded)."""
     from confluent_kafka import Consumer, Producer
 
-    from stream.bus import consumer_config, producer_config
+    from recsys.bus import consumer_config, producer_config
     from stream.updater import Updater
 
     assert settings.kafka_bootstrap_servers

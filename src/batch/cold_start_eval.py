@@ -26,7 +26,7 @@ What is measured, with batch.evaluation's NDCG/MAP/Recall@k and coverage:
 - all purchases: the same customers' whole test basket, to see what placing new articles
   costs the rest: ALS alone (no content-placed item) against ALS with them, and trending;
 - one purchase: customers with exactly one train purchase (a new article's included) and
-  a test purchase. Their vector is the updater's EMA from zero (stream.ema.ema_update with
+  a test purchase. Their vector is the updater's EMA from zero (recsys.ema.ema_update with
   no user vector: the bought item's direction at the median ALS user norm, so the rate
   does not matter), or, where ALS saw the purchase, their ALS user factors; vs trending.
 """
@@ -46,7 +46,6 @@ from rich.console import Console
 from rich.table import Table
 
 from batch.content_vectors import (
-    CONTENT,
     ContentFit,
     Placement,
     fit_content_model,
@@ -65,10 +64,11 @@ from batch.evaluation import (
     to_interactions,
 )
 from batch.evaluation_data import EventsSummary, describe_events, detect_source, load_events
-from batch.hm_schema import ARTICLES_FILE
 from batch.trainer import Factors, Trainer
+from recsys.ema import ema_update
+from recsys.hm_schema import ARTICLES_FILE
+from recsys.index.base import CONTENT
 from recsys.settings import Settings
-from stream.ema import ema_update
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

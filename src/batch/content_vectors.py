@@ -23,21 +23,14 @@ import scipy.sparse as sp
 from pydantic import BaseModel
 from threadpoolctl import threadpool_limits
 
-from batch.hm_schema import ARTICLE_METADATA_FIELDS
 from batch.trainer import Factors
+from recsys.hm_schema import CATEGORICAL_FIELDS, CONTENT_FIELDS, TEXT_FIELD
+from recsys.index.base import COLLABORATIVE, CONTENT
 from recsys.model_store import read_content_model, write_content_model
 
 Floats = npt.NDArray[np.float64]
 Rows: TypeAlias = "pd.DataFrame | Sequence[Mapping[str, Any]]"
 
-# The categorical fields an item's metadata carries (prod_name is a name, not a category)
-# and the colour's perceived value.
-CATEGORICAL_FIELDS: Final = (
-    *(f for f in ARTICLE_METADATA_FIELDS if f != "prod_name"),
-    "perceived_colour_value_name",
-)
-TEXT_FIELD: Final = "detail_desc"
-CONTENT_FIELDS: Final = (*CATEGORICAL_FIELDS, TEXT_FIELD)
 # Hashed word buckets: a collision only merges two words' weights, while every bucket
 # adds to a solve that is cubic in the feature count.
 TEXT_BUCKETS: Final = 1024
@@ -55,12 +48,6 @@ VALIDATION_SHARE: Final = 0.2
 MIN_VALIDATION_ITEMS: Final = 20
 DEFAULT_PENALTY: Final = 0.01
 FORMAT: Final = 1
-
-# The payload field that says how an item got its vector.
-PLACED_BY_FIELD: Final = "placed_by"
-COLLABORATIVE: Final = "collaborative"
-CONTENT: Final = "content"
-
 
 # ---------------------------------------------------------------- features
 

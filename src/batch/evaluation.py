@@ -23,7 +23,7 @@ from batch.evaluation_data import EventsSummary, describe_events, detect_source,
 from batch.interactions import build_interactions
 from batch.trainer import Factors, ImplicitTrainer, Progress, Trainer, TrainingData, as_pandas
 from batch.weak_signals import load_weak_signals
-from stream.ema import ema_update
+from recsys.ema import ema_update
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -40,7 +40,7 @@ IMPLICIT_GRID: list[Params] = [
     {"factors": f, "regularization": r, "alpha": a, "iterations": 15}
     for f, r, a in itertools.product((32, 64), (0.01, 0.1, 1.0), (1.0, 5.0, 20.0))
 ]
-EMA_SCALE = "u <- (1-a)*u + a*v*|u|/|v| (stream.ema.ema_update: the item rescaled to the user norm)"
+EMA_SCALE = "u <- (1-a)*u + a*v*|u|/|v| (recsys.ema.ema_update: the item rescaled to the user norm)"
 # Rows of users scored at once: bounds the dense score block to ~64 MB whatever the catalogue.
 SCORE_CELLS = 1 << 24
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from batch.hm_schema import TRANSACTIONS_FILE
 from batch.ingest import clean_purchases
+from recsys.hm_schema import TRANSACTIONS_FILE
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -17,7 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from batch.hm_schema import (
+from batch.weak_signals import SIGNAL_TYPES, WEAK_SIGNALS_FILE, WEAK_SIGNALS_SCHEMA
+from recsys.hm_schema import (
     ARTICLES_FILE,
     ARTICLES_SCHEMA,
     CUSTOMERS_FILE,
@@ -25,7 +26,6 @@ from batch.hm_schema import (
     TRANSACTIONS_FILE,
     TRANSACTIONS_SCHEMA,
 )
-from batch.weak_signals import SIGNAL_TYPES, WEAK_SIGNALS_FILE, WEAK_SIGNALS_SCHEMA
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]

@@ -16,14 +16,6 @@ from typing import TYPE_CHECKING, Final
 import pyarrow as pa
 
 from batch import lake
-from batch.hm_schema import (
-    ARTICLES_FILE,
-    ARTICLES_SCHEMA,
-    CUSTOMERS_FILE,
-    CUSTOMERS_SCHEMA,
-    TRANSACTIONS_FILE,
-    TRANSACTIONS_SCHEMA,
-)
 from batch.lake import Lake
 from recsys.events import (
     EARLIEST_EVENT,
@@ -32,6 +24,14 @@ from recsys.events import (
     MAX_PRICE,
     RECEIVED_AT,
     RECEIVED_DATE,
+)
+from recsys.hm_schema import (
+    ARTICLES_FILE,
+    ARTICLES_SCHEMA,
+    CUSTOMERS_FILE,
+    CUSTOMERS_SCHEMA,
+    TRANSACTIONS_FILE,
+    TRANSACTIONS_SCHEMA,
 )
 from recsys.ids import MAX_ID_LENGTH, SPARK_ID_PATTERN
 from recsys.settings import items_table_in

@@ -6,9 +6,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from batch.content_vectors import COLLABORATIVE, PLACED_BY_FIELD
 from batch.lake import Lake, Written
 from batch.trainer import Factors
+from recsys.index.base import COLLABORATIVE, PLACED_BY_FIELD
 
 
 def _factors_table(

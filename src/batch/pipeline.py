@@ -13,7 +13,6 @@ import redis
 from batch import lake
 from batch.availability import unavailable_articles
 from batch.content_vectors import (
-    CONTENT_FIELDS,
     ContentModel,
     fit_content_model,
     place_by_content,
@@ -27,7 +26,6 @@ from batch.history import (
     latest_purchases_job,
     profiles_job,
 )
-from batch.hm_schema import ARTICLE_METADATA_FIELDS
 from batch.holdout import HoldoutConfig, holdout_metrics
 from batch.ingest import SOURCE_CSV, TableReport, archived_purchases, clean, load_bronze
 from batch.interactions import interactions_job, with_signals
@@ -45,15 +43,9 @@ from batch.retention import Pruned, prune
 from batch.trainer import StoredInteractions
 from batch.trainer_factory import iterations, open_trainer
 from batch.trending import to_lists, trending_job
-from batch.versions import (
-    EVENTS_TABLE_KEY,
-    cutoff_of,
-    live_version,
-    promote,
-    register_candidate,
-)
 from recsys.erasure import erased_before
 from recsys.events import event_weights
+from recsys.hm_schema import ARTICLE_METADATA_FIELDS, CONTENT_FIELDS
 from recsys.index.factory import open_backend
 from recsys.model_store import (
     Manifest,
@@ -64,8 +56,15 @@ from recsys.model_store import (
     write_trending,
 )
 from recsys.progress import Steps
+from recsys.replay import ReplayReport
 from recsys.settings import Settings
-from stream.replay import ReplayReport
+from recsys.versions import (
+    EVENTS_TABLE_KEY,
+    cutoff_of,
+    live_version,
+    promote,
+    register_candidate,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -14,12 +14,11 @@ import numpy.typing as npt
 import pandas as pd
 import redis
 
-from batch.content_vectors import COLLABORATIVE, PLACED_BY_FIELD
 from batch.trainer import Factors
 from recsys import keys
 from recsys.availability import AVAILABLE_FIELD
 from recsys.ids import item_point_id
-from recsys.index.base import IndexedItem, IndexWriter
+from recsys.index.base import COLLABORATIVE, PLACED_BY_FIELD, IndexedItem, IndexWriter
 from recsys.vectors import encode
 
 Advance = Callable[[int], None]

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import redis
 
-from batch.versions import pointers
 from recsys import keys
 from recsys.index.factory import open_backend
 from recsys.model_store import version_dir
 from recsys.settings import Settings
+from recsys.versions import pointers
 
 SCAN_BATCH = 5_000
 

@@ -11,7 +11,7 @@ The protocol, evaluation.py's per-user temporal split taken one step further:
   test purchase are in the online window (days have no time, so the test day's own
   signals are left out); later ones are unused;
 - the online window is replayed in time order (on one day, signals before purchases)
-  through stream.ema.ema_update, the updater's own step, at RECSYS_EMA_RATE, each event
+  through recsys.ema.ema_update, the updater's own step, at RECSYS_EMA_RATE, each event
   at its type's weight;
 - then each test user's vector ranks every catalogue item they have not bought (only
   purchases are masked: weak signals are not history) against their test purchases:
@@ -53,8 +53,8 @@ from batch.evaluation import (
 from batch.interactions import EVENT_WEIGHT
 from batch.trainer import Trainer
 from batch.weak_signals import SIGNAL_TYPES
+from recsys.ema import ema_update
 from recsys.events import EVENT_TYPES, PURCHASE
-from stream.ema import ema_update
 
 IntArray = npt.NDArray[np.int64]
 Weights = dict[str, float]

@@ -17,10 +17,10 @@ from pydantic import (
     model_validator,
 )
 
-from batch.content_vectors import CONTENT_FIELDS, PLACED_BY_FIELD
-from batch.hm_schema import ARTICLE_METADATA_FIELDS
 from recsys.availability import AVAILABLE_FIELD
+from recsys.hm_schema import ARTICLE_METADATA_FIELDS, CONTENT_FIELDS
 from recsys.ids import ExternalId
+from recsys.index.base import PLACED_BY_FIELD
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -48,7 +48,7 @@ Number = Annotated[
 
 
 class Article(BaseModel):
-    """One row of the H&M `articles.csv` schema (batch.hm_schema.ARTICLES_SCHEMA).
+    """One row of the H&M `articles.csv` schema (recsys.hm_schema.ARTICLES_SCHEMA).
 
     Required: the id and what filters and displays an item (its name, product type and
     group). Other names default to empty, which the content model counts as no feature,

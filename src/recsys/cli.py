@@ -316,8 +316,8 @@ def bench_train(
     json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/train.json"),
 ) -> None:
     """implicit against Spark MLlib ALS on the same matrices: wall time and ratio."""
-    from batch import bench_train as bench
     from recsys.spark import SparkUnavailableError, spark_session
+    from recsys_bench import training as bench
 
     settings = _settings()
     try:
@@ -371,7 +371,7 @@ def bench_batch(
     the data set's real shape end to end."""
     from dataclasses import asdict
 
-    from batch import bench_batch as bench
+    from recsys_bench import batch_run as bench
 
     settings = _settings()
     if shape:
@@ -402,8 +402,8 @@ def _bench_shapes(
     json_out: Path,
 ) -> None:
     from recsys.spark import SparkUnavailableError, spark_session
-    from serve.bench_serve import WrkMissingError, require_wrk
-    from simulator import bench_scale
+    from recsys_bench import shape as bench_scale
+    from recsys_bench.serving import WrkMissingError, require_wrk
 
     unknown = [s for s in shapes if s not in bench_scale.SHAPES]
     if unknown:
@@ -451,7 +451,7 @@ def bench_archive(
 ) -> None:
     """One archiver flush against a full events table: partitioned by day against one
     unpartitioned table, side by side."""
-    from stream import bench_archive as bench
+    from recsys_bench import archiving as bench
 
     settings = _settings()
     rows = bench.run(settings.data_dir / "bench", _counts(sizes), per_day, flushes)
@@ -475,7 +475,7 @@ def bench_serve(
     json_out: Annotated[Path, typer.Option("--json")] = Path("bench-results/serve.json"),
 ) -> None:
     """/recommend (plain, filter, MMR, explain) against a bare FastAPI endpoint (wrk)."""
-    from serve import bench_serve as bench
+    from recsys_bench import serving as bench
 
     settings = _settings().model_copy(update={"api_workers": workers})
     try:
@@ -515,7 +515,7 @@ def bench_stream(
     """The updater's events/s with one process, and freshness at a steady event rate."""
     from dataclasses import asdict
 
-    from stream import bench_stream as bench
+    from recsys_bench import streaming as bench
 
     settings = _settings()
     result = bench.run(
@@ -598,7 +598,7 @@ def bench_bare_server(
     """The bench's yardstick server (started by `recsys bench serve`), with as many
     workers as the API (RECSYS_API_WORKERS); with a shard and users (their vectors and
     purchases), also the floors (the bare endpoint plus the index search)."""
-    from serve.bench_serve import FIXTURE_ENV, SHARD_ENV, USERS_ENV, Floor, create_bare_app
+    from recsys_bench.serving import FIXTURE_ENV, SHARD_ENV, USERS_ENV, Floor, create_bare_app
 
     if (shard is None) != (users is None):
         fail("--shard and --users go together")
@@ -610,7 +610,7 @@ def bench_bare_server(
         os.environ[FIXTURE_ENV] = str(fixture)
         if floor is not None:
             os.environ[SHARD_ENV], os.environ[USERS_ENV] = str(floor.shard), str(floor.users)
-        _run_uvicorn("serve.bench_serve:bare_app_from_environment", "127.0.0.1", port,
+        _run_uvicorn("recsys_bench.serving:bare_app_from_environment", "127.0.0.1", port,
                      workers=workers)  # fmt: skip
 
 
@@ -636,7 +636,7 @@ def _with_redis(action: Callable[[Settings, redis.Redis], None]) -> None:
 @models_app.command("list")
 def models_list() -> None:
     """Every version on disk: status, trainer, size, training cutoff."""
-    from batch.versions import list_versions
+    from recsys.versions import list_versions
 
     def show(settings: Settings, client: redis.Redis) -> None:
         table = Table(title=f"model versions in {settings.models_dir}")
@@ -659,7 +659,7 @@ def models_promote(
     version: Annotated[str, typer.Argument(help="The version to make live")],
 ) -> None:
     """Replay archived events since the version's cutoff onto it, then make it live."""
-    from batch.versions import VersionError, promote
+    from recsys.versions import VersionError, promote
 
     def run(settings: Settings, client: redis.Redis) -> None:
         try:
@@ -677,7 +677,7 @@ def models_promote(
 @models_app.command("rollback")
 def models_rollback() -> None:
     """Make the previous live version live again (brought up to date by replay)."""
-    from batch.versions import VersionError, rollback
+    from recsys.versions import VersionError, rollback
 
     def run(settings: Settings, client: redis.Redis) -> None:
         try:
@@ -745,6 +745,7 @@ def _publish_catalog_file(file: Path, model: Any, noun: str) -> None:
     """Validate a catalogue file's rows as `model` and publish the good ones."""
     from confluent_kafka import Producer
 
+    from recsys.bus import ensure_topics, producer_config
     from recsys.catalog_upload import (
         CatalogFileError,
         catalog_messages,
@@ -754,7 +755,6 @@ def _publish_catalog_file(file: Path, model: Any, noun: str) -> None:
     )
     from recsys.engines.embedded import EmbeddedEngines
     from recsys.progress import Steps
-    from stream.bus import ensure_topics, producer_config
 
     settings = _settings()
     try:
@@ -908,9 +908,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port")] = None,
 ) -> None:
     """Serve the HTTP API (uvicorn) on the live model version."""
+    from recsys.bus import ensure_topics
     from recsys.engines.embedded import EmbeddedEngines
     from serve.app import create_app
-    from stream.bus import ensure_topics
 
     settings = _settings()
     with EmbeddedEngines(
@@ -966,8 +966,8 @@ def updater() -> None:
 
     from observability.tracing import shutdown as shutdown_tracing
     from observability.tracing import tracer_provider
+    from recsys.bus import producer_config
     from recsys.stores import redis_client
-    from stream.bus import producer_config
     from stream.metrics import UpdaterMetrics
     from stream.updater import Updater
 
@@ -998,8 +998,8 @@ def archiver() -> None:
     catalog topic's articles to the Delta `items` table (the newest of each)."""
     from confluent_kafka import Producer
 
+    from recsys.bus import producer_config
     from stream.archiver import Archiver
-    from stream.bus import producer_config
 
     def make(settings: Settings, endpoints: Endpoints, consumer: Consumer) -> Worker:
         dlq = Producer(producer_config(endpoints.require_kafka(), settings))
@@ -1018,9 +1018,9 @@ def _run_consumer(
     """A consumer-group worker: resolve engines, subscribe, run until SIGTERM or Ctrl-C."""
     from confluent_kafka import Consumer
 
+    from recsys.bus import consumer_config, ensure_topics
     from recsys.engines.embedded import EmbeddedEngines
     from recsys.supervisor import ASSIGNED
-    from stream.bus import consumer_config, ensure_topics
 
     settings = _settings()
     stop = threading.Event()
@@ -1144,9 +1144,9 @@ def up(
     port: Annotated[int | None, typer.Option(help="API port")] = None,
 ) -> None:
     """Run engines, API, updater and archiver under one supervisor until Ctrl-C."""
+    from recsys.bus import ensure_topics
     from recsys.engines.embedded import EmbeddedEngines
     from recsys.supervisor import Stack, opens_writes
-    from stream.bus import ensure_topics
 
     settings = _settings()
     with EmbeddedEngines(

@@ -18,14 +18,14 @@ from rich.console import Console
 from rich.table import Table
 
 from batch.generate import generate
-from batch.hm_schema import ARTICLES_FILE, TRANSACTIONS_FILE
+from recsys.bus import ensure_topics
 from recsys.engines.embedded import EmbeddedEngines
 from recsys.engines.process import free_port
+from recsys.hm_schema import ARTICLES_FILE, TRANSACTIONS_FILE
 from recsys.model_store import read_trending
 from recsys.settings import Settings
 from recsys.supervisor import Stack, drain_broker
 from recsys.trending_lists import TrendingLists
-from stream.bus import ensure_topics
 
 DEMO_CUSTOMERS, DEMO_ARTICLES, DEMO_TRANSACTIONS = 3_000, 1_500, 80_000
 PURCHASES = 5

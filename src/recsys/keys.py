@@ -29,7 +29,7 @@ def model_meta(version: str) -> str:
 
 
 def applied_events(version: str, customer_id: str) -> str:
-    """String: which of the customer's events this version has applied (stream.apply):
+    """String: which of the customer's events this version has applied (recsys.apply):
     a floor, the broker time at or before which all were, and the latest few above it."""
     return f"{PREFIX}:v:{version}:ap:{{{customer_id}}}"
 

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     # At most this many events per Redis round trip (2000: 14.6k events/s, 500: 10.4k).
     updater_batch_size: Annotated[int, Field(ge=1, le=10_000)] = 2_000
     # Per customer and live version, the updater remembers the ids of this many latest
-    # events above a floor of broker time (stream/apply.py): a redelivery, a broker that
+    # events above a floor of broker time (recsys/apply.py): a redelivery, a broker that
     # restarted its offsets, a customer moved to another partition or a replay never
     # applies an event twice, and Redis holds ~16 bytes per remembered event.
     applied_events_kept: Annotated[int, Field(ge=1, le=1_000)] = 16
@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     content_placement: bool = True
 
     # Online learning: the share of the way a user vector moves toward a bought item,
-    # with the item scaled to the user's norm (see stream/ema.py). 0.3 is the replay's
+    # with the item scaled to the user's norm (see recsys/ema.py). 0.3 is the replay's
     # best on ml-100k and within 1% of the best on the generator (docs/evaluation.md).
     ema_rate: Rate = 0.3
     # Weaker signals (POST /events/{view,click,add_to_cart}): what each counts next to a

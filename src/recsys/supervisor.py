@@ -17,10 +17,10 @@ from functools import partial
 
 import httpx
 
+from recsys.bus import wait_drained
 from recsys.engines.embedded import Endpoints
 from recsys.engines.process import EngineStartError, ManagedProcess, spawn
 from recsys.settings import Settings
-from stream.bus import wait_drained
 
 log = logging.getLogger(__name__)
 

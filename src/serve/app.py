@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from observability.tracing import shutdown as shutdown_tracing
 from observability.tracing import tracer_provider
+from recsys.bus import producer_config
 from recsys.experiments.definitions import experiments_from_settings
 from recsys.experiments.ledger import Ledger
 from recsys.experiments.metrics import ExperimentsCollector
@@ -40,7 +41,6 @@ from serve.routes import (
     users,
 )
 from serve.telemetry import Telemetry
-from stream.bus import producer_config
 
 log = logging.getLogger(__name__)
 

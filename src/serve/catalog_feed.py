@@ -29,16 +29,15 @@ import redis.asyncio as aioredis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
-from batch.content_vectors import COLLABORATIVE, CONTENT, PLACED_BY_FIELD
 from recsys import keys
 from recsys.articles import Article, CatalogMessage
 from recsys.availability import AVAILABLE_FIELD
-from recsys.index.base import IndexedItem
+from recsys.bus import consumer_config
+from recsys.index.base import COLLABORATIVE, CONTENT, PLACED_BY_FIELD, IndexedItem
 from recsys.settings import Settings
 from recsys.vectors import encode
 from serve.live_model import ServedModel
 from serve.metrics import Metrics
-from stream.bus import consumer_config
 
 log = logging.getLogger(__name__)
 

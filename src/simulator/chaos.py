@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from recsys.bus import ensure_topics
 from recsys.engines.process import ManagedProcess, free_port
 from recsys.engines.tansu import start_tansu
 from recsys.engines.valkey import start_valkey
 from recsys.settings import Settings
-from stream.bus import ensure_topics
 
 log = logging.getLogger(__name__)
 

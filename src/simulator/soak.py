@@ -6,7 +6,7 @@ the start and the end.
 
 "Applied once" is checked twice: every acknowledged event is applied in Redis (the live
 version remembers it, or it is at or below the customer's floor of broker time:
-stream.apply), and each customer's purchase count in their profile (which the updater's
+recsys.apply), and each customer's purchase count in their profile (which the updater's
 Lua step raises as it records the event, once per event) rose by exactly the purchases
 the table holds for them.
 """
@@ -33,6 +33,7 @@ from deltalake import DeltaTable
 from rich.table import Table
 
 from recsys import keys
+from recsys.apply import is_applied
 from recsys.engines.embedded import Endpoints
 from recsys.engines.process import ManagedProcess, free_port
 from recsys.events import RECEIVED_AT
@@ -43,7 +44,6 @@ from simulator.poison import TOKEN, PoisonFeed, PoisonReport
 from simulator.population import Population, load_population
 from simulator.report import SimulationReport
 from simulator.traffic import Traffic
-from stream.apply import is_applied
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -408,10 +408,10 @@ def run(
 ) -> SoakResult:
     """Generate, train (on `spark` if given), start the stack, load it with chaos, check
     the books; every process the soak started is stopped when it returns."""
-    from batch.bench_stack import bench_input, fresh_data_dir, train_live
     from recsys import machine
+    from recsys.bus import wait_drained
     from recsys.stores import redis_client
-    from stream.bus import wait_drained
+    from recsys_bench.stack import bench_input, fresh_data_dir, train_live
 
     input_dir = bench_input(work_dir, "soak", customers=options.customers,
                             articles=options.articles, transactions=options.transactions,

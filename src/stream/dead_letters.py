@@ -24,9 +24,9 @@ from confluent_kafka import TopicPartition as Partition
 from pydantic import ValidationError
 
 from recsys.articles import CatalogMessage
+from recsys.bus import producer_config
 from recsys.events import Event, validation_reason
 from recsys.settings import Settings
-from stream.bus import producer_config
 
 REASON: Final = "reason"
 SOURCE_TOPIC: Final = "source_topic"

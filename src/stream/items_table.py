@@ -14,9 +14,9 @@ from confluent_kafka import Message
 from deltalake import DeltaTable
 from pydantic import BaseModel, ValidationError
 
-from batch.hm_schema import ARTICLES_SCHEMA
 from recsys.articles import CatalogMessage
 from recsys.events import validation_reason
+from recsys.hm_schema import ARTICLES_SCHEMA
 
 # Takes a message that is not what its topic carries, with the reason.
 Refuse = Callable[[Message, str], None]

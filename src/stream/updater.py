@@ -2,7 +2,7 @@
 weight) move the customer's vector in Redis, once each.
 
 At-least-once from Kafka, exactly-once in effect: each event is applied by one atomic
-Redis step that also remembers it, by its broker time and id (stream/apply.py), and
+Redis step that also remembers it, by its broker time and id (recsys/apply.py), and
 offsets are committed only after that write.
 
 Each event continues the trace its message carries (the API's request): a consumer
@@ -32,12 +32,12 @@ from opentelemetry.trace import NoOpTracer, SpanKind, Tracer, set_span_in_contex
 from pydantic import ValidationError
 from redis.exceptions import ResponseError
 
+from recsys.apply import EventApplier, Target
 from recsys.erasure import erased_at
 from recsys.events import Event, validation_reason
 from recsys.experiments.definitions import experiments_from_settings
 from recsys.experiments.ledger import Ledger, Purchase
 from recsys.settings import Settings
-from stream.apply import EventApplier, Target
 from stream.dead_letters import dead_letter_headers
 from stream.events_table import received_ms
 from stream.metrics import UpdaterMetrics

@@ -26,7 +26,7 @@ from batch.cold_start_eval import (
     trending_scores,
 )
 from batch.generate import generate
-from batch.hm_schema import TRANSACTIONS_FILE
+from recsys.hm_schema import TRANSACTIONS_FILE
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -18,10 +18,6 @@ import scipy.sparse as sp
 from deltalake import DeltaTable
 
 from batch.content_vectors import (
-    COLLABORATIVE,
-    CONTENT,
-    PLACED_BY_FIELD,
-    TEXT_FIELD,
     ContentModel,
     Featurizer,
     fit_content_model,
@@ -32,12 +28,12 @@ from batch.content_vectors import (
     save_content_model,
 )
 from batch.generate import generate
-from batch.hm_schema import ARTICLES_FILE, TRANSACTIONS_FILE
 from batch.pipeline import BatchReport, run_batch
 from batch.publish import write_index
 from batch.trainer import Factors
 from recsys import keys
-from recsys.index.base import ItemFilter
+from recsys.hm_schema import ARTICLES_FILE, TEXT_FIELD, TRANSACTIONS_FILE
+from recsys.index.base import COLLABORATIVE, CONTENT, PLACED_BY_FIELD, ItemFilter
 from recsys.index.factory import open_backend
 from recsys.model_store import read_manifest, shard_dir
 from recsys.progress import Steps

@@ -19,19 +19,19 @@ from deltalake import DeltaTable
 from fastapi.testclient import TestClient
 from pyspark.sql import SparkSession
 
-from batch.hm_schema import TRANSACTIONS_FILE
 from batch.pipeline import BatchReport, run_batch
 from recsys import keys
+from recsys.apply import EventApplier
 from recsys.erasure import customer_hash, erase_customer, erased_before
 from recsys.events import Event
 from recsys.experiments.ledger import Impression, Ledger, Purchase, new_recommendation_id
+from recsys.hm_schema import TRANSACTIONS_FILE
 from recsys.model_store import read_factors
 from recsys.progress import Steps
+from recsys.replay import unseen_purchases
 from recsys.settings import Settings
 from serve.app import create_app
-from stream.apply import EventApplier
 from stream.events_table import EVENTS_SCHEMA, append_new, ensure_events_table
-from stream.replay import unseen_purchases
 from support import apply_live, isolated
 
 

@@ -12,7 +12,7 @@ import pytest
 
 import batch.generate as gen
 from batch.generate import GeneratedData, generate
-from batch.hm_schema import (
+from recsys.hm_schema import (
     ARTICLES_FILE,
     ARTICLES_SCHEMA,
     CUSTOMERS_FILE,

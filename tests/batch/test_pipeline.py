@@ -12,11 +12,11 @@ import qdrant_edge as qe
 import redis
 from deltalake import DeltaTable
 
-from batch.hm_schema import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
 from batch.ingest import InputError, check_input, clean, load_bronze
 from batch.lake import DeltaRsLake
 from batch.pipeline import BatchReport
 from recsys import keys
+from recsys.hm_schema import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
 from recsys.index.base import ItemFilter
 from recsys.model_store import read_factors, read_manifest, read_trending, shard_dir
 from recsys.settings import Settings

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from batch.generate import generate
-from batch.hm_schema import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
 from batch.weak_signals import WEAK_SIGNALS_FILE, load_weak_signals
+from recsys.hm_schema import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
 
 SMALL = {"customers": 300, "articles": 200, "transactions": 5_000}
 

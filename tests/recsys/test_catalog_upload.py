@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 
-from batch.hm_schema import ARTICLES_SCHEMA
 from recsys.articles import Article, Availability, CatalogMessage
+from recsys.bus import consumer_config
 from recsys.catalog_upload import CatalogFileError, read_catalog_file
+from recsys.hm_schema import ARTICLES_SCHEMA
 from recsys.settings import Settings
-from stream.bus import consumer_config
 from support import engine_pids, new_topic
 
 

@@ -18,18 +18,18 @@ import redis
 from fastapi.testclient import TestClient
 
 from batch.content_vectors import load_content_model
-from batch.hm_schema import ARTICLES_FILE
 from batch.pipeline import BatchReport
 from recsys import keys
 from recsys.articles import Article
+from recsys.bus import ensure_topics
+from recsys.ema import ema_update
 from recsys.engines.tansu import start_tansu
+from recsys.hm_schema import ARTICLES_FILE
 from recsys.model_store import read_factors, read_manifest
 from recsys.settings import Settings
 from recsys.vectors import decode
 from serve.app import create_app
 from serve.deps import AppState
-from stream.bus import ensure_topics
-from stream.ema import ema_update
 from support import new_topic, running_updater, two_versions, wait_for
 
 SERVABLE_WITHIN_S = 10.0

@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from batch.pipeline import BatchReport
+from recsys.bus import ensure_topics
 from recsys.engines.tansu import start_tansu
 from recsys.events import Event
 from recsys.settings import Settings
 from serve.app import create_app
-from stream.bus import ensure_topics
 
 
 def test_purchase_is_published_keyed_by_customer(

@@ -18,9 +18,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from batch.pipeline import BatchReport
 from recsys import keys
+from recsys.bus import wait_drained
 from recsys.settings import Settings
 from serve.app import create_app
-from stream.bus import wait_drained
 from support import running_updater, serving
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -8,11 +8,11 @@ import asyncio
 import time
 from pathlib import Path
 
+from recsys.bus import ensure_topics, producer_config
 from recsys.engines.process import free_port
 from recsys.engines.tansu import start_tansu
 from recsys.settings import Settings
 from serve.publisher import REPLACE_EVERY_S, EventPublisher, PublishError
-from stream.bus import ensure_topics, producer_config
 
 
 def test_a_restarted_broker_is_written_to_again(settings: Settings, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import psutil
 from batch.pipeline import BatchReport
 from recsys.engines.process import free_port
 from recsys.settings import Settings
-from serve.bench_serve import start_server
+from recsys_bench.serving import start_server
 
 
 def _counter(text: str, name: str) -> float:

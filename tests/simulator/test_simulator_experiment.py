@@ -62,7 +62,7 @@ def test_an_experiment_whose_arm_is_truly_better_is_found(
                 input_dir=input_dir,
                 api_url=url,
                 rate_per_s=80,
-                duration_s=12.0,
+                duration_s=24.0,  # ~1,800 lists: the interval clears 0 even on a slow run
                 views_per_session=(1, 1),
                 think_time_s=0.0,
                 purchase_probability=1.0,

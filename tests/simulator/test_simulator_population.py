@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batch.hm_schema import ARTICLES_FILE, TRANSACTIONS_FILE
+from recsys.hm_schema import ARTICLES_FILE, TRANSACTIONS_FILE
 from simulator.population import (
     MIN_DRIFT_GROUP_ARTICLES,
     Population,

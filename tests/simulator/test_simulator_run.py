@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, Producer
 from rich.console import Console
 
 from batch.pipeline import BatchReport
+from recsys.bus import consumer_config, producer_config, wait_drained
 from recsys.engines.process import free_port
 from recsys.settings import Settings
 from serve.app import create_app
@@ -26,7 +27,6 @@ from simulator.config import SimulationConfig
 from simulator.population import load_population
 from simulator.report import STATUS_CLASSES, SimulationReport, report_table
 from simulator.run import ApiUnavailableError, simulate
-from stream.bus import consumer_config, producer_config, wait_drained
 from stream.updater import Updater
 from support import serving
 

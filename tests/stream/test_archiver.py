@@ -21,11 +21,11 @@ from deltalake.exceptions import TableNotFoundError
 
 from batch.ingest import archived_purchases
 from batch.lake import DeltaRsLake
+from recsys.bus import consumer_config, pending_events, producer_config
 from recsys.erasure import customer_hash, erased_before
 from recsys.events import Event
 from recsys.settings import Settings
 from stream.archiver import Archiver
-from stream.bus import consumer_config, pending_events, producer_config
 from support import events_on_topic, new_topic, own_stream
 
 if TYPE_CHECKING:
@@ -317,9 +317,9 @@ def test_a_broker_restart_does_not_stop_the_archiver(settings: Settings, tmp_pat
     rejoins and archives what comes next, each event once. (A commit that meets the
     forgotten group answers UNKNOWN_MEMBER_ID and is skipped, stream.offsets; that race
     was seen by `recsys bench soak`, not forced here.)"""
+    from recsys.bus import ensure_topics
     from recsys.engines.process import free_port
     from recsys.engines.tansu import start_tansu
-    from stream.bus import ensure_topics
 
     port = free_port()
     broker, bootstrap = start_tansu(tmp_path, timeout=20, port=port)

@@ -23,11 +23,11 @@ from fastapi.testclient import TestClient
 
 from batch.pipeline import BatchReport
 from recsys import keys
+from recsys.bus import consumer_config, producer_config
 from recsys.events import Event
 from recsys.settings import Settings
 from serve.app import create_app
 from stream.archiver import Archiver
-from stream.bus import consumer_config, producer_config
 from stream.updater import Updater
 from support import own_stream, wait_for
 

@@ -17,16 +17,16 @@ import redis
 from confluent_kafka import Consumer, Producer
 from deltalake import DeltaTable
 
-from batch.hm_schema import ARTICLES_FILE
 from batch.pipeline import BatchReport, run_batch
 from recsys.articles import Article, Availability, CatalogMessage
+from recsys.bus import consumer_config, pending_events, producer_config
+from recsys.hm_schema import ARTICLES_FILE
 from recsys.index.base import ItemFilter
 from recsys.index.factory import open_backend
 from recsys.model_store import read_trending
 from recsys.progress import Steps
 from recsys.settings import Settings
 from stream.archiver import Archiver
-from stream.bus import consumer_config, pending_events, producer_config
 from stream.dead_letters import Fix, read_dead_letters, resend
 from support import isolated, new_topic
 

@@ -19,11 +19,11 @@ from fastapi.testclient import TestClient
 
 from batch.pipeline import BatchReport
 from recsys import keys
+from recsys.bus import consumer_config, pending_events, producer_config
 from recsys.erasure import erase_customer, record_erasure
 from recsys.events import Event
 from recsys.settings import Settings
 from stream.archiver import Archiver
-from stream.bus import consumer_config, pending_events, producer_config
 from support import events_on_topic, new_topic, own_stream, running_updater, wait_for
 
 

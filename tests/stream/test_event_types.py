@@ -17,13 +17,13 @@ from pydantic import ValidationError
 
 from batch.pipeline import BatchReport
 from recsys import keys
+from recsys.apply import EventApplier
+from recsys.ema import ema_update
 from recsys.events import EVENT_TYPES, Event, event_weights
+from recsys.replay import unseen_purchases
 from recsys.settings import Settings
 from recsys.vectors import Vector, decode, encode
-from stream.apply import EventApplier
-from stream.ema import ema_update
 from stream.events_table import EVENTS_SCHEMA, append_new, ensure_events_table
-from stream.replay import unseen_purchases
 from support import apply_live
 
 # ---------------------------------------------------------------- the envelope

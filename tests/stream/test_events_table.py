@@ -13,6 +13,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from recsys.delta_tables import vacuum
 from recsys.events import RECEIVED_AT, RECEIVED_DATE
+from recsys.replay import unseen_purchases
 from stream.events_table import (
     DEDUPE_DAYS,
     EVENTS_SCHEMA,
@@ -21,7 +22,6 @@ from stream.events_table import (
     ensure_events_table,
     is_partitioned,
 )
-from stream.replay import unseen_purchases
 
 DAY = date(2026, 3, 10)
 

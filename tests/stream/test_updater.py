@@ -17,11 +17,11 @@ from fastapi.testclient import TestClient
 
 from batch.pipeline import BatchReport
 from recsys import keys
+from recsys.bus import pending_events, producer_config
+from recsys.ema import ema_update
 from recsys.events import event_weights
 from recsys.settings import Settings
 from recsys.vectors import decode
-from stream.bus import pending_events, producer_config
-from stream.ema import ema_update
 from support import running_updater, wait_for
 
 

@@ -27,13 +27,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from batch.pipeline import BatchReport
 from recsys import keys
+from recsys.apply import EventApplier
+from recsys.bus import consumer_config, pending_events, producer_config
+from recsys.ema import ema_update
 from recsys.events import Event
 from recsys.settings import Settings
 from recsys.vectors import Vector, decode
 from serve.app import create_app
-from stream.apply import EventApplier
-from stream.bus import consumer_config, pending_events, producer_config
-from stream.ema import ema_update
 from stream.metrics import UpdaterMetrics
 from stream.updater import Updater
 from support import TcpProxy, apply_live, new_topic

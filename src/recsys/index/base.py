@@ -5,12 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from recsys.ids import item_point_id
+
+# The payload field that says how an item got its vector: from purchases, or placed from
+# its metadata by the content model.
+PLACED_BY_FIELD: Final = "placed_by"
+COLLABORATIVE: Final = "collaborative"
+CONTENT: Final = "content"
 
 # Index tuning both backends share (sizes in KB of vectors, Qdrant's unit).
 # A collection below ~8k items of 32 dims is scanned whole: as fast as a graph, and exact.

@@ -12,13 +12,13 @@ from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
-from batch.versions import VersionError, promote, rollback
+from recsys.replay import ReplayReport
 from recsys.settings import Settings
 from recsys.stores import redis_client
+from recsys.versions import VersionError, promote, rollback
 from serve.access import ACCESS_RESPONSES, require
 from serve.deps import State
 from serve.schemas import ErrorBody
-from stream.replay import ReplayReport
 
 router = APIRouter(
     prefix="/admin", tags=["admin"], dependencies=[require("admin")], responses=ACCESS_RESPONSES

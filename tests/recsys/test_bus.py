@@ -9,8 +9,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from recsys.bus import consumer_config, ensure_topics, pending_events, producer_config
 from recsys.settings import Settings
-from stream.bus import consumer_config, ensure_topics, pending_events, producer_config
 
 
 def test_topics_exist_with_partitions(settings: Settings) -> None:

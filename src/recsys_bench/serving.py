@@ -441,8 +441,8 @@ def run(
 ) -> ServeBench:
     """Generate, train (on `spark` if given), serve, load: everything in its own data dir
     and engines."""
-    from batch.bench_stack import trained_stack
     from recsys.model_store import read_factors, shard_dir
+    from recsys_bench.stack import trained_stack
 
     require_wrk()
     result = ServeBench(articles, customers, transactions, duration_s, connections,

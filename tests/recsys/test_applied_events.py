@@ -1,4 +1,4 @@
-"""Exactly-once with state bounded per customer (stream/apply.py): a floor of broker
+"""Exactly-once with state bounded per customer (recsys/apply.py): a floor of broker
 time and the latest few events above it, against redeliveries, a broker that restarts
 its offsets at zero with another partition count, and a replay beside the updater."""
 
@@ -18,10 +18,10 @@ from confluent_kafka import Consumer, Producer
 
 from batch.pipeline import BatchReport
 from recsys import keys
+from recsys.apply import FLOOR_BYTES, RECORD_BYTES, EventApplier, Target, is_applied
+from recsys.bus import consumer_config, ensure_topics, producer_config
 from recsys.events import Event
 from recsys.settings import Settings
-from stream.apply import FLOOR_BYTES, RECORD_BYTES, EventApplier, Target, is_applied
-from stream.bus import consumer_config, ensure_topics, producer_config
 from stream.updater import Updater
 from support import wait_for
 

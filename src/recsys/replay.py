@@ -1,6 +1,6 @@
 """Replay archived purchases onto a model version, so it does not forget what customers
 did after its training data was cut. Idempotent: applied events are skipped, by the
-broker time the archive kept (`received_at`) and the event id (stream/apply.py).
+broker time the archive kept (`received_at`) and the event id (recsys/apply.py).
 
 What the version has not seen is exactly what the events table gained after the Delta
 version its batch read: the archiver's insert-only merges add files and never rewrite
@@ -27,9 +27,9 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from pydantic import ValidationError
 
+from recsys.apply import EventApplier, Target
 from recsys.erasure import drop_erased
 from recsys.events import EVENT_TYPES, RECEIVED_AT, RECEIVED_DATE, Event
-from stream.apply import EventApplier, Target
 
 CHUNK = 2_000
 _DAY_FOLDER = re.compile(rf"(?:^|/){RECEIVED_DATE}=(\d{{4}}-\d{{2}}-\d{{2}})/")
@@ -157,7 +157,7 @@ def replay(
 ) -> ReplayReport:
     events_seen = applied = duplicates = invalid = 0
     # A version being replayed is a candidate: it remembers every event it applies until
-    # its promotion trims them (stream.apply).
+    # its promotion trims them (recsys.apply).
     target = Target(version, live=False)
     for frame in unseen_chunks(events_table, seen_table_version, since, erased):
         fields = [name for name in Event.model_fields if name in frame.columns]

@@ -32,10 +32,10 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from rich.table import Table
 
+from recsys.bus import producer_config
 from recsys.engines.process import ManagedProcess, free_port, spawn
 from recsys.events import Event
 from recsys.settings import Settings
-from stream.bus import producer_config
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -154,7 +154,7 @@ def updater_throughput(env: dict[str, str], topic: str, n: int, log: Path) -> tu
 
 def start_api(env: dict[str, str], log: Path) -> tuple[ManagedProcess, str]:
     """`recsys serve` on a free port, once it is ready to recommend."""
-    from serve.bench_serve import start_server
+    from recsys_bench.serving import start_server
 
     port = free_port()
     argv = [sys.executable, "-m", "recsys", "serve", "--port", str(port)]
@@ -198,8 +198,8 @@ def run(
 ) -> StreamBench:
     """Generate, train (on `spark` if given), then measure: everything in its own data dir
     and engines."""
-    from batch.bench_stack import trained_stack
     from recsys.model_store import read_factors
+    from recsys_bench.stack import trained_stack
 
     result = StreamBench(events)
     with trained_stack(settings, work_dir, "stream", customers=customers, articles=articles,
@@ -290,7 +290,7 @@ class WrkPurchases:
 
     def run(self, delay_ms: float, duration_s: float) -> float:
         """Purchases per second wrk sustained (errors fail loudly)."""
-        from serve.bench_serve import require_wrk
+        from recsys_bench.serving import require_wrk
 
         script = purchase_script(self.customers, self.articles, self.folder, delay_ms)
         argv = [require_wrk(), "-t1", f"-c{self.connections}", f"-d{max(1, int(duration_s))}s",

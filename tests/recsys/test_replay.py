@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import DeltaTable
 
+from recsys.replay import unseen_chunks, unseen_purchases
 from stream.events_table import EVENTS_SCHEMA, append_new, ensure_events_table
-from stream.replay import unseen_chunks, unseen_purchases
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 

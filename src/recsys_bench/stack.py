@@ -108,8 +108,8 @@ def trained_stack(
     """Generate the data once per size (kept in work_dir), start fresh engines in
     `work_dir/<name>-run`, train and publish (on `spark` if given, else a session of its
     own); the engines stop when the block ends."""
+    from recsys.bus import ensure_topics
     from recsys.engines.embedded import EmbeddedEngines
-    from stream.bus import ensure_topics
 
     input_dir = bench_input(work_dir, name, customers=customers, articles=articles,
                             transactions=transactions, seed=seed)  # fmt: skip

@@ -187,12 +187,12 @@ def run_shape(
     updater_events: int,
 ) -> ShapeResult:
     """Generate (once), train and publish on fresh engines, then serve and update."""
-    from batch.bench_stack import bench_input, fresh_data_dir, train_live
+    from recsys.bus import ensure_topics
     from recsys.engines.embedded import EmbeddedEngines
     from recsys.erasure import erase_customer
     from recsys.model_store import read_factors, shard_dir
     from recsys.stores import redis_client
-    from stream.bus import ensure_topics
+    from recsys_bench.stack import bench_input, fresh_data_dir, train_live
 
     shape = SHAPES[name]
     started = time.perf_counter()
@@ -268,9 +268,9 @@ def _serve(
     settings: Settings, customers: list[str], duration_s: float, connections: int
 ) -> dict[str, float]:
     """/recommend (plain top 10) at saturation, then at half of it."""
-    from batch.bench_stack import child_env
-    from serve.bench_serve import VARIANTS, RunShape, at_max_and_half, run_wrk, wrk_script
-    from stream.bench_stream import start_api
+    from recsys_bench.serving import VARIANTS, RunShape, at_max_and_half, run_wrk, wrk_script
+    from recsys_bench.stack import child_env
+    from recsys_bench.streaming import start_api
 
     env = child_env(settings)
     api, url = start_api(env, settings.data_dir / "api.log")
@@ -290,8 +290,8 @@ def _serve(
 
 def _update(settings: Settings, factors: dict[str, Any], events: int) -> float:
     """One updater process draining `events` skewed purchases of this model's customers."""
-    from batch.bench_stack import child_env
-    from stream.bench_stream import fill_topic, skewed_events, updater_throughput
+    from recsys_bench.stack import child_env
+    from recsys_bench.streaming import fill_topic, skewed_events, updater_throughput
 
     batch = skewed_events(factors["user_ids"], factors["item_ids"], events, seed=11)
     topic = fill_topic(settings.kafka_bootstrap_servers or "", settings, batch)

@@ -85,3 +85,12 @@ ARTICLE_METADATA_FIELDS: Final = (
     "section_name",
     "garment_group_name",
 )
+
+# The categorical fields an item's metadata carries (prod_name is a name, not a category)
+# and the colour's perceived value.
+CATEGORICAL_FIELDS: Final = (
+    *(f for f in ARTICLE_METADATA_FIELDS if f != "prod_name"),
+    "perceived_colour_value_name",
+)
+TEXT_FIELD: Final = "detail_desc"
+CONTENT_FIELDS: Final = (*CATEGORICAL_FIELDS, TEXT_FIELD)

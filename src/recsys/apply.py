@@ -40,10 +40,10 @@ import redis
 from redis.exceptions import RedisError
 
 from recsys import keys
+from recsys.ema import ema_update
 from recsys.events import Event, event_weights
 from recsys.settings import Settings
 from recsys.vectors import Vector, decode, encode
-from stream.ema import ema_update
 
 # The applied-event string: an 8-byte floor, then 16-byte records (8-byte broker time in
 # milliseconds, big-endian; 8-byte hash of the event id), oldest first.

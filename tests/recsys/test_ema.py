@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.ema import ema_update
+from recsys.ema import ema_update
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:

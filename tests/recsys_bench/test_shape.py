@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from recsys.settings import Settings
-from simulator import bench_scale
+from recsys_bench import shape as bench_scale
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -42,7 +42,7 @@ def test_a_shape_runs_end_to_end_and_reports_every_figure(
     restart = result.valkey_restart_s
     assert restart is not None and 0 < restart < base_settings.engine_start_timeout_s
     assert result.valkey_restart_keys == valkey_after_keys(result)
-    assert set(result.erasure_s) == {"total", "redis", "delta", "factors"}
+    assert set(result.erasure_s) == {"total", "redis", "delta", "vacuum", "factors"}
     assert result.erasure_s["total"] > 0
     assert bench_scale.table([result]).row_count > 20
     assert bench_scale.p99_ratio([result]) is None

@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 import redis
 
 from recsys import keys
+from recsys.apply import EventApplier
 from recsys.erasure import erased_before
 from recsys.index.factory import open_backend
 from recsys.model_store import Manifest, read_manifest
+from recsys.replay import ReplayReport, replay
 from recsys.settings import Settings
-from stream.apply import EventApplier
-from stream.replay import ReplayReport, replay
 
 # The manifest's data_version key for the events table version the batch trained on.
 EVENTS_TABLE_KEY = "bronze.events"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from recsys.settings import Settings
-from stream import bench_stream as bench
+from recsys_bench import streaming as bench
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

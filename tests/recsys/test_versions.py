@@ -18,15 +18,15 @@ import redis
 from fastapi.testclient import TestClient
 
 from batch.pipeline import BatchReport, run_batch
-from batch.versions import VersionError, list_versions, live_version, promote, rollback
 from recsys import keys
+from recsys.apply import EventApplier
+from recsys.ema import ema_update
 from recsys.events import Event
 from recsys.progress import Steps
 from recsys.settings import Settings
 from recsys.vectors import decode
+from recsys.versions import VersionError, list_versions, live_version, promote, rollback
 from serve.app import create_app
-from stream.apply import EventApplier
-from stream.ema import ema_update
 from stream.events_table import EVENTS_SCHEMA, append_new, ensure_events_table
 from support import apply_live, isolated
 

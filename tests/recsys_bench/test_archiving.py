@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stream import bench_archive as bench
+from recsys_bench import archiving as bench
 
 
 def test_both_layouts_are_measured_on_the_same_events(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from recsys.settings import Settings
-from serve import bench_serve as bench
+from recsys_bench import serving as bench
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
