@@ -46,7 +46,6 @@ from rich.console import Console
 from rich.table import Table
 
 from batch.content_vectors import (
-    ContentFit,
     Placement,
     fit_content_model,
     place_by_content,
@@ -65,6 +64,7 @@ from batch.evaluation import (
 )
 from batch.evaluation_data import EventsSummary, describe_events, detect_source, load_events
 from batch.trainer import Factors, Trainer
+from recsys.content_model import ContentFit
 from recsys.ema import ema_update
 from recsys.hm_schema import ARTICLES_FILE
 from recsys.index.base import CONTENT

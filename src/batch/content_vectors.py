@@ -3,38 +3,36 @@ article nobody has bought yet can be recommended, and has similar items, from da
 
 Features: one-hot categorical fields (vocabulary from the articles the map is fitted on;
 an unseen value adds nothing) and a hashed bag of words of `detail_desc`. Map: a ridge
-regression to the ALS item factors in closed form (docs/cold_start.md).
+regression to the ALS item factors in closed form (docs/cold_start.md). This is the fit;
+the model it makes, and its loading, are the core's (recsys.content_model), which the
+API uses without this module.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import BaseModel
 from threadpoolctl import threadpool_limits
 
 from batch.trainer import Factors
-from recsys.hm_schema import CATEGORICAL_FIELDS, CONTENT_FIELDS, TEXT_FIELD
+from recsys.content_model import (
+    ContentFit,
+    ContentModel,
+    Featurizer,
+    Floats,
+    LinearMap,
+    PenaltyScore,
+)
 from recsys.index.base import COLLABORATIVE, CONTENT
-from recsys.model_store import read_content_model, write_content_model
-
-Floats = npt.NDArray[np.float64]
-Rows: TypeAlias = "pd.DataFrame | Sequence[Mapping[str, Any]]"
-
-# Hashed word buckets: a collision only merges two words' weights, while every bucket
-# adds to a solve that is cubic in the feature count.
-TEXT_BUCKETS: Final = 1024
-_TOKEN: Final = r"[0-9a-z]+"
+from recsys.model_store import write_content_model
 
 # Penalties tried, as multiples of the mean eigenvalue of the centred Gram matrix, so one
 # grid suits any number of articles. The held-out error that picks one is weighted by the
@@ -47,99 +45,8 @@ VALIDATION_SHARE: Final = 0.2
 # Below this many articles a held-out split says nothing: the default penalty is used.
 MIN_VALIDATION_ITEMS: Final = 20
 DEFAULT_PENALTY: Final = 0.01
-FORMAT: Final = 1
-
-# ---------------------------------------------------------------- features
-
-
-def as_frame(rows: Rows) -> pd.DataFrame:
-    """Article rows (a frame or dicts) with exactly the content columns; missing ones empty."""
-    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame.from_records(list(rows))
-    return frame.reset_index(drop=True).reindex(columns=list(CONTENT_FIELDS))
-
-
-def _values(frame: pd.DataFrame, field: str) -> pd.Series:
-    return frame[field].fillna("").astype(str).str.strip()
-
-
-def _text_cells(texts: pd.Series, buckets: int) -> tuple[Floats, Floats, Floats]:
-    """(row, bucket, weight) of each distinct hashed word; a row's words have unit norm."""
-    tokens = texts.fillna("").astype(str).str.lower().str.findall(_TOKEN).explode().dropna()
-    if tokens.empty:
-        return np.empty(0), np.empty(0), np.empty(0)
-    # crc32, not hash(): Python salts str hashes per process, and a model outlives it.
-    bucket_of = {t: zlib.crc32(t.encode()) % buckets for t in pd.unique(tokens)}
-    cells = pd.DataFrame(
-        {"row": tokens.index.to_numpy(dtype=np.int64), "bucket": tokens.map(bucket_of)}
-    ).drop_duplicates()
-    per_row = cells.groupby("row")["bucket"].transform("size").to_numpy(dtype=np.float64)
-    return (
-        cells["row"].to_numpy(dtype=np.float64),
-        cells["bucket"].to_numpy(dtype=np.float64),
-        1.0 / np.sqrt(per_row),
-    )
-
-
-@dataclass(frozen=True)
-class Featurizer:
-    """One column per categorical value seen in training, then the hashed word buckets."""
-
-    vocabulary: dict[str, tuple[str, ...]]
-    text_buckets: int = TEXT_BUCKETS
-
-    @classmethod
-    def fit(cls, rows: Rows, text_buckets: int = TEXT_BUCKETS) -> Featurizer:
-        frame = as_frame(rows)
-        vocabulary = {
-            field: tuple(sorted(set(_values(frame, field)) - {""})) for field in CATEGORICAL_FIELDS
-        }
-        return cls(vocabulary, text_buckets)
-
-    @property
-    def width(self) -> int:
-        return sum(len(v) for v in self.vocabulary.values()) + self.text_buckets
-
-    def transform(self, rows: Rows) -> sp.csr_matrix:
-        frame = as_frame(rows)
-        row_parts: list[Floats] = []
-        col_parts: list[Floats] = []
-        value_parts: list[Floats] = []
-        offset = 0
-        for field, values in self.vocabulary.items():
-            codes = pd.Categorical(_values(frame, field), categories=list(values)).codes
-            seen = np.flatnonzero(codes >= 0)  # an unseen value or an empty one: no feature
-            row_parts.append(seen.astype(np.float64))
-            col_parts.append(offset + codes[seen].astype(np.float64))
-            value_parts.append(np.ones(len(seen)))
-            offset += len(values)
-        text_rows, buckets, weights = _text_cells(frame[TEXT_FIELD], self.text_buckets)
-        row_parts.append(text_rows)
-        col_parts.append(offset + buckets)
-        value_parts.append(weights)
-        return sp.csr_matrix(
-            (
-                np.concatenate(value_parts),
-                (
-                    np.concatenate(row_parts).astype(np.int64),
-                    np.concatenate(col_parts).astype(np.int64),
-                ),
-            ),
-            shape=(len(frame), self.width),
-        )
-
 
 # ---------------------------------------------------------------- ridge regression
-
-
-@dataclass(frozen=True)
-class LinearMap:
-    """targets ≈ features @ weights + intercept."""
-
-    weights: Floats  # features x targets
-    intercept: Floats
-
-    def apply(self, features: sp.csr_matrix) -> Floats:
-        return np.asarray(features @ self.weights) + self.intercept
 
 
 def ridge_path(
@@ -188,26 +95,6 @@ def mean_cosine(predicted: Floats, truth: Floats, weights: Floats | None = None)
     return float((w * cosines).sum() / w.sum()) if w.sum() > 0 else 0.0
 
 
-class PenaltyScore(BaseModel):
-    penalty: float
-    r2: float
-    cosine: float
-
-
-class ContentFit(BaseModel):
-    """How the map was fitted, and how well it predicts factors of articles it did not see."""
-
-    items: int  # articles with metadata and ALS factors: the regression's rows
-    features: int
-    penalty: float  # relative to the mean eigenvalue of the centred Gram matrix
-    validation_items: int  # 0: too few articles to hold some out; the default penalty
-    # Of the held-out articles' ALS factors, weighted by their purchases when `weighted`.
-    validation_r2: float | None = None
-    validation_cosine: float | None = None  # mean cosine of predicted and ALS vectors
-    weighted: bool = False
-    grid: list[PenaltyScore] = []
-
-
 def choose_penalty(
     features: sp.csr_matrix,
     targets: Floats,
@@ -254,55 +141,6 @@ def choose_penalty(
     )
 
 
-# ---------------------------------------------------------------- the model
-
-
-@dataclass(frozen=True)
-class ContentModel:
-    """Article rows in, vectors in the ALS item space of one model version out."""
-
-    featurizer: Featurizer
-    linear: LinearMap
-    fit: ContentFit
-
-    @property
-    def dim(self) -> int:
-        return int(self.linear.weights.shape[1])
-
-    def predict(self, rows: Rows) -> npt.NDArray[np.float32]:
-        """One vector per row (H&M article fields; missing fields count as empty)."""
-        return self.linear.apply(self.featurizer.transform(rows)).astype(np.float32)
-
-    def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
-        spec = {
-            "format": FORMAT,
-            "vocabulary": self.featurizer.vocabulary,
-            "text_buckets": self.featurizer.text_buckets,
-            "fit": self.fit.model_dump(),
-        }
-        return {
-            "weights": self.linear.weights,
-            "intercept": self.linear.intercept,
-            # A JSON string, so loading needs no pickle.
-            "spec": np.array(json.dumps(spec)),
-        }
-
-    @classmethod
-    def from_arrays(cls, arrays: Mapping[str, npt.NDArray[Any]]) -> ContentModel:
-        spec = json.loads(str(arrays["spec"]))
-        if spec.get("format") != FORMAT:
-            raise ValueError(f"content model format {spec.get('format')!r} is not {FORMAT}")
-        vocabulary = {field: tuple(values) for field, values in spec["vocabulary"].items()}
-        return cls(
-            featurizer=Featurizer(vocabulary, int(spec["text_buckets"])),
-            linear=LinearMap(
-                np.asarray(arrays["weights"], dtype=np.float64),
-                np.asarray(arrays["intercept"], dtype=np.float64),
-            ),
-            fit=ContentFit.model_validate(spec["fit"]),
-        )
-
-
 def _by_article(articles: pd.DataFrame) -> pd.DataFrame:
     """One row per article id (the first wins, as the batch's cleaning keeps it)."""
     ids = articles["article_id"].astype(str)
@@ -344,12 +182,6 @@ def fit_content_model(
 
 def save_content_model(models_dir: Path, version: str, model: ContentModel) -> None:
     write_content_model(models_dir, version, model.to_arrays())
-
-
-def load_content_model(models_dir: Path, version: str) -> ContentModel | None:
-    """The version's content model; None for a version trained without one."""
-    arrays = read_content_model(models_dir, version)
-    return None if arrays is None else ContentModel.from_arrays(arrays)
 
 
 # ---------------------------------------------------------------- placement

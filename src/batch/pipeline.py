@@ -13,7 +13,6 @@ import redis
 from batch import lake
 from batch.availability import unavailable_articles
 from batch.content_vectors import (
-    ContentModel,
     fit_content_model,
     place_by_content,
     save_content_model,
@@ -43,6 +42,7 @@ from batch.retention import Pruned, prune
 from batch.trainer import StoredInteractions
 from batch.trainer_factory import iterations, open_trainer
 from batch.trending import to_lists, trending_job
+from recsys.content_model import ContentModel
 from recsys.erasure import erased_before
 from recsys.events import event_weights
 from recsys.hm_schema import ARTICLE_METADATA_FIELDS, CONTENT_FIELDS

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from batch.content_vectors import ContentModel, load_content_model
 from recsys import keys
+from recsys.content_model import ContentModel, load_content_model
 from recsys.index.base import ItemFilter, ItemIndex, ScoredItem
 from recsys.index.factory import open_backend
 from recsys.model_store import Manifest, read_manifest, read_trending

@@ -18,11 +18,8 @@ import scipy.sparse as sp
 from deltalake import DeltaTable
 
 from batch.content_vectors import (
-    ContentModel,
-    Featurizer,
     fit_content_model,
     fit_ridge,
-    load_content_model,
     place_by_content,
     r_squared,
     save_content_model,
@@ -32,6 +29,7 @@ from batch.pipeline import BatchReport, run_batch
 from batch.publish import write_index
 from batch.trainer import Factors
 from recsys import keys
+from recsys.content_model import ContentModel, Featurizer, load_content_model
 from recsys.hm_schema import ARTICLES_FILE, TEXT_FIELD, TRANSACTIONS_FILE
 from recsys.index.base import COLLABORATIVE, CONTENT, PLACED_BY_FIELD, ItemFilter
 from recsys.index.factory import open_backend

@@ -17,11 +17,11 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from batch.content_vectors import load_content_model
 from batch.pipeline import BatchReport
 from recsys import keys
 from recsys.articles import Article
 from recsys.bus import ensure_topics
+from recsys.content_model import load_content_model
 from recsys.ema import ema_update
 from recsys.engines.tansu import start_tansu
 from recsys.hm_schema import ARTICLES_FILE
