@@ -235,7 +235,7 @@ def resend(
     acknowledgement of every message."""
     report = ResendReport()
     by_ref = {letter.ref: letter for letter in letters}
-    ready: list[tuple[Fix, DeadLetter, Checked]] = []
+    ready: list[tuple[DeadLetter, Checked]] = []
     for fix in fixes:
         partition, offset = parse_ref(fix.ref)
         ref = ref_of(partition, offset)
@@ -246,7 +246,7 @@ def resend(
             report.refused[ref] = "sent back before (--again sends it once more)"
         else:
             try:
-                ready.append((fix, letter, _checked(settings, letter.source_topic, fix.value)))
+                ready.append((letter, _checked(settings, letter.source_topic, fix.value)))
             except ValidationError as exc:
                 report.refused[ref] = f"still not valid: {validation_reason(exc)}"
     if not ready:
@@ -258,12 +258,12 @@ def resend(
         if err is not None:
             failed.append(str(err))
 
-    for _fix, letter, checked in ready:
+    for letter, checked in ready:
         producer.produce(letter.source_topic, key=checked.key.encode(),
                          value=checked.value, on_delivery=delivered)  # fmt: skip
     if producer.flush(settings.kafka_produce_timeout_s + 1.0) or failed:
         raise RuntimeError(f"the broker did not take the events: {failed or 'timed out'}")
-    for _fix, letter, _ in ready:
+    for letter, _ in ready:
         producer.produce(settings.dlq_topic, partition=letter.partition, value=b"",
                          headers=[(RESENT, str(letter.offset).encode())],
                          on_delivery=delivered)  # fmt: skip

@@ -5,7 +5,6 @@ the stream applies them once, and nothing is sent back twice by mistake."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,18 +14,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from typer.testing import CliRunner
 
 from batch.pipeline import BatchReport
 from recsys import keys
-from recsys.bus import consumer_config, ensure_topics, producer_config
+from recsys.bus import ensure_topics, producer_config
 from recsys.cli import app
 from recsys.events import Event
 from recsys.settings import Settings
 from stream.dead_letters import fixes_from_lines, read_dead_letters
-from stream.updater import Updater
-from support import own_stream, wait_for
+from support import own_stream, running_updater, wait_for
 
 
 @dataclass
@@ -51,24 +49,14 @@ def running(
     bootstrap = str(settings.kafka_bootstrap_servers)
     own = own_stream(settings, tmp_path / "data")
     ensure_topics(bootstrap, own)
-    consumer = Consumer(consumer_config(bootstrap, own.updater_group, own))
-    consumer.subscribe([own.events_topic])
-    updater = Updater(own, redis_conn, consumer, Producer(producer_config(bootstrap, own)))
-    stop = threading.Event()
-    worker = threading.Thread(target=updater.run, args=(stop,), daemon=True)
-    worker.start()
     env = {
         "RECSYS_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "RECSYS_EVENTS_TOPIC": own.events_topic,
         "RECSYS_DLQ_TOPIC": own.dlq_topic,
         "RECSYS_DATA_DIR": str(own.data_dir),
     }
-    try:
+    with running_updater(own, redis_conn):
         yield Running(own, env, Producer(producer_config(bootstrap, own)))
-    finally:
-        stop.set()
-        worker.join(20)
-        consumer.close()
 
 
 @pytest.fixture
