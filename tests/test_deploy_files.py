@@ -15,8 +15,8 @@ import typer.core
 import typer.main
 import yaml
 
-from recsys.cli import app as cli_app
 from recsys.settings import Settings
+from recsys_cli.main import app as cli_app
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
+from pathlib import Path
 
 import httpx
 
 from recsys.bus import wait_drained
 from recsys.engines.embedded import Endpoints
-from recsys.engines.process import EngineStartError, ManagedProcess, spawn
+from recsys.engines.process import EngineStartError, ManagedProcess, recsys_command, spawn
+from recsys.readiness import ready_file_env
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Logged by a consumer-group worker (recsys.cli) once it owns partitions.
-ASSIGNED = "partitions assigned"
 # A crashed worker is started again after RESTART_FIRST_S, doubling while it keeps
 # crashing, up to RESTART_MAX_S.
 RESTART_FIRST_S = 1.0
@@ -59,10 +57,6 @@ def drain_broker(settings: Settings, bootstrap: str) -> int:
     return left + articles
 
 
-def _has_partitions(worker: ManagedProcess) -> bool:
-    return ASSIGNED in worker.log_text()
-
-
 def opens_writes(settings: Settings) -> bool:
     """Whether `recsys up` opens its API's writes (local development): only with no key
     configured, when the API would take no write at all, and on loopback only."""
@@ -94,8 +88,17 @@ class Stack:
         }
         if self.open_writes:
             env["RECSYS_AUTH_DISABLED"] = "true"
-        argv = [sys.executable, "-m", "recsys", *args]
-        return spawn(name, argv, env=env, log_path=self.settings.run_dir / f"{name}.log")
+        env.update(ready_file_env(self._ready_file(name)))
+        return spawn(name, recsys_command(*args), env=env,
+                     log_path=self.settings.run_dir / f"{name}.log")  # fmt: skip
+
+    def _ready_file(self, name: str) -> Path:
+        return self.settings.run_dir / f"{name}.ready"
+
+    def _wait_ready(self, worker: ManagedProcess) -> None:
+        """Until the worker announces it owns partitions (it consumes from there on)."""
+        ready = self._ready_file(worker.name)
+        worker.wait_ready(ready.exists, self.settings.engine_start_timeout_s)
 
     def start(self) -> None:
         workers = [self._child("updater", "updater"), self._child("archiver", "archiver")]
@@ -106,9 +109,7 @@ class Stack:
         self.api.wait_ready(self._api_answers, self.settings.engine_start_timeout_s + 30)
         # A consumer takes a few seconds to join its group; until then events wait.
         for worker in workers:
-            worker.wait_ready(
-                partial(_has_partitions, worker), self.settings.engine_start_timeout_s
-            )
+            self._wait_ready(worker)
 
     def restart_worker(self, name: str, *, down_s: float = 0.0) -> None:
         """SIGKILL the updater or the archiver (a crash mid-batch), leave it down for
@@ -123,7 +124,7 @@ class Stack:
             self.updater = new
         else:
             self.archiver = new
-        new.wait_ready(partial(_has_partitions, new), self.settings.engine_start_timeout_s)
+        self._wait_ready(new)
 
     def _api_answers(self) -> bool:
         try:

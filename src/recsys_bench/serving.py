@@ -18,7 +18,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import httpx
 import numpy as np
 from rich.table import Table
 
-from recsys.engines.process import ManagedProcess, free_port, spawn
+from recsys.engines.process import ManagedProcess, free_port, recsys_command, spawn
 from recsys.index.base import FILTERED_SEARCH_EF, SEARCH_EF
 
 if TYPE_CHECKING:
@@ -463,7 +462,7 @@ def run(
         with tempfile.TemporaryDirectory(prefix="recsys-bench-serve-") as tmp:
             folder = Path(tmp)
             api_port, bare_port = free_port(), free_port()
-            api = start_server([sys.executable, "-m", "recsys", "serve", "--port", str(api_port)],
+            api = start_server(recsys_command("serve", "--port", str(api_port)),
                                env, api_port, data_dir / "api.log")  # fmt: skip
             bare: ManagedProcess | None = None
             try:
@@ -477,9 +476,9 @@ def run(
                      "purchases": purchases(stack.settings.redis_url or "", sample)}
                 ))  # fmt: skip
                 bare = start_server(
-                    [sys.executable, "-m", "recsys", "bench", "bare-server",
+                    recsys_command("bench", "bare-server",
                      "--port", str(bare_port), "--fixture", str(fixture),
-                     "--shard", str(shard_dir(models, version)), "--users", str(floor_users)],
+                     "--shard", str(shard_dir(models, version)), "--users", str(floor_users)),
                     env, bare_port, data_dir / "bare.log",
                 )  # fmt: skip
                 result.variants, result.floors = measure(

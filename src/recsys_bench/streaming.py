@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -33,7 +32,7 @@ from confluent_kafka.cimpl import NewTopic
 from rich.table import Table
 
 from recsys.bus import producer_config
-from recsys.engines.process import ManagedProcess, free_port, spawn
+from recsys.engines.process import ManagedProcess, free_port, recsys_command, spawn
 from recsys.events import Event
 from recsys.settings import Settings
 
@@ -124,7 +123,7 @@ def updater_throughput(env: dict[str, str], topic: str, n: int, log: Path) -> tu
         "RECSYS_UPDATER_GROUP": f"bench-{topic}",
         "RECSYS_UPDATER_METRICS_PORT": str(port),
     }
-    process = spawn("bench-updater", [sys.executable, "-m", "recsys", "updater"], env=own_env,
+    process = spawn("bench-updater", recsys_command("updater"), env=own_env,
                     log_path=log)  # fmt: skip
     url = f"http://127.0.0.1:{port}/metrics"
     try:
@@ -157,7 +156,7 @@ def start_api(env: dict[str, str], log: Path) -> tuple[ManagedProcess, str]:
     from recsys_bench.serving import start_server
 
     port = free_port()
-    argv = [sys.executable, "-m", "recsys", "serve", "--port", str(port)]
+    argv = recsys_command("serve", "--port", str(port))
     return start_server(argv, env, port, log, "/health/ready"), f"http://127.0.0.1:{port}"
 
 
@@ -355,7 +354,7 @@ def freshness_at_rate(
     api, url = start_api({**env, "RECSYS_API_WORKERS": "2"}, data_dir / "bench-api.log")
     updater = spawn(
         "bench-updater-live",
-        [sys.executable, "-m", "recsys", "updater"],
+        recsys_command("updater"),
         env={**env, "RECSYS_UPDATER_METRICS_PORT": str(free_port())},
         log_path=data_dir / "bench-updater-live.log",
     )

@@ -6,12 +6,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
 
+from recsys.engines.process import recsys_command
 from recsys.settings import Settings
 
 pytestmark = pytest.mark.spark
@@ -51,7 +51,7 @@ def test_batch_writes_its_tables_with_delta_spark(
         "COLUMNS": "200",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "recsys", "batch", "--input", str(input_dir)],
+        recsys_command("batch", "--input", str(input_dir)),
         env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     if "jars could not be fetched" in result.stdout + result.stderr:

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from recsys import keys
-from recsys.engines.process import ManagedProcess, free_port, listens_on, spawn
+from recsys.engines.process import ManagedProcess, free_port, listens_on, recsys_command, spawn
 from recsys.model_store import read_manifest
 from recsys.settings import Settings
 from recsys.stores import redis_client
@@ -97,7 +97,7 @@ def test_batch_runs_its_jobs_and_mllib_on_a_standalone_cluster(
     client: redis.Redis = redis_client(redis_url, 10)
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "recsys", "batch", "--input", str(input_dir)],
+            recsys_command("batch", "--input", str(input_dir)),
             env=env, capture_output=True, text=True, timeout=420, stdin=subprocess.DEVNULL,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

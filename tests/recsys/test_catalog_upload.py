@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from confluent_kafka import Consumer
 from recsys.articles import Article, Availability, CatalogMessage
 from recsys.bus import consumer_config
 from recsys.catalog_upload import CatalogFileError, read_catalog_file
+from recsys.engines.process import recsys_command
 from recsys.hm_schema import ARTICLES_SCHEMA
 from recsys.settings import Settings
 from support import engine_pids, new_topic
@@ -111,7 +111,7 @@ def _recsys(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
     if "RECSYS_KAFKA_BOOTSTRAP_SERVERS" not in env:
         full.pop("RECSYS_KAFKA_BOOTSTRAP_SERVERS", None)
     return subprocess.run(
-        [sys.executable, "-m", "recsys", *args],
+        recsys_command(*args),
         env=full,
         capture_output=True,
         text=True,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from recsys.engines.process import recsys_command
 
 pytestmark = pytest.mark.spark
 
@@ -17,8 +18,8 @@ def test_bench_train_prints_a_table_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "train.json"
     env = {**os.environ, "RECSYS_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "160"}
     result = subprocess.run(
-        [sys.executable, "-m", "recsys", "bench", "train", "--ml100k", str(tmp_path / "none"),
-         "--transactions", "2000", "--rank", "4", "--iterations", "2", "--json", str(out)],
+        recsys_command("bench", "train", "--ml100k", str(tmp_path / "none"),
+         "--transactions", "2000", "--rank", "4", "--iterations", "2", "--json", str(out)),
         env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 
 from batch.pipeline import BatchReport
 from recsys.api_keys import ApiKey, digest, new_key
-from recsys.cli import UVICORN_OPTIONS
 from recsys.settings import Settings
+from recsys_cli.worker_commands import UVICORN_OPTIONS
 from serve.app import create_app
 from support import TcpProxy, counter, serving
 

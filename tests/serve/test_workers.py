@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 
 import httpx
 import psutil
 
 from batch.pipeline import BatchReport
-from recsys.engines.process import free_port
+from recsys.engines.process import free_port, recsys_command
 from recsys.settings import Settings
 from recsys_bench.serving import start_server
 
@@ -34,7 +33,7 @@ def test_two_workers_share_the_port_and_report_metrics_together(
         "RECSYS_API_WORKERS": "2",
     }
     server = start_server(
-        [sys.executable, "-m", "recsys", "serve", "--port", str(port)],
+        recsys_command("serve", "--port", str(port)),
         env,
         port,
         settings.data_dir / "api-workers.log",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from deltalake.exceptions import TableNotFoundError
 from batch.ingest import archived_purchases
 from batch.lake import DeltaRsLake
 from recsys.bus import consumer_config, pending_events, producer_config
+from recsys.engines.process import recsys_command
 from recsys.erasure import customer_hash, erased_before
 from recsys.events import Event
 from recsys.settings import Settings
@@ -103,7 +103,7 @@ def _archiver_process(
         "RECSYS_ARCHIVER_FLUSH_INTERVAL_S": str(flush_interval_s),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "recsys", "archiver"],
+        recsys_command("archiver"),
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=log.open("ab"),

@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 from batch.pipeline import BatchReport
 from recsys import keys
 from recsys.bus import ensure_topics, producer_config
-from recsys.cli import app
 from recsys.events import Event
 from recsys.settings import Settings
+from recsys_cli.main import app
 from stream.dead_letters import fixes_from_lines, read_dead_letters
 from support import own_stream, running_updater, wait_for
 

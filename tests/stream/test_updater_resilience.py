@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -30,6 +29,7 @@ from recsys import keys
 from recsys.apply import EventApplier
 from recsys.bus import consumer_config, pending_events, producer_config
 from recsys.ema import ema_update
+from recsys.engines.process import recsys_command
 from recsys.events import Event
 from recsys.settings import Settings
 from recsys.vectors import Vector, decode
@@ -200,9 +200,7 @@ def _updater_process(own: Settings, log: Path) -> subprocess.Popen[bytes]:
         "RECSYS_UPDATER_BATCH_SIZE": "50",
     }
     with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "recsys", "updater"], env=env, stdout=out, stderr=out
-        )
+        return subprocess.Popen(recsys_command("updater"), env=env, stdout=out, stderr=out)
 
 
 def test_kill_mid_stream_applies_every_event_exactly_once(

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -141,6 +142,12 @@ class ManagedProcess:
             return ""
         tail = self.log_text().strip().splitlines()[-3:]
         return f" (log {self.log_path}: {' | '.join(tail)})" if tail else ""
+
+
+def recsys_command(*args: str) -> list[str]:
+    """The argv of `recsys ARGS...` in this interpreter. The face package (recsys_cli)
+    provides the command; it is named here, to run it, and never imported."""
+    return [sys.executable, "-m", "recsys_cli", *args]
 
 
 def spawn(

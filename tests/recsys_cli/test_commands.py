@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from recsys.engines.process import recsys_command
 from support import engine_pids
 
 
@@ -24,7 +24,7 @@ def _recsys(
     *args: str, data_dir: Path, timeout: float = 120, **extra: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "recsys", *args],
+        recsys_command(*args),
         env=_env(data_dir, **extra),
         cwd=data_dir.parent,
         capture_output=True,
@@ -97,7 +97,7 @@ def test_up_runs_the_stack_until_interrupted_and_stops_everything(
     env = _env(trained_data_dir, RECSYS_API_PORT=str(port))
     before = engine_pids()
     up = subprocess.Popen(
-        [sys.executable, "-m", "recsys", "up"],
+        recsys_command("up"),
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -1,0 +1,239 @@
+"""Commands that build and judge models offline: generate, batch, evaluate,
+evaluate-cold-start."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from recsys.settings import Settings
+from recsys_cli.console import console, fail, load_settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from batch.evaluation import ModelSpec
+
+app = typer.Typer()
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Folder for the three CSVs")],
+    customers: Annotated[int, typer.Option(min=1)] = 2_000,
+    articles: Annotated[int, typer.Option(min=1)] = 1_000,
+    transactions: Annotated[int, typer.Option(min=1)] = 50_000,
+    seed: int = 42,
+    weak_signals: Annotated[
+        bool,
+        typer.Option(help="Also write weak_signals.csv: views, clicks and add-to-carts"),
+    ] = False,
+) -> None:
+    """Write H&M-schema CSVs with hidden taste clusters, popularity skew and drift."""
+    from batch.generate import generate as run_generate
+
+    try:
+        data = run_generate(
+            out,
+            customers=customers,
+            articles=articles,
+            transactions=transactions,
+            seed=seed,
+            weak_signals=weak_signals,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(
+        f"wrote {data.transactions:,} transactions, {data.customers:,} customers and "
+        f"{data.articles:,} articles to {data.out_dir}"
+        + (f", and {data.weak_signals:,} weak signals" if weak_signals else "")
+    )
+
+
+@app.command()
+def batch(
+    input: Annotated[Path, typer.Option("--input", help="Folder with the H&M-schema CSVs")],
+    promote: Annotated[
+        bool, typer.Option(help="Make the new version live (else it stays a candidate)")
+    ] = True,
+    force: Annotated[
+        bool, typer.Option(help="Promote even if its holdout NDCG is worse than the live one's")
+    ] = False,
+) -> None:
+    """CSVs to Delta tables, ALS, a new item index version and user vectors; then go live."""
+    settings = load_settings()
+    run_batch_command(settings, input, promote=promote, force=force)
+
+
+def run_batch_command(
+    settings: Settings, input_dir: Path, *, promote: bool = True, force: bool = False
+) -> None:
+    from batch.ingest import InputError, check_input
+    from batch.pipeline import EmptyTrainingDataError, run_batch
+    from recsys.engines.embedded import EmbeddedEngines
+    from recsys.progress import Steps
+    from recsys.spark import SparkUnavailableError, spark_session
+    from recsys.stores import redis_client
+
+    try:
+        check_input(input_dir)  # before starting anything: a missing file is one line
+    except InputError as exc:
+        fail(str(exc))
+    from batch.failure import NotEnoughMemoryError, explain
+
+    with EmbeddedEngines(settings, {"redis"}) as endpoints:
+        client = redis_client(endpoints.require_redis(), timeout_s=30)
+        steps = Steps(console)
+        try:
+            with steps, contextlib.ExitStack() as stack:
+                with steps.step("start Spark"):
+                    spark = stack.enter_context(spark_session(settings, "recsys-batch"))
+                report = run_batch(
+                    settings, input_dir, client, steps, spark, promote_new=promote, force=force
+                )
+        except (InputError, EmptyTrainingDataError, SparkUnavailableError) as exc:
+            fail(str(exc))
+        except NotEnoughMemoryError as exc:
+            fail(str(exc), code=1)
+        except Exception as exc:
+            line = explain(steps.current, exc, settings)
+            if line is None:
+                raise
+            fail(line, code=1)
+        finally:
+            client.close()
+    _print_batch_report(report)
+
+
+def _print_batch_report(report: object) -> None:
+    from batch.pipeline import BatchReport
+
+    assert isinstance(report, BatchReport)
+    state = "is live" if report.promoted else "is a candidate (recsys models promote)"
+    table = Table(title=f"batch: model {report.version} {state}")
+    table.add_column("table")
+    table.add_column("rows in", justify="right")
+    table.add_column("skipped", justify="right")
+    table.add_column("why skipped")
+    for t in report.tables:
+        reasons = ", ".join(f"{k}: {v:,}" for k, v in t.skipped.items() if v) or "-"
+        table.add_row(t.name, f"{t.rows_in:,}", f"{t.rows_skipped:,}", reasons)
+    console.print(table)
+    steps = Table(title="steps")
+    steps.add_column("step")
+    steps.add_column("seconds", justify="right")
+    for name, secs in report.step_seconds.items():
+        steps.add_row(name, f"{secs:.2f}")
+    console.print(steps)
+    console.print(
+        f"{report.interactions:,} interactions, {report.users:,} user vectors, "
+        f"{report.items:,} item vectors; ALS trained in {report.train_seconds:.2f} s; "
+        f"{report.replayed_events:,} archived events replayed onto it"
+    )
+    if report.metrics:
+        console.print(
+            "holdout @10: "
+            + ", ".join(f"{k.removeprefix('holdout_')} {v:.4f}" for k, v in report.metrics.items())
+        )
+    console.print(f"promotion: {report.gate_reason}")
+    if report.pruned_versions:
+        console.print(f"pruned old versions: {', '.join(report.pruned_versions)}")
+
+
+@app.command()
+def evaluate(
+    data: Annotated[
+        Path, typer.Option(help="An H&M-schema folder or a MovieLens ratings.tsv folder")
+    ],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here")] = None,
+    spark: Annotated[bool, typer.Option(help="Also evaluate Spark MLlib ALS")] = True,
+    max_test_users: Annotated[
+        int | None, typer.Option(min=1, help="Evaluate a seeded sample of test users")
+    ] = None,
+    half_life_days: Annotated[
+        float | None,
+        typer.Option(min=0, help="Interaction decay (0: none); default: the batch's setting"),
+    ] = None,
+) -> None:
+    """Offline accuracy: NDCG/MAP/Recall@10 and coverage vs popularity, and the EMA replay
+    (with weak_signals.csv in the folder, also the weak-signal replay)."""
+    from batch.evaluation import EvalConfig, default_models, print_results, run_evaluation
+
+    settings = load_settings()
+    half_life = settings.interaction_half_life_days if half_life_days is None else half_life_days
+    config = EvalConfig(
+        max_test_users=max_test_users,
+        interaction_half_life_days=half_life or None,
+        signal_ema_rate=settings.ema_rate,
+    )
+    from batch.evaluation_data import detect_source
+    from recsys.spark import SparkUnavailableError, spark_session
+
+    try:
+        # H&M folders are cleaned by the batch's Spark job, so they need Spark too.
+        needs_spark = spark or detect_source(data) == "hm"
+    except ValueError as exc:
+        fail(str(exc))
+    with contextlib.ExitStack() as stack:
+        session = None
+        if needs_spark:
+            try:
+                session = stack.enter_context(spark_session(settings, "recsys-evaluate"))
+            except SparkUnavailableError as exc:
+                fail(str(exc))
+        models = default_models()
+        if spark and session is not None:
+            models.append(_spark_model(settings, session))
+        try:
+            result = run_evaluation(data, models, config, session)
+        except ValueError as exc:
+            fail(str(exc))
+    print_results(result, console)
+    if json_out is not None:
+        json_out.write_text(result.to_json())
+        console.print(f"results written to {json_out}")
+
+
+@app.command("evaluate-cold-start")
+def evaluate_cold_start(
+    data: Annotated[Path, typer.Option(help="An H&M-schema folder (the generator's or real)")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here")] = None,
+) -> None:
+    """Cold start: held-out new articles placed by content vectors, and customers with one
+    purchase, against trending (docs/cold_start.md)."""
+    from batch.cold_start_eval import print_cold_start, run_cold_start
+    from recsys.spark import SparkUnavailableError, spark_session
+
+    settings = load_settings()
+    try:
+        with spark_session(settings, "recsys-cold-start") as session:
+            result = run_cold_start(data, session)
+    except (SparkUnavailableError, ValueError) as exc:
+        fail(str(exc))
+    print_cold_start(result, console)
+    if json_out is not None:
+        json_out.write_text(result.to_json())
+        console.print(f"results written to {json_out}")
+
+
+def _spark_model(settings: Settings, session: SparkSession) -> ModelSpec:
+    """Spark MLlib ALS as an evaluated model, with its own (small) grid."""
+    from batch.evaluation import ModelSpec
+    from batch.spark_trainer import SparkAlsTrainer
+
+    grid = [
+        {"rank": 32, "max_iter": 10, "reg_param": reg, "alpha": alpha}
+        for reg in (0.05, 0.2)
+        for alpha in (1.0, 10.0)
+    ]
+    return ModelSpec(
+        "spark",
+        lambda p: SparkAlsTrainer(
+            session, seed=settings.als_seed, scratch_dir=settings.scratch_dir, **p
+        ),
+        grid,
+    )

@@ -1,0 +1,199 @@
+"""The long-running processes: serve (the API), updater and archiver."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol
+
+import typer
+
+from recsys.readiness import announce_ready
+from recsys.settings import Settings
+from recsys_cli.console import drain_hook, load_settings, stack_engines
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
+    from prometheus_client import CollectorRegistry
+
+    from recsys.engines.embedded import Endpoints, Engine
+
+log = logging.getLogger("recsys")
+
+
+app = typer.Typer()
+
+
+class Worker(Protocol):
+    def run(self, stop: threading.Event) -> None: ...
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port")] = None,
+) -> None:
+    """Serve the HTTP API (uvicorn) on the live model version."""
+    from serve.app import create_app
+
+    settings = load_settings()
+    with stack_engines(settings) as endpoints:
+        resolved = settings.model_copy(
+            update={
+                "redis_url": endpoints.redis_url,
+                "kafka_bootstrap_servers": endpoints.kafka_bootstrap,
+            }
+        )
+        listen = (host or settings.api_host, port if port is not None else settings.api_port)
+        if settings.api_workers == 1:
+            run_uvicorn(create_app(resolved), *listen)
+        else:
+            # Each worker builds its app from the environment, engines included.
+            os.environ.update(endpoints.as_env())
+            run_uvicorn("serve.app:app_from_environment", *listen, workers=settings.api_workers)
+
+
+# How this project runs uvicorn. No access log, at any log level: its lines carry request
+# paths, and paths carry customer ids (http_request_duration_seconds counts each request
+# by its route template instead).
+UVICORN_OPTIONS: Final[Mapping[str, Any]] = MappingProxyType(
+    {"log_level": "warning", "access_log": False, "http": "httptools", "loop": "uvloop"}
+)
+
+
+def run_uvicorn(target: object, host: str, port: int, *, workers: int = 1) -> None:
+    """The one way this project runs an HTTP server (the API and the bench's yardstick):
+    an app object in this process, or with workers > 1 an app factory's import path run
+    in that many processes that share the port and report metrics together."""
+    import tempfile
+
+    import uvicorn
+
+    from serve.metrics import MULTIPROC_ENV
+
+    options: dict[str, Any] = {"host": host, "port": port, **UVICORN_OPTIONS}
+    if workers == 1:
+        uvicorn.run(target, **options)  # type: ignore[arg-type]
+        return
+    with tempfile.TemporaryDirectory(prefix="recsys-metrics-") as shared:
+        os.environ[MULTIPROC_ENV] = shared
+        uvicorn.run(str(target), factory=True, workers=workers, **options)
+
+
+@app.command()
+def updater() -> None:
+    """Consume purchase events and move each customer's vector (EMA), once per event."""
+    from confluent_kafka import Producer
+
+    from observability.tracing import shutdown as shutdown_tracing
+    from observability.tracing import tracer_provider
+    from recsys.bus import producer_config
+    from recsys.stores import redis_client
+    from stream.metrics import UpdaterMetrics
+    from stream.updater import Updater
+
+    settings = load_settings()
+    metrics = UpdaterMetrics()
+    provider = tracer_provider(settings, "recsys-updater")
+
+    def make(settings: Settings, endpoints: Endpoints, consumer: Consumer) -> Worker:
+        client = redis_client(endpoints.require_redis(), settings.redis_timeout_s * 4)
+
+        def new_dlq() -> Producer:
+            return Producer(producer_config(endpoints.require_kafka(), settings))
+
+        tracer = provider.get_tracer("recsys.stream")
+        return Updater(settings, client, consumer, new_dlq(), new_dlq_producer=new_dlq,
+                       metrics=metrics, tracer=tracer)  # fmt: skip
+
+    try:
+        with _metrics_server(settings, metrics.registry):
+            _run_consumer(lambda s: s.updater_group, {"redis", "kafka"}, make)
+    finally:
+        shutdown_tracing(provider)
+
+
+@app.command()
+def archiver() -> None:
+    """Append accepted events to the Delta `events` table, exactly once each, and the
+    catalog topic's articles to the Delta `items` table (the newest of each)."""
+    from confluent_kafka import Producer
+
+    from recsys.bus import producer_config
+    from stream.archiver import Archiver
+
+    def make(settings: Settings, endpoints: Endpoints, consumer: Consumer) -> Worker:
+        dlq = Producer(producer_config(endpoints.require_kafka(), settings))
+        return Archiver(settings, consumer, dlq)
+
+    _run_consumer(lambda s: s.archiver_group, {"kafka"}, make, topics_of=Archiver.topics)
+
+
+def _run_consumer(
+    group_of: Callable[[Settings], str],
+    need: set[Engine],
+    make: Callable[[Settings, Endpoints, Consumer], Worker],
+    *,
+    topics_of: Callable[[Settings], list[str]] = lambda s: [s.events_topic],
+) -> None:
+    """A consumer-group worker: resolve engines, subscribe, run until SIGTERM or Ctrl-C."""
+    from confluent_kafka import Consumer
+
+    from recsys.bus import consumer_config, ensure_topics
+    from recsys.engines.embedded import EmbeddedEngines
+
+    settings = load_settings()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    group = group_of(settings)
+    with EmbeddedEngines(settings, need, before_broker_stop=drain_hook(settings)) as endpoints:
+        bootstrap = endpoints.require_kafka()
+        ensure_topics(bootstrap, settings)
+        consumer = Consumer(consumer_config(bootstrap, group, settings))
+        topics = topics_of(settings)
+        consumer.subscribe(
+            topics,
+            # The supervisor waits for this: the worker consumes from here on.
+            on_assign=lambda _c, parts: _assigned(len(parts)),
+        )
+        log.info("consuming %s as group %s", ", ".join(topics), group)
+        try:
+            make(settings, endpoints, consumer).run(stop)
+        finally:
+            consumer.close()
+
+
+def _assigned(partitions: int) -> None:
+    log.info("partitions assigned: %d", partitions)
+    announce_ready()
+
+
+@contextlib.contextmanager
+def _metrics_server(settings: Settings, registry: CollectorRegistry) -> Iterator[None]:
+    """Serve a worker's Prometheus registry over HTTP while it runs (port 0: not at all)."""
+    from prometheus_client import start_http_server
+
+    if not settings.updater_metrics_port:
+        yield
+        return
+    host, port = settings.updater_metrics_host, settings.updater_metrics_port
+    try:
+        server, _ = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        # Events matter more than their metrics: consume anyway, and say so loudly.
+        log.warning("metrics NOT served: %s:%d is taken (%s); set RECSYS_UPDATER_METRICS_PORT",
+                    host, port, exc)  # fmt: skip
+        yield
+        return
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
