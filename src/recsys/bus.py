@@ -1,15 +1,24 @@
-"""Kafka plumbing: client configs, topics, a producer that awaits acks, consumer lag."""
+"""The event bus role: every producer and consumer of the project is made here.
+
+The bus speaks the Kafka protocol (the embedded Tansu broker, Apache Kafka, Redpanda,
+a managed service). `EventBus` is what the parts need of it; `KafkaBus` makes the
+clients with the project's settings, created once per process and handed to the parts.
+`tests/recsys/test_bus_contract.py` holds every broker to it.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+import uuid
+from typing import Any, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
+    Producer,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
@@ -136,3 +145,67 @@ def wait_drained(bootstrap: str, topic: str, groups: list[str], timeout_s: float
         if left == 0 or time.monotonic() >= deadline:
             return left
         time.sleep(0.2)
+
+
+class EventBus(Protocol):
+    """What the parts need of the bus."""
+
+    bootstrap: str
+
+    def producer(self, **overrides: Any) -> Producer:
+        """An idempotent producer whose acknowledgement means the message is stored."""
+        ...
+
+    def consumer(self, group: str, **overrides: Any) -> Consumer:
+        """A member of `group` that commits by hand, from the earliest offset when the
+        group has none."""
+        ...
+
+    def reader(self, name: str, **overrides: Any) -> Consumer:
+        """A consumer of a group of its own (named after `name`), for reading a topic
+        through without taking part in a group's work; it commits nothing."""
+        ...
+
+    def ensure_topics(self) -> None:
+        """Create the events, dead-letter and catalog topics where they are missing."""
+        ...
+
+    def pending(self, topic: str, group: str) -> int:
+        """How many messages of topic the group has not committed."""
+        ...
+
+    def wait_drained(self, topic: str, groups: list[str], timeout_s: float) -> int:
+        """Wait until every group has committed everything (or timeout); the most left."""
+        ...
+
+
+class KafkaBus:
+    """The bus on a Kafka-protocol broker at bootstrap, with the project's settings."""
+
+    def __init__(self, bootstrap: str, settings: Settings) -> None:
+        self.bootstrap = bootstrap
+        self.settings = settings
+
+    def producer(self, **overrides: Any) -> Producer:
+        return Producer({**producer_config(self.bootstrap, self.settings), **_logged(overrides)})
+
+    def consumer(self, group: str, **overrides: Any) -> Consumer:
+        config = consumer_config(self.bootstrap, group, self.settings)
+        return Consumer({**config, **_logged(overrides)})
+
+    def reader(self, name: str, **overrides: Any) -> Consumer:
+        return self.consumer(f"{name}-{uuid.uuid4().hex[:12]}", **overrides)
+
+    def ensure_topics(self) -> None:
+        ensure_topics(self.bootstrap, self.settings)
+
+    def pending(self, topic: str, group: str) -> int:
+        return pending_events(self.bootstrap, topic, group)
+
+    def wait_drained(self, topic: str, groups: list[str], timeout_s: float) -> int:
+        return wait_drained(self.bootstrap, topic, groups, timeout_s)
+
+
+def _logged(overrides: dict[str, Any]) -> dict[str, Any]:
+    """librdkafka's own lines (a broker gone: one every 50 ms) go through logging."""
+    return {"logger": logging.getLogger("recsys.kafka"), **overrides}

@@ -26,12 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from rich.table import Table
 
-from recsys.bus import producer_config
+from recsys.bus import KafkaBus
 from recsys.engines.process import ManagedProcess, free_port, recsys_command, spawn
 from recsys.events import Event
 from recsys.settings import Settings
@@ -87,7 +86,7 @@ def fill_topic(bootstrap: str, settings: Settings, events: list[Event]) -> str:
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, settings.events_partitions, 1)])[topic].result(10)
-    producer = Producer({**producer_config(bootstrap, settings), "linger.ms": 20})
+    producer = KafkaBus(bootstrap, settings).producer(**{"linger.ms": 20})
     for i, event in enumerate(events):
         while True:
             try:

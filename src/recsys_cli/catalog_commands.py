@@ -42,9 +42,7 @@ def catalog_availability(
 
 def _publish_catalog_file(file: Path, model: Any, noun: str) -> None:
     """Validate a catalogue file's rows as `model` and publish the good ones."""
-    from confluent_kafka import Producer
-
-    from recsys.bus import ensure_topics, producer_config
+    from recsys.bus import KafkaBus
     from recsys.catalog_upload import (
         CatalogFileError,
         catalog_messages,
@@ -70,9 +68,9 @@ def _publish_catalog_file(file: Path, model: Any, noun: str) -> None:
         if "kafka" in endpoints.owned:
             # It keeps messages in memory only: they would be gone when this command ends.
             fail("no broker is running: start `recsys up` or set RECSYS_KAFKA_BOOTSTRAP_SERVERS")
-        bootstrap = endpoints.require_kafka()
-        ensure_topics(bootstrap, settings)
-        producer = Producer(producer_config(bootstrap, settings))
+        bus = KafkaBus(endpoints.require_kafka(), settings)
+        bus.ensure_topics()
+        producer = bus.producer()
         total = len(found.records)
         with Steps(console) as steps, steps.step(f"publish {noun}", total=total) as advance:
             lost = publish_messages(

@@ -14,6 +14,7 @@ from recsys.settings import Settings
 from recsys_cli.console import fail, load_settings
 
 if TYPE_CHECKING:
+    from recsys.bus import KafkaBus
     from stream.dead_letters import DeadLetter
 
 app = typer.Typer(
@@ -23,15 +24,16 @@ app = typer.Typer(
 )
 
 
-def _dead_letters(everything: bool) -> tuple[Settings, str, list[DeadLetter]]:
+def _dead_letters(everything: bool) -> tuple[Settings, KafkaBus, list[DeadLetter]]:
+    from recsys.bus import KafkaBus
     from recsys.engines.embedded import EmbeddedEngines
     from stream.dead_letters import read_dead_letters
 
     settings = load_settings()
     with EmbeddedEngines(settings, {"kafka"}) as endpoints:
-        bootstrap = endpoints.require_kafka()
-        letters = read_dead_letters(bootstrap, settings)
-    return settings, bootstrap, [x for x in letters if everything or not x.resent]
+        bus = KafkaBus(endpoints.require_kafka(), settings)
+        letters = read_dead_letters(bus, settings)
+    return settings, bus, [x for x in letters if everything or not x.resent]
 
 
 @app.command("list")
@@ -75,7 +77,7 @@ def dead_letters_resend(
 
     if not refs and file is None:
         fail("name dead letters by offset, or give --file with fixed lines")
-    settings, bootstrap, letters = _dead_letters(everything=True)
+    settings, bus, letters = _dead_letters(everything=True)
     by_ref = {x.ref: x for x in letters}
     fixes = [Fix(ref, by_ref[ref].value if ref in by_ref else b"") for ref in refs or []]
     if file is not None:
@@ -84,7 +86,7 @@ def dead_letters_resend(
         except (OSError, ValueError) as exc:
             fail(f"{file}: {exc}")
     try:
-        report = resend(bootstrap, settings, letters, fixes, again=again)
+        report = resend(bus, settings, letters, fixes, again=again)
     except ValueError as exc:
         fail(str(exc))
     for ref in report.sent:

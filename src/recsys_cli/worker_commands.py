@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from confluent_kafka import Consumer
     from prometheus_client import CollectorRegistry
 
+    from recsys.bus import EventBus
     from recsys.engines.embedded import Endpoints, Engine
 
 log = logging.getLogger("recsys")
@@ -88,11 +89,8 @@ def run_uvicorn(target: object, host: str, port: int, *, workers: int = 1) -> No
 @app.command()
 def updater() -> None:
     """Consume purchase events and move each customer's vector (EMA), once per event."""
-    from confluent_kafka import Producer
-
     from observability.tracing import shutdown as shutdown_tracing
     from observability.tracing import tracer_provider
-    from recsys.bus import producer_config
     from recsys.stores import redis_client
     from stream.metrics import UpdaterMetrics
     from stream.updater import Updater
@@ -101,14 +99,10 @@ def updater() -> None:
     metrics = UpdaterMetrics()
     provider = tracer_provider(settings, "recsys-updater")
 
-    def make(settings: Settings, endpoints: Endpoints, consumer: Consumer) -> Worker:
+    def make(settings: Settings, endpoints: Endpoints, bus: EventBus, consumer: Consumer) -> Worker:
         client = redis_client(endpoints.require_redis(), settings.redis_timeout_s * 4)
-
-        def new_dlq() -> Producer:
-            return Producer(producer_config(endpoints.require_kafka(), settings))
-
         tracer = provider.get_tracer("recsys.stream")
-        return Updater(settings, client, consumer, new_dlq(), new_dlq_producer=new_dlq,
+        return Updater(settings, client, consumer, bus.producer(), new_dlq_producer=bus.producer,
                        metrics=metrics, tracer=tracer)  # fmt: skip
 
     try:
@@ -122,14 +116,10 @@ def updater() -> None:
 def archiver() -> None:
     """Append accepted events to the Delta `events` table, exactly once each, and the
     catalog topic's articles to the Delta `items` table (the newest of each)."""
-    from confluent_kafka import Producer
-
-    from recsys.bus import producer_config
     from stream.archiver import Archiver
 
-    def make(settings: Settings, endpoints: Endpoints, consumer: Consumer) -> Worker:
-        dlq = Producer(producer_config(endpoints.require_kafka(), settings))
-        return Archiver(settings, consumer, dlq)
+    def make(settings: Settings, endpoints: Endpoints, bus: EventBus, consumer: Consumer) -> Worker:
+        return Archiver(settings, consumer, bus.producer())
 
     _run_consumer(lambda s: s.archiver_group, {"kafka"}, make, topics_of=Archiver.topics)
 
@@ -137,14 +127,12 @@ def archiver() -> None:
 def _run_consumer(
     group_of: Callable[[Settings], str],
     need: set[Engine],
-    make: Callable[[Settings, Endpoints, Consumer], Worker],
+    make: Callable[[Settings, Endpoints, EventBus, Consumer], Worker],
     *,
     topics_of: Callable[[Settings], list[str]] = lambda s: [s.events_topic],
 ) -> None:
     """A consumer-group worker: resolve engines, subscribe, run until SIGTERM or Ctrl-C."""
-    from confluent_kafka import Consumer
-
-    from recsys.bus import consumer_config, ensure_topics
+    from recsys.bus import KafkaBus
     from recsys.engines.embedded import EmbeddedEngines
 
     settings = load_settings()
@@ -153,9 +141,9 @@ def _run_consumer(
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     group = group_of(settings)
     with EmbeddedEngines(settings, need, before_broker_stop=drain_hook(settings)) as endpoints:
-        bootstrap = endpoints.require_kafka()
-        ensure_topics(bootstrap, settings)
-        consumer = Consumer(consumer_config(bootstrap, group, settings))
+        bus = KafkaBus(endpoints.require_kafka(), settings)
+        bus.ensure_topics()
+        consumer = bus.consumer(group)
         topics = topics_of(settings)
         consumer.subscribe(
             topics,
@@ -164,7 +152,7 @@ def _run_consumer(
         )
         log.info("consuming %s as group %s", ", ".join(topics), group)
         try:
-            make(settings, endpoints, consumer).run(stop)
+            make(settings, endpoints, bus, consumer).run(stop)
         finally:
             consumer.close()
 

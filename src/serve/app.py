@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from observability.tracing import shutdown as shutdown_tracing
 from observability.tracing import tracer_provider
-from recsys.bus import producer_config
+from recsys.bus import KafkaBus
 from recsys.experiments.definitions import experiments_from_settings
 from recsys.experiments.ledger import Ledger
 from recsys.experiments.metrics import ExperimentsCollector
@@ -71,10 +71,9 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = async_redis_client(redis_url, settings.redis_timeout_s)
         hot_redis = MultiplexedRedis(redis_url, settings.redis_timeout_s)
-        publisher = EventPublisher(
-            producer_config(bootstrap, settings), settings.kafka_produce_timeout_s
-        )
-        feed = CatalogFeed(settings, client, telemetry.metrics)
+        bus = KafkaBus(bootstrap, settings)
+        publisher = EventPublisher(bus.producer, settings.kafka_produce_timeout_s)
+        feed = CatalogFeed(settings, bus, client, telemetry.metrics)
         model = LiveModel(settings, client, pinned=defined.pinned_versions(), prepare=feed.prepare)
         await model.start()
         feed.start(model.served)

@@ -18,7 +18,6 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -32,7 +31,7 @@ from pydantic import ValidationError
 from recsys import keys
 from recsys.articles import Article, CatalogMessage
 from recsys.availability import AVAILABLE_FIELD
-from recsys.bus import consumer_config
+from recsys.bus import EventBus
 from recsys.index.base import COLLABORATIVE, CONTENT, PLACED_BY_FIELD, IndexedItem
 from recsys.settings import Settings
 from recsys.vectors import encode
@@ -219,14 +218,14 @@ class CatalogFeed:
     """The catalog topic in this process: a thread reads it from the beginning (so a
     process started later still gets every article), the event loop applies it."""
 
-    def __init__(self, settings: Settings, redis: aioredis.Redis, metrics: Metrics) -> None:
-        if not settings.kafka_bootstrap_servers:
-            raise ValueError("CatalogFeed needs a resolved kafka_bootstrap_servers")
+    def __init__(
+        self, settings: Settings, bus: EventBus, redis: aioredis.Redis, metrics: Metrics
+    ) -> None:
         self.settings = settings
         self.received = ReceivedArticles()
         # Set once the consumer reads the topic (tests wait for it).
         self.reading = threading.Event()
-        self._bootstrap = settings.kafka_bootstrap_servers
+        self._bus = bus
         self._redis = redis
         self._metrics = metrics
         self._stop = threading.Event()
@@ -332,15 +331,7 @@ class CatalogFeed:
     def _run(self) -> None:
         # No consumer group: every process reads every partition from the beginning and
         # commits nothing, so assigning them directly skips a group join (~3 s).
-        group = f"recsys-api-catalog-{uuid.uuid4().hex[:12]}"
-        consumer = Consumer(
-            {
-                **consumer_config(self._bootstrap, group, self.settings),
-                "fetch.wait.max.ms": FETCH_WAIT_MS,
-            },
-            # librdkafka's own lines (a broker gone: one every 50 ms) go through logging.
-            logger=logging.getLogger("recsys.kafka"),
-        )
+        consumer = self._bus.reader("recsys-api-catalog", **{"fetch.wait.max.ms": FETCH_WAIT_MS})
         try:
             if not self._assign(consumer):
                 return

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Final
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -31,8 +32,9 @@ class EventPublisher:
     the requests in flight get their 503, the client's retry goes to the new producer.
     The old one is polled until its last callback has run."""
 
-    def __init__(self, config: dict[str, Any], timeout_s: float) -> None:
-        self._config = config
+    def __init__(self, new_producer: Callable[[], Producer], timeout_s: float) -> None:
+        """new_producer: the bus's (recsys.bus.EventBus.producer)."""
+        self._new_producer = new_producer
         self._producer = self._new_producer()
         self._replaced_at = time.monotonic()
         self._retiring: list[Producer] = []
@@ -40,10 +42,6 @@ class EventPublisher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="kafka-producer-poll", daemon=True)
         self._thread.start()
-
-    def _new_producer(self) -> Producer:
-        # librdkafka's own log lines go through Python logging, not straight to stderr.
-        return Producer(self._config, logger=logging.getLogger("recsys.kafka"))
 
     def _poll(self) -> None:
         while not self._stop.is_set():

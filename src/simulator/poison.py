@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
+from recsys.bus import EventBus
 from recsys.ids import MAX_ID_LENGTH
 
 log = logging.getLogger(__name__)
@@ -59,18 +60,16 @@ class PoisonReport:
 class PoisonFeed:
     """A thread producing one bad message every 1/rate s, the kinds in turn."""
 
-    def __init__(self, bootstrap: str, topic: str, rate_per_s: float) -> None:
+    def __init__(self, bus: EventBus, topic: str, rate_per_s: float) -> None:
         self.topic = topic
         self.interval_s = 1.0 / rate_per_s
         self.report = PoisonReport()
         self._lock = threading.Lock()
-        self._producer = Producer({
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "linger.ms": 5,
-            "message.timeout.ms": 10_000,
-            "logger": logging.getLogger("recsys.kafka"),
-        })  # fmt: skip
+        # Not idempotent: such a producer never recovers from the embedded broker's
+        # restart (it forgets producer ids), and the soak restarts it.
+        self._producer = bus.producer(
+            **{"enable.idempotence": False, "linger.ms": 5, "message.timeout.ms": 10_000}
+        )
         self._stop = threading.Event()
         self._open = threading.Event()
         self._open.set()

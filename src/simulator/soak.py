@@ -20,7 +20,6 @@ import logging
 import re
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from rich.table import Table
 
 from recsys import keys
 from recsys.apply import is_applied
+from recsys.bus import EventBus
 from recsys.engines.embedded import Endpoints
 from recsys.engines.process import ManagedProcess, free_port
 from recsys.events import RECEIVED_AT
@@ -247,20 +247,11 @@ class DeliveryWatch:
     """A consumer group of the soak's own on the events topic, reading every message the
     broker delivers, to tell a loss in the broker from one in the updater or archiver."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        from confluent_kafka import Consumer
-
+    def __init__(self, bus: EventBus, topic: str) -> None:
         self.seen: set[str] = set()
         self.tokens: set[str] = set()  # of bad messages (simulator.poison)
         self._stop = threading.Event()
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": f"soak-watch-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": True,
-            "fetch.wait.max.ms": 50,
-            "logger": logging.getLogger("recsys.kafka"),
-        })  # fmt: skip
+        self._consumer = bus.reader("soak-watch", **{"fetch.wait.max.ms": 50})
         self._consumer.subscribe([topic])
         self._thread = threading.Thread(target=self._run, name="soak-watch", daemon=True)
         self._thread.start()
@@ -409,7 +400,7 @@ def run(
     """Generate, train (on `spark` if given), start the stack, load it with chaos, check
     the books; every process the soak started is stopped when it returns."""
     from recsys import machine
-    from recsys.bus import wait_drained
+    from recsys.bus import KafkaBus
     from recsys.stores import redis_client
     from recsys_bench.stack import bench_input, fresh_data_dir, train_live
 
@@ -433,16 +424,17 @@ def run(
             client = redis_client(engines.redis_url, 30)
             before = purchase_counts(client, report.version, customers)
             start_memory = stack.memory()
-            watch = DeliveryWatch(engines.bootstrap, resolved.events_topic)
-            dead = DeliveryWatch(engines.bootstrap, resolved.dlq_topic)
-            poison = PoisonFeed(engines.bootstrap, resolved.events_topic,
+            bus = KafkaBus(engines.bootstrap, resolved)
+            watch = DeliveryWatch(bus, resolved.events_topic)
+            dead = DeliveryWatch(bus, resolved.dlq_topic)
+            poison = PoisonFeed(bus, resolved.events_topic,
                                 options.rate_per_s * options.poison_share)  # fmt: skip
             load_started = time.time()
 
             def drain() -> int:
-                return wait_drained(engines.bootstrap, resolved.events_topic,
-                                    [resolved.updater_group, resolved.archiver_group],
-                                    DRAIN_TIMEOUT_S)  # fmt: skip
+                return bus.wait_drained(resolved.events_topic,
+                                        [resolved.updater_group, resolved.archiver_group],
+                                        DRAIN_TIMEOUT_S)  # fmt: skip
 
             chaos = Chaos(
                 engines,

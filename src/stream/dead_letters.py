@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, Message, Producer
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, Message
 from confluent_kafka import TopicPartition as Partition
 from pydantic import ValidationError
 
 from recsys.articles import CatalogMessage
-from recsys.bus import producer_config
+from recsys.bus import EventBus
 from recsys.events import Event, validation_reason
 from recsys.settings import Settings
 
@@ -95,17 +95,10 @@ def _header(message: Message, name: str) -> str | None:
 
 
 def read_dead_letters(
-    bootstrap: str, settings: Settings, timeout_s: float = 10.0
+    bus: EventBus, settings: Settings, timeout_s: float = 10.0
 ) -> list[DeadLetter]:
     """Every dead letter the topic still holds, oldest first, each marked if sent back."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"recsys-dead-letters-{datetime.now(UTC).timestamp()}",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 50,
-        }
-    )
+    consumer = bus.reader("recsys-dead-letters", **{"fetch.wait.max.ms": 50})
     try:
         topic = consumer.list_topics(settings.dlq_topic, timeout=timeout_s).topics.get(
             settings.dlq_topic
@@ -222,7 +215,7 @@ def _checked(settings: Settings, topic: str, value: bytes) -> Checked:
 
 
 def resend(
-    bootstrap: str,
+    bus: EventBus,
     settings: Settings,
     letters: Sequence[DeadLetter],
     fixes: Sequence[Fix],
@@ -251,7 +244,7 @@ def resend(
                 report.refused[ref] = f"still not valid: {validation_reason(exc)}"
     if not ready:
         return report
-    producer = Producer(producer_config(bootstrap, settings))
+    producer = bus.producer()
     failed: list[str] = []
 
     def delivered(err: object, _message: Message) -> None:

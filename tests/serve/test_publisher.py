@@ -8,7 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from recsys.bus import ensure_topics, producer_config
+from recsys.bus import KafkaBus, ensure_topics
 from recsys.engines.process import free_port
 from recsys.engines.tansu import start_tansu
 from recsys.settings import Settings
@@ -22,7 +22,7 @@ def test_a_restarted_broker_is_written_to_again(settings: Settings, tmp_path: Pa
         update={"kafka_bootstrap_servers": bootstrap, "kafka_produce_timeout_s": 1.0}
     )
     ensure_topics(bootstrap, own)
-    publisher = EventPublisher(producer_config(bootstrap, own), own.kafka_produce_timeout_s)
+    publisher = EventPublisher(KafkaBus(bootstrap, own).producer, own.kafka_produce_timeout_s)
 
     async def publish(key: str) -> None:
         await publisher.publish(own.events_topic, key=key, value=b"{}")

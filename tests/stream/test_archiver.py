@@ -20,7 +20,7 @@ from deltalake.exceptions import TableNotFoundError
 
 from batch.ingest import archived_purchases
 from batch.lake import DeltaRsLake
-from recsys.bus import consumer_config, pending_events, producer_config
+from recsys.bus import KafkaBus, consumer_config, pending_events, producer_config
 from recsys.engines.process import recsys_command
 from recsys.erasure import customer_hash, erased_before
 from recsys.events import Event
@@ -392,7 +392,7 @@ def test_a_row_the_table_cannot_hold_is_dead_lettered_and_the_rest_archived(
         archiver = Archiver(own, consumer, Producer(producer_config(bootstrap, own)))
         archiver.flush(messages)
     assert sorted(_table_ids(own.events_table)) == sorted([events[0].event_id, events[2].event_id])
-    (letter,) = read_dead_letters(bootstrap, own)
+    (letter,) = read_dead_letters(KafkaBus(bootstrap, own), own)
     assert letter.value == events[1].to_bytes()
     assert letter.reason.startswith("not archived: ArrowTypeError")
     assert pending_events(bootstrap, own.events_topic, own.archiver_group) == 0

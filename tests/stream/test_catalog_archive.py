@@ -19,7 +19,7 @@ from deltalake import DeltaTable
 
 from batch.pipeline import BatchReport, run_batch
 from recsys.articles import Article, Availability, CatalogMessage
-from recsys.bus import consumer_config, pending_events, producer_config
+from recsys.bus import KafkaBus, consumer_config, pending_events, producer_config
 from recsys.hm_schema import ARTICLES_FILE
 from recsys.index.base import ItemFilter
 from recsys.index.factory import open_backend
@@ -110,11 +110,11 @@ def test_each_article_is_archived_once_and_the_newest_message_wins(
     assert (table.loc["a2", "prod_name"], table.loc["a2", "section_no"]) == ("kept", 12)
 
     # The poison is a dead letter of the catalog topic; fixed, it goes back there.
-    (letter,) = read_dead_letters(str(own.kafka_bootstrap_servers), own)
+    (letter,) = read_dead_letters(KafkaBus(str(own.kafka_bootstrap_servers), own), own)
     assert (letter.value, letter.source_topic) == (b"not a message", topic)
     assert "Invalid JSON" in letter.reason
     fixed = CatalogMessage(ts=T0, article=_article("c1", "fixed"))
-    report = resend(str(own.kafka_bootstrap_servers), own, [letter],
+    report = resend(KafkaBus(str(own.kafka_bootstrap_servers), own), own, [letter],
                     [Fix(letter.ref, fixed.to_bytes())])  # fmt: skip
     assert report.sent == [letter.ref]
     _archive(own, f"arch-{topic}")

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from batch.pipeline import BatchReport
 from recsys import keys
-from recsys.bus import ensure_topics, producer_config
+from recsys.bus import KafkaBus, ensure_topics, producer_config
 from recsys.events import Event
 from recsys.settings import Settings
 from recsys_cli.main import app
@@ -67,8 +67,16 @@ def article(trained: BatchReport, transactions: pd.DataFrame) -> str:
 
 def _letters(running: Running, count: int) -> list[dict[str, object]]:
     bootstrap = str(running.settings.kafka_bootstrap_servers)
-    wait_for(lambda: len(read_dead_letters(bootstrap, running.settings)) >= count, timeout=30)
-    return [x.as_json() for x in read_dead_letters(bootstrap, running.settings)]
+    wait_for(
+        lambda: (
+            len(read_dead_letters(KafkaBus(bootstrap, running.settings), running.settings)) >= count
+        ),
+        timeout=30,
+    )
+    return [
+        x.as_json()
+        for x in read_dead_letters(KafkaBus(bootstrap, running.settings), running.settings)
+    ]
 
 
 def test_a_fixed_dead_letter_is_sent_back_and_applied_once(
