@@ -140,8 +140,8 @@ def _exposed_names(kind: str, name: str) -> set[str]:
 
 
 def _metric_sources() -> tuple[Path, ...]:
-    """Where the code defines its Prometheus metrics: the API's module and the stream's."""
-    return (ROOT / "src" / "serve" / "metrics.py", *sorted((ROOT / "src" / "stream").glob("*.py")))
+    """Where the code defines its Prometheus metrics: observability, every part's."""
+    return tuple(sorted((ROOT / "src" / "observability").glob("*_metrics.py")))
 
 
 def defined_metric_names(sources: tuple[Path, ...] | None = None) -> set[str]:
@@ -353,6 +353,9 @@ def test_app_listeners_are_reachable_in_the_network() -> None:
     updater = _settings_of(_services()["updater"])
     assert updater.updater_metrics_host == "0.0.0.0"
     assert updater.updater_metrics_port in _listening_ports(_services()["updater"])
+    archiver = _settings_of(_services()["archiver"])
+    assert archiver.archiver_metrics_host == "0.0.0.0"
+    assert archiver.archiver_metrics_port in _listening_ports(_services()["archiver"])
 
 
 def test_health_gated_dependencies_have_healthchecks() -> None:
@@ -413,7 +416,7 @@ def test_prometheus_scrapes_compose_services() -> None:
                 assert host in _services(), f"{target}: no compose service {host}"
                 assert int(port) in _listening_ports(_services()[host]), f"{host} not on {port}"
                 targets.add(target)
-    assert {"api:8000", "updater:9101"} <= targets
+    assert {"api:8000", "updater:9101", "archiver:9102"} <= targets
 
 
 def test_grafana_provisioning_matches_compose() -> None:

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     updater_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9101
     drain_timeout_s: Annotated[float, Field(ge=0)] = 15.0
     archiver_group: str = "recsys-archiver"
+    # Where `recsys archiver` serves its Prometheus metrics (port 0: not served).
+    archiver_metrics_host: str = "127.0.0.1"
+    archiver_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9102
     # One Delta commit per batch: larger batches, fewer small files; the interval bounds
     # how stale the table can be under low traffic.
     archiver_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5_000

@@ -9,7 +9,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any, Final, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Protocol
 
 import typer
 
@@ -75,7 +75,7 @@ def run_uvicorn(target: object, host: str, port: int, *, workers: int = 1) -> No
 
     import uvicorn
 
-    from serve.metrics import MULTIPROC_ENV
+    from observability.api_metrics import MULTIPROC_ENV
 
     options: dict[str, Any] = {"host": host, "port": port, **UVICORN_OPTIONS}
     if workers == 1:
@@ -91,8 +91,8 @@ def updater() -> None:
     """Consume purchase events and move each customer's vector (EMA), once per event."""
     from observability.tracing import shutdown as shutdown_tracing
     from observability.tracing import tracer_provider
+    from observability.updater_metrics import UpdaterMetrics
     from recsys.stores import redis_client
-    from stream.metrics import UpdaterMetrics
     from stream.updater import Updater
 
     settings = load_settings()
@@ -106,7 +106,7 @@ def updater() -> None:
                        metrics=metrics, tracer=tracer)  # fmt: skip
 
     try:
-        with _metrics_server(settings, metrics.registry):
+        with _metrics_server(settings, "updater", metrics.registry):
             _run_consumer(lambda s: s.updater_group, {"redis", "kafka"}, make)
     finally:
         shutdown_tracing(provider)
@@ -116,12 +116,17 @@ def updater() -> None:
 def archiver() -> None:
     """Append accepted events to the Delta `events` table, exactly once each, and the
     catalog topic's articles to the Delta `items` table (the newest of each)."""
+    from observability.archiver_metrics import ArchiverMetrics
     from stream.archiver import Archiver
 
-    def make(settings: Settings, endpoints: Endpoints, bus: EventBus, consumer: Consumer) -> Worker:
-        return Archiver(settings, consumer, bus.producer())
+    settings = load_settings()
+    metrics = ArchiverMetrics()
 
-    _run_consumer(lambda s: s.archiver_group, {"kafka"}, make, topics_of=Archiver.topics)
+    def make(settings: Settings, endpoints: Endpoints, bus: EventBus, consumer: Consumer) -> Worker:
+        return Archiver(settings, consumer, bus.producer(), metrics)
+
+    with _metrics_server(settings, "archiver", metrics.registry):
+        _run_consumer(lambda s: s.archiver_group, {"kafka"}, make, topics_of=Archiver.topics)
 
 
 def _run_consumer(
@@ -163,20 +168,24 @@ def _assigned(partitions: int) -> None:
 
 
 @contextlib.contextmanager
-def _metrics_server(settings: Settings, registry: CollectorRegistry) -> Iterator[None]:
-    """Serve a worker's Prometheus registry over HTTP while it runs (port 0: not at all)."""
+def _metrics_server(
+    settings: Settings, worker: Literal["updater", "archiver"], registry: CollectorRegistry
+) -> Iterator[None]:
+    """Serve a worker's Prometheus registry over HTTP while it runs, where its settings
+    say (RECSYS_<WORKER>_METRICS_HOST and _PORT; port 0: not at all)."""
     from prometheus_client import start_http_server
 
-    if not settings.updater_metrics_port:
+    host = getattr(settings, f"{worker}_metrics_host")
+    port = getattr(settings, f"{worker}_metrics_port")
+    if not port:
         yield
         return
-    host, port = settings.updater_metrics_host, settings.updater_metrics_port
     try:
         server, _ = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         # Events matter more than their metrics: consume anyway, and say so loudly.
-        log.warning("metrics NOT served: %s:%d is taken (%s); set RECSYS_UPDATER_METRICS_PORT",
-                    host, port, exc)  # fmt: skip
+        log.warning("metrics NOT served: %s:%d is taken (%s); set RECSYS_%s_METRICS_PORT",
+                    host, port, exc, worker.upper())  # fmt: skip
         yield
         return
     log.info("metrics on http://%s:%d/metrics", host, port)

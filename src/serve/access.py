@@ -17,10 +17,10 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from redis.exceptions import RedisError
 
+from observability.api_metrics import Metrics
 from recsys.api_keys import GRANTS, ApiKey, Role, digest
 from recsys.settings import Settings
 from serve.deps import app_state
-from serve.metrics import Metrics
 from serve.rate_limit import Limit, acquire
 from serve.schemas import ErrorBody
 

@@ -12,12 +12,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from observability.api_metrics import Metrics
+from observability.experiment_metrics import ExperimentsCollector
 from observability.tracing import shutdown as shutdown_tracing
 from observability.tracing import tracer_provider
 from recsys.bus import KafkaBus
 from recsys.experiments.definitions import experiments_from_settings
 from recsys.experiments.ledger import Ledger
-from recsys.experiments.metrics import ExperimentsCollector
 from recsys.multiplexed_redis import MultiplexedRedis
 from recsys.settings import Settings
 from recsys.stores import async_redis_client, redis_client
@@ -25,7 +26,6 @@ from serve.access import ACCESS_RESPONSES, Access, require
 from serve.catalog_feed import CatalogFeed
 from serve.deps import AppState
 from serve.live_model import LiveModel
-from serve.metrics import Metrics
 from serve.middleware import RequestTelemetry
 from serve.publisher import EventPublisher
 from serve.routes import (

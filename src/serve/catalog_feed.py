@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
+from observability.api_metrics import Metrics
 from recsys import keys
 from recsys.articles import Article, CatalogMessage
 from recsys.availability import AVAILABLE_FIELD
@@ -36,7 +37,6 @@ from recsys.index.base import COLLABORATIVE, CONTENT, PLACED_BY_FIELD, IndexedIt
 from recsys.settings import Settings
 from recsys.vectors import encode
 from serve.live_model import ServedModel
-from serve.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 from opentelemetry.trace import INVALID_SPAN, NoOpTracer, Span, Tracer
 from prometheus_client import Histogram
 
-from serve.metrics import Metrics
+from observability.api_metrics import Metrics
 
 # The diversity score is measured on one result list in this many (MMR or not).
 DIVERSITY_SAMPLE_EVERY = 16

@@ -23,6 +23,7 @@ import pyarrow as pa
 from confluent_kafka import Consumer, Message, Producer
 from pydantic import ValidationError
 
+from observability.archiver_metrics import ArchiverMetrics
 from recsys.delta_tables import ensure_table, vacuum
 from recsys.erasure import (
     ErasureCache,
@@ -126,11 +127,16 @@ class Archiver:
     """Consumes the events and the catalog topics (one subscription, one commit)."""
 
     def __init__(
-        self, settings: Settings, consumer: Consumer, dlq_producer: Producer | None = None
+        self,
+        settings: Settings,
+        consumer: Consumer,
+        dlq_producer: Producer | None = None,
+        metrics: ArchiverMetrics | None = None,
     ) -> None:
         """dlq_producer takes the rows the table cannot hold (without one, such a flush
         fails and is retried)."""
         self.settings = settings
+        self.metrics = metrics or ArchiverMetrics()
         self.consumer = consumer
         self.dlq = dlq_producer
         self._dead_letters = 0  # of the flush being written
@@ -182,6 +188,7 @@ class Archiver:
             on_delivery=lambda err, _m: self._dlq_failed.append(str(err)) if err else None,
         )
         self._dead_letters += 1
+        self.metrics.dead_lettered.inc()
         log.warning("dead-lettered a message from partition %s: %s", message.partition(), reason)
 
     def _settle_dead_letters(self) -> None:
@@ -222,8 +229,11 @@ class Archiver:
             compact_closed_days(self.settings.events_table)
             vacuum(self.settings.events_table, self.settings.lake_retention_hours)
         except Exception:
+            self.metrics.compactions.labels("failed").inc()
             log.warning("compaction of the events table failed; trying again later",
                         exc_info=True)  # fmt: skip
+        else:
+            self.metrics.compactions.labels("done").inc()
 
     def run(self, stop: threading.Event) -> None:
         pending: list[Message] = []
@@ -248,6 +258,7 @@ class Archiver:
                 try:
                     self.flush(pending)
                 except Exception as exc:  # the lake or the broker: nothing is committed
+                    self.metrics.flush_failures.inc()
                     log.warning("archiving %d messages failed (%s); trying again in %.1f s",
                                 len(pending), exc, delay)  # fmt: skip
                     retry_at, delay = time.monotonic() + delay, min(delay * 2, MAX_RETRY_S)
@@ -257,6 +268,12 @@ class Archiver:
             self.flush(pending)
 
     def flush(self, messages: Sequence[Message]) -> FlushOutcome:
+        with self.metrics.flush_seconds.time():
+            outcome = self._flush(messages)
+        self.metrics.last_flush.set_to_current_time()
+        return outcome
+
+    def _flush(self, messages: Sequence[Message]) -> FlushOutcome:
         by_topic: dict[str, list[Message]] = defaultdict(list)
         for message in messages:
             by_topic[message.topic() or ""].append(message)
@@ -267,6 +284,8 @@ class Archiver:
                 written = sink.merge(sink.path, rows)
                 outcome.written += written
                 outcome.invalid += invalid
+                self.metrics.rows_written.labels(sink.path.name).inc(written)
+                self.metrics.messages_invalid.labels(topic).inc(invalid)
                 if written:
                     already = rows.num_rows - written
                     log.info(

@@ -32,6 +32,7 @@ from opentelemetry.trace import NoOpTracer, SpanKind, Tracer, set_span_in_contex
 from pydantic import ValidationError
 from redis.exceptions import ResponseError
 
+from observability.updater_metrics import UpdaterMetrics
 from recsys.apply import EventApplier, Target
 from recsys.erasure import erased_at
 from recsys.events import Event, validation_reason
@@ -40,7 +41,6 @@ from recsys.experiments.ledger import Ledger, Purchase
 from recsys.settings import Settings
 from stream.dead_letters import dead_letter_headers
 from stream.events_table import received_ms
-from stream.metrics import UpdaterMetrics
 from stream.offsets import commit_processed
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ import redis
 from prometheus_client import CollectorRegistry
 from scipy.stats import norm
 
+from observability.experiment_metrics import ExperimentsCollector
 from recsys import keys
 from recsys.experiments.assignment import assign, assign_active, bucket
 from recsys.experiments.definitions import (
@@ -40,7 +41,6 @@ from recsys.experiments.ledger import (
     VariantCounts,
     new_recommendation_id,
 )
-from recsys.experiments.metrics import ExperimentsCollector
 from recsys.experiments.stats import newcombe, report, wilson, z_test
 from recsys.index.base import Mmr
 from recsys.multiplexed_redis import MultiplexedRedis

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import pandas as pd
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -20,8 +21,9 @@ from deltalake.exceptions import TableNotFoundError
 
 from batch.ingest import archived_purchases
 from batch.lake import DeltaRsLake
+from observability.archiver_metrics import ArchiverMetrics
 from recsys.bus import KafkaBus, consumer_config, pending_events, producer_config
-from recsys.engines.process import recsys_command
+from recsys.engines.process import free_port, recsys_command
 from recsys.erasure import customer_hash, erased_before
 from recsys.events import Event
 from recsys.settings import Settings
@@ -68,7 +70,9 @@ def test_duplicates_and_poison_are_archived_once_or_not_at_all(
     consumer = Consumer(consumer_config(bootstrap, own.archiver_group, own))
     consumer.subscribe([topic])
     stop = threading.Event()
-    worker = threading.Thread(target=Archiver(own, consumer).run, args=(stop,), daemon=True)
+    metrics = ArchiverMetrics()
+    archiver = Archiver(own, consumer, metrics=metrics)
+    worker = threading.Thread(target=archiver.run, args=(stop,), daemon=True)
     worker.start()
     try:
         deadline = time.monotonic() + 40
@@ -88,10 +92,16 @@ def test_duplicates_and_poison_are_archived_once_or_not_at_all(
         "0108775001",
         "purchase",
     )
+    sample = metrics.registry.get_sample_value
+    assert sample("archiver_rows_written_total", {"table": own.events_table.name}) == 40
+    assert sample("archiver_messages_invalid_total", {"topic": topic}) == 1
+    assert (sample("archiver_flush_duration_seconds_count") or 0) >= 1
+    assert (sample("archiver_last_flush_timestamp_seconds") or 0) > time.time() - 120
+    assert sample("archiver_flush_failures_total") == 0
 
 
 def _archiver_process(
-    own: Settings, log: Path, flush_interval_s: float = 0.1
+    own: Settings, log: Path, flush_interval_s: float = 0.1, metrics_port: int = 0
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -101,6 +111,7 @@ def _archiver_process(
         "RECSYS_ARCHIVER_GROUP": own.archiver_group,
         "RECSYS_ARCHIVER_BATCH_SIZE": "50",
         "RECSYS_ARCHIVER_FLUSH_INTERVAL_S": str(flush_interval_s),
+        "RECSYS_ARCHIVER_METRICS_PORT": str(metrics_port),
     }
     return subprocess.Popen(
         recsys_command("archiver"),
@@ -154,7 +165,8 @@ def test_kill_mid_stream_loses_and_duplicates_nothing(settings: Settings, tmp_pa
         written_at_kill = len(_table_ids(own.events_table))
         assert written_at_kill < total
         feeder.join(60)
-        second = _archiver_process(own, log)
+        metrics_port = free_port()
+        second = _archiver_process(own, log, metrics_port=metrics_port)
         try:
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
@@ -163,6 +175,12 @@ def test_kill_mid_stream_loses_and_duplicates_nothing(settings: Settings, tmp_pa
                 ):
                     break
                 time.sleep(0.3)
+            # `recsys archiver` serves its metrics: what it wrote after the first's kill.
+            scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+            line = f'archiver_rows_written_total{{table="{own.events_table.name}"}} '
+            written = [float(x.removeprefix(line)) for x in scraped.splitlines()
+                       if x.startswith(line)]  # fmt: skip
+            assert written == [total - written_at_kill], scraped[-2000:]
         finally:
             second.send_signal(signal.SIGTERM)
             second.wait(30)
@@ -318,7 +336,7 @@ def test_a_broker_restart_does_not_stop_the_archiver(settings: Settings, tmp_pat
     forgotten group answers UNKNOWN_MEMBER_ID and is skipped, stream.offsets; that race
     was seen by `recsys bench soak`, not forced here.)"""
     from recsys.bus import ensure_topics
-    from recsys.engines.process import free_port
+
     from recsys.engines.tansu import start_tansu
 
     port = free_port()

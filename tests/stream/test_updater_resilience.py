@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from batch.pipeline import BatchReport
+from observability.updater_metrics import UpdaterMetrics
 from recsys import keys
 from recsys.apply import EventApplier
 from recsys.bus import consumer_config, pending_events, producer_config
@@ -34,7 +35,6 @@ from recsys.events import Event
 from recsys.settings import Settings
 from recsys.vectors import Vector, decode
 from serve.app import create_app
-from stream.metrics import UpdaterMetrics
 from stream.updater import Updater
 from support import TcpProxy, apply_live, new_topic
 
