@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from batch.diversity import LAMBDAS, DiversityPoint, diversity_sweep
+from batch.diversity_eval import LAMBDAS, DiversityPoint, diversity_sweep
 from batch.evaluation_data import EventsSummary, describe_events, detect_source, load_events
 from batch.interactions import build_interactions
 from batch.trainer import Factors, ImplicitTrainer, Progress, Trainer, TrainingData, as_pandas

@@ -127,7 +127,7 @@ def read_csv(spark: SparkSession, path: Path, schema: pa.Schema) -> DataFrame:
 def load_bronze(store: Lake, input_dir: Path) -> dict[str, lake.Written]:
     """The CSVs as read into the bronze tables, less the rows of erased customers
     (recsys.erasure): an erasure outlives the input files that still hold them."""
-    from batch.erasures import without_erased
+    from batch.erased_rows import without_erased
     from recsys.erasure import erased_before
 
     check_input(input_dir)
@@ -321,7 +321,7 @@ def archived_purchases(
     events received before their erasure are left out (`erased`: erased_before's)."""
     from pyspark.sql import functions as F
 
-    from batch.erasures import without_erased
+    from batch.erased_rows import without_erased
 
     snap = store.snapshot(events_table)
     if snap is None:

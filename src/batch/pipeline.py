@@ -11,7 +11,6 @@ import numpy as np
 import redis
 
 from batch import lake
-from batch.availability import unavailable_articles
 from batch.content_vectors import (
     fit_content_model,
     place_by_content,
@@ -42,6 +41,7 @@ from batch.retention import Pruned, prune
 from batch.trainer import StoredInteractions
 from batch.trainer_factory import iterations, open_trainer
 from batch.trending import to_lists, trending_job
+from batch.unavailable_articles import unavailable_articles
 from recsys.content_model import ContentModel
 from recsys.erasure import erased_before
 from recsys.events import event_weights

@@ -30,8 +30,8 @@ from serve.middleware import RequestTelemetry
 from serve.publisher import EventPublisher
 from serve.routes import (
     admin,
-    catalog,
-    events,
+    catalog_intake,
+    event_intake,
     experiments,
     health,
     items,
@@ -125,7 +125,7 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     responses = {} if access.reads_unchecked else ACCESS_RESPONSES
     for module in (recommend, items, users, models, experiments, page):
         app.include_router(module.router, dependencies=reads, responses=responses)
-    for module in (catalog, events, admin, health):
+    for module in (catalog_intake, event_intake, admin, health):
         app.include_router(module.router)
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.index.catalog import ItemCatalog
+from recsys.index.item_catalog import ItemCatalog
 
 
 def _payload(article_id: str, group: str) -> dict[str, str]:

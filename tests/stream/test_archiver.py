@@ -336,7 +336,6 @@ def test_a_broker_restart_does_not_stop_the_archiver(settings: Settings, tmp_pat
     forgotten group answers UNKNOWN_MEMBER_ID and is skipped, stream.offsets; that race
     was seen by `recsys bench soak`, not forced here.)"""
     from recsys.bus import ensure_topics
-
     from recsys.engines.tansu import start_tansu
 
     port = free_port()

@@ -32,8 +32,8 @@ from recsys.index.base import (
     as_floats,
     search_ef,
 )
-from recsys.index.catalog import ItemCatalog
 from recsys.index.filters import INDEXED_FIELDS, UNAVAILABLE, filter_spec
+from recsys.index.item_catalog import ItemCatalog
 
 
 def _condition(spec: dict[str, Any], unavailable: qe.HasIdCondition | None) -> Any:
