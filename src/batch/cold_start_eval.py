@@ -50,7 +50,8 @@ from batch.content_vectors import (
     fit_content_model,
     place_by_content,
 )
-from batch.evaluation import (
+from batch.evaluation_data import EventsSummary, describe_events, detect_source, load_events
+from batch.ranking_eval import (
     SCORE_CELLS,
     AlignedFactors,
     RankingMetrics,
@@ -62,7 +63,6 @@ from batch.evaluation import (
     row_chunks,
     to_interactions,
 )
-from batch.evaluation_data import EventsSummary, describe_events, detect_source, load_events
 from batch.trainer import Factors, Trainer
 from recsys.content_model import ContentFit
 from recsys.ema import ema_update

@@ -7,19 +7,14 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel
 
+from batch.ranking_eval import LAMBDAS, AlignedFactors, RankingTask, ndcg_at_k, recall_at_k
 from recsys.diversity import intra_list_diversity, mmr_for
 from recsys.index.base import IndexedItem, ItemFilter, Mmr
 from recsys.index.edge import EdgeIndexWriter, EdgeItemIndex
-
-if TYPE_CHECKING:
-    from batch.evaluation import AlignedFactors, RankingTask
-
-LAMBDAS: tuple[float, ...] = (1.0, 0.95, 0.9, 0.8, 0.7, 0.5)
 
 
 class DiversityPoint(BaseModel):
@@ -50,7 +45,6 @@ def diversity_sweep(
     seed: int = 0,
 ) -> list[DiversityPoint]:
     """The same users at every lambda; what they had in train is excluded, as in serving."""
-    from batch.evaluation import ndcg_at_k, recall_at_k
 
     judged = np.flatnonzero(model.has_user[task.test_users])
     if len(judged) > max_users:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from batch.evaluation import RankingMetrics
+from batch.ranking_eval import RankingMetrics
 from recsys.model_store import Manifest
 
 

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from batch.evaluation import (
+from batch.interactions import interactions_job
+from batch.lake import Lake
+from batch.ranking_eval import (
     RankingMetrics,
     RankingTask,
     align,
@@ -22,8 +24,6 @@ from batch.evaluation import (
     evaluate_ranking,
     pairs_seen,
 )
-from batch.interactions import interactions_job
-from batch.lake import Lake
 from batch.trainer import Factors, StoredInteractions, Trainer
 
 if TYPE_CHECKING:

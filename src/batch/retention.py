@@ -17,7 +17,7 @@ import redis
 
 from recsys import keys
 from recsys.index.factory import open_backend
-from recsys.model_store import version_dir
+from recsys.model_layout import version_dir
 from recsys.settings import Settings
 from recsys.versions import pointers
 

@@ -36,13 +36,13 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from batch.evaluation import (
+from batch.interactions import EVENT_WEIGHT
+from batch.ranking_eval import (
     AlignedFactors,
     EvalConfig,
     Params,
     RankingTask,
-    SignalPoint,
-    SignalReplayResult,
+    _Result,
     align,
     build_task,
     evaluate_ranking,
@@ -50,7 +50,6 @@ from batch.evaluation import (
     temporal_split,
     to_interactions,
 )
-from batch.interactions import EVENT_WEIGHT
 from batch.trainer import Trainer
 from batch.weak_signals import SIGNAL_TYPES
 from recsys.ema import ema_update
@@ -61,6 +60,30 @@ Weights = dict[str, float]
 PURCHASES_ONLY: Weights = dict.fromkeys(SIGNAL_TYPES, 0.0)
 # The types' weights chosen one at a time, tried together at these scales.
 COMBINED_SCALES: tuple[float, ...] = (0.25, 0.5, 1.0)
+
+
+class SignalPoint(_Result):
+    """One way of using the weak signals: NDCG/Recall@k of the online-updated vectors."""
+
+    variant: str  # static, purchases only, view, click, add_to_cart, all x<scale>
+    weights: dict[str, float]  # per event type; a purchase is always 1
+    ndcg: float  # ALS trained on purchases, updated online by every event
+    recall: float
+    retrained_ndcg: float | None = None  # ALS trained with the signals too, then the same
+    retrained_recall: float | None = None
+
+
+class SignalReplayResult(_Result):
+    model: str
+    description: str
+    ema_rate: float
+    users: int  # test users judged
+    online_purchases: int  # purchases replayed in the online window (judged users)
+    online_signals: dict[str, int]  # weak signals in the online window, by type
+    train_signals: dict[str, int]  # weak signals before the cutoff (retrained variants)
+    points: list[SignalPoint]
+    chosen: dict[str, float]
+    seconds: float
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from recsys import keys
 from recsys.delta_tables import vacuum, with_commit_retries
 from recsys.events import RECEIVED_AT
 from recsys.ids import is_valid_id
-from recsys.model_store import FACTORS, version_dir
+from recsys.model_layout import FACTORS, version_dir
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,13 +12,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
+from recsys.model_layout import CONTENT_MODEL, FACTORS, MANIFEST, TRENDING, version_dir
 from recsys.trending_lists import TrendingLists
-
-MANIFEST = "manifest.json"
-FACTORS = "factors.npz"
-TRENDING = "trending.json"
-SHARD = "shard"
-CONTENT_MODEL = "content_model.npz"
 
 
 class Manifest(BaseModel):
@@ -45,19 +40,11 @@ def new_version(now: datetime | None = None) -> str:
     return f"v{stamp}"
 
 
-def version_dir(models_dir: Path, version: str) -> Path:
-    return models_dir / version
-
-
 def _file(models_dir: Path, version: str, name: str) -> Path:
     """A file of the version's folder, the folder made if this is its first file."""
     folder = version_dir(models_dir, version)
     folder.mkdir(parents=True, exist_ok=True)
     return folder / name
-
-
-def shard_dir(models_dir: Path, version: str) -> Path:
-    return version_dir(models_dir, version) / SHARD
 
 
 def write_manifest(models_dir: Path, manifest: Manifest) -> None:

@@ -440,7 +440,8 @@ def run(
 ) -> ServeBench:
     """Generate, train (on `spark` if given), serve, load: everything in its own data dir
     and engines."""
-    from recsys.model_store import read_factors, shard_dir
+    from recsys.model_layout import shard_dir
+    from recsys.model_store import read_factors
     from recsys_bench.stack import trained_stack
 
     require_wrk()

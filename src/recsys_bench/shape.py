@@ -190,7 +190,8 @@ def run_shape(
     from recsys.bus import ensure_topics
     from recsys.engines.embedded import EmbeddedEngines
     from recsys.erasure import erase_customer
-    from recsys.model_store import read_factors, shard_dir
+    from recsys.model_layout import shard_dir
+    from recsys.model_store import read_factors
     from recsys.stores import redis_client
     from recsys_bench.stack import bench_input, fresh_data_dir, train_live
 

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from rich.table import Table
 
-from batch.evaluation import to_interactions
 from batch.evaluation_data import load_events
 from batch.generate import generate
+from batch.ranking_eval import to_interactions
 from batch.spark_trainer import SparkAlsTrainer
 from batch.trainer import ImplicitTrainer
 

@@ -33,7 +33,8 @@ from recsys.content_model import ContentModel, Featurizer, load_content_model
 from recsys.hm_schema import ARTICLES_FILE, TEXT_FIELD, TRANSACTIONS_FILE
 from recsys.index.base import COLLABORATIVE, CONTENT, PLACED_BY_FIELD, ItemFilter
 from recsys.index.factory import open_backend
-from recsys.model_store import read_manifest, shard_dir
+from recsys.model_layout import shard_dir
+from recsys.model_store import read_manifest
 from recsys.progress import Steps
 from recsys.settings import Settings
 from recsys.vectors import decode

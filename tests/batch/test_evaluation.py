@@ -13,31 +13,33 @@ import pytest
 from rich.console import Console
 
 from batch.evaluation import (
-    EvalConfig,
     EvaluationResult,
     ModelSpec,
     PopularityTrainer,
+    evaluate_events,
+    evaluate_trainer,
+    print_results,
+    replay,
+)
+from batch.evaluation_data import describe_events, load_events
+from batch.generate import generate
+from batch.ranking_eval import (
+    EvalConfig,
     RankingTask,
     Split,
     align,
     average_precision_at_k,
     build_task,
     catalog_coverage,
-    evaluate_events,
     evaluate_ranking,
-    evaluate_trainer,
     make_implicit_trainer,
     ndcg_at_k,
     prepare_split,
-    print_results,
     recall_at_k,
     recommend,
-    replay,
     temporal_split,
     top_k,
 )
-from batch.evaluation_data import describe_events, load_events
-from batch.generate import generate
 from batch.trainer import Factors
 
 ML_100K = Path(__file__).parents[3] / "shared/datasets/ml-100k"
@@ -334,8 +336,7 @@ def test_signals_split_at_each_users_online_window() -> None:
 
 
 def test_choosing_weights_prefers_the_lightest_within_the_margin() -> None:
-    from batch.evaluation import SignalPoint
-    from batch.signal_replay import choose
+    from batch.signal_replay import SignalPoint, choose
 
     def point(kind: str, weight: float, ndcg: float) -> SignalPoint:
         weights = {"view": 0.0, "click": 0.0, "add_to_cart": 0.0, kind: weight}

@@ -10,16 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batch.evaluation import (
-    EvalConfig,
-    PopularityTrainer,
-    align,
-    build_task,
-    evaluate_ranking,
-    temporal_split,
-)
+from batch.evaluation import PopularityTrainer
 from batch.holdout import IS_TEST, HoldoutConfig, holdout_metrics, sample_customers, split_job
 from batch.lake import DeltaRsLake
+from batch.ranking_eval import EvalConfig, align, build_task, evaluate_ranking, temporal_split
 
 if TYPE_CHECKING:
     from pathlib import Path

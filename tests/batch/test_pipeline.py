@@ -18,7 +18,8 @@ from batch.pipeline import BatchReport
 from recsys import keys
 from recsys.hm_schema import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
 from recsys.index.base import ItemFilter
-from recsys.model_store import read_factors, read_manifest, read_trending, shard_dir
+from recsys.model_layout import shard_dir
+from recsys.model_store import read_factors, read_manifest, read_trending
 from recsys.settings import Settings
 from recsys.vectors import decode
 

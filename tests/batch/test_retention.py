@@ -10,7 +10,7 @@ import redis
 
 from batch.retention import prune, versions_to_prune
 from recsys import keys
-from recsys.model_store import version_dir
+from recsys.model_layout import version_dir
 from recsys.settings import Settings
 from support import isolated
 

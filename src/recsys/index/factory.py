@@ -7,7 +7,7 @@ import shutil
 
 from recsys.index.base import IndexBackend, IndexWriter, ItemIndex
 from recsys.index.edge import EdgeIndexWriter, EdgeItemIndex, remove_stale_copies
-from recsys.model_store import shard_dir
+from recsys.model_layout import shard_dir
 from recsys.settings import Settings
 
 
