@@ -21,6 +21,7 @@ from recsys.hm_schema import TRANSACTIONS_FILE
 from recsys.progress import Steps
 from recsys.settings import Settings
 from recsys.stores import redis_client
+from recsys.user_store import RedisUserStore
 from serve.app import create_app
 from support import engine_processes
 
@@ -109,7 +110,7 @@ def trained(
     settings: Settings, input_dir: Path, redis_conn: redis.Redis, spark: SparkSession
 ) -> BatchReport:
     with Steps(enabled=False) as steps:
-        return run_batch(settings, input_dir, redis_conn, steps, spark)
+        return run_batch(settings, input_dir, RedisUserStore(redis_conn), steps, spark)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import redis
 
 from batch import lake
 from batch.content_vectors import (
@@ -29,14 +28,7 @@ from batch.ingest import SOURCE_CSV, TableReport, archived_purchases, clean, loa
 from batch.interactions import interactions_job, with_signals
 from batch.lake import open_lake
 from batch.model_outputs import write_model_outputs
-from batch.publish import (
-    compact_persistence,
-    write_history,
-    write_index,
-    write_meta,
-    write_profiles,
-    write_vectors,
-)
+from batch.publish import write_index
 from batch.retention import Pruned, prune
 from batch.trainer import StoredInteractions
 from batch.trainer_factory import iterations, open_trainer
@@ -58,12 +50,11 @@ from recsys.model_store import (
 from recsys.progress import Steps
 from recsys.replay import ReplayReport
 from recsys.settings import Settings
+from recsys.user_store import UserStore
 from recsys.versions import (
     EVENTS_TABLE_KEY,
     cutoff_of,
-    live_version,
     promote,
-    register_candidate,
 )
 
 if TYPE_CHECKING:
@@ -103,7 +94,7 @@ class EmptyTrainingDataError(ValueError):
 def run_batch(
     settings: Settings,
     input_dir: Path,
-    client: redis.Redis,
+    users: UserStore,
     steps: Steps,
     spark: SparkSession,
     *,
@@ -222,7 +213,8 @@ def run_batch(
     total_vectors = len(items.item_ids) + len(items.user_ids)
     with steps.step("write vectors to Redis", total=total_vectors) as advance:
         # Content-placed items too: a purchase of one moves the customer's vector (EMA).
-        write_vectors(client, version, items, advance)
+        users.write_vectors(version, "item", items.item_ids, items.item_factors, advance)
+        users.write_vectors(version, "user", items.user_ids, items.user_factors, advance)
 
     customers = len(factors.user_ids)
     with steps.step("write purchase history and profiles", total=2 * customers) as advance:
@@ -233,11 +225,11 @@ def run_batch(
             data_version[f"silver.{name}"] = store.write(job, "silver", name).version
         silver = store.lake_dir / "silver"
         histories = iterate_histories(silver / "recent_purchases")
-        write_history(
-            client, histories, settings.history_max_items, advance, settings.customer_state_ttl_s
+        users.write_histories(
+            histories, settings.history_max_items, settings.customer_state_ttl_s, advance
         )
-        write_profiles(client, version, iterate_profiles(silver / "customer_profiles"), advance)
-        compact_persistence(client)
+        users.write_profiles(version, iterate_profiles(silver / "customer_profiles"), advance)
+        users.compact()
 
     with steps.step("trending, model outputs and manifest"):
         sizes = {"size": settings.trending_size, "segment_size": settings.trending_segment_size}
@@ -291,13 +283,11 @@ def run_batch(
         if content is not None:
             save_content_model(settings.models_dir, version, content)
         write_manifest(settings.models_dir, manifest)
-        write_meta(
-            client,
-            version,
-            {"dim": manifest.dim, "user_norm_median": manifest.user_norm_median},
+        users.write_meta(
+            version, {"dim": manifest.dim, "user_norm_median": manifest.user_norm_median}
         )
 
-    live = live_version(client)
+    live = users.live_version()
     gate = decide(
         manifest,
         read_manifest(settings.models_dir, live) if live else None,
@@ -307,13 +297,13 @@ def run_batch(
     replayed: ReplayReport | None = None
     if promote_new and gate.promote:
         with steps.step("replay archived events, go live"):
-            replayed = promote(settings, client, version)
+            replayed = promote(settings, users, version)
     else:
-        register_candidate(client, version)
+        users.add_candidate(version)
     pruned: list[Pruned] = []
     if settings.prune_after_batch:
         with steps.step("prune old versions"):
-            pruned = prune(settings, client, settings.model_versions_kept)
+            pruned = prune(settings, users, settings.model_versions_kept)
 
     return BatchReport(
         version=version,

@@ -5,21 +5,18 @@ The live-version pointer moves last, so a reader never sees a half-written versi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-import redis
 
 from batch.trainer import Factors
-from recsys import keys
 from recsys.availability import AVAILABLE_FIELD
 from recsys.ids import item_point_id
 from recsys.index.base import COLLABORATIVE, PLACED_BY_FIELD, IndexedItem, IndexWriter
-from recsys.vectors import encode
 
 Advance = Callable[[int], None]
 CHUNK = 5_000
@@ -74,85 +71,3 @@ def check_point_ids(article_ids: list[str]) -> None:
                 f"articles {other!r} and {article_id!r} hash to the same index point id; "
                 "rename one of them"
             )
-
-
-def write_vectors(client: redis.Redis, version: str, factors: Factors, advance: Advance) -> None:
-    for ids, matrix, key in (
-        (factors.item_ids, factors.item_factors, keys.item_vector),
-        (factors.user_ids, factors.user_factors, keys.user_vector),
-    ):
-        for part in _chunks(len(ids)):
-            pipe = client.pipeline(transaction=False)
-            for external_id, vector in zip(ids[part], matrix[part], strict=True):
-                pipe.set(key(version, str(external_id)), encode(vector))
-            pipe.execute()
-            advance(part.stop - part.start)
-
-
-def write_history(
-    client: redis.Redis,
-    histories: Iterable[tuple[str, dict[str, int]]],
-    max_items: int,
-    advance: Advance,
-    ttl_s: int = 0,
-) -> int:
-    """Merge each customer's most recent purchases (article -> unix time) into their
-    history, which then expires ttl_s later unless written again (0: never); return how
-    many customers were written."""
-    pipe = client.pipeline(transaction=False)
-    pending = written = 0
-    for customer_id, items in histories:
-        key = keys.history(customer_id)
-        pipe.zadd(key, cast(Any, items))
-        # Keep only the newest max_items, including what the updater added meanwhile.
-        pipe.zremrangebyrank(key, 0, -max_items - 1)
-        if ttl_s:
-            pipe.expire(key, ttl_s)
-        pending += 1
-        if pending == CHUNK:
-            pipe.execute()
-            advance(pending)
-            written += pending
-            pipe = client.pipeline(transaction=False)
-            pending = 0
-    pipe.execute()
-    advance(pending)
-    return written + pending
-
-
-def write_meta(client: redis.Redis, version: str, fields: dict[str, float]) -> None:
-    # redis-py's stubs want a mapping invariant in a wide key type; the values are plain.
-    client.hset(keys.model_meta(version), mapping=cast(Any, fields))
-
-
-def write_profiles(
-    client: redis.Redis,
-    version: str,
-    profiles: Iterable[tuple[str, dict[str, int]]],
-    advance: Advance,
-) -> None:
-    """The version's purchase counts per customer (the updater increments them after)."""
-    pipe = client.pipeline(transaction=False)
-    pending = 0
-    for customer_id, fields in profiles:
-        pipe.hset(keys.profile(version, customer_id), mapping=cast(Any, fields))
-        pending += 1
-        if pending == CHUNK:
-            pipe.execute()
-            advance(pending)
-            pipe = client.pipeline(transaction=False)
-            pending = 0
-    pipe.execute()
-    advance(pending)
-
-
-def compact_persistence(client: redis.Redis) -> bool:
-    """Ask the store to rewrite its append-only file after a batch wrote millions of keys:
-    a restart then loads one compact snapshot instead of replaying every command. A store
-    that refuses (persistence off, a rewrite running, the command disabled on a managed
-    service) is left as it is; returns whether the rewrite started."""
-    try:
-        client.bgrewriteaof()
-    except redis.ResponseError:
-        return False
-    return True

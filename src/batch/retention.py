@@ -13,15 +13,10 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 
-import redis
-
-from recsys import keys
 from recsys.index.factory import open_backend
 from recsys.model_layout import version_dir
 from recsys.settings import Settings
-from recsys.versions import pointers
-
-SCAN_BATCH = 5_000
+from recsys.user_store import UserStore
 
 
 @dataclass(frozen=True)
@@ -31,9 +26,9 @@ class Pruned:
     had_files: bool
 
 
-def versions_to_prune(settings: Settings, client: redis.Redis, keep: int) -> list[str]:
-    """Every version on disk or in Redis's lists that the rules above do not keep."""
-    state = pointers(client)
+def versions_to_prune(settings: Settings, store: UserStore, keep: int) -> list[str]:
+    """Every version on disk or in the store's pointers that the rules above do not keep."""
+    state = store.pointers()
     live, candidates, history = state.live, state.candidates, state.history
     if live is None:
         return []
@@ -48,32 +43,17 @@ def versions_to_prune(settings: Settings, client: redis.Redis, keep: int) -> lis
     return sorted(known - kept)
 
 
-def _delete_version_keys(client: redis.Redis, version: str) -> int:
-    deleted = 0
-    batch: list[str | bytes] = []
-    for key in client.scan_iter(match=f"{keys.PREFIX}:v:{version}:*", count=SCAN_BATCH):
-        batch.append(key)
-        if len(batch) == SCAN_BATCH:
-            deleted += int(client.unlink(*batch))
-            batch = []
-    if batch:
-        deleted += int(client.unlink(*batch))
-    return deleted
-
-
-def prune(settings: Settings, client: redis.Redis, keep: int) -> list[Pruned]:
+def prune(settings: Settings, store: UserStore, keep: int) -> list[Pruned]:
     """Delete what `versions_to_prune` names; return what went."""
     out = []
     index = open_backend(settings)
-    for version in versions_to_prune(settings, client, keep):
-        # Out of the lists first, so nothing points at a version while it is deleted.
-        pipe = client.pipeline(transaction=True)
-        pipe.srem(keys.CANDIDATE_VERSIONS, version)
-        pipe.lrem(keys.VERSION_HISTORY, 0, version)
-        pipe.execute()
+    for version in versions_to_prune(settings, store, keep):
+        # Out of the pointers first (drop_version), so nothing points at a version while
+        # its index and files go.
+        redis_keys = store.drop_version(version)
         index.drop(version)
         folder = version_dir(settings.models_dir, version)
         had_files = folder.exists()
         shutil.rmtree(folder, ignore_errors=True)
-        out.append(Pruned(version, _delete_version_keys(client, version), had_files))
+        out.append(Pruned(version, redis_keys, had_files))
     return out

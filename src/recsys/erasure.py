@@ -23,20 +23,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import redis
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from recsys import keys
 from recsys.delta_tables import vacuum, with_commit_retries
 from recsys.events import RECEIVED_AT
 from recsys.ids import is_valid_id
 from recsys.model_layout import FACTORS, version_dir
 from recsys.settings import Settings
+from recsys.user_store import UserStore
 
 log = logging.getLogger(__name__)
 
-ERASED: str = f"{keys.PREFIX}:erased"
 ERASURES_SCHEMA = pa.schema(
     [("customer_hash", pa.string()), ("erased_at", pa.timestamp("us", tz="UTC"))]
 )
@@ -45,9 +43,6 @@ ERASURES_SCHEMA = pa.schema(
 def customer_hash(customer_id: str) -> str:
     """What the erasure record keeps of a customer: the same hash Spark's sha2(id, 256) gives."""
     return hashlib.sha256(customer_id.encode()).hexdigest()
-
-
-UNLINK_BATCH = 1_000
 
 
 def erasures_table(lake_dir: Path) -> Path:
@@ -67,7 +62,7 @@ class ErasureReport:
 
 
 def erase_customer(
-    settings: Settings, client: redis.Redis, customer_id: str, now: datetime | None = None
+    settings: Settings, store: UserStore, customer_id: str, now: datetime | None = None
 ) -> ErasureReport:
     """Remove everything stored about the customer, then record the erasure. Idempotent:
     erasing twice removes nothing more and moves the recorded time forward."""
@@ -76,9 +71,9 @@ def erase_customer(
     report = ErasureReport(customer_id, now or datetime.now(UTC))
     # The record first: from here on the updater drops the customer's older events, so
     # nothing written while the rest runs can survive it.
-    record_erasure(settings, client, customer_id, report.erased_at)
+    record_erasure(settings, store, customer_id, report.erased_at)
     started = time.perf_counter()
-    report.redis_keys = _delete_redis_keys(settings, client, customer_id)
+    report.redis_keys = store.erase_customer(customer_id, _versions(settings, store))
     report.seconds["redis"] = _since(started)
     started = time.perf_counter()
     for name, _, table in _customer_tables(settings.lake_dir):
@@ -113,10 +108,10 @@ def _since(started: float) -> float:
 
 
 def record_erasure(
-    settings: Settings, client: redis.Redis, customer_id: str, erased_at: datetime
+    settings: Settings, store: UserStore, customer_id: str, erased_at: datetime
 ) -> None:
     hashed = customer_hash(customer_id)
-    client.hset(ERASED, hashed, f"{erased_at.timestamp():.6f}")
+    store.record_erasure(hashed, erased_at.timestamp())
     path = erasures_table(settings.lake_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     row = pa.table({"customer_hash": [hashed], "erased_at": [erased_at]}, schema=ERASURES_SCHEMA)
@@ -197,40 +192,19 @@ def delete_received_before(table: Path, customer_id: str, erased_at: datetime) -
     return _delete_rows(DeltaTable(str(table)), predicate)
 
 
-def erased_at(client: redis.Redis, customer_ids: list[str]) -> dict[str, float]:
+def erased_at(store: UserStore, customer_ids: list[str]) -> dict[str, float]:
     """Of these customers, those erased and when (unix seconds): one round trip."""
-    if not customer_ids:
-        return {}
-    values = client.hmget(ERASED, [customer_hash(c) for c in customer_ids])
-    return {c: float(v) for c, v in zip(customer_ids, values, strict=True) if v is not None}
+    by_hash = {customer_hash(c): c for c in customer_ids}
+    return {by_hash[h]: at for h, at in store.erased_at(list(by_hash)).items()}
 
 
-def _versions(settings: Settings, client: redis.Redis) -> set[str]:
-    """Every model version that may hold keys: those kept on disk and those Redis points
-    at (live, candidates, rollback history)."""
+def _versions(settings: Settings, store: UserStore) -> set[str]:
+    """Every model version that may hold keys: those kept on disk and those the store
+    points at (live, candidates, rollback history)."""
     found = set()
     if settings.models_dir.is_dir():
         found = {p.name for p in settings.models_dir.iterdir() if p.is_dir()}
-    pipe = client.pipeline(transaction=False)
-    pipe.get(keys.LIVE_VERSION)
-    pipe.smembers(keys.CANDIDATE_VERSIONS)
-    pipe.lrange(keys.VERSION_HISTORY, 0, -1)
-    live, candidates, history = pipe.execute()
-    named = [live] if live else []
-    found.update(
-        v.decode() if isinstance(v, bytes) else str(v) for v in [*named, *candidates, *history]
-    )
-    return found
-
-
-def _delete_redis_keys(settings: Settings, client: redis.Redis, customer_id: str) -> int:
-    """Every key of the customer by name (recsys.keys.customer_keys), in every version that
-    may hold them: a few round trips whatever the keyspace's size."""
-    names = keys.customer_keys(customer_id, sorted(_versions(settings, client)))
-    deleted = 0
-    for start in range(0, len(names), UNLINK_BATCH):
-        deleted += int(client.unlink(*names[start : start + UNLINK_BATCH]))
-    return deleted
+    return found | store.pointers().named()
 
 
 def _customer_tables(lake_dir: Path) -> Iterator[tuple[str, Path, DeltaTable]]:

@@ -14,6 +14,8 @@ LIVE_VERSION: Final = f"{PREFIX}:model:live"
 CANDIDATE_VERSIONS: Final = f"{PREFIX}:model:candidates"
 # Versions that were live before the current one, newest first: what rollback returns to.
 VERSION_HISTORY: Final = f"{PREFIX}:model:history"
+# Hash: the erasure record (recsys.erasure), SHA-256 of a customer id -> unix time erased.
+ERASED: Final = f"{PREFIX}:erased"
 
 
 def user_vector(version: str, customer_id: str) -> str:
@@ -22,6 +24,11 @@ def user_vector(version: str, customer_id: str) -> str:
 
 def item_vector(version: str, article_id: str) -> str:
     return f"{PREFIX}:v:{version}:i:{article_id}"
+
+
+def version_pattern(version: str) -> str:
+    """SCAN pattern of every key of one version."""
+    return f"{PREFIX}:v:{version}:*"
 
 
 def model_meta(version: str) -> str:

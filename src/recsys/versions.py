@@ -11,15 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import redis
-
-from recsys import keys
-from recsys.apply import EventApplier
 from recsys.erasure import erased_before
 from recsys.index.factory import open_backend
 from recsys.model_store import Manifest, read_manifest
 from recsys.replay import ReplayReport, replay
 from recsys.settings import Settings
+from recsys.user_store import UserStore
 
 # The manifest's data_version key for the events table version the batch trained on.
 EVENTS_TABLE_KEY = "bronze.events"
@@ -35,19 +32,6 @@ class VersionInfo:
     status: str  # live, candidate, previous or kept
 
 
-def _text(raw: bytes | str) -> str:
-    return raw.decode() if isinstance(raw, bytes) else raw
-
-
-def live_version(client: redis.Redis) -> str | None:
-    raw = client.get(keys.LIVE_VERSION)
-    return raw.decode() if isinstance(raw, bytes) else None
-
-
-def register_candidate(client: redis.Redis, version: str) -> None:
-    client.sadd(keys.CANDIDATE_VERSIONS, version)
-
-
 def _manifest(settings: Settings, version: str) -> Manifest:
     try:
         return read_manifest(settings.models_dir, version)
@@ -55,14 +39,13 @@ def _manifest(settings: Settings, version: str) -> Manifest:
         raise VersionError(f"no model version {version} in {settings.models_dir}") from exc
 
 
-def promote(settings: Settings, client: redis.Redis, version: str) -> ReplayReport:
+def promote(settings: Settings, store: UserStore, version: str) -> ReplayReport:
     """Replay what happened since the version's cutoff onto it, then make it live."""
     manifest = _manifest(settings, version)
-    current = live_version(client)
     # While it replays, live events reach it through the updater too: as a candidate it
     # remembers every event applied to it, so neither applies one the other did.
-    register_candidate(client, version)
-    applier = EventApplier(settings, client)
+    store.add_candidate(version)
+    applier = store.applier(settings)
     report = replay(
         settings.events_table,
         version,
@@ -71,12 +54,7 @@ def promote(settings: Settings, client: redis.Redis, version: str) -> ReplayRepo
         since=manifest.cutoff,
         erased=erased_before(settings.lake_dir),
     )
-    pipe = client.pipeline(transaction=True)
-    pipe.set(keys.LIVE_VERSION, version)
-    pipe.srem(keys.CANDIDATE_VERSIONS, version)
-    if current is not None and current != version:
-        pipe.lpush(keys.VERSION_HISTORY, current)
-    pipe.execute()
+    store.make_live(version)
     # Live now: each customer's applied events are bounded again.
     applier.trim_applied(version)
     # The pointer is the truth the API follows; a server's alias follows it.
@@ -84,40 +62,21 @@ def promote(settings: Settings, client: redis.Redis, version: str) -> ReplayRepo
     return report
 
 
-def rollback(settings: Settings, client: redis.Redis) -> tuple[str, ReplayReport]:
+def rollback(settings: Settings, store: UserStore) -> tuple[str, ReplayReport]:
     """Make the previous live version live again, brought up to date by replay."""
-    raw = client.lpop(keys.VERSION_HISTORY)
-    if not isinstance(raw, bytes):
+    previous = store.pop_previous()
+    if previous is None:
         raise VersionError("no previous version to roll back to")
-    previous = raw.decode()
-    current = live_version(client)
-    report = promote(settings, client, previous)
+    current = store.live_version()
+    report = promote(settings, store, previous)
     # Rolling back is not a promotion: the version rolled away from is not "previous".
     if current is not None:
-        client.lrem(keys.VERSION_HISTORY, 1, current)
+        store.forget_previous(current)
     return previous, report
 
 
-@dataclass(frozen=True)
-class Pointers:
-    """Where Redis says the versions stand: live, candidates, rollback history (newest
-    first)."""
-
-    live: str | None
-    candidates: set[str]
-    history: list[str]
-
-
-def pointers(client: redis.Redis) -> Pointers:
-    return Pointers(
-        live=live_version(client),
-        candidates={_text(c) for c in client.smembers(keys.CANDIDATE_VERSIONS)},
-        history=[_text(h) for h in client.lrange(keys.VERSION_HISTORY, 0, -1)],
-    )
-
-
-def list_versions(settings: Settings, client: redis.Redis) -> list[VersionInfo]:
-    state = pointers(client)
+def list_versions(settings: Settings, store: UserStore) -> list[VersionInfo]:
+    state = store.pointers()
     live, candidates, history = state.live, state.candidates, state.history
     found: list[VersionInfo] = []
     if not settings.models_dir.exists():

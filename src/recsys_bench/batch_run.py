@@ -16,6 +16,7 @@ from recsys.progress import Steps
 from recsys.settings import Settings
 from recsys.spark import spark_session
 from recsys.stores import redis_client
+from recsys.user_store import RedisUserStore
 
 
 @dataclass
@@ -52,7 +53,7 @@ def bench_batch(settings: Settings, sizes: list[int], work_dir: Path) -> list[Ba
                 try:
                     started = time.perf_counter()
                     with Steps(enabled=False) as steps:
-                        report = run_batch(own, input_dir, client, steps, spark)
+                        report = run_batch(own, input_dir, RedisUserStore(client), steps, spark)
                     total = spark_start_s + time.perf_counter() - started
                 finally:
                     client.close()

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from recsys import keys
 from recsys.settings import Settings
+from recsys.user_store import RedisUserStore
 
 MIB = 2**20
 
@@ -231,7 +232,7 @@ def run_shape(
             result.recommend = _serve(resolved, sample[:1_000], serve_s, connections)
             memory.mark("update")
             result.updater_events_per_s = _update(resolved, factors, updater_events)
-            erased = erase_customer(resolved, client, sample[0])
+            erased = erase_customer(resolved, RedisUserStore(client), sample[0])
             result.erasure_s = {**erased.seconds, "total": round(sum(erased.seconds.values()), 3)}
             result.valkey_after_updates = valkey_memory(
                 client, report.version, sample[1:], report.users

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 from recsys.engines.embedded import Endpoints
 from recsys.settings import Settings
+from recsys.user_store import RedisUserStore
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def train_live(
             ) as session,
             Steps(enabled=False) as steps,
         ):
-            return run_batch(settings, input_dir, client, steps, session)
+            return run_batch(settings, input_dir, RedisUserStore(client), steps, session)
     finally:
         client.close()
 

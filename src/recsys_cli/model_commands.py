@@ -12,20 +12,21 @@ from recsys.settings import Settings
 from recsys_cli.console import console, fail, load_settings
 
 if TYPE_CHECKING:
-    import redis
+    from recsys.user_store import UserStore
 
 app = typer.Typer(help="Model versions: list, promote, roll back, prune.", no_args_is_help=True)
 
 
-def _with_redis(action: Callable[[Settings, redis.Redis], None]) -> None:
+def _with_store(action: Callable[[Settings, UserStore], None]) -> None:
     from recsys.engines.embedded import EmbeddedEngines
     from recsys.stores import redis_client
+    from recsys.user_store import RedisUserStore
 
     settings = load_settings()
     with EmbeddedEngines(settings, {"redis"}) as endpoints:
         client = redis_client(endpoints.require_redis(), timeout_s=30)
         try:
-            action(settings, client)
+            action(settings, RedisUserStore(client))
         finally:
             client.close()
 
@@ -35,11 +36,11 @@ def models_list() -> None:
     """Every version on disk: status, trainer, size, training cutoff."""
     from recsys.versions import list_versions
 
-    def show(settings: Settings, client: redis.Redis) -> None:
+    def show(settings: Settings, store: UserStore) -> None:
         table = Table(title=f"model versions in {settings.models_dir}")
         for col in ("version", "status", "trainer", "dim", "users", "items", "cutoff"):
             table.add_column(col)
-        for info in list_versions(settings, client):
+        for info in list_versions(settings, store):
             m = info.manifest
             style = "bold green" if info.status == "live" else None
             table.add_row(
@@ -48,7 +49,7 @@ def models_list() -> None:
             )  # fmt: skip
         console.print(table)
 
-    _with_redis(show)
+    _with_store(show)
 
 
 @app.command("promote")
@@ -58,9 +59,9 @@ def models_promote(
     """Replay archived events since the version's cutoff onto it, then make it live."""
     from recsys.versions import VersionError, promote
 
-    def run(settings: Settings, client: redis.Redis) -> None:
+    def run(settings: Settings, store: UserStore) -> None:
         try:
-            report = promote(settings, client, version)
+            report = promote(settings, store, version)
         except VersionError as exc:
             fail(str(exc))
         console.print(
@@ -68,7 +69,7 @@ def models_promote(
             f"({report.applied:,} applied, {report.duplicates:,} already applied)"
         )
 
-    _with_redis(run)
+    _with_store(run)
 
 
 @app.command("rollback")
@@ -76,14 +77,14 @@ def models_rollback() -> None:
     """Make the previous live version live again (brought up to date by replay)."""
     from recsys.versions import VersionError, rollback
 
-    def run(settings: Settings, client: redis.Redis) -> None:
+    def run(settings: Settings, store: UserStore) -> None:
         try:
-            version, report = rollback(settings, client)
+            version, report = rollback(settings, store)
         except VersionError as exc:
             fail(str(exc))
         console.print(f"rolled back: {version} is live ({report.applied:,} events replayed)")
 
-    _with_redis(run)
+    _with_store(run)
 
 
 @app.command("prune")
@@ -96,11 +97,11 @@ def models_prune(
     """Delete old versions' Redis keys and files; keep live, newer and rollback ones."""
     from batch.retention import prune
 
-    def run(settings: Settings, client: redis.Redis) -> None:
-        pruned = prune(settings, client, settings.model_versions_kept if keep is None else keep)
+    def run(settings: Settings, store: UserStore) -> None:
+        pruned = prune(settings, store, settings.model_versions_kept if keep is None else keep)
         for p in pruned:
             files = "its files removed" if p.had_files else "no files"
             console.print(f"pruned {p.version}: {p.redis_keys:,} Redis keys, {files}")
         console.print(f"{len(pruned)} version(s) pruned")
 
-    _with_redis(run)
+    _with_store(run)

@@ -78,6 +78,7 @@ def run_batch_command(
     from recsys.progress import Steps
     from recsys.spark import SparkUnavailableError, spark_session
     from recsys.stores import redis_client
+    from recsys.user_store import RedisUserStore
 
     try:
         check_input(input_dir)  # before starting anything: a missing file is one line
@@ -93,7 +94,13 @@ def run_batch_command(
                 with steps.step("start Spark"):
                     spark = stack.enter_context(spark_session(settings, "recsys-batch"))
                 report = run_batch(
-                    settings, input_dir, client, steps, spark, promote_new=promote, force=force
+                    settings,
+                    input_dir,
+                    RedisUserStore(client),
+                    steps,
+                    spark,
+                    promote_new=promote,
+                    force=force,
                 )
         except (InputError, EmptyTrainingDataError, SparkUnavailableError) as exc:
             fail(str(exc))

@@ -22,6 +22,7 @@ from recsys.experiments.ledger import Ledger
 from recsys.multiplexed_redis import MultiplexedRedis
 from recsys.settings import Settings
 from recsys.stores import async_redis_client, redis_client
+from recsys.user_store import RedisServingUserStore, RedisUserStore
 from serve.access import ACCESS_RESPONSES, Access, require
 from serve.catalog_feed import CatalogFeed
 from serve.deps import AppState
@@ -73,8 +74,9 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
         hot_redis = MultiplexedRedis(redis_url, settings.redis_timeout_s)
         bus = KafkaBus(bootstrap, settings)
         publisher = EventPublisher(bus.producer, settings.kafka_produce_timeout_s)
-        feed = CatalogFeed(settings, bus, client, telemetry.metrics)
-        model = LiveModel(settings, client, pinned=defined.pinned_versions(), prepare=feed.prepare)
+        users = RedisServingUserStore(client, hot_redis, settings.redis_timeout_s)
+        feed = CatalogFeed(settings, bus, users, telemetry.metrics)
+        model = LiveModel(settings, users, pinned=defined.pinned_versions(), prepare=feed.prepare)
         await model.start()
         feed.start(model.served)
         # /metrics reads the experiments' counters from Redis (on a worker thread).
@@ -92,6 +94,8 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
             ledger,
             feed,
             scrape_redis,
+            users,
+            RedisUserStore(scrape_redis),
         )
         try:
             yield

@@ -24,18 +24,16 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-import redis.asyncio as aioredis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
 from observability.api_metrics import Metrics
-from recsys import keys
 from recsys.articles import Article, CatalogMessage
 from recsys.availability import AVAILABLE_FIELD
 from recsys.bus import EventBus
 from recsys.index.base import COLLABORATIVE, CONTENT, PLACED_BY_FIELD, IndexedItem
 from recsys.settings import Settings
-from recsys.vectors import encode
+from recsys.user_store import ServingUserStore
 from serve.live_model import ServedModel
 
 log = logging.getLogger(__name__)
@@ -219,14 +217,14 @@ class CatalogFeed:
     process started later still gets every article), the event loop applies it."""
 
     def __init__(
-        self, settings: Settings, bus: EventBus, redis: aioredis.Redis, metrics: Metrics
+        self, settings: Settings, bus: EventBus, users: ServingUserStore, metrics: Metrics
     ) -> None:
         self.settings = settings
         self.received = ReceivedArticles()
         # Set once the consumer reads the topic (tests wait for it).
         self.reading = threading.Event()
         self._bus = bus
-        self._redis = redis
+        self._users = users
         self._metrics = metrics
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -319,10 +317,7 @@ class CatalogFeed:
         the customer's vector (EMA), as for one the batch placed. Every process writes the
         same values."""
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            for article_id, vector in placed.items():
-                pipe.set(keys.item_vector(version, article_id), encode(vector))
-            await pipe.execute()
+            await self._users.put_item_vectors(version, placed)
         except Exception as exc:
             log.warning("item vectors of %d placed articles not in Redis: %s", len(placed), exc)
 

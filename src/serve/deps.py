@@ -13,6 +13,7 @@ from recsys.experiments.definitions import Experiments
 from recsys.experiments.ledger import Ledger
 from recsys.multiplexed_redis import MultiplexedRedis
 from recsys.settings import Settings
+from recsys.user_store import ServingUserStore, UserStore
 from serve.catalog_feed import CatalogFeed
 from serve.live_model import LiveModel, ServedModel
 from serve.publisher import EventPublisher
@@ -33,6 +34,9 @@ class AppState:
     catalog: CatalogFeed
     # Blocking work off the event loop (metrics scrapes, erasure) uses this client.
     sync_redis: SyncRedis
+    # The user store: as the event loop reads it, and whole for blocking work (erasure).
+    users: ServingUserStore
+    user_store: UserStore
 
 
 # Dependencies are async: FastAPI would run a plain def in its threadpool, a thread hop

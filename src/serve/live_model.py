@@ -9,15 +9,13 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
-from recsys import keys
 from recsys.content_model import ContentModel, load_content_model
 from recsys.index.base import ItemFilter, ItemIndex, ScoredItem
 from recsys.index.factory import open_backend
 from recsys.model_store import Manifest, read_manifest, read_trending
 from recsys.settings import Settings
 from recsys.trending_lists import TrendingLists
+from recsys.user_store import ServingUserStore
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +54,13 @@ class LiveModel:
     def __init__(
         self,
         settings: Settings,
-        client: aioredis.Redis,
+        users: ServingUserStore,
         *,
         pinned: Sequence[str] = (),
         prepare: Prepare | None = None,
     ) -> None:
         self.settings = settings
-        self.client = client
+        self.users = users
         self._prepare = prepare
         self.backend = open_backend(settings)
         self.current: ServedModel | None = None
@@ -114,8 +112,7 @@ class LiveModel:
         self.pinned.clear()
 
     async def refresh(self) -> None:
-        raw = await self.client.get(keys.LIVE_VERSION)
-        version = raw.decode() if isinstance(raw, bytes) else raw
+        version = await self.users.live_version()
         if version is None or (self.current and self.current.version == version):
             return
         loaded, finish = await asyncio.to_thread(self._load, version)

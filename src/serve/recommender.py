@@ -11,12 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 from redis.exceptions import RedisError
 
-from recsys import keys
 from recsys.diversity import intra_list_diversity
 from recsys.experiments.definitions import FallbackPolicy
 from recsys.index.base import ItemFilter, Mmr, ScoredItem
-from recsys.multiplexed_redis import MultiplexedRedis
-from recsys.vectors import Vector, decode
+from recsys.user_store import CustomerState, ServingUserStore
+from recsys.vectors import Vector
 from serve.explain import Contribution, explain
 from serve.live_model import ServedModel
 from serve.schemas import Source
@@ -40,13 +39,6 @@ class Ask:
 
 
 @dataclass(frozen=True)
-class CustomerState:
-    vector: Vector | None
-    purchased: list[str]  # newest first
-    last_event_id: str | None
-
-
-@dataclass(frozen=True)
 class Ranked:
     source: Source
     items: list[ScoredItem]
@@ -56,23 +48,12 @@ class Ranked:
 
 
 async def load_customer(
-    client: MultiplexedRedis, version: str, customer_id: str, tel: Telemetry
+    users: ServingUserStore, version: str, customer_id: str, tel: Telemetry
 ) -> CustomerState:
     """One round trip: the vector of the served version, the purchase history (newest
     first), the last applied event."""
     with tel.span("redis.load_customer"), tel.redis("load_customer"):
-        raw_vector, history, last = await client.execute(
-            [
-                ("GET", keys.user_vector(version, customer_id)),
-                ("ZREVRANGE", keys.history(customer_id), 0, -1),
-                ("GET", keys.last_event(customer_id)),
-            ]
-        )
-    return CustomerState(
-        vector=decode(raw_vector),
-        purchased=[a.decode() for a in history],
-        last_event_id=last.decode() if last else None,
-    )
+        return await users.customer_state(version, customer_id)
 
 
 def _count_rules(tel: Telemetry, rules: ItemFilter) -> None:
@@ -133,14 +114,14 @@ def _trending(model: ServedModel, ask: Ask, rules: ItemFilter) -> list[ScoredIte
 
 async def rank(
     model: ServedModel,
-    client: MultiplexedRedis,
+    users: ServingUserStore,
     customer_id: str,
     ask: Ask,
     tel: Telemetry,
 ) -> Ranked:
     _count_rules(tel, ask.rules)
     try:
-        state = await load_customer(client, model.version, customer_id, tel)
+        state = await load_customer(users, model.version, customer_id, tel)
     except (RedisError, TimeoutError, OSError):
         return Ranked("trending", _trending(model, ask, ask.rules), None, "redis_unavailable")
     # What the customer already bought is never recommended back.

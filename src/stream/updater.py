@@ -33,12 +33,13 @@ from pydantic import ValidationError
 from redis.exceptions import ResponseError
 
 from observability.updater_metrics import UpdaterMetrics
-from recsys.apply import EventApplier, Target
+from recsys.apply import Target
 from recsys.erasure import erased_at
 from recsys.events import Event, validation_reason
 from recsys.experiments.definitions import experiments_from_settings
 from recsys.experiments.ledger import Ledger, Purchase
 from recsys.settings import Settings
+from recsys.user_store import RedisUserStore
 from stream.dead_letters import dead_letter_headers
 from stream.events_table import received_ms
 from stream.offsets import commit_processed
@@ -83,7 +84,8 @@ class Updater:
         self.dlq = dlq_producer
         self._new_dlq = new_dlq_producer
         self._dlq_failed = 0  # dead letters of this batch the broker refused
-        self.applier = EventApplier(settings, client)
+        self.users = RedisUserStore(client)
+        self.applier = self.users.applier(settings)
         self.ledger = Ledger.from_settings(settings)
         # Purchases are credited to experiment lists only where experiments are defined
         # (the API's RECSYS_EXPERIMENTS_FILE): a round trip of scripts per batch otherwise
@@ -303,7 +305,7 @@ class Updater:
         whatever time its client stamped on it); one Redis read per batch."""
         if not received:
             return received
-        erased = erased_at(self.client, sorted({e.customer_id for e, _ in received}))
+        erased = erased_at(self.users, sorted({e.customer_id for e, _ in received}))
         if not erased:
             return received
         kept = [

@@ -37,6 +37,7 @@ from recsys.model_layout import shard_dir
 from recsys.model_store import read_manifest
 from recsys.progress import Steps
 from recsys.settings import Settings
+from recsys.user_store import RedisUserStore
 from recsys.vectors import decode
 from support import isolated
 
@@ -255,7 +256,7 @@ def cold_batch(
     data_dir = tmp_path_factory.mktemp("cold-batch") / "data"
     with isolated(settings, data_dir, db=11) as (own, client):
         with Steps(enabled=False) as steps:
-            report = run_batch(own, cold_input[0], client, steps, spark)
+            report = run_batch(own, cold_input[0], RedisUserStore(client), steps, spark)
         yield own, client, report
 
 
@@ -315,7 +316,7 @@ def test_content_placement_can_be_turned_off(
         update={"content_placement": False, "evaluate_before_promotion": False}
     )
     with isolated(off, tmp_path / "data", db=12) as (own, client), Steps(enabled=False) as steps:
-        report = run_batch(own, cold_input[0], client, steps, spark)
+        report = run_batch(own, cold_input[0], RedisUserStore(client), steps, spark)
         assert report.content_placed == 0 and report.content_metrics == {}
         assert load_content_model(own.models_dir, report.version) is None
         sold = pd.read_csv(cold_input[0] / TRANSACTIONS_FILE, dtype=str)["article_id"].nunique()

@@ -30,6 +30,7 @@ from recsys.model_store import read_factors
 from recsys.progress import Steps
 from recsys.replay import unseen_purchases
 from recsys.settings import Settings
+from recsys.user_store import RedisUserStore
 from serve.app import create_app
 from stream.events_table import EVENTS_SCHEMA, append_new, ensure_events_table
 from support import apply_live, isolated
@@ -47,7 +48,7 @@ def own(
 
 def _batch(own: tuple[Settings, redis.Redis], input_dir: Path, spark: SparkSession) -> BatchReport:
     with Steps(enabled=False) as steps:
-        return run_batch(own[0], input_dir, own[1], steps, spark)
+        return run_batch(own[0], input_dir, RedisUserStore(own[1]), steps, spark)
 
 
 def _archive(settings: Settings, customers: list[str], article: str, when: datetime) -> None:
@@ -136,7 +137,9 @@ def test_an_erased_customer_stays_erased_through_the_next_batch(
     assert _files_holding(mine.lake_dir, gone)
     # Retention 0 so that this erasure's vacuum also removes the files it just replaced
     # (by default they go at the first vacuum after RECSYS_LAKE_RETENTION_HOURS).
-    report = erase_customer(mine.model_copy(update={"lake_retention_hours": 0}), client, gone)
+    report = erase_customer(
+        mine.model_copy(update={"lake_retention_hours": 0}), RedisUserStore(client), gone
+    )
 
     # The answer says what went, and it all went.
     assert report.redis_keys == len(held)
@@ -177,7 +180,7 @@ def test_an_erased_customer_stays_erased_through_the_next_batch(
     assert list(replayed["customer_id"]).count(gone) == 1
 
     # Erasing twice removes nothing more.
-    again = erase_customer(mine, client, gone)
+    again = erase_customer(mine, RedisUserStore(client), gone)
     assert again.factor_rows == {} and again.redis_keys == 0
     assert set(again.delta_rows) == {"bronze.events"}  # the returning customer's purchase
 

@@ -12,6 +12,7 @@ from batch.retention import prune, versions_to_prune
 from recsys import keys
 from recsys.model_layout import version_dir
 from recsys.settings import Settings
+from recsys.user_store import RedisUserStore
 from support import isolated
 
 VERSIONS = [f"v20260101T0000{i:02d}000" for i in range(7)]
@@ -47,8 +48,8 @@ def test_prune_keeps_live_newer_and_rollback_versions(own: tuple[Settings, redis
     client.sadd(keys.CANDIDATE_VERSIONS, v2, v5)
     client.set(keys.history("c1"), b"not version-scoped")
 
-    assert versions_to_prune(settings, client, keep=1) == [v0, v1, v2]
-    pruned = prune(settings, client, keep=1)
+    assert versions_to_prune(settings, RedisUserStore(client), keep=1) == [v0, v1, v2]
+    pruned = prune(settings, RedisUserStore(client), keep=1)
     assert [p.version for p in pruned] == [v0, v1, v2]
     assert all(p.redis_keys == 61 and p.had_files for p in pruned)
     for version in (v0, v1, v2):
@@ -60,11 +61,11 @@ def test_prune_keeps_live_newer_and_rollback_versions(own: tuple[Settings, redis
     assert [h.decode() for h in client.lrange(keys.VERSION_HISTORY, 0, -1)] == [v3]
     assert {c.decode() for c in client.smembers(keys.CANDIDATE_VERSIONS)} == {v5}
     assert client.exists(keys.history("c1"))
-    assert prune(settings, client, keep=1) == []  # nothing more to do
+    assert prune(settings, RedisUserStore(client), keep=1) == []  # nothing more to do
 
 
 def test_nothing_is_pruned_without_a_live_version(own: tuple[Settings, redis.Redis]) -> None:
     settings, client = own
     for version in VERSIONS[:3]:
         _make_version(settings, client, version)
-    assert prune(settings, client, keep=0) == []
+    assert prune(settings, RedisUserStore(client), keep=0) == []

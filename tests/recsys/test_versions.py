@@ -24,8 +24,9 @@ from recsys.ema import ema_update
 from recsys.events import Event
 from recsys.progress import Steps
 from recsys.settings import Settings
+from recsys.user_store import RedisUserStore
 from recsys.vectors import decode
-from recsys.versions import VersionError, list_versions, live_version, promote, rollback
+from recsys.versions import VersionError, list_versions, promote, rollback
 from serve.app import create_app
 from stream.events_table import EVENTS_SCHEMA, append_new, ensure_events_table
 from support import apply_live, isolated
@@ -44,7 +45,7 @@ def _batch(
     settings: Settings, input_dir: Path, client: redis.Redis, spark: SparkSession, **kw: bool
 ) -> BatchReport:
     with Steps(enabled=False) as steps:
-        return run_batch(settings, input_dir, client, steps, spark, **kw)
+        return run_batch(settings, input_dir, RedisUserStore(client), steps, spark, **kw)
 
 
 def _archive(settings: Settings, events: list[Event]) -> None:
@@ -63,10 +64,12 @@ def test_promotion_replays_events_after_the_cutoff_and_rollback_returns(
 ) -> None:
     settings, client = own
     first = _batch(settings, input_dir, client, spark)
-    assert live_version(client) == first.version
+    assert RedisUserStore(client).live_version() == first.version
     second = _batch(settings, input_dir, client, spark, promote_new=False)
-    assert live_version(client) == first.version
-    statuses = {i.manifest.version: i.status for i in list_versions(settings, client)}
+    assert RedisUserStore(client).live_version() == first.version
+    statuses = {
+        i.manifest.version: i.status for i in list_versions(settings, RedisUserStore(client))
+    }
     assert statuses == {first.version: "live", second.version: "candidate"}
 
     # A customer buys after the second version's data was cut.
@@ -87,22 +90,22 @@ def test_promotion_replays_events_after_the_cutoff_and_rollback_returns(
     before = decode(client.get(user_key))
     item = decode(client.get(keys.item_vector(second.version, article)))
     assert before is not None and item is not None
-    report = promote(settings, client, second.version)
+    report = promote(settings, RedisUserStore(client), second.version)
     assert (report.events, report.applied) == (2, 2)
-    assert live_version(client) == second.version
+    assert RedisUserStore(client).live_version() == second.version
     np.testing.assert_allclose(
         decode(client.get(user_key)), ema_update(before, item, settings.ema_rate, 1.0), rtol=1e-5
     )
     # Promoting again replays nothing twice.
-    assert promote(settings, client, second.version).applied == 0
+    assert promote(settings, RedisUserStore(client), second.version).applied == 0
 
-    previous, back = rollback(settings, client)
+    previous, back = rollback(settings, RedisUserStore(client))
     assert previous == first.version
-    assert live_version(client) == first.version
+    assert RedisUserStore(client).live_version() == first.version
     # The old version is brought up to date too: it learns the purchases on the way back.
     assert back.applied == 2
     with pytest.raises(VersionError, match="no previous version"):
-        rollback(settings, client)
+        rollback(settings, RedisUserStore(client))
 
 
 def test_a_rollback_to_a_version_live_weeks_ago_applies_each_missed_event_once(
@@ -136,14 +139,14 @@ def test_a_rollback_to_a_version_live_weeks_ago_applies_each_missed_event_once(
 
     # The second version goes live (catching up on both), and one more purchase 16 days
     # ago reaches it alone.
-    assert promote(settings, client, second.version).applied == 2
+    assert promote(settings, RedisUserStore(client), second.version).applied == 2
     missed = [bought(16, "missed-16")]
     assert apply_live(applier, second.version, missed) == (1, 0)
     _archive(settings, missed)
 
     # Rolled back to the first version: the replay reads all three, applies the one it
     # missed and skips the two it had.
-    previous, back = rollback(settings, client)
+    previous, back = rollback(settings, RedisUserStore(client))
     assert previous == first.version
     assert (back.events, back.applied, back.duplicates) == (3, 1, 2)
     assert client.hget(keys.profile(first.version, customer), "purchases") == b"3"
@@ -153,7 +156,7 @@ def test_a_rollback_to_a_version_live_weeks_ago_applies_each_missed_event_once(
 def test_unknown_version_is_refused(own: tuple[Settings, redis.Redis]) -> None:
     settings, client = own
     with pytest.raises(VersionError, match="no model version v-nope"):
-        promote(settings, client, "v-nope")
+        promote(settings, RedisUserStore(client), "v-nope")
 
 
 @pytest.mark.parametrize("backend", ["edge", "qdrant-client"])
@@ -189,7 +192,7 @@ def test_running_api_switches_to_the_new_version_without_failing(
 
         index = QdrantServerBackend(client_for(settings), settings.qdrant_collection)
         assert index.live() == index.collection(second.version)
-        rollback(settings, client)
+        rollback(settings, RedisUserStore(client))
         assert index.live() == index.collection(first.version)
 
 
@@ -210,9 +213,9 @@ def test_a_worse_version_is_not_promoted_unless_forced(
     second = _batch(settings, input_dir, client, spark)
     assert not second.promoted
     assert "below live 0.9900" in second.gate_reason
-    assert live_version(client) == first.version
-    assert second.version in {i.manifest.version for i in list_versions(settings, client)
-                              if i.status == "candidate"}  # fmt: skip
+    assert RedisUserStore(client).live_version() == first.version
+    listed = list_versions(settings, RedisUserStore(client))
+    assert second.version in {i.manifest.version for i in listed if i.status == "candidate"}
     third = _batch(settings, input_dir, client, spark, force=True)
     assert third.promoted and third.gate_reason.startswith("forced")
-    assert live_version(client) == third.version
+    assert RedisUserStore(client).live_version() == third.version

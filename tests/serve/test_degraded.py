@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from batch.pipeline import BatchReport, run_batch
 from recsys.progress import Steps
 from recsys.settings import Settings
+from recsys.user_store import RedisUserStore
 from serve.app import create_app
 from support import TcpProxy, isolated
 
@@ -83,7 +84,7 @@ def test_index_gone_gives_flagged_trending_and_degraded_readiness(
             update={"qdrant_url": ":memory:", "qdrant_collection": f"gone_{uuid.uuid4().hex[:8]}"}
         )
         with Steps(enabled=False) as steps:
-            report = run_batch(own, input_dir, client, steps, spark)
+            report = run_batch(own, input_dir, RedisUserStore(client), steps, spark)
         with TestClient(create_app(own)) as api:
             assert api.get(f"/recommend/{known_customer}").json()["source"] == "personalized"
             QdrantServerBackend(client_for(own), own.qdrant_collection).drop(report.version)

@@ -15,6 +15,7 @@ from pyspark.sql import SparkSession
 from batch.pipeline import BatchReport, run_batch
 from recsys.progress import Steps
 from recsys.settings import Settings
+from recsys.user_store import RedisUserStore
 from serve.app import create_app
 from support import isolated
 
@@ -26,8 +27,8 @@ def two_versions(
 ) -> Iterator[tuple[Settings, BatchReport, BatchReport]]:  # fmt: skip
     with isolated(settings, tmp_path_factory.mktemp("pinned") / "data", db=12) as (own, client):
         with Steps(enabled=False) as steps:
-            older = run_batch(own, input_dir, client, steps, spark)
-            live = run_batch(own, input_dir, client, steps, spark, force=True)
+            older = run_batch(own, input_dir, RedisUserStore(client), steps, spark)
+            live = run_batch(own, input_dir, RedisUserStore(client), steps, spark, force=True)
         assert older.version != live.version
         yield own, older, live
 

@@ -23,6 +23,7 @@ from rich.console import Console
 from batch.pipeline import run_batch
 from recsys.progress import Steps
 from recsys.settings import Settings
+from recsys.user_store import RedisUserStore
 from serve.app import create_app
 from simulator.config import SimulationConfig
 from simulator.report import report_table
@@ -40,7 +41,7 @@ def pristine(
     with isolated(settings, data_dir, db=15) as (own, client):
         own = own.model_copy(update={"events_topic": new_topic(own)})
         with Steps(enabled=False) as steps:
-            run_batch(own, input_dir, client, steps, spark)
+            run_batch(own, input_dir, RedisUserStore(client), steps, spark)
         yield own, client
 
 

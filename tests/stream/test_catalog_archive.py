@@ -26,6 +26,7 @@ from recsys.index.factory import open_backend
 from recsys.model_store import read_trending
 from recsys.progress import Steps
 from recsys.settings import Settings
+from recsys.user_store import RedisUserStore
 from stream.archiver import Archiver
 from stream.dead_letters import Fix, read_dead_letters, resend
 from support import isolated, new_topic
@@ -177,7 +178,7 @@ def test_the_next_batch_serves_the_archived_articles(
     )
 
     with Steps(enabled=False) as steps:
-        report: BatchReport = run_batch(settings, input_dir, client, steps, spark)
+        report: BatchReport = run_batch(settings, input_dir, RedisUserStore(client), steps, spark)
     archived = next(t for t in report.tables if t.name == "archived articles")
     assert (archived.rows_in, archived.rows_skipped) == (4, 0)
     assert "bronze.availability" in report.data_version

@@ -23,6 +23,7 @@ from recsys.bus import consumer_config, pending_events, producer_config
 from recsys.erasure import erase_customer, record_erasure
 from recsys.events import Event
 from recsys.settings import Settings
+from recsys.user_store import RedisUserStore
 from stream.archiver import Archiver
 from support import events_on_topic, new_topic, own_stream, running_updater, wait_for
 
@@ -56,7 +57,7 @@ def test_events_received_before_an_erasure_are_dropped_whatever_their_stamp(
     wait_for(lambda: redis_conn.get(keys.last_event(customer)) == first.encode())
     assert redis_conn.exists(vector)
 
-    report = erase_customer(settings, redis_conn, customer)
+    report = erase_customer(settings, RedisUserStore(redis_conn), customer)
     assert not redis_conn.exists(vector)
 
     # Received a second before the erasure (a message in flight, or redelivered), stamped
@@ -89,7 +90,7 @@ def test_the_archiver_keeps_an_erased_customers_old_events_out(
                 "archiver_group": f"arch-{topic}", "archiver_flush_interval_s": 0.2}
     )  # fmt: skip
     now = datetime.now(UTC)
-    record_erasure(own, redis_conn, "gone-customer", now)
+    record_erasure(own, RedisUserStore(redis_conn), "gone-customer", now)
     early, late = now - timedelta(minutes=1), now + timedelta(seconds=1)
     # (event, when the broker received it): by receipt, never by the client's stamp.
     events = {
@@ -128,7 +129,7 @@ def test_an_erasure_during_an_archiver_flush_leaves_none_of_its_rows(
         archiver = Archiver(own, consumer)
         rows, _ = archiver._event_rows(messages)
         assert rows.num_rows == 3
-        erase_customer(own, redis_conn, "gone-later")
+        erase_customer(own, RedisUserStore(redis_conn), "gone-later")
         archiver._append_events(own.events_table, rows)
     archived = DeltaTable(str(own.events_table)).to_pandas()
     assert archived["customer_id"].tolist() == ["kept"]

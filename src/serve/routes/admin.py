@@ -7,7 +7,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Annotated, Final, TypeVar
 
-import redis
 from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
@@ -15,6 +14,7 @@ from redis.exceptions import RedisError
 from recsys.replay import ReplayReport
 from recsys.settings import Settings
 from recsys.stores import redis_client
+from recsys.user_store import RedisUserStore, UserStore
 from recsys.versions import VersionError, promote, rollback
 from serve.access import ACCESS_RESPONSES, require
 from serve.deps import State
@@ -58,13 +58,13 @@ def _change(version: str, report: ReplayReport) -> ModelChange:
     )
 
 
-async def _on_redis(settings: Settings, action: Callable[[redis.Redis], T]) -> T:
+async def _on_store(settings: Settings, action: Callable[[UserStore], T]) -> T:
     """The action on a worker thread with a client of its own (versions.py is blocking)."""
 
     def run() -> T:
         client = redis_client(settings.redis_url or "", ADMIN_REDIS_TIMEOUT_S)
         try:
-            return action(client)
+            return action(RedisUserStore(client))
         finally:
             client.close()
 
@@ -83,7 +83,7 @@ async def promote_version(state: State, version: VersionName) -> ModelChange:
     """Replay the archived events the version has not seen onto it, then make it live."""
     settings = state.settings
     try:
-        report = await _on_redis(settings, lambda client: promote(settings, client, version))
+        report = await _on_store(settings, lambda store: promote(settings, store, version))
     except VersionError as exc:
         raise HTTPException(404, str(exc)) from exc
     return _change(version, report)
@@ -98,7 +98,7 @@ async def rollback_version(state: State) -> ModelChange:
     """Make the previous live version live again, brought up to date by replay."""
     settings = state.settings
     try:
-        version, report = await _on_redis(settings, lambda client: rollback(settings, client))
+        version, report = await _on_store(settings, lambda store: rollback(settings, store))
     except VersionError as exc:
         raise HTTPException(409, str(exc)) from exc
     return _change(version, report)

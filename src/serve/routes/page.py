@@ -3,7 +3,6 @@ and GET /ui/customers, the example customers it offers to pick from."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Final
 
@@ -12,7 +11,6 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
-from recsys import keys
 from serve.deps import Model, State
 from serve.responses import BAD_INPUT, NOT_LIVE
 from serve.schemas import ErrorBody
@@ -35,9 +33,8 @@ PAGE_HEADERS: Final = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }
-# A SCAN call examines about this many keys; at most SCAN_CALLS calls per request, so the
-# request stays cheap however many keys Redis holds (and never blocks it, as KEYS would).
-SCAN_COUNT: Final = 1000
+# At most SCAN_CALLS bounded scans per request (recsys.user_store.SCAN_COUNT keys each), so
+# the request stays cheap however many keys Redis holds (and never blocks it, as KEYS would).
 SCAN_CALLS: Final = 20
 
 
@@ -63,10 +60,6 @@ async def static_file(name: str) -> FileResponse:
     return FileResponse(STATIC_DIR / name, media_type=media_type, headers=PAGE_HEADERS)
 
 
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
-
-
 @router.get(
     "/ui/customers",
     response_model=ExampleCustomers,
@@ -83,23 +76,9 @@ async def example_customers(
 ) -> ExampleCustomers:
     """Some customers the live model has a vector for, so personalised results (not the
     trending fallback) come back for them; fewer than `limit` if a bounded scan finds fewer."""
-    # The key of a customer with an empty id, split around where the id goes.
-    prefix, suffix = keys.user_vector(model.version, "\0").split("\0")
-    pattern = f"{_glob_escape(prefix)}*{_glob_escape(suffix)}"
-    found: dict[str, None] = {}  # SCAN may return a key twice; first seen order kept
-    cursor = 0
     try:
-        for _ in range(SCAN_CALLS):
-            cursor, names = await asyncio.wait_for(
-                state.redis.scan(cursor, match=pattern, count=SCAN_COUNT),
-                timeout=state.settings.redis_timeout_s,
-            )
-            for name in names:
-                key = name.decode() if isinstance(name, bytes) else str(name)
-                found[key[len(prefix) : len(key) - len(suffix)]] = None
-            if cursor == 0 or len(found) >= limit:
-                break
+        found = await state.users.customers_with_vectors(model.version, limit, SCAN_CALLS)
     except (RedisError, TimeoutError, OSError) as exc:
         reason = "example customers are unavailable: Redis does not answer"
         raise HTTPException(503, reason) from exc
-    return ExampleCustomers(model_version=model.version, customer_ids=list(found)[:limit])
+    return ExampleCustomers(model_version=model.version, customer_ids=found)

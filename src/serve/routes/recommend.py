@@ -46,7 +46,7 @@ async def recommend(request: Request, customer_id: CustomerId) -> JsonBody:
         explain_top_k=query.explain_top_k if query.explain else None,
         fallback=arm.fallback_policy or "trending",
     )
-    ranked = await rank(model, state.hot_redis, customer_id, ask, state.telemetry)
+    ranked = await rank(model, state.users, customer_id, ask, state.telemetry)
     metrics = state.telemetry.metrics
     metrics.requests.labels(ranked.source).inc()
     if ranked.fallback_reason:

@@ -11,7 +11,6 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from redis.exceptions import RedisError
 
-from recsys import keys
 from recsys.erasure import erase_customer
 from serve.access import ACCESS_RESPONSES, require
 from serve.deps import Model, State
@@ -58,17 +57,11 @@ async def profile(
     tel.metrics.profiles.inc()
     try:
         with tel.span("redis.load_profile"), tel.redis("load_profile"):
-            pipe = state.redis.pipeline(transaction=False)
-            pipe.hgetall(keys.profile(model.version, customer_id))
-            pipe.zrevrange(keys.history(customer_id), 0, -1, withscores=True)
-            counts, history = await asyncio.wait_for(
-                pipe.execute(), timeout=state.settings.redis_timeout_s
-            )
+            bought, counts = await state.users.history_and_profile(model.version, customer_id)
     except (RedisError, TimeoutError, OSError) as exc:
         raise HTTPException(503, "profiles are unavailable: Redis does not answer") from exc
-    if not counts and not history:
+    if not counts and not bought:
         raise HTTPException(404, f"no purchase known for customer_id: {customer_id}")
-    bought = [(a.decode(), float(ts)) for a, ts in history]
     with tel.span("index.retrieve"), tel.timer(tel.metrics.retrieve_seconds):
         metadata = model.index.retrieve([a for a, _ in bought])
     groups: Counter[str] = Counter()
@@ -79,14 +72,13 @@ async def profile(
             groups[str(fields["product_group_name"])] += 1
         if fields.get("product_type_name"):
             types[str(fields["product_type_name"])] += 1
-    fields = {k.decode(): v for k, v in counts.items()}
     last_ts = bought[0][1] if bought else None
     return Profile(
         customer_id=customer_id,
         model_version=model.version,
-        total_purchases=int(fields.get("purchases", len(bought))),
-        first_purchase=_when(fields.get("first_ts", bought[-1][1] if bought else None)),
-        last_purchase=_when(fields.get("last_ts", last_ts)),
+        total_purchases=int(counts.get("purchases", len(bought))),
+        first_purchase=_when(counts.get("first_ts", bought[-1][1] if bought else None)),
+        last_purchase=_when(counts.get("last_ts", last_ts)),
         recent_purchases=[
             PurchaseRecord(
                 article_id=a,
@@ -121,7 +113,7 @@ async def erase_user(state: State, customer_id: CustomerId) -> Erasure:
     What the Kafka topic still holds until its retention expires: docs/erasure.md."""
     try:
         report = await asyncio.to_thread(
-            erase_customer, state.settings, state.sync_redis, customer_id
+            erase_customer, state.settings, state.user_store, customer_id
         )
     except RedisError as exc:
         raise HTTPException(503, f"erasure not done, retry: {exc}") from exc
