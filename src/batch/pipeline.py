@@ -11,12 +11,13 @@ import numpy as np
 
 from batch import lake
 from batch.content_vectors import (
+    Placement,
     fit_content_model,
     place_by_content,
     save_content_model,
 )
 from batch.failure import check_driver_memory
-from batch.gate import as_manifest_metrics, decide
+from batch.gate import GateDecision, as_manifest_metrics, decide
 from batch.history import (
     iterate_histories,
     iterate_profiles,
@@ -24,13 +25,21 @@ from batch.history import (
     profiles_job,
 )
 from batch.holdout import HoldoutConfig, holdout_metrics
-from batch.ingest import SOURCE_CSV, TableReport, archived_purchases, clean, load_bronze
+from batch.ingest import (
+    SOURCE_CSV,
+    ArchivedPurchases,
+    Cleaned,
+    TableReport,
+    archived_purchases,
+    clean,
+    load_bronze,
+)
 from batch.interactions import interactions_job, with_signals
-from batch.lake import open_lake
+from batch.lake import Lake, Written, open_lake
 from batch.model_outputs import write_model_outputs
 from batch.publish import write_index
 from batch.retention import Pruned, prune
-from batch.trainer import StoredInteractions
+from batch.trainer import Factors, StoredInteractions, Trainer
 from batch.trainer_factory import iterations, open_trainer
 from batch.trending import to_lists, trending_job
 from batch.unavailable_articles import unavailable_articles
@@ -58,7 +67,7 @@ from recsys.versions import (
 )
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 
 @dataclass
@@ -105,15 +114,66 @@ def run_batch(
     in which case it stays a candidate for `recsys models promote`.
 
     Every data step is a Spark job on `spark` (local or a cluster) over Delta tables."""
-    from pyspark.sql import functions as F
+    run = _Run(settings, open_lake(settings, spark), users, steps)
+    ingested = _ingest(run, input_dir)
+    built, stored = _build_interactions(run, ingested)
+    trainer = open_trainer(settings, spark)
+    factors = _train(run, trainer, stored, built.rows)
+    metrics = _holdout(run, trainer, ingested.purchases)
+    version = new_version()
+    placed = _place_items(run, version, factors, ingested.cleaned, stored)
+    _write_customers(run, version, placed.placement.factors, ingested.purchases)
+    manifest = _write_model(run, version, trainer, factors, placed, ingested, metrics)
+    gate, replayed, pruned = _go_live(run, version, manifest, promote_new=promote_new,
+                                      force=force)  # fmt: skip
+    items = placed.placement.factors
+    return BatchReport(
+        version=version,
+        tables=ingested.reports,
+        interactions=built.rows,
+        users=len(factors.user_ids),
+        items=len(items.item_ids),
+        train_seconds=factors.train_seconds,
+        data_version=run.data_version,
+        step_seconds=dict(steps.seconds),
+        promoted=promote_new and gate.promote,
+        gate_reason=gate.reason,
+        metrics=metrics,
+        replayed_events=replayed.applied if replayed else 0,
+        pruned_versions=[p.version for p in pruned],
+        content_placed=placed.placement.content_placed,
+        content_metrics=content_fit_metrics(placed.content),
+    )
 
-    store = open_lake(settings, spark)
-    data_version: dict[str, int] = {}
-    with steps.step("load CSVs into bronze"):
+
+@dataclass
+class _Run:
+    """What every step of one batch run works with, and the table versions it read."""
+
+    settings: Settings
+    lake: Lake
+    users: UserStore
+    steps: Steps
+    data_version: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Ingested:
+    cleaned: Cleaned
+    purchases: DataFrame  # the CSVs' and the archive's, as silver.transactions holds them
+    signals: DataFrame | None  # archived views, clicks and add-to-carts
+    archived: ArchivedPurchases | None
+    reports: list[TableReport]
+
+
+def _ingest(run: _Run, input_dir: Path) -> _Ingested:
+    """The CSVs into bronze, cleaned and validated; the archived events beside them."""
+    store, settings = run.lake, run.settings
+    with run.steps.step("load CSVs into bronze"):
         for name, bronze in load_bronze(store, input_dir).items():
-            data_version[f"bronze.{name}"] = bronze.version
+            run.data_version[f"bronze.{name}"] = bronze.version
 
-    with steps.step("clean and validate"):
+    with run.steps.step("clean and validate"):
         cleaned = clean(store)
         reports = list(cleaned.reports)
         # Training sees the CSVs plus what customers bought through the API since (but
@@ -133,9 +193,9 @@ def run_batch(
             **cleaned.written,
             "silver.transactions": store.write(purchases, "silver", "transactions"),
         }
-        data_version.update({name: w.version for name, w in written.items()})
+        run.data_version.update({name: w.version for name, w in written.items()})
         # -1: there was no events table yet, so every archived event is new to this version.
-        data_version[EVENTS_TABLE_KEY] = (
+        run.data_version[EVENTS_TABLE_KEY] = (
             archived.table_version
             if archived is not None and archived.table_version is not None
             else -1
@@ -143,53 +203,73 @@ def run_batch(
     if written["silver.transactions"].rows == 0:
         raise EmptyTrainingDataError(f"no valid transactions in {input_dir}")
     purchases = lake.read(store, "silver", "transactions")
+    return _Ingested(cleaned, purchases, signals, archived, reports)
 
-    with steps.step("build interactions"):
-        built = store.write(
-            interactions_job(
-                with_signals(purchases, signals, event_weights(settings)),
-                settings.interaction_half_life_days or None,
-            ),
+
+def _build_interactions(run: _Run, ingested: _Ingested) -> tuple[Written, StoredInteractions]:
+    settings = run.settings
+    with run.steps.step("build interactions"):
+        weighted = with_signals(ingested.purchases, ingested.signals, event_weights(settings))
+        built = run.lake.write(
+            interactions_job(weighted, settings.interaction_half_life_days or None),
             "silver",
             "interactions",
         )
-        data_version["silver.interactions"] = built.version
-        stored = StoredInteractions.of(store, "silver", "interactions")
-        interactions = stored.frame
+        run.data_version["silver.interactions"] = built.version
+        return built, StoredInteractions.of(run.lake, "silver", "interactions")
 
-    trainer = open_trainer(settings, spark)
+
+def _train(run: _Run, trainer: Trainer, stored: StoredInteractions, rows: int) -> Factors:
     train_step = f"train ALS ({trainer.name})"
-    check_driver_memory(trainer.name, built.rows, train_step)
-    with steps.step(train_step, total=iterations(settings)) as advance:
+    check_driver_memory(trainer.name, rows, train_step)
+    with run.steps.step(train_step, total=iterations(run.settings)) as advance:
         done = [0]
 
         def on_iteration(iteration: int, _total: int) -> None:
             advance(iteration - done[0])
             done[0] = iteration
 
-        factors = trainer.fit(stored, progress=on_iteration)
-    metrics: dict[str, float] = {}
-    if settings.evaluate_before_promotion:
-        with steps.step("evaluate on a holdout"):
-            config = HoldoutConfig(customers=settings.holdout_customers, seed=settings.als_seed)
-            metrics = as_manifest_metrics(
-                holdout_metrics(
-                    store, purchases, trainer, settings.interaction_half_life_days, config
-                )
-            )
+        return trainer.fit(stored, progress=on_iteration)
 
-    version = new_version()
+
+def _holdout(run: _Run, trainer: Trainer, purchases: DataFrame) -> dict[str, float]:
+    """The holdout metrics the promotion gate compares (none when it is off)."""
+    settings = run.settings
+    if not settings.evaluate_before_promotion:
+        return {}
+    with run.steps.step("evaluate on a holdout"):
+        config = HoldoutConfig(customers=settings.holdout_customers, seed=settings.als_seed)
+        return as_manifest_metrics(
+            holdout_metrics(
+                run.lake, purchases, trainer, settings.interaction_half_life_days, config
+            )
+        )
+
+
+@dataclass(frozen=True)
+class _Placed:
+    placement: Placement  # the ALS items and those placed by content
+    content: ContentModel | None
+
+
+def _place_items(
+    run: _Run, version: str, factors: Factors, cleaned: Cleaned, stored: StoredInteractions
+) -> _Placed:
+    """Every catalogue article a vector (ALS, else by content), and the item index."""
+    from pyspark.sql import functions as F
+
+    settings = run.settings
     fields = list(ARTICLE_METADATA_FIELDS)
     columns = [*fields, *(f for f in CONTENT_FIELDS if f not in fields)]
     catalogue = cleaned.articles.select("article_id", *columns).toPandas()
     metadata = catalogue.set_index("article_id")[fields]
-    unavailable = unavailable_articles(store)
+    unavailable = unavailable_articles(run.lake)
     if unavailable.table_version is not None:
-        data_version["bronze.availability"] = unavailable.table_version
+        run.data_version["bronze.availability"] = unavailable.table_version
     content: ContentModel | None = None
     if settings.content_placement:
-        with steps.step("fit content vectors, place unbought articles"):
-            bought = interactions.groupBy("article_id").agg(F.sum("weight").alias("weight"))
+        with run.steps.step("fit content vectors, place unbought articles"):
+            bought = stored.frame.groupBy("article_id").agg(F.sum("weight").alias("weight"))
             content = fit_content_model(
                 catalogue,
                 factors.item_ids,
@@ -200,7 +280,7 @@ def run_batch(
     # From here on the version's items are the ALS ones plus those placed by content.
     placement = place_by_content(factors, catalogue, content)
     items = placement.factors
-    with steps.step("build item index", total=len(items.item_ids)) as advance:
+    with run.steps.step("build item index", total=len(items.item_ids)) as advance:
         write_index(
             open_backend(settings).writer(version, items.dim),
             items,
@@ -209,21 +289,26 @@ def run_batch(
             placed_by=placement.placed_by,
             unavailable=unavailable.article_ids,
         )
+    return _Placed(placement, content)
 
+
+def _write_customers(run: _Run, version: str, items: Factors, purchases: DataFrame) -> None:
+    """The version's vectors, the customers' histories and profiles, into the user store."""
+    settings, users = run.settings, run.users
     total_vectors = len(items.item_ids) + len(items.user_ids)
-    with steps.step("write vectors to Redis", total=total_vectors) as advance:
+    with run.steps.step("write vectors to Redis", total=total_vectors) as advance:
         # Content-placed items too: a purchase of one moves the customer's vector (EMA).
         users.write_vectors(version, "item", items.item_ids, items.item_factors, advance)
         users.write_vectors(version, "user", items.user_ids, items.user_factors, advance)
 
-    customers = len(factors.user_ids)
-    with steps.step("write purchase history and profiles", total=2 * customers) as advance:
+    customers = len(items.user_ids)
+    with run.steps.step("write purchase history and profiles", total=2 * customers) as advance:
         for name, job in (
             ("recent_purchases", latest_purchases_job(purchases, settings.history_max_items)),
             ("customer_profiles", profiles_job(purchases)),
         ):
-            data_version[f"silver.{name}"] = store.write(job, "silver", name).version
-        silver = store.lake_dir / "silver"
+            run.data_version[f"silver.{name}"] = run.lake.write(job, "silver", name).version
+        silver = run.lake.lake_dir / "silver"
         histories = iterate_histories(silver / "recent_purchases")
         users.write_histories(
             histories, settings.history_max_items, settings.customer_state_ttl_s, advance
@@ -231,12 +316,27 @@ def run_batch(
         users.write_profiles(version, iterate_profiles(silver / "customer_profiles"), advance)
         users.compact()
 
-    with steps.step("trending, model outputs and manifest"):
+
+def _write_model(
+    run: _Run,
+    version: str,
+    trainer: Trainer,
+    factors: Factors,
+    placed: _Placed,
+    ingested: _Ingested,
+    metrics: dict[str, float],
+) -> Manifest:
+    """Trending, the model's outputs and files, and the manifest that names them."""
+    from pyspark.sql import functions as F
+
+    settings, store = run.settings, run.lake
+    items, purchases, archived = placed.placement.factors, ingested.purchases, ingested.archived
+    with run.steps.step("trending, model outputs and manifest"):
         sizes = {"size": settings.trending_size, "segment_size": settings.trending_segment_size}
         gold = store.write(
             trending_job(
                 purchases,
-                cleaned.articles,
+                ingested.cleaned.articles,
                 half_life_days=settings.trending_half_life_days,
                 metadata_fields=ARTICLE_METADATA_FIELDS,
                 **sizes,
@@ -244,16 +344,15 @@ def run_batch(
             "gold",
             "trending",
         )
-        data_version["gold.trending"] = gold.version
+        run.data_version["gold.trending"] = gold.version
         top = to_lists(
             lake.read(store, "gold", "trending"), metadata_fields=ARTICLE_METADATA_FIELDS, **sizes
         )
-        outputs = write_model_outputs(store, version, items, placement.placed_by)
+        outputs = write_model_outputs(store, version, items, placed.placement.placed_by)
         for name, written_out in outputs.items():
-            data_version[name] = written_out.version
+            run.data_version[name] = written_out.version
         newest_csv_day = purchases.where(F.col("source") == SOURCE_CSV).agg(F.max("t_dat")).first()
         norms = np.linalg.norm(factors.user_factors, axis=1)
-        content_metrics = content_fit_metrics(content)
         manifest = Manifest(
             version=version,
             created_at=datetime.now(UTC),
@@ -262,14 +361,14 @@ def run_batch(
             dim=factors.dim,
             users=len(factors.user_ids),
             items=len(items.item_ids),
-            data_version=data_version,
+            data_version=run.data_version,
             cutoff=cutoff_of(
                 _day_start(newest_csv_day[0] if newest_csv_day else None),
                 archived.last_ts if archived is not None else None,
             ),
             user_norm_median=float(np.median(norms)) if len(norms) else 1.0,
             train_seconds=factors.train_seconds,
-            metrics={**metrics, **content_metrics},
+            metrics={**metrics, **content_fit_metrics(placed.content)},
         )
         write_trending(settings.models_dir, version, top)
         write_factors(
@@ -280,13 +379,21 @@ def run_batch(
             user_factors=items.user_factors,
             item_factors=items.item_factors,
         )
-        if content is not None:
-            save_content_model(settings.models_dir, version, content)
+        if placed.content is not None:
+            save_content_model(settings.models_dir, version, placed.content)
         write_manifest(settings.models_dir, manifest)
-        users.write_meta(
+        run.users.write_meta(
             version, {"dim": manifest.dim, "user_norm_median": manifest.user_norm_median}
         )
+    return manifest
 
+
+def _go_live(
+    run: _Run, version: str, manifest: Manifest, *, promote_new: bool, force: bool
+) -> tuple[GateDecision, ReplayReport | None, list[Pruned]]:
+    """The gate against the live version; promote (replay, then live) or leave a
+    candidate; prune old versions."""
+    settings, users = run.settings, run.users
     live = users.live_version()
     gate = decide(
         manifest,
@@ -296,32 +403,15 @@ def run_batch(
     )
     replayed: ReplayReport | None = None
     if promote_new and gate.promote:
-        with steps.step("replay archived events, go live"):
+        with run.steps.step("replay archived events, go live"):
             replayed = promote(settings, users, version)
     else:
         users.add_candidate(version)
     pruned: list[Pruned] = []
     if settings.prune_after_batch:
-        with steps.step("prune old versions"):
+        with run.steps.step("prune old versions"):
             pruned = prune(settings, users, settings.model_versions_kept)
-
-    return BatchReport(
-        version=version,
-        tables=reports,
-        interactions=built.rows,
-        users=len(factors.user_ids),
-        items=len(items.item_ids),
-        train_seconds=factors.train_seconds,
-        data_version=data_version,
-        step_seconds=dict(steps.seconds),
-        promoted=promote_new and gate.promote,
-        gate_reason=gate.reason,
-        metrics=metrics,
-        replayed_events=replayed.applied if replayed else 0,
-        pruned_versions=[p.version for p in pruned],
-        content_placed=placement.content_placed,
-        content_metrics=content_metrics,
-    )
+    return gate, replayed, pruned
 
 
 def content_fit_metrics(model: ContentModel | None) -> dict[str, float]:
