@@ -23,14 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
 
-from recsys.delta_tables import vacuum, with_commit_retries
 from recsys.events import RECEIVED_AT
 from recsys.ids import is_valid_id
 from recsys.model_layout import FACTORS, version_dir
 from recsys.settings import Settings
+from recsys.tables import DELTA_TABLES, Tables
 from recsys.user_store import UserStore
 
 log = logging.getLogger(__name__)
@@ -62,7 +60,11 @@ class ErasureReport:
 
 
 def erase_customer(
-    settings: Settings, store: UserStore, customer_id: str, now: datetime | None = None
+    settings: Settings,
+    store: UserStore,
+    customer_id: str,
+    now: datetime | None = None,
+    tables: Tables = DELTA_TABLES,
 ) -> ErasureReport:
     """Remove everything stored about the customer, then record the erasure. Idempotent:
     erasing twice removes nothing more and moves the recorded time forward."""
@@ -71,22 +73,22 @@ def erase_customer(
     report = ErasureReport(customer_id, now or datetime.now(UTC))
     # The record first: from here on the updater drops the customer's older events, so
     # nothing written while the rest runs can survive it.
-    record_erasure(settings, store, customer_id, report.erased_at)
+    record_erasure(settings, store, customer_id, report.erased_at, tables)
     started = time.perf_counter()
     report.redis_keys = store.erase_customer(customer_id, _versions(settings, store))
     report.seconds["redis"] = _since(started)
     started = time.perf_counter()
-    for name, _, table in _customer_tables(settings.lake_dir):
+    for name, path in _customer_tables(settings.lake_dir, tables):
         # The id is of the safe alphabet (is_valid_id): no quote can end the literal.
-        deleted = _delete_rows(table, f"customer_id = '{customer_id}'")
+        deleted = tables.delete(path, f"customer_id = '{customer_id}'")
         if deleted:
             report.delta_rows[name] = deleted
     report.seconds["delta"] = _since(started)
     started = time.perf_counter()
     # Every customer table, not only those deleted from now: a batch's overwrite leaves
     # the customer's rows in files only older versions name, until a vacuum.
-    for _, path, _ in _customer_tables(settings.lake_dir):
-        report.vacuumed_files += vacuum(path, settings.lake_retention_hours)
+    for _, path in _customer_tables(settings.lake_dir, tables):
+        report.vacuumed_files += tables.vacuum(path, settings.lake_retention_hours)
     report.seconds["vacuum"] = _since(started)
     started = time.perf_counter()
     for version, path in _factor_files(settings.models_dir):
@@ -108,14 +110,19 @@ def _since(started: float) -> float:
 
 
 def record_erasure(
-    settings: Settings, store: UserStore, customer_id: str, erased_at: datetime
+    settings: Settings,
+    store: UserStore,
+    customer_id: str,
+    erased_at: datetime,
+    tables: Tables = DELTA_TABLES,
 ) -> None:
     hashed = customer_hash(customer_id)
     store.record_erasure(hashed, erased_at.timestamp())
     path = erasures_table(settings.lake_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     row = pa.table({"customer_hash": [hashed], "erased_at": [erased_at]}, schema=ERASURES_SCHEMA)
-    with_commit_retries(lambda: write_deltalake(str(path), row, mode="append"))
+    tables.ensure(path, ERASURES_SCHEMA)
+    tables.append(path, row)
 
 
 def _no_erasures() -> pd.DataFrame:
@@ -123,25 +130,25 @@ def _no_erasures() -> pd.DataFrame:
         dtype="datetime64[us, UTC]")})  # fmt: skip
 
 
-def _latest(table: DeltaTable) -> pd.DataFrame:
-    frame = table.to_pandas()
+def _latest(rows: pa.Table) -> pd.DataFrame:
+    frame = rows.to_pandas()
     latest: pd.DataFrame = frame.groupby("customer_hash")["erased_at"].max().reset_index()
     return latest
 
 
-def erased_before(lake_dir: Path) -> pd.DataFrame:
+def erased_before(lake_dir: Path, tables: Tables = DELTA_TABLES) -> pd.DataFrame:
     """Every erasure: customer_hash and the latest erased_at (UTC), one row per customer."""
-    return ErasureCache(lake_dir).current()
+    return ErasureCache(lake_dir, tables).current()
 
 
 class ErasureCache:
     """`erased_before` for a consumer that asks at every flush: the table's data is read
-    again only when its version moved (a version check reads the log's tail, not the
-    rows), so a flush costs the same however many customers were erased."""
+    again only when its version moved (a version check reads the log, not the rows), so
+    a flush costs the same however many customers were erased."""
 
-    def __init__(self, lake_dir: Path) -> None:
+    def __init__(self, lake_dir: Path, tables: Tables = DELTA_TABLES) -> None:
         self.lake_dir = lake_dir
-        self._table: DeltaTable | None = None
+        self.tables = tables
         self._version: int | None = None
         self._frame = _no_erasures()
 
@@ -151,16 +158,10 @@ class ErasureCache:
         return self._version
 
     def current(self) -> pd.DataFrame:
-        if self._table is None:
-            try:
-                self._table = DeltaTable(str(erasures_table(self.lake_dir)))
-            except TableNotFoundError:
-                return self._frame
-        else:
-            self._table.update_incremental()
-        version = int(self._table.version())
-        if version != self._version:
-            self._frame, self._version = _latest(self._table), version
+        path = erasures_table(self.lake_dir)
+        version = self.tables.version(path)
+        if version is not None and version != self._version:
+            self._frame, self._version = _latest(self.tables.read(path)), version
         return self._frame
 
 
@@ -182,14 +183,16 @@ def erased_rows(frame: pd.DataFrame, erased: pd.DataFrame, ts_column: str) -> pd
     return frame.drop(drop_erased(frame, erased, ts_column).index)
 
 
-def delete_received_before(table: Path, customer_id: str, erased_at: datetime) -> int:
+def delete_received_before(
+    table: Path, customer_id: str, erased_at: datetime, tables: Tables = DELTA_TABLES
+) -> int:
     """Delete the customer's archived events received at or before their erasure (rows
     a writer appended while the erasure ran); return how many."""
     if not is_valid_id(customer_id):
         raise ValueError(f"not a valid customer id: {customer_id[:64]!r}")
     at = erased_at.astimezone(UTC).isoformat()
     predicate = f"customer_id = '{customer_id}' AND {RECEIVED_AT} <= '{at}'"
-    return _delete_rows(DeltaTable(str(table)), predicate)
+    return tables.delete(table, predicate)
 
 
 def erased_at(store: UserStore, customer_ids: list[str]) -> dict[str, float]:
@@ -207,27 +210,17 @@ def _versions(settings: Settings, store: UserStore) -> set[str]:
     return found | store.pointers().named()
 
 
-def _customer_tables(lake_dir: Path) -> Iterator[tuple[str, Path, DeltaTable]]:
-    """Every Delta table of the lake with a customer_id column (but the erasure record)."""
+def _customer_tables(lake_dir: Path, tables: Tables) -> Iterator[tuple[str, Path]]:
+    """Every table of the lake with a customer_id column (but the erasure record)."""
     for layer in ("bronze", "silver", "gold"):
         folder = lake_dir / layer
         if not folder.is_dir():
             continue
-        for path in sorted(p for p in folder.iterdir() if (p / "_delta_log").is_dir()):
-            if path.name == "erasures":
+        for path in sorted(p for p in folder.iterdir() if p.is_dir()):
+            if path.name == "erasures" or not tables.exists(path):
                 continue
-            table = DeltaTable(str(path))
-            if "customer_id" in table.schema().to_arrow().names:
-                yield f"{layer}.{path.name}", path, table
-
-
-def _delete_rows(table: DeltaTable, predicate: str) -> int:
-    def delete() -> int:
-        table.update_incremental()
-        deleted: int = table.delete(predicate).get("num_deleted_rows", 0)
-        return deleted
-
-    return with_commit_retries(delete)
+            if "customer_id" in tables.schema(path).names:
+                yield f"{layer}.{path.name}", path
 
 
 def _factor_files(models_dir: Path) -> Iterator[tuple[str, Path]]:

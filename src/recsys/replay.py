@@ -14,25 +14,20 @@ replay's memory is one archiver flush, not the archive (docs/scale.md).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-from deltalake import DeltaTable
-from deltalake.exceptions import TableNotFoundError
 from pydantic import ValidationError
 
 from recsys.apply import EventApplier, Target
 from recsys.erasure import drop_erased
 from recsys.events import EVENT_TYPES, RECEIVED_AT, RECEIVED_DATE, Event
+from recsys.tables import DELTA_TABLES, TableFile, Tables
 
 CHUNK = 2_000
-_DAY_FOLDER = re.compile(rf"(?:^|/){RECEIVED_DATE}=(\d{{4}}-\d{{2}}-\d{{2}})/")
 ORDER = [RECEIVED_AT, "kafka_partition", "kafka_offset"]
 
 
@@ -46,37 +41,31 @@ class ReplayReport:
 
 @dataclass(frozen=True)
 class _Unseen:
-    files: list[str]  # relative paths, in commit order
+    files: list[TableFile]  # in commit order
     # (customer_id, event_id) of the rows a rewrite copied from a file the version held
     seen_ids: frozenset[tuple[str, str]]
     since: datetime | None  # set when the version is unknown: only events after it
 
 
-def _add_actions(table: DeltaTable) -> pa.Table:
-    return pa.table(table.get_add_actions(flatten=True))
-
-
-def _plan(table: DeltaTable, root: Path, seen_version: int | None, since: datetime) -> _Unseen:
-    actions = _add_actions(table).to_pydict()
-    committed = sorted(zip(actions["modification_time"], actions["path"], strict=True))
-    current = [path for _, path in committed]
+def _plan(tables: Tables, root: Path, seen_version: int | None, since: datetime) -> _Unseen:
+    current = tables.files(root)
     if seen_version is None:
         return _Unseen(current, frozenset(), since)
     if seen_version < 0:  # there was no table when the version was trained
         return _Unseen(current, frozenset(), None)
     try:
-        old = DeltaTable(str(root), version=seen_version)
-        held = set(_add_actions(old).column("path").to_pylist())
-    except Exception:  # that version's log is gone: fall back to the cutoff
+        held = {f.path for f in tables.files(root, seen_version)}
+    except LookupError:  # that version's log is gone: fall back to the cutoff
         return _Unseen(current, frozenset(), since)
-    rewritten = [root / path for path in held.difference(current)]
-    if any(not file.exists() for file in rewritten):  # vacuumed: ids unknown
-        return _Unseen(current, frozenset(), since)
+    rewritten = sorted(held.difference(f.path for f in current))
     ids: set[tuple[str, str]] = set()
-    for file in rewritten:
-        held_rows = pq.read_table(file, columns=["customer_id", "event_id"]).to_pydict()
-        ids.update(zip(held_rows["customer_id"], held_rows["event_id"], strict=True))
-    return _Unseen([p for p in current if p not in held], frozenset(ids), None)
+    try:
+        for file in rewritten:
+            held_rows = tables.read_file(root, file, ["customer_id", "event_id"]).to_pydict()
+            ids.update(zip(held_rows["customer_id"], held_rows["event_id"], strict=True))
+    except OSError:  # vacuumed: ids unknown
+        return _Unseen(current, frozenset(), since)
+    return _Unseen([f for f in current if f.path not in held], frozenset(ids), None)
 
 
 def unseen_chunks(
@@ -84,20 +73,19 @@ def unseen_chunks(
     seen_table_version: int | None,
     since: datetime,
     erased: pd.DataFrame | None = None,
+    tables: Tables = DELTA_TABLES,
 ) -> Iterator[pd.DataFrame]:
     """Archived events a model trained on `seen_table_version` never saw, one committed
     file at a time (oldest first, each in time order), less those of erased customers
     received before their erasure (recsys.erasure)."""
-    try:
-        table = DeltaTable(str(events_table))
-    except TableNotFoundError:
+    if not tables.exists(events_table):
         return
-    plan = _plan(table, events_table, seen_table_version, since)
-    for path in plan.files:
-        frame = pq.read_table(events_table / path).to_pandas()
-        day = _DAY_FOLDER.search(path)  # a partition's value is in its folder's name
+    plan = _plan(tables, events_table, seen_table_version, since)
+    for file in plan.files:
+        frame = tables.read_file(events_table, file.path).to_pandas()
+        day = file.partition.get(RECEIVED_DATE)  # not in the file: the table's partition
         if day is not None and RECEIVED_DATE not in frame.columns:
-            frame[RECEIVED_DATE] = pd.Timestamp(day.group(1), tz="UTC")
+            frame[RECEIVED_DATE] = pd.Timestamp(day, tz="UTC")
         # Every type the updater applies, weaker signals too (by their weight): a version
         # trained before them must not miss them either.
         keep = frame["event_type"].isin(EVENT_TYPES)

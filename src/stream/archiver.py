@@ -24,7 +24,6 @@ from confluent_kafka import Consumer, Message, Producer
 from pydantic import ValidationError
 
 from observability.archiver_metrics import ArchiverMetrics
-from recsys.delta_tables import ensure_table, vacuum
 from recsys.erasure import (
     ErasureCache,
     customer_hash,
@@ -34,6 +33,7 @@ from recsys.erasure import (
 )
 from recsys.events import RECEIVED_AT, RECEIVED_DATE, Event
 from recsys.settings import Settings
+from recsys.tables import DELTA_TABLES, Tables
 from stream.dead_letters import dead_letter_headers
 from stream.events_table import (
     EVENTS_SCHEMA,
@@ -132,27 +132,29 @@ class Archiver:
         consumer: Consumer,
         dlq_producer: Producer | None = None,
         metrics: ArchiverMetrics | None = None,
+        tables: Tables = DELTA_TABLES,
     ) -> None:
         """dlq_producer takes the rows the table cannot hold (without one, such a flush
         fails and is retried)."""
         self.settings = settings
+        self.tables = tables
         self.metrics = metrics or ArchiverMetrics()
         self.consumer = consumer
         self.dlq = dlq_producer
         self._dead_letters = 0  # of the flush being written
         self._dlq_failed: list[str] = []
-        ensure_events_table(settings.events_table)
-        self.erasures = ErasureCache(settings.lake_dir)
+        ensure_events_table(settings.events_table, tables)
+        self.erasures = ErasureCache(settings.lake_dir, tables)
         self._erasures_read: int | None = None
-        ensure_table(settings.items_table, ITEMS_SCHEMA)
-        ensure_table(settings.availability_table, AVAILABILITY_SCHEMA)
+        tables.ensure(settings.items_table, ITEMS_SCHEMA)
+        tables.ensure(settings.availability_table, AVAILABILITY_SCHEMA)
         self.sinks = {
             settings.events_topic: [
                 Sink(settings.events_table, self._event_rows, self._append_events)
             ],
             settings.catalog_topic: [
-                Sink(settings.items_table, item_rows, merge_newest),
-                Sink(settings.availability_table, availability_rows, merge_newest),
+                Sink(settings.items_table, item_rows, self._merge_newest),
+                Sink(settings.availability_table, availability_rows, self._merge_newest),
             ],
         }
 
@@ -205,7 +207,7 @@ class Archiver:
         """Append the new events; where a customer was erased after `_event_rows` read
         the erasures (the erasure's DELETE ran before this append), delete their rows
         received before it again, so none outlives an erasure that raced the flush."""
-        written = append_new(path, rows)
+        written = append_new(path, rows, self.tables)
         erased = self.erasures.current()
         if self.erasures.version == self._erasures_read or rows.num_rows == 0:
             return written
@@ -213,9 +215,13 @@ class Archiver:
                            RECEIVED_AT)  # fmt: skip
         for customer in sorted(set(late["customer_id"])):
             when = erased.loc[erased["customer_hash"] == customer_hash(customer), "erased_at"]
-            removed = delete_received_before(path, customer, when.max().to_pydatetime())
+            removed = delete_received_before(path, customer, when.max().to_pydatetime(),
+                                             self.tables)  # fmt: skip
             log.info("removed %d events of a customer erased during a flush", removed)
         return written
+
+    def _merge_newest(self, path: Path, rows: pa.Table) -> int:
+        return merge_newest(path, rows, self.tables)
 
     @staticmethod
     def topics(settings: Settings) -> list[str]:
@@ -226,8 +232,8 @@ class Archiver:
         RECSYS_LAKE_RETENTION_HOURS ago deleted; a failure waits for the next turn (this
         is housekeeping, never a reason to stop archiving)."""
         try:
-            compact_closed_days(self.settings.events_table)
-            vacuum(self.settings.events_table, self.settings.lake_retention_hours)
+            compact_closed_days(self.settings.events_table, tables=self.tables)
+            self.tables.vacuum(self.settings.events_table, self.settings.lake_retention_hours)
         except Exception:
             self.metrics.compactions.labels("failed").inc()
             log.warning("compaction of the events table failed; trying again later",

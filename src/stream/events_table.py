@@ -17,16 +17,13 @@ import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
-from deltalake import DeltaTable, Field
-from deltalake.schema import PrimitiveType
 
-from recsys.delta_tables import ensure_table, with_commit_retries
 from recsys.events import RECEIVED_AT, RECEIVED_DATE
+from recsys.tables import DELTA_TABLES, Tables
 
 log = logging.getLogger(__name__)
 
@@ -66,21 +63,16 @@ def received_date(message: Message) -> date:
     return datetime.fromtimestamp(received_ms(message) / 1000, tz=UTC).date()
 
 
-def ensure_events_table(path: Path) -> None:
+def ensure_events_table(path: Path, tables: Tables = DELTA_TABLES) -> None:
     """Create the empty, partitioned table up front, so every later write is a merge; a
     table archived before `received_at` existed gets the column (its rows keep none)."""
-    ensure_table(path, EVENTS_SCHEMA, partition_by=[RECEIVED_DATE])
-    table = DeltaTable(str(path))
-    if RECEIVED_AT not in table.schema().to_arrow().names:
-        with_commit_retries(
-            lambda: DeltaTable(str(path)).alter.add_columns(
-                Field(RECEIVED_AT, PrimitiveType("timestamp"), nullable=True)
-            )
-        )
+    tables.ensure(path, EVENTS_SCHEMA, partition_by=[RECEIVED_DATE])
+    if RECEIVED_AT not in tables.schema(path).names:
+        tables.add_timestamp_column(path, RECEIVED_AT)
 
 
-def is_partitioned(table: DeltaTable) -> bool:
-    return RECEIVED_DATE in table.metadata().partition_columns
+def is_partitioned(path: Path, tables: Tables = DELTA_TABLES) -> bool:
+    return RECEIVED_DATE in tables.partition_columns(path)
 
 
 def _with_receipt(rows: pa.Table) -> pa.Table:
@@ -102,54 +94,37 @@ def _with_receipt(rows: pa.Table) -> pa.Table:
     return rows
 
 
-def append_new(path: Path, rows: pa.Table) -> int:
+def append_new(path: Path, rows: pa.Table, tables: Tables = DELTA_TABLES) -> int:
     """Insert the rows whose (customer_id, event_id) the table does not hold yet (within
     the dedupe window); return how many. Safe beside other archivers: a lost commit race retries."""
     if rows.num_rows == 0:
         return 0
     rows = _with_receipt(rows)
-
-    def merge() -> int:
-        table = DeltaTable(str(path))
-        source, predicate = rows, "t.event_id = s.event_id AND t.customer_id = s.customer_id"
-        if is_partitioned(table):
-            oldest = pc.min(rows.column(RECEIVED_DATE)).as_py() - timedelta(days=DEDUPE_DAYS)
-            predicate = f"t.{RECEIVED_DATE} >= '{oldest.isoformat()}' AND {predicate}"
-        else:
-            source = rows.drop_columns([RECEIVED_DATE])
-        metrics = (
-            table.merge(source, predicate=predicate, source_alias="s", target_alias="t")
-            .when_not_matched_insert_all()
-            .execute()
-        )
-        inserted: int = metrics.get("num_target_rows_inserted", 0)
-        return inserted
-
-    return with_commit_retries(merge)
+    source, predicate = rows, "t.event_id = s.event_id AND t.customer_id = s.customer_id"
+    if is_partitioned(path, tables):
+        oldest = pc.min(rows.column(RECEIVED_DATE)).as_py() - timedelta(days=DEDUPE_DAYS)
+        predicate = f"t.{RECEIVED_DATE} >= '{oldest.isoformat()}' AND {predicate}"
+    else:
+        source = rows.drop_columns([RECEIVED_DATE])
+    return tables.insert_new(path, source, predicate)
 
 
-def compact_closed_days(path: Path, today: date | None = None) -> int:
+def compact_closed_days(
+    path: Path, today: date | None = None, tables: Tables = DELTA_TABLES
+) -> int:
     """Rewrite each day before today that has more than one file (a day's flushes leave
     one small file each) into few large files sorted by customer_id (each file's id range
     in its statistics, each row group's in the file: an erasure's DELETE reads and
     rewrites little of a day); return the files it replaced. Today's partition, where
     the merges write, is left alone, so compaction and archiving do not contend."""
-    table = DeltaTable(str(path))
-    if not is_partitioned(table):
+    if not is_partitioned(path, tables):
         return 0
     day = (today or datetime.now(UTC).date()).isoformat()
-    actions = pa.table(table.get_add_actions(flatten=True))
-    files = Counter(str(d) for d in actions.column(f"partition.{RECEIVED_DATE}").to_pylist())
+    files = Counter(str(f.partition.get(RECEIVED_DATE)) for f in tables.files(path))
     closed = sorted(d for d, n in files.items() if d < day and n > 1)
     removed = 0
     for closed_day in closed:
-
-        def sort_day(one_day: str = closed_day) -> dict[str, Any]:
-            return DeltaTable(str(path)).optimize.z_order(
-                ["customer_id"], partition_filters=[(RECEIVED_DATE, "=", one_day)]
-            )
-
-        removed += int(with_commit_retries(sort_day).get("numFilesRemoved", 0))
+        removed += tables.compact(path, ["customer_id"], (RECEIVED_DATE, closed_day))
     if removed:
         log.info("compacted %d files of %s before %s", removed, path.name, day)
     return removed

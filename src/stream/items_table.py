@@ -11,12 +11,12 @@ from typing import Any, Final
 
 import pyarrow as pa
 from confluent_kafka import Message
-from deltalake import DeltaTable
 from pydantic import BaseModel, ValidationError
 
 from recsys.articles import CatalogMessage
 from recsys.events import validation_reason
 from recsys.hm_schema import ARTICLES_SCHEMA
+from recsys.tables import DELTA_TABLES, Tables
 
 # Takes a message that is not what its topic carries, with the reason.
 Refuse = Callable[[Message, str], None]
@@ -87,22 +87,9 @@ def availability_rows(
     return pa.Table.from_pylist(rows, schema=AVAILABILITY_SCHEMA), 0
 
 
-def merge_newest(path: Path, rows: pa.Table) -> int:
+def merge_newest(path: Path, rows: pa.Table, tables: Tables = DELTA_TABLES) -> int:
     """Insert new articles and replace those whose row is older; return the rows written.
     A redelivered message is no newer than its row, so it changes nothing."""
-    if rows.num_rows == 0:
-        return 0
-    metrics = (
-        DeltaTable(str(path))
-        .merge(rows, predicate="t.article_id = s.article_id", source_alias="s", target_alias="t")
-        # Ties go to the later message, as in the serving processes (CatalogMessage).
-        .when_matched_update_all(
-            predicate="s.ts > t.ts OR (s.ts = t.ts AND s.kafka_offset > t.kafka_offset)"
-        )
-        .when_not_matched_insert_all()
-        .execute()
-    )
-    written: int = metrics.get("num_target_rows_inserted", 0) + metrics.get(
-        "num_target_rows_updated", 0
-    )
-    return written
+    # Ties go to the later message, as in the serving processes (CatalogMessage).
+    newer = "s.ts > t.ts OR (s.ts = t.ts AND s.kafka_offset > t.kafka_offset)"
+    return tables.upsert(path, rows, "t.article_id = s.article_id", newer)

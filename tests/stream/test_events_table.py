@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
-from recsys.delta_tables import vacuum
 from recsys.events import RECEIVED_AT, RECEIVED_DATE
 from recsys.replay import unseen_purchases
+from recsys.tables import DELTA_TABLES
 from stream.events_table import (
     DEDUPE_DAYS,
     EVENTS_SCHEMA,
@@ -45,7 +45,7 @@ def _ids(path: Path) -> list[str]:
 def test_a_flush_lands_in_its_days_and_skips_what_its_window_holds(tmp_path: Path) -> None:
     path = tmp_path / "events"
     ensure_events_table(path)
-    assert is_partitioned(DeltaTable(str(path)))
+    assert is_partitioned(path)
     assert append_new(path, _rows(["a", "b"])) == 2
     # A redelivery on the same day, and a retry the next day: both inside the window.
     assert append_new(path, _rows(["a", "c"])) == 1
@@ -63,7 +63,7 @@ def test_a_table_archived_before_partitioning_is_still_merged(tmp_path: Path) ->
     legacy = EVENTS_SCHEMA.remove(EVENTS_SCHEMA.get_field_index(RECEIVED_DATE))
     write_deltalake(str(path), _rows(["a"]).drop_columns([RECEIVED_DATE]).cast(legacy))
     ensure_events_table(path)  # leaves it as it is
-    assert not is_partitioned(DeltaTable(str(path)))
+    assert not is_partitioned(path)
     assert append_new(path, _rows(["a", "b"])) == 1
     assert _ids(path) == ["a", "b"]
 
@@ -98,7 +98,7 @@ def test_closed_days_are_compacted_and_a_replay_stays_exact(tmp_path: Path) -> N
     assert sorted(replayed["event_id"]) == ["today-0", "today-1"]
     assert compact_closed_days(path, today=DAY + timedelta(days=3)) == 0  # nothing left to do
     # After the retention the replaced files go; the replay falls back to the cutoff.
-    assert vacuum(path, retention_hours=0) == 4
+    assert DELTA_TABLES.vacuum(path, retention_hours=0) == 4
     assert len(_ids(path)) == 6
     fallback = unseen_purchases(path, seen, datetime(2026, 2, 28, tzinfo=UTC))
     assert len(fallback) == 6  # every event after the cutoff
