@@ -76,7 +76,7 @@ class Tables(Protocol):
         ...
 
     def read(self, path: Path, columns: Sequence[str] | None = None) -> pa.Table:
-        """The table's newest version (empty with the schema's columns when it has none)."""
+        """The rows of the table's newest version (these columns only, where named)."""
         ...
 
     def files(self, path: Path, version: int | None = None) -> list[TableFile]:
