@@ -39,6 +39,8 @@ VectorKind = Literal["user", "item"]
 # Keys written per pipeline round trip, and deleted per UNLINK.
 CHUNK: Final = 5_000
 UNLINK_BATCH: Final = 1_000
+# Keys a SCAN call looks at (a bound on each call's work, not a count of results).
+SCAN_COUNT: Final = 1_000
 
 
 def _nothing(_done: int) -> None:
@@ -454,7 +456,3 @@ class RedisServingUserStore:
         for article_id, vector in vectors.items():
             pipe.set(keys.item_vector(version, article_id), encode(vector))
         await pipe.execute()
-
-
-# Keys a SCAN call looks at (a bound on each call's work, not a count of results).
-SCAN_COUNT: Final = 1_000

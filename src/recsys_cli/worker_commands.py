@@ -107,7 +107,7 @@ def updater() -> None:
 
     try:
         with _metrics_server(settings, "updater", metrics.registry):
-            _run_consumer(lambda s: s.updater_group, {"redis", "kafka"}, make)
+            _run_consumer(settings, settings.updater_group, {"redis", "kafka"}, make)
     finally:
         shutdown_tracing(provider)
 
@@ -126,30 +126,30 @@ def archiver() -> None:
         return Archiver(settings, consumer, bus.producer(), metrics)
 
     with _metrics_server(settings, "archiver", metrics.registry):
-        _run_consumer(lambda s: s.archiver_group, {"kafka"}, make, topics_of=Archiver.topics)
+        _run_consumer(settings, settings.archiver_group, {"kafka"}, make,
+                      topics=Archiver.topics(settings))  # fmt: skip
 
 
 def _run_consumer(
-    group_of: Callable[[Settings], str],
+    settings: Settings,
+    group: str,
     need: set[Engine],
     make: Callable[[Settings, Endpoints, EventBus, Consumer], Worker],
     *,
-    topics_of: Callable[[Settings], list[str]] = lambda s: [s.events_topic],
+    topics: list[str] | None = None,
 ) -> None:
     """A consumer-group worker: resolve engines, subscribe, run until SIGTERM or Ctrl-C."""
     from recsys.bus import KafkaBus
     from recsys.engines.embedded import EmbeddedEngines
 
-    settings = load_settings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    group = group_of(settings)
+    topics = topics or [settings.events_topic]
     with EmbeddedEngines(settings, need, before_broker_stop=drain_hook(settings)) as endpoints:
         bus = KafkaBus(endpoints.require_kafka(), settings)
         bus.ensure_topics()
         consumer = bus.consumer(group)
-        topics = topics_of(settings)
         consumer.subscribe(
             topics,
             # The supervisor waits for this: the worker consumes from here on.
