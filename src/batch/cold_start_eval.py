@@ -51,24 +51,22 @@ from batch.content_vectors import (
     place_by_content,
 )
 from batch.evaluation_data import EventsSummary, describe_events, detect_source, load_events
-from batch.ranking_eval import (
-    SCORE_CELLS,
-    AlignedFactors,
-    RankingMetrics,
-    RankingTask,
-    binary_csr,
-    evaluate_ranking,
-    make_implicit_trainer,
-    recommend,
-    row_chunks,
-    to_interactions,
-)
-from batch.trainer import Factors, Trainer
+from batch.implicit_trainer import ImplicitTrainer
 from recsys.content_model import ContentFit
 from recsys.ema import ema_update
 from recsys.hm_schema import ARTICLES_FILE
 from recsys.index.base import CONTENT
+from recsys.ranking.metrics import (
+    SCORE_CELLS,
+    AlignedFactors,
+    RankingMetrics,
+    evaluate_ranking,
+    recommend,
+    row_chunks,
+)
+from recsys.ranking.split import RankingTask, binary_csr, to_interactions
 from recsys.settings import Settings
+from recsys.trainer import Factors, Trainer
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -517,7 +515,7 @@ def evaluate_cold_start(
     split = split_cold_start(events, pd.Index(catalogue["article_id"]), config)
     known = split.known_train
     interactions = to_interactions(known, config.interaction_half_life_days)
-    factors = (trainer or make_implicit_trainer(config.als)).fit(interactions)
+    factors = (trainer or ImplicitTrainer.from_params(config.als)).fit(interactions)
     content_started = time.perf_counter()
     purchases = interactions.groupby("article_id")["weight"].sum()
     content = fit_content_model(

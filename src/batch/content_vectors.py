@@ -22,7 +22,6 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from batch.trainer import Factors
 from recsys.content_model import (
     ContentFit,
     ContentModel,
@@ -33,6 +32,7 @@ from recsys.content_model import (
 )
 from recsys.index.base import COLLABORATIVE, CONTENT
 from recsys.model_store import write_content_model
+from recsys.trainer import Factors
 
 # Penalties tried, as multiples of the mean eigenvalue of the centred Gram matrix, so one
 # grid suits any number of articles. The held-out error that picks one is weighted by the

@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from batch.ranking_eval import LAMBDAS, AlignedFactors, RankingTask, ndcg_at_k, recall_at_k
+from batch.eval_config import LAMBDAS
 from recsys.diversity import intra_list_diversity, mmr_for
 from recsys.index.base import IndexedItem, ItemFilter, Mmr
 from recsys.index.edge import EdgeIndexWriter, EdgeItemIndex
+from recsys.ranking.metrics import AlignedFactors, ndcg_at_k, recall_at_k
+from recsys.ranking.split import RankingTask
 
 
 class DiversityPoint(BaseModel):

@@ -1,6 +1,6 @@
 """`recsys evaluate`: the models and baselines judged on a split, the EMA replay, the
 diversity sweep and the weak-signal replay put together, and the tables that report them.
-The split and the metrics are batch.ranking_eval's."""
+The split and the metrics are the core's (recsys.ranking)."""
 
 from __future__ import annotations
 
@@ -18,31 +18,24 @@ from rich.console import Console
 from rich.table import Table
 
 from batch.diversity_eval import DiversityPoint, diversity_sweep
+from batch.eval_config import IMPLICIT_GRID, EvalConfig
 from batch.evaluation_data import EventsSummary, describe_events, detect_source, load_events
-from batch.ranking_eval import (
-    IMPLICIT_GRID,
-    AlignedFactors,
-    BoolArray,
-    EvalConfig,
-    GridPoint,
-    IntArray,
-    Params,
-    PreparedSplit,
-    RankingMetrics,
-    RankingTask,
-    SplitSummary,
-    _Result,
-    align,
-    evaluate_ranking,
-    make_implicit_trainer,
-    prepare_split,
-    runs,
-    search_grid,
-)
+from batch.implicit_trainer import ImplicitTrainer
 from batch.signal_replay import SignalReplayResult, signal_replay
-from batch.trainer import Factors, Progress, Trainer, TrainingData, as_pandas
 from batch.weak_signals import load_weak_signals
 from recsys.ema import ema_update
+from recsys.ranking.metrics import AlignedFactors, RankingMetrics, align, evaluate_ranking, runs
+from recsys.ranking.report import Report
+from recsys.ranking.search import GridPoint, Params, search_grid
+from recsys.ranking.split import (
+    BoolArray,
+    IntArray,
+    PreparedSplit,
+    RankingTask,
+    SplitSummary,
+    prepare_split,
+)
+from recsys.trainer import Factors, Progress, Trainer, TrainingData, as_pandas
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -51,12 +44,12 @@ if TYPE_CHECKING:
 EMA_SCALE = "u <- (1-a)*u + a*v*|u|/|v| (recsys.ema.ema_update: the item rescaled to the user norm)"
 
 
-class RateHitRate(_Result):
+class RateHitRate(Report):
     rate: float
     hit_rate: float
 
 
-class ReplayResult(_Result):
+class ReplayResult(Report):
     update: str = EMA_SCALE
     events: int
     users: int
@@ -70,7 +63,7 @@ class ReplayResult(_Result):
     seconds: float
 
 
-class ModelResult(_Result):
+class ModelResult(Report):
     name: str
     params: Params
     grid: list[GridPoint]
@@ -81,7 +74,7 @@ class ModelResult(_Result):
     seconds: float
 
 
-class EvaluationResult(_Result):
+class EvaluationResult(Report):
     data_dir: str | None
     source: str | None
     data: EventsSummary
@@ -204,7 +197,7 @@ class ModelSpec:
 def default_models(implicit_grid: list[Params] | None = None) -> list[ModelSpec]:
     return [
         ModelSpec("popularity", lambda _params: PopularityTrainer(), [{}], replay=False),
-        ModelSpec("implicit", make_implicit_trainer, implicit_grid or IMPLICIT_GRID),
+        ModelSpec("implicit", ImplicitTrainer.from_params, implicit_grid or IMPLICIT_GRID),
     ]
 
 
@@ -212,7 +205,7 @@ def evaluate_trainer(
     name: str,
     make_trainer: Callable[[Params], Trainer],
     grid: list[Params],
-    split: PreparedSplit,
+    split: PreparedSplit[EvalConfig],
     *,
     with_replay: bool = True,
 ) -> ModelResult:
@@ -261,7 +254,7 @@ def evaluate_events(
     """`signals` (batch.weak_signals' frame): views, clicks and add-to-carts to replay
     with the `implicit` model as chosen (batch.signal_replay)."""
     started = time.perf_counter()
-    split = prepare_split(events, config)
+    split = prepare_split(events, config or EvalConfig())
     specs = list(models if models is not None else default_models())
     results = [
         evaluate_trainer(m.name, m.make_trainer, m.grid, split, with_replay=m.replay) for m in specs

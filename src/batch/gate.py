@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from batch.ranking_eval import RankingMetrics
 from recsys.model_store import Manifest
+from recsys.ranking.metrics import RankingMetrics
 
 
 def as_manifest_metrics(metrics: RankingMetrics) -> dict[str, float]:

@@ -16,15 +16,10 @@ import pandas as pd
 
 from batch.interactions import interactions_job
 from batch.lake import Lake
-from batch.ranking_eval import (
-    RankingMetrics,
-    RankingTask,
-    align,
-    binary_csr,
-    evaluate_ranking,
-    pairs_seen,
-)
-from batch.trainer import Factors, StoredInteractions, Trainer
+from batch.stored_interactions import StoredInteractions
+from recsys.ranking.metrics import RankingMetrics, align, evaluate_ranking
+from recsys.ranking.split import RankingTask, binary_csr, pairs_seen
+from recsys.trainer import Factors, Trainer
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

@@ -7,8 +7,8 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from batch.lake import Lake, Written
-from batch.trainer import Factors
 from recsys.index.base import COLLABORATIVE, PLACED_BY_FIELD
+from recsys.trainer import Factors
 
 
 def _factors_table(

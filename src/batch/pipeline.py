@@ -39,7 +39,7 @@ from batch.lake import Lake, Written, open_lake
 from batch.model_outputs import write_model_outputs
 from batch.publish import write_index
 from batch.retention import Pruned, prune
-from batch.trainer import Factors, StoredInteractions, Trainer
+from batch.stored_interactions import StoredInteractions
 from batch.trainer_factory import iterations, open_trainer
 from batch.trending import to_lists, trending_job
 from batch.unavailable_articles import unavailable_articles
@@ -59,6 +59,7 @@ from recsys.model_store import (
 from recsys.progress import Steps
 from recsys.replay import ReplayReport
 from recsys.settings import Settings
+from recsys.trainer import Factors, Trainer
 from recsys.user_store import UserStore
 from recsys.versions import (
     EVENTS_TABLE_KEY,

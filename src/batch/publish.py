@@ -13,10 +13,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from batch.trainer import Factors
 from recsys.availability import AVAILABLE_FIELD
 from recsys.ids import item_point_id
 from recsys.index.base import COLLABORATIVE, PLACED_BY_FIELD, IndexedItem, IndexWriter
+from recsys.trainer import Factors
 
 Advance = Callable[[int], None]
 CHUNK = 5_000

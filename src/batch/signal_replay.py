@@ -36,24 +36,16 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from batch.interactions import EVENT_WEIGHT
-from batch.ranking_eval import (
-    AlignedFactors,
-    EvalConfig,
-    Params,
-    RankingTask,
-    _Result,
-    align,
-    build_task,
-    evaluate_ranking,
-    runs,
-    temporal_split,
-    to_interactions,
-)
-from batch.trainer import Trainer
+from batch.eval_config import EvalConfig
 from batch.weak_signals import SIGNAL_TYPES
 from recsys.ema import ema_update
 from recsys.events import EVENT_TYPES, PURCHASE
+from recsys.interaction_weights import EVENT_WEIGHT
+from recsys.ranking.metrics import AlignedFactors, align, evaluate_ranking, runs
+from recsys.ranking.report import Report
+from recsys.ranking.search import Params
+from recsys.ranking.split import RankingTask, build_task, temporal_split, to_interactions
+from recsys.trainer import Trainer
 
 IntArray = npt.NDArray[np.int64]
 Weights = dict[str, float]
@@ -62,7 +54,7 @@ PURCHASES_ONLY: Weights = dict.fromkeys(SIGNAL_TYPES, 0.0)
 COMBINED_SCALES: tuple[float, ...] = (0.25, 0.5, 1.0)
 
 
-class SignalPoint(_Result):
+class SignalPoint(Report):
     """One way of using the weak signals: NDCG/Recall@k of the online-updated vectors."""
 
     variant: str  # static, purchases only, view, click, add_to_cart, all x<scale>
@@ -73,7 +65,7 @@ class SignalPoint(_Result):
     retrained_recall: float | None = None
 
 
-class SignalReplayResult(_Result):
+class SignalReplayResult(Report):
     model: str
     description: str
     ema_rate: float

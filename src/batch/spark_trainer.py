@@ -11,7 +11,8 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from batch.lake import spilled_batches
-from batch.trainer import Factors, Progress, TrainingData, spark_frame
+from batch.stored_interactions import StoredInteractions
+from recsys.trainer import INTERACTION_COLUMNS, Factors, Progress, TrainingData, as_pandas
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -55,7 +56,7 @@ class SparkAlsTrainer:
         from pyspark.sql import functions as F
 
         started = time.perf_counter()
-        frame = spark_frame(interactions, self.session)
+        frame = self._frame(interactions)
         # Dense indexes exist only inside training (the JVM builds them, in id order, and
         # hands the labels back); external ids come back out.
         users = StringIndexer(
@@ -99,6 +100,15 @@ class SparkAlsTrainer:
             },
             train_seconds=time.perf_counter() - started,
         )
+
+    def _frame(self, interactions: TrainingData) -> DataFrame:
+        """The batch's stored table as Spark reads it; anything else (small inputs) sent
+        to the session from memory."""
+        if isinstance(interactions, StoredInteractions):
+            return interactions.frame
+        rows = as_pandas(interactions)[list(INTERACTION_COLUMNS)].astype({"weight": "float32"})
+        frame: DataFrame = self.session.createDataFrame(rows)
+        return frame
 
     def _dense(self, factors: DataFrame, rows: int, rank: int) -> npt.NDArray[np.float32]:
         """Spark returns (id, features) rows in any order; place them by id."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from batch.trainer import ImplicitTrainer, Trainer
+from batch.implicit_trainer import ImplicitTrainer
 from recsys.settings import Settings
+from recsys.trainer import Trainer
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

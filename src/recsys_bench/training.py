@@ -12,9 +12,9 @@ from rich.table import Table
 
 from batch.evaluation_data import load_events
 from batch.generate import generate
-from batch.ranking_eval import to_interactions
+from batch.implicit_trainer import ImplicitTrainer
 from batch.spark_trainer import SparkAlsTrainer
-from batch.trainer import ImplicitTrainer
+from recsys.ranking.split import to_interactions
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

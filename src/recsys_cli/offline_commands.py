@@ -168,8 +168,8 @@ def evaluate(
 ) -> None:
     """Offline accuracy: NDCG/MAP/Recall@10 and coverage vs popularity, and the EMA replay
     (with weak_signals.csv in the folder, also the weak-signal replay)."""
+    from batch.eval_config import EvalConfig
     from batch.evaluation import default_models, print_results, run_evaluation
-    from batch.ranking_eval import EvalConfig
 
     settings = load_settings()
     half_life = settings.interaction_half_life_days if half_life_days is None else half_life_days

@@ -27,7 +27,6 @@ from batch.content_vectors import (
 from batch.generate import generate
 from batch.pipeline import BatchReport, run_batch
 from batch.publish import write_index
-from batch.trainer import Factors
 from recsys import keys
 from recsys.content_model import ContentModel, Featurizer, load_content_model
 from recsys.hm_schema import ARTICLES_FILE, TEXT_FIELD, TRANSACTIONS_FILE
@@ -37,6 +36,7 @@ from recsys.model_layout import shard_dir
 from recsys.model_store import read_manifest
 from recsys.progress import Steps
 from recsys.settings import Settings
+from recsys.trainer import Factors
 from recsys.user_store import RedisUserStore
 from recsys.vectors import decode
 from support import isolated

@@ -1,5 +1,6 @@
-"""The offline evaluation: metrics on hand-computed cases, the temporal split, rankings whose
-answer is known, the replay on a taste switch, and the published figures on ml-100k."""
+"""The offline evaluation's runners: rankings whose answer is known, the grid search's
+choice, the replay on a taste switch, and the published figures on ml-100k (the split and
+the metrics themselves: tests/recsys/test_ranking.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from batch.eval_config import EvalConfig
 from batch.evaluation import (
     EvaluationResult,
     ModelSpec,
@@ -23,146 +25,24 @@ from batch.evaluation import (
 )
 from batch.evaluation_data import describe_events, load_events
 from batch.generate import generate
-from batch.ranking_eval import (
-    EvalConfig,
-    RankingTask,
-    Split,
+from batch.implicit_trainer import ImplicitTrainer
+from ranking_cases import DAY, events_frame, random_events
+from recsys.ranking.metrics import (
     align,
-    average_precision_at_k,
-    build_task,
-    catalog_coverage,
     evaluate_ranking,
-    make_implicit_trainer,
-    ndcg_at_k,
-    prepare_split,
-    recall_at_k,
     recommend,
-    temporal_split,
-    top_k,
 )
-from batch.trainer import Factors
+from recsys.ranking.split import RankingTask, Split, build_task, prepare_split, temporal_split
+from recsys.trainer import Factors
 
 ML_100K = Path(__file__).parents[3] / "shared/datasets/ml-100k"
-DAY = pd.Timestamp("2020-01-01")
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def events_frame(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
-    """(user, item, day offset) rows as an events frame."""
-    frame = pd.DataFrame(rows, columns=["customer_id", "article_id", "day"])
-    return pd.DataFrame(
-        {
-            "customer_id": frame["customer_id"],
-            "article_id": frame["article_id"],
-            "ts": DAY + pd.to_timedelta(frame["day"], unit="D"),
-            "weight": np.ones(len(frame), dtype=np.float32),
-        }
-    )
-
-
 def task_of(train: list[tuple[str, str, int]], test: list[tuple[str, str, int]]) -> RankingTask:
     return build_task(Split(events_frame(train), events_frame(test)), EvalConfig())
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def test_metrics_of_a_known_ranking() -> None:
-    hits = np.zeros((1, 10), dtype=bool)
-    hits[0, [0, 2]] = True  # relevant items at ranks 1 and 3
-    two, four = np.array([2]), np.array([4])
-    discounts = 1 / np.log2(np.arange(2, 12))
-    assert ndcg_at_k(hits, two, 10)[0] == pytest.approx(1.5 / (1 + 1 / np.log2(3)))
-    assert ndcg_at_k(hits, four, 10)[0] == pytest.approx(1.5 / discounts[:4].sum())
-    assert average_precision_at_k(hits, two, 10)[0] == pytest.approx((1 + 2 / 3) / 2)
-    assert average_precision_at_k(hits, four, 10)[0] == pytest.approx((1 + 2 / 3) / 4)
-    assert recall_at_k(hits, four, 10)[0] == pytest.approx(0.5)
-
-
-def test_metrics_at_the_extremes() -> None:
-    perfect = np.ones((1, 10), dtype=bool)
-    many = np.array([25])  # more relevant items than k: the ideal is k hits
-    assert ndcg_at_k(perfect, many, 10)[0] == pytest.approx(1.0)
-    assert average_precision_at_k(perfect, many, 10)[0] == pytest.approx(1.0)
-    assert recall_at_k(perfect, many, 10)[0] == pytest.approx(10 / 25)
-    nothing = np.zeros((2, 10), dtype=bool)
-    for metric in (ndcg_at_k, average_precision_at_k, recall_at_k):
-        assert metric(nothing, np.array([3, 0]), 10).tolist() == [0.0, 0.0]
-
-
-def test_catalog_coverage_ignores_padding() -> None:
-    recommended = np.array([[0, 1, -1], [1, 2, -1]])
-    assert catalog_coverage(recommended, 6) == pytest.approx(0.5)
-
-
-def test_top_k_orders_and_drops_masked_items() -> None:
-    scores = np.array([[0.1, 0.9, -np.inf, 0.5]], dtype=np.float32)
-    assert top_k(scores, 3).tolist() == [[1, 3, 0]]
-    assert top_k(scores, 5).tolist() == [[1, 3, 0, -1, -1]]
-
-
-# ---------------------------------------------------------------- split
-
-
-def random_events(seed: int) -> pd.DataFrame:
-    """Users with 1 to 39 events over a few days (many ties) on items of skewed popularity."""
-    rng = np.random.default_rng(seed)
-    popularity = 1 / np.arange(1, 41)
-    rows = [
-        (f"u{u}", f"i{rng.choice(40, p=popularity / popularity.sum())}", int(rng.integers(30)))
-        for u in range(60)
-        for _ in range(int(rng.integers(1, 40)))
-    ]
-    return events_frame(rows)
-
-
-def pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
-    return set(zip(frame["customer_id"], frame["article_id"], strict=True))
-
-
-def test_split_is_per_user_temporal_and_about_a_fifth() -> None:
-    events = random_events(seed=3)
-    split = temporal_split(events, test_fraction=0.2, min_user_events=5)
-    assert len(split.train) + len(split.test) == len(events)
-    sizes = events.groupby("customer_id").size()
-    test_sizes = split.test.groupby("customer_id").size().reindex(sizes.index, fill_value=0)
-    for user, n in sizes.items():
-        expected = 0 if n < 5 else max(1, int(np.floor(n * 0.2 + 0.5)))
-        assert test_sizes[user] == expected, user
-        if expected:
-            train_ts = split.train.loc[split.train["customer_id"] == user, "ts"]
-            test_ts = split.test.loc[split.test["customer_id"] == user, "ts"]
-            assert train_ts.max() <= test_ts.min(), user
-    share = len(split.test) / len(events[events["customer_id"].map(sizes) >= 5])
-    assert 0.17 < share < 0.23
-
-
-def test_split_breaks_time_ties_by_original_order() -> None:
-    events = events_frame([("u", f"i{j}", 0) for j in range(10)])
-    split = temporal_split(events, test_fraction=0.2, min_user_events=5)
-    assert split.test["article_id"].tolist() == ["i8", "i9"]
-
-
-def test_validation_is_carved_from_train_only() -> None:
-    # A user meets each item once, so a pair names one event.
-    events = events_frame([(f"u{u}", f"i{j}", j) for u in range(20) for j in range(5 + u)])
-    prepared = prepare_split(events)
-    outer = temporal_split(events, 0.2, 5)
-    validation = prepared.validation
-    rows, cols = validation.relevant.nonzero()
-    held_out = {
-        (validation.user_ids[validation.test_users[r]], validation.item_ids[c])
-        for r, c in zip(rows, cols, strict=True)
-    }
-    assert held_out and held_out <= pairs(outer.train)
-    assert pairs(validation.interactions) <= pairs(outer.train)
-    assert not pairs(validation.interactions) & held_out
-    assert validation.n_relevant.sum() + len(validation.interactions) == len(outer.train)
-    assert prepared.summary.validation_train_events + prepared.summary.validation_test_events == (
-        prepared.summary.train_events
-    )
 
 
 # ---------------------------------------------------------------- rankings with a known answer
@@ -195,7 +75,7 @@ def checkerboard() -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int
 
 def test_als_ranks_the_held_out_item_of_the_users_group_in_top_3() -> None:
     task = task_of(*checkerboard())
-    trainer = make_implicit_trainer(
+    trainer = ImplicitTrainer.from_params(
         {"factors": 4, "regularization": 0.01, "alpha": 1.0, "iterations": 15}
     )
     metrics = evaluate_ranking(align(trainer.fit(task.interactions), task), task, k=3)
@@ -219,7 +99,7 @@ def test_the_grid_point_with_the_best_validation_ndcg_is_chosen() -> None:
     def make(params: dict[str, Any]) -> PopularityTrainer:
         return PopularityTrainer() if params["popular"] else Reversed()
 
-    prepared = prepare_split(random_events(seed=5))
+    prepared = prepare_split(random_events(seed=5), EvalConfig())
     grid = [{"popular": False}, {"popular": True}]
     result = evaluate_trainer("choice", make, grid, prepared, with_replay=False)
     assert [p.params for p in result.grid] == grid
@@ -302,7 +182,7 @@ def test_ml_100k_als_beats_popularity_and_ema_beats_static() -> None:
     fixed = {"factors": 32, "regularization": 0.1, "alpha": 1.0, "iterations": 15}
     models = [
         ModelSpec("popularity", lambda _p: PopularityTrainer(), [{}], replay=False),
-        ModelSpec("implicit", make_implicit_trainer, [fixed]),
+        ModelSpec("implicit", ImplicitTrainer.from_params, [fixed]),
     ]
     result = evaluate_events(load_events(ML_100K), models)
     popularity, als = result.models
@@ -371,7 +251,7 @@ def test_weak_signals_replay_on_small_generated_data(tmp_path: Path) -> None:
     config = EvalConfig(
         interaction_half_life_days=90.0, signal_weights=(0.2, 1.0), diversity_lambdas=()
     )
-    models = [ModelSpec("implicit", make_implicit_trainer, [fixed])]
+    models = [ModelSpec("implicit", ImplicitTrainer.from_params, [fixed])]
     result = evaluate_events(events, models, config, signals=signals)
     weak = result.signals
     assert weak is not None and weak.model == "implicit"

@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from batch.eval_config import EvalConfig
 from batch.evaluation import PopularityTrainer
 from batch.holdout import IS_TEST, HoldoutConfig, holdout_metrics, sample_customers, split_job
 from batch.lake import DeltaRsLake
-from batch.ranking_eval import EvalConfig, align, build_task, evaluate_ranking, temporal_split
+from recsys.ranking.metrics import align, evaluate_ranking
+from recsys.ranking.split import build_task, temporal_split
 
 if TYPE_CHECKING:
     from pathlib import Path

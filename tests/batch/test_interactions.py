@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batch.interactions import build_interactions, interactions_job, with_signals
+from batch.interactions import interactions_job, with_signals
+from recsys.interaction_weights import build_interactions
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -1,12 +1,12 @@
-"""The ALS trainer role: interactions in, user and item factors out (external ids kept)."""
+"""implicit's ALS behind the trainer role (recsys.trainer), and the sparse matrix it fits:
+built in memory, or streamed from the batch's stored table without holding its rows."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -15,86 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
-from batch.lake import Lake, arrow_batches, read, table_path
-
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame as SparkFrame
-    from pyspark.sql import SparkSession
-
-Progress = Callable[[int, int], None]  # (iterations done, iterations total)
-INTERACTION_COLUMNS = ("customer_id", "article_id", "weight")
-
-
-@dataclass(frozen=True)
-class StoredInteractions:
-    """Interactions the batch wrote as a Delta table: Spark reads `frame`, a single-node
-    trainer streams the table's Arrow batches from `path`, so the table never passes
-    through Spark's collect (the real data set's 28M rows do not fit its result limit)."""
-
-    frame: SparkFrame
-    path: Path
-
-    @classmethod
-    def of(cls, lake: Lake, layer: str, name: str) -> StoredInteractions:
-        """A table the batch wrote to `lake`, handed to a trainer."""
-        return cls(read(lake, layer, name), table_path(lake.lake_dir, layer, name))
-
-    def batches(self) -> Iterator[pa.RecordBatch]:
-        return arrow_batches(self.path, INTERACTION_COLUMNS)
-
-
-# Interactions (customer_id, article_id, weight): in memory, a Spark job's output, or the
-# batch's Delta table.
-TrainingData: TypeAlias = "pd.DataFrame | SparkFrame | StoredInteractions"
-
-
-def as_pandas(data: TrainingData) -> pd.DataFrame:
-    """A single-node trainer's input in memory (small inputs only: the evaluation
-    harness and tests; the batch hands over StoredInteractions)."""
-    if isinstance(data, pd.DataFrame):
-        return data
-    if isinstance(data, StoredInteractions):
-        batches = list(data.batches())
-        if not batches:
-            return pd.DataFrame({name: [] for name in INTERACTION_COLUMNS})
-        stored: pd.DataFrame = pa.Table.from_batches(batches).to_pandas()
-        return stored
-    frame: pd.DataFrame = data.select(*INTERACTION_COLUMNS).toPandas()
-    return frame
-
-
-def spark_frame(data: TrainingData, session: SparkSession) -> SparkFrame:
-    """A distributed trainer's input as a Spark frame."""
-    if isinstance(data, StoredInteractions):
-        return data.frame
-    if isinstance(data, pd.DataFrame):
-        frame: SparkFrame = session.createDataFrame(
-            data[list(INTERACTION_COLUMNS)].astype({"weight": "float32"})
-        )
-        return frame
-    return data
-
-
-@dataclass(frozen=True)
-class Factors:
-    """A trained model: row i of user_factors belongs to user_ids[i], likewise for items."""
-
-    user_ids: npt.NDArray[np.object_]
-    item_ids: npt.NDArray[np.object_]
-    user_factors: npt.NDArray[np.float32]
-    item_factors: npt.NDArray[np.float32]
-    params: dict[str, Any]
-    train_seconds: float
-
-    @property
-    def dim(self) -> int:
-        return int(self.item_factors.shape[1])
-
-
-class Trainer(Protocol):
-    name: str
-
-    def fit(self, interactions: TrainingData, progress: Progress | None = None) -> Factors: ...
+from recsys.trainer import Factors, Progress, TrainingData
 
 
 @dataclass(frozen=True)
@@ -196,14 +117,26 @@ class ImplicitTrainer:
             "seed": seed,
         }
 
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ImplicitTrainer:
+        """One point of a search grid (factors, regularization, alpha; iterations 15 and
+        seed 0 unless given)."""
+        return cls(
+            factors=int(params["factors"]),
+            iterations=int(params.get("iterations", 15)),
+            regularization=float(params["regularization"]),
+            alpha=float(params["alpha"]),
+            seed=int(params.get("seed", 0)),
+        )
+
     def fit(self, interactions: TrainingData, progress: Progress | None = None) -> Factors:
         from implicit.cpu.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
 
         data = (
-            matrix_from_batches(interactions.batches)
-            if isinstance(interactions, StoredInteractions)
-            else to_matrix(as_pandas(interactions))
+            to_matrix(interactions)
+            if isinstance(interactions, pd.DataFrame)
+            else matrix_from_batches(interactions.batches)
         )
         total = int(self.params["iterations"])
 

@@ -1,24 +1,23 @@
-"""One contract for every ALS trainer: on a matrix whose answer is known, the held-out
-item must come first (the shape of implicit's RecommenderBaseTestMixin)."""
+"""The trainer role (recsys.trainer): one contract for every adapter, whichever way the
+interactions come (in memory, as Arrow batches, as the batch's stored table). On a
+matrix whose answer is known, the held-out item must come first (the shape of
+implicit's RecommenderBaseTestMixin)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
+from batch.implicit_trainer import ImplicitTrainer
 from batch.lake import DeltaRsLake, table_path
-from batch.trainer import (
-    Factors,
-    ImplicitTrainer,
-    StoredInteractions,
-    Trainer,
-    matrix_from_batches,
-    to_matrix,
-)
+from batch.stored_interactions import StoredInteractions
+from recsys.trainer import INTERACTION_COLUMNS, Factors, Trainer, as_pandas
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -76,15 +75,17 @@ def _spark(session: object) -> Trainer:
     )
 
 
-@pytest.mark.parametrize(
-    "make", [_implicit, pytest.param(_spark, marks=pytest.mark.spark)], ids=["implicit", "spark"]
-)
-def test_held_out_item_ranks_first(
-    make: Callable[[object], Trainer], request: pytest.FixtureRequest
-) -> None:
-    session = request.getfixturevalue("spark") if make is _spark else None
+@pytest.fixture(params=["implicit", pytest.param("spark", marks=pytest.mark.spark)])
+def trainer(request: pytest.FixtureRequest) -> Trainer:
+    """Each adapter of the role (Spark's on the suite's session)."""
+    if request.param == "spark":
+        return _spark(request.getfixturevalue("spark"))
+    return _implicit(None)
+
+
+def test_held_out_item_ranks_first(trainer: Trainer) -> None:
     data, held = checkerboard()
-    factors = make(session).fit(data)
+    factors = trainer.fit(data)
     assert factors.user_factors.dtype == np.float32
     assert factors.user_factors.shape == (GROUPS * USERS_PER_GROUP, factors.dim)
     assert factors.item_factors.shape == (GROUPS * ITEMS_PER_GROUP, factors.dim)
@@ -92,43 +93,35 @@ def test_held_out_item_ranks_first(
     assert_held_out_ranks_first(factors, data, held)
 
 
-@pytest.mark.spark
-@pytest.mark.parametrize("make", [_implicit, _spark], ids=["implicit", "spark"])
-def test_trainers_take_a_spark_jobs_output(
-    make: Callable[[object], Trainer], spark: SparkSession
-) -> None:
-    """The batch hands its Spark interactions table over as is: the same contract holds."""
+@dataclass(frozen=True)
+class ArrowInteractions:
+    """Interactions as record batches of a few rows each, as a streamed source gives them."""
+
+    table: pa.Table
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        return iter(self.table.to_batches(max_chunksize=17))
+
+
+def test_trainers_take_interactions_as_arrow_batches(trainer: Trainer) -> None:
     data, held = checkerboard()
-    factors = make(spark).fit(spark.createDataFrame(data))
+    shuffled = data.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    source = ArrowInteractions(pa.Table.from_pandas(shuffled, preserve_index=False))
+    factors = trainer.fit(source)
     assert sorted(factors.user_ids) == sorted(held)
     assert_held_out_ranks_first(factors, data, held)
 
 
-def test_the_streamed_matrix_is_the_in_memory_one() -> None:
-    """Ids and cells come out the same however the rows are batched."""
-    import pyarrow as pa
-
-    data, _ = checkerboard()
-    data = data.assign(weight=np.arange(len(data), dtype=np.float32) / 7)
-    shuffled = data.sample(frac=1.0, random_state=3).reset_index(drop=True)
-    table = pa.Table.from_pandas(shuffled, preserve_index=False)
-    streamed = matrix_from_batches(lambda: table.to_batches(max_chunksize=17))
-    expected = to_matrix(data)
-    assert list(streamed.user_ids) == list(expected.user_ids)
-    assert list(streamed.item_ids) == list(expected.item_ids)
-    assert (streamed.matrix != expected.matrix).nnz == 0
-
-
-def test_no_interactions_make_an_empty_matrix() -> None:
-    empty = matrix_from_batches(lambda: iter([]))
-    assert empty.matrix.shape == (0, 0)
-    assert len(empty.user_ids) == len(empty.item_ids) == 0
+def test_no_batches_are_an_empty_frame() -> None:
+    empty = as_pandas(
+        ArrowInteractions(pa.table({c: pa.array([], pa.string()) for c in INTERACTION_COLUMNS}))
+    )
+    assert list(empty.columns) == list(INTERACTION_COLUMNS) and empty.empty
 
 
 @pytest.mark.spark
-@pytest.mark.parametrize("make", [_implicit, _spark], ids=["implicit", "spark"])
 def test_trainers_take_the_batchs_delta_table(
-    make: Callable[[object], Trainer], spark: SparkSession, tmp_path: Path
+    trainer: Trainer, spark: SparkSession, tmp_path: Path
 ) -> None:
     """The batch's own path: interactions written to the lake by a Spark job, handed over
     as a stored table (implicit streams its files, Spark reads the frame)."""
@@ -138,6 +131,6 @@ def test_trainers_take_the_batchs_delta_table(
     path = table_path(lake.lake_dir, "silver", "interactions")
     snapshot = lake.snapshot(path)
     assert snapshot is not None
-    factors = make(spark).fit(StoredInteractions(snapshot.frame, path))
+    factors = trainer.fit(StoredInteractions(snapshot.frame, path))
     assert sorted(factors.user_ids) == sorted(held)
     assert_held_out_ranks_first(factors, data, held)

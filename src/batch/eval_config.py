@@ -1,0 +1,39 @@
+"""What `recsys evaluate` and its runners measure beyond the split: the EMA rates the
+replay tries, the MMR trade-offs of the diversity sweep, the weak-signal weights, and the
+implicit grid searched on the validation split."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from recsys.ranking.search import Params
+from recsys.ranking.split import SplitConfig
+
+EMA_RATES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+# Weights of a view, click or add-to-cart (a purchase is 1) the weak-signal replay tries.
+SIGNAL_WEIGHTS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+IMPLICIT_GRID: list[Params] = [
+    {"factors": f, "regularization": r, "alpha": a, "iterations": 15}
+    for f, r, a in itertools.product((32, 64), (0.01, 0.1, 1.0), (1.0, 5.0, 20.0))
+]
+
+
+# The MMR trade-offs the diversity sweep measures (batch.diversity_eval).
+LAMBDAS: tuple[float, ...] = (1.0, 0.95, 0.9, 0.8, 0.7, 0.5)
+
+
+@dataclass(frozen=True)
+class EvalConfig(SplitConfig):
+    ema_rates: tuple[float, ...] = EMA_RATES
+    diversity_lambdas: tuple[float, ...] = LAMBDAS  # MMR trade-offs to measure ((): none)
+    diversity_users: int = 1_000  # test users queried through the engine per lambda
+    # The weak-signal replay (batch.signal_replay), where the data has weak signals.
+    signal_weights: tuple[float, ...] = SIGNAL_WEIGHTS
+    signal_ema_rate: float = 0.3  # as RECSYS_EMA_RATE
+    signal_min_gain: float = 0.01  # relative NDCG@k over purchases only to turn a type on
+    signal_retrain: bool = True  # also train ALS with the weak signals (one fit per weight)
