@@ -43,6 +43,9 @@ def base_settings(session_dir: Path) -> Settings:
         data_dir=session_dir / "data",
         implicit_factors=16,
         implicit_iterations=8,
+        # The suite's batch runs keep these parameters; the search has its own tests
+        # (tests/batch/test_tuning.py).
+        tuning=False,
         redis_url=None,
         kafka_bootstrap_servers=None,
         qdrant_url=None,

@@ -65,6 +65,49 @@ def sample_customers(split: DataFrame, config: HoldoutConfig) -> DataFrame:
     return eligible.orderBy(order, "customer_id").limit(config.customers)
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """Purchases split for judging: the rows a model may train on, and the judged
+    customers' held-out purchases (on the driver; the sample keeps them small)."""
+
+    train: DataFrame  # customer_id, article_id, t_dat
+    judged: DataFrame  # customer_id of the judged sample
+    held_out: pd.DataFrame  # customer_id, article_id of the judged customers' test rows
+
+
+def hold_out(purchases: DataFrame, config: HoldoutConfig) -> HeldOut:
+    """Each customer's last purchases held out (split_job), a seeded sample judged."""
+    from pyspark.sql import functions as F
+
+    split = split_job(purchases, config.test_fraction, config.min_user_events)
+    judged = F.broadcast(sample_customers(split, config))
+    held_out = split.where(F.col(IS_TEST)).join(judged, "customer_id")
+    return HeldOut(
+        train=split.where(~F.col(IS_TEST)).drop(IS_TEST),
+        judged=judged,
+        held_out=held_out.select("customer_id", "article_id").toPandas(),
+    )
+
+
+def train_interactions(
+    lake: Lake, held: HeldOut, half_life_days: float | None, table: tuple[str, str]
+) -> StoredInteractions:
+    """The interactions of the training rows, written as the batch writes its own."""
+    lake.write(interactions_job(held.train, half_life_days or None), *table)
+    return StoredInteractions.of(lake, *table)
+
+
+def judge(
+    held: HeldOut, stored: StoredInteractions, trainer: Trainer, config: HoldoutConfig
+) -> RankingMetrics:
+    """Fit `trainer` on `stored`; NDCG/MAP/recall@k and coverage of the judged customers'
+    held-out purchases, ranking every item they did not buy."""
+    factors = trainer.fit(stored)
+    seen = stored.frame.join(held.judged, "customer_id")
+    task = sampled_task(seen.select("customer_id", "article_id").toPandas(), held.held_out, factors)
+    return evaluate_ranking(align(factors, task), task, config.k)
+
+
 def holdout_metrics(
     lake: Lake,
     purchases: DataFrame,
@@ -72,25 +115,12 @@ def holdout_metrics(
     half_life_days: float | None,
     config: HoldoutConfig,
 ) -> RankingMetrics:
-    """Fit `trainer` on all but the held-out purchases; NDCG/MAP/recall@k and coverage of
-    the sampled customers' held-out purchases, ranking every item they did not buy."""
-    from pyspark.sql import functions as F
-
-    split = split_job(purchases, config.test_fraction, config.min_user_events)
-    train = split.where(~F.col(IS_TEST)).drop(IS_TEST)
-    lake.write(interactions_job(train, half_life_days or None), *HOLDOUT_TABLE)
-    stored = StoredInteractions.of(lake, *HOLDOUT_TABLE)
-    factors = trainer.fit(stored)
-
-    judged = F.broadcast(sample_customers(split, config))
-    held_out = split.where(F.col(IS_TEST)).join(judged, "customer_id")
-    seen = stored.frame.join(judged, "customer_id")
-    task = sampled_task(
-        seen.select("customer_id", "article_id").toPandas(),
-        held_out.select("customer_id", "article_id").toPandas(),
-        factors,
+    """The promotion gate's measure: `trainer` fitted on all but the held-out purchases,
+    judged on what the sampled customers bought next."""
+    held = hold_out(purchases, config)
+    return judge(
+        held, train_interactions(lake, held, half_life_days, HOLDOUT_TABLE), trainer, config
     )
-    return evaluate_ranking(align(factors, task), task, config.k)
 
 
 def sampled_task(seen: pd.DataFrame, held_out: pd.DataFrame, factors: Factors) -> RankingTask:

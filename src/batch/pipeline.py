@@ -42,6 +42,7 @@ from batch.retention import Pruned, prune
 from batch.stored_interactions import StoredInteractions
 from batch.trainer_factory import iterations, open_trainer
 from batch.trending import to_lists, trending_job
+from batch.tuning import tune
 from batch.unavailable_articles import unavailable_articles
 from recsys.content_model import ContentModel
 from recsys.erasure import erased_before
@@ -50,6 +51,7 @@ from recsys.hm_schema import ARTICLE_METADATA_FIELDS, CONTENT_FIELDS
 from recsys.index.factory import open_backend
 from recsys.model_store import (
     Manifest,
+    TuningRecord,
     new_version,
     read_manifest,
     write_factors,
@@ -89,6 +91,7 @@ class BatchReport:
     # Of `items`, those nobody has bought, placed by their metadata (batch.content_vectors).
     content_placed: int = 0
     content_metrics: dict[str, float] = field(default_factory=dict)
+    tuning: TuningRecord | None = None  # the search that chose the parameters
 
 
 def _day_start(day: date | None) -> datetime:
@@ -117,14 +120,15 @@ def run_batch(
     Every data step is a Spark job on `spark` (local or a cluster) over Delta tables."""
     run = _Run(settings, open_lake(settings, spark), users, steps)
     ingested = _ingest(run, input_dir)
+    tuning = _tune(run, spark, ingested.purchases)
     built, stored = _build_interactions(run, ingested)
-    trainer = open_trainer(settings, spark)
+    trainer = open_trainer(run.settings, spark)
     factors = _train(run, trainer, stored, built.rows)
     metrics = _holdout(run, trainer, ingested.purchases)
     version = new_version()
     placed = _place_items(run, version, factors, ingested.cleaned, stored)
     _write_customers(run, version, placed.placement.factors, ingested.purchases)
-    manifest = _write_model(run, version, trainer, factors, placed, ingested, metrics)
+    manifest = _write_model(run, version, trainer, factors, placed, ingested, metrics, tuning)
     gate, replayed, pruned = _go_live(run, version, manifest, promote_new=promote_new,
                                       force=force)  # fmt: skip
     items = placed.placement.factors
@@ -144,6 +148,7 @@ def run_batch(
         pruned_versions=[p.version for p in pruned],
         content_placed=placed.placement.content_placed,
         content_metrics=content_fit_metrics(placed.content),
+        tuning=tuning,
     )
 
 
@@ -207,6 +212,24 @@ def _ingest(run: _Run, input_dir: Path) -> _Ingested:
     return _Ingested(cleaned, purchases, signals, archived, reports)
 
 
+def _holdout_config(settings: Settings) -> HoldoutConfig:
+    return HoldoutConfig(customers=settings.holdout_customers, seed=settings.als_seed)
+
+
+def _tune(run: _Run, spark: SparkSession, purchases: DataFrame) -> TuningRecord | None:
+    """The trainer's parameters and the half-life chosen on a validation split; the run
+    goes on with them."""
+    settings = run.settings
+    if not settings.tuning:
+        return None
+    with run.steps.step("tune on a validation split", total=settings.tuning_max_trials) as advance:
+        tuned = tune(run.lake, spark, purchases, settings, _holdout_config(settings), advance)
+    if tuned is None:
+        return None
+    run.settings = tuned.settings
+    return tuned.record
+
+
 def _build_interactions(run: _Run, ingested: _Ingested) -> tuple[Written, StoredInteractions]:
     settings = run.settings
     with run.steps.step("build interactions"):
@@ -239,10 +262,13 @@ def _holdout(run: _Run, trainer: Trainer, purchases: DataFrame) -> dict[str, flo
     if not settings.evaluate_before_promotion:
         return {}
     with run.steps.step("evaluate on a holdout"):
-        config = HoldoutConfig(customers=settings.holdout_customers, seed=settings.als_seed)
         return as_manifest_metrics(
             holdout_metrics(
-                run.lake, purchases, trainer, settings.interaction_half_life_days, config
+                run.lake,
+                purchases,
+                trainer,
+                settings.interaction_half_life_days,
+                _holdout_config(settings),
             )
         )
 
@@ -326,6 +352,7 @@ def _write_model(
     placed: _Placed,
     ingested: _Ingested,
     metrics: dict[str, float],
+    tuning: TuningRecord | None,
 ) -> Manifest:
     """Trending, the model's outputs and files, and the manifest that names them."""
     from pyspark.sql import functions as F
@@ -370,6 +397,7 @@ def _write_model(
             user_norm_median=float(np.median(norms)) if len(norms) else 1.0,
             train_seconds=factors.train_seconds,
             metrics={**metrics, **content_fit_metrics(placed.content)},
+            tuning=tuning,
         )
         write_trending(settings.models_dir, version, top)
         write_factors(

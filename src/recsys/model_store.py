@@ -16,6 +16,26 @@ from recsys.model_layout import CONTENT_MODEL, FACTORS, MANIFEST, TRENDING, vers
 from recsys.trending_lists import TrendingLists
 
 
+class TrialRecord(BaseModel):
+    """One point the batch's search tried: the settings it set, and how it did."""
+
+    params: dict[str, float]
+    validation_ndcg: float
+    seconds: float
+
+
+class TuningRecord(BaseModel):
+    """The batch's search: its protocol, what it chose and every trial, best first."""
+
+    protocol: str
+    budget_s: float
+    seconds: float
+    chosen: dict[str, float]
+    # The validation NDCG of the settings as they were, when the search tried them.
+    settings_ndcg: float | None = None
+    trials: list[TrialRecord]
+
+
 class Manifest(BaseModel):
     """What a version is: how it was trained, on which data, and how to read its vectors."""
 
@@ -33,6 +53,8 @@ class Manifest(BaseModel):
     user_norm_median: float
     train_seconds: float
     metrics: dict[str, float] = {}
+    # The search that chose the parameters (None: tuning was off).
+    tuning: TuningRecord | None = None
 
 
 def new_version(now: datetime | None = None) -> str:

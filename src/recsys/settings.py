@@ -11,6 +11,19 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from recsys.api_keys import ApiKey
 
+# The settings the batch's search may choose (RECSYS_TUNING_SPACE names them).
+TUNABLE_SETTINGS = (
+    "implicit_factors",
+    "implicit_iterations",
+    "implicit_regularization",
+    "implicit_alpha",
+    "spark_als_rank",
+    "spark_als_max_iter",
+    "spark_als_reg_param",
+    "spark_als_alpha",
+    "interaction_half_life_days",
+)
+
 Rate = Annotated[float, Field(gt=0.0, le=1.0)]
 
 
@@ -109,6 +122,18 @@ class Settings(BaseSettings):
     # validation choice on H&M-schema purchases (docs/evaluation.md).
     interaction_half_life_days: Annotated[float, Field(ge=0)] = 90.0
 
+    # The batch tunes the trainer's parameters and the decay on a validation split carved
+    # from the holdout's training part (batch.tuning, docs/evaluation.md "Tuning"); the
+    # settings above are the first trial, so the choice is never worse on validation.
+    tuning: bool = True
+    # Seconds the search may take (a trial started in time finishes); unset: eight times
+    # the first trial, at least 10 s and at most 480 s, so it grows with the data.
+    tuning_budget_s: Annotated[float, Field(gt=0)] | None = None
+    tuning_max_trials: Annotated[int, Field(ge=1, le=500)] = 40
+    # Choices replacing the default search space of the named settings, as JSON:
+    # {"interaction_half_life_days": [0, 30], "implicit_factors": [32, 64]}.
+    tuning_space: Annotated[dict[str, list[float]], NoDecode] = {}
+
     # A new version whose holdout NDCG@10 is below the live one's by more than this is
     # left a candidate (promote it by hand, or run the batch with --force).
     promotion_max_ndcg_drop: Annotated[float, Field(ge=0, le=1)] = 0.02
@@ -205,9 +230,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"not JSON ({exc.msg} at character {exc.pos})") from None
         return value
 
-    @field_validator("spark_conf", mode="before")
+    @field_validator("spark_conf", "tuning_space", mode="before")
     @classmethod
-    def _spark_conf_from_json(cls, value: object) -> object:
+    def _dict_from_json(cls, value: object) -> object:
         if isinstance(value, str):
             try:
                 return json.loads(value) if value.strip() else {}
@@ -221,6 +246,16 @@ class Settings(BaseSettings):
         for key in value:
             if not key.startswith("spark."):
                 raise ValueError(f"{key!r} is not a Spark property (they start with 'spark.')")
+        return value
+
+    @field_validator("tuning_space")
+    @classmethod
+    def _tunable_only(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for key, choices in value.items():
+            if key not in TUNABLE_SETTINGS:
+                raise ValueError(f"{key!r} is not tunable (one of {', '.join(TUNABLE_SETTINGS)})")
+            if not choices:
+                raise ValueError(f"{key!r} has no choices")
         return value
 
     @field_validator("api_keys")

@@ -141,6 +141,19 @@ def _print_batch_report(report: object) -> None:
         f"{report.items:,} item vectors; ALS trained in {report.train_seconds:.2f} s; "
         f"{report.replayed_events:,} archived events replayed onto it"
     )
+    if report.tuning is not None:
+        tuning = report.tuning
+        chosen = ", ".join(f"{k} {v:g}" for k, v in tuning.chosen.items())
+        best = tuning.trials[0].validation_ndcg
+        was = (
+            f" against {tuning.settings_ndcg:.4f} as set"
+            if tuning.settings_ndcg is not None
+            else ""
+        )
+        console.print(
+            f"tuned in {tuning.seconds:.0f} s ({len(tuning.trials)} trials): {chosen}; "
+            f"validation NDCG@10 {best:.4f}{was}"
+        )
     if report.metrics:
         console.print(
             "holdout @10: "
