@@ -97,14 +97,25 @@ def train_interactions(
     return StoredInteractions.of(lake, *table)
 
 
+def judged_seen(held: HeldOut, stored: StoredInteractions) -> pd.DataFrame:
+    """What the judged customers bought in training (customer_id, article_id): masked."""
+    seen = stored.frame.join(held.judged, "customer_id")
+    return seen.select("customer_id", "article_id").toPandas()
+
+
 def judge(
-    held: HeldOut, stored: StoredInteractions, trainer: Trainer, config: HoldoutConfig
+    held: HeldOut,
+    stored: StoredInteractions,
+    trainer: Trainer,
+    config: HoldoutConfig,
+    seen: pd.DataFrame | None = None,
 ) -> RankingMetrics:
     """Fit `trainer` on `stored`; NDCG/MAP/recall@k and coverage of the judged customers'
-    held-out purchases, ranking every item they did not buy."""
+    held-out purchases, ranking every item they did not buy (`seen`: judged_seen's
+    answer, when the caller kept it)."""
     factors = trainer.fit(stored)
-    seen = stored.frame.join(held.judged, "customer_id")
-    task = sampled_task(seen.select("customer_id", "article_id").toPandas(), held.held_out, factors)
+    masked = judged_seen(held, stored) if seen is None else seen
+    task = sampled_task(masked, held.held_out, factors)
     return evaluate_ranking(align(factors, task), task, config.k)
 
 

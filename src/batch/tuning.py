@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from math import prod
 from typing import TYPE_CHECKING, Any
 
-from batch.holdout import HeldOut, HoldoutConfig, hold_out, judge, train_interactions
+from batch.holdout import (
+    HeldOut,
+    HoldoutConfig,
+    hold_out,
+    judge,
+    judged_seen,
+    train_interactions,
+)
 from batch.lake import Lake
 from batch.stored_interactions import StoredInteractions
 from batch.trainer_factory import open_trainer
@@ -27,12 +34,13 @@ from recsys.settings import Settings
 
 if TYPE_CHECKING:
     import optuna
+    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
 # An unset budget: this many times the first trial, within these bounds (seconds).
-BUDGET_TRIALS = 8
+BUDGET_TRIALS = 12
 MIN_BUDGET_S = 10.0
 MAX_BUDGET_S = 480.0
 
@@ -150,11 +158,11 @@ def tune(
                 if key not in settings.tuning_space or float(getattr(settings, key)) in dimension  # type: ignore[operator]
             }
         )
+    searching = time.perf_counter()
     study.optimize(objective, n_trials=1)
-    budget = settings.tuning_budget_s or min(
-        MAX_BUDGET_S, max(MIN_BUDGET_S, BUDGET_TRIALS * (time.perf_counter() - started))
-    )
-    remaining = budget - (time.perf_counter() - started)
+    first = time.perf_counter() - searching
+    budget = settings.tuning_budget_s or min(MAX_BUDGET_S, max(MIN_BUDGET_S, BUDGET_TRIALS * first))
+    remaining = budget - first
     n_trials = prod(len(v) for v in grid.values()) if grid else settings.tuning_max_trials
     if n_trials > 1 and remaining > 0:
         study.optimize(objective, n_trials=n_trials - 1, timeout=remaining)
@@ -210,7 +218,8 @@ class _Objective:
         self.lake, self.spark, self.held = lake, spark, held
         self.settings, self.config, self.space = settings, config, space
         self.on_trial = on_trial
-        self.interactions: dict[float, StoredInteractions] = {}
+        # Per half-life: its interactions, and what the judged customers bought in them.
+        self.interactions: dict[float, tuple[StoredInteractions, pd.DataFrame]] = {}
 
     def __call__(self, trial: optuna.Trial) -> float:
         values = {key: _suggest(trial, key, d) for key, d in self.space.items()}
@@ -218,11 +227,11 @@ class _Objective:
         half_life = settings.interaction_half_life_days
         if half_life not in self.interactions:
             table = ("silver", f"tuning_interactions_{len(self.interactions)}")
-            self.interactions[half_life] = train_interactions(
-                self.lake, self.held, half_life, table
-            )
+            stored = train_interactions(self.lake, self.held, half_life, table)
+            self.interactions[half_life] = (stored, judged_seen(self.held, stored))
+        stored, seen = self.interactions[half_life]
         trainer = open_trainer(settings, self.spark)
-        metrics = judge(self.held, self.interactions[half_life], trainer, self.config)
+        metrics = judge(self.held, stored, trainer, self.config, seen)
         if self.on_trial is not None:
             self.on_trial(1)
         return metrics.ndcg

@@ -126,8 +126,9 @@ class Settings(BaseSettings):
     # from the holdout's training part (batch.tuning, docs/evaluation.md "Tuning"); the
     # settings above are the first trial, so the choice is never worse on validation.
     tuning: bool = True
-    # Seconds the search may take (a trial started in time finishes); unset: eight times
-    # the first trial, at least 10 s and at most 480 s, so it grows with the data.
+    # Seconds the trials may take (a trial started in time finishes; the split's Spark jobs
+    # come on top); unset: twelve times the first trial, 10 s to 480 s, so it grows with
+    # the data.
     tuning_budget_s: Annotated[float, Field(gt=0)] | None = None
     tuning_max_trials: Annotated[int, Field(ge=1, le=500)] = 40
     # Choices replacing the default search space of the named settings, as JSON:
