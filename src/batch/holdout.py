@@ -75,6 +75,13 @@ class HeldOut:
     held_out: pd.DataFrame  # customer_id, article_id of the judged customers' test rows
 
 
+def training_rows(split: DataFrame) -> DataFrame:
+    """The rows of a split_job's output a model may train on."""
+    from pyspark.sql import functions as F
+
+    return split.where(~F.col(IS_TEST)).drop(IS_TEST)
+
+
 def hold_out(purchases: DataFrame, config: HoldoutConfig) -> HeldOut:
     """Each customer's last purchases held out (split_job), a seeded sample judged."""
     from pyspark.sql import functions as F
@@ -83,7 +90,7 @@ def hold_out(purchases: DataFrame, config: HoldoutConfig) -> HeldOut:
     judged = F.broadcast(sample_customers(split, config))
     held_out = split.where(F.col(IS_TEST)).join(judged, "customer_id")
     return HeldOut(
-        train=split.where(~F.col(IS_TEST)).drop(IS_TEST),
+        train=training_rows(split),
         judged=judged,
         held_out=held_out.select("customer_id", "article_id").toPandas(),
     )

@@ -24,7 +24,9 @@ from batch.holdout import (
     hold_out,
     judge,
     judged_seen,
+    split_job,
     train_interactions,
+    training_rows,
 )
 from batch.lake import Lake
 from batch.stored_interactions import StoredInteractions
@@ -138,7 +140,9 @@ def tune(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
     space = search_space(settings)
-    inner = hold_out(hold_out(purchases, config).train, config)
+    # The gate's training rows only (its judged sample is not needed here), split again.
+    outer = training_rows(split_job(purchases, config.test_fraction, config.min_user_events))
+    inner = hold_out(outer, config)
     if inner.held_out.empty:
         log.warning("tuning skipped: the validation split judges no customer")
         return None
