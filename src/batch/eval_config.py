@@ -1,13 +1,11 @@
 """What `recsys evaluate` and its runners measure beyond the split: the EMA rates the
-replay tries, the MMR trade-offs of the diversity sweep, the weak-signal weights, and the
-implicit grid searched on the validation split."""
+replay tries, the MMR trade-offs of the diversity sweep, the weak-signal weights, the
+baselines' choices and the search's budget."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
-from recsys.ranking.search import Params
 from recsys.ranking.split import SplitConfig
 
 EMA_RATES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
@@ -17,10 +15,10 @@ EMA_RATES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
 SIGNAL_WEIGHTS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)
 
 
-IMPLICIT_GRID: list[Params] = [
-    {"factors": f, "regularization": r, "alpha": a, "iterations": 15}
-    for f, r, a in itertools.product((32, 64), (0.01, 0.1, 1.0), (1.0, 5.0, 20.0))
-]
+# The baselines' choices, tried whole on the validation split: item-kNN's neighbours per
+# item, EASE's L2 penalty.
+KNN_NEIGHBOURS: tuple[float, ...] = (10, 20, 50, 100, 200)
+EASE_L2: tuple[float, ...] = (10, 50, 200, 500, 1000, 3000)
 
 
 # The MMR trade-offs the diversity sweep measures (batch.diversity_eval).
@@ -37,3 +35,7 @@ class EvalConfig(SplitConfig):
     signal_ema_rate: float = 0.3  # as RECSYS_EMA_RATE
     signal_min_gain: float = 0.01  # relative NDCG@k over purchases only to turn a type on
     signal_retrain: bool = True  # also train ALS with the weak signals (one fit per weight)
+    # Each model's search (batch.param_search), as the batch's RECSYS_TUNING_BUDGET_S
+    # (None: 12 times the first trial, 30-480 s) and RECSYS_TUNING_MAX_TRIALS.
+    search_budget_s: float | None = None
+    search_max_trials: int = 40

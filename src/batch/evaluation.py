@@ -5,8 +5,8 @@ The split and the metrics are the core's (recsys.ranking)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,15 +18,21 @@ from rich.console import Console
 from rich.table import Table
 
 from batch.diversity_eval import DiversityPoint, diversity_sweep
-from batch.eval_config import IMPLICIT_GRID, EvalConfig
+from batch.eval_config import EvalConfig
 from batch.evaluation_data import EventsSummary, describe_events, detect_source, load_events
-from batch.implicit_trainer import ImplicitTrainer
+from batch.model_specs import HALF_LIFE, ModelSpec, default_models, fit_chosen
+from batch.param_search import Values
 from batch.signal_replay import SignalReplayResult, signal_replay
 from batch.weak_signals import load_weak_signals
 from recsys.ema import ema_update
-from recsys.ranking.metrics import AlignedFactors, RankingMetrics, align, evaluate_ranking, runs
+from recsys.model_store import TrialRecord
+from recsys.ranking.metrics import (
+    AlignedFactors,
+    RankingMetrics,
+    evaluate_ranking,
+    runs,
+)
 from recsys.ranking.report import Report
-from recsys.ranking.search import GridPoint, Params, search_grid
 from recsys.ranking.split import (
     BoolArray,
     IntArray,
@@ -35,7 +41,7 @@ from recsys.ranking.split import (
     SplitSummary,
     prepare_split,
 )
-from recsys.trainer import Factors, Progress, Trainer, TrainingData, as_pandas
+from recsys.settings import Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -65,8 +71,11 @@ class ReplayResult(Report):
 
 class ModelResult(Report):
     name: str
-    params: Params
-    grid: list[GridPoint]
+    note: str
+    pipeline: bool  # the stack's own pipeline (else a baseline)
+    chosen: Values  # by the search on the validation task ({}: nothing to choose)
+    trials: list[TrialRecord]  # best first
+    search_seconds: float
     test: RankingMetrics
     replay: ReplayResult | None
     diversity: list[DiversityPoint] | None = None
@@ -164,80 +173,38 @@ def replay(
     )
 
 
-class PopularityTrainer:
-    """Every user gets the same scores, the item's train interaction count: a rank-1 model."""
-
-    name = "popularity"
-
-    def fit(self, data: TrainingData, progress: Progress | None = None) -> Factors:
-        started = time.perf_counter()
-        interactions = as_pandas(data)
-        counts = interactions.groupby("article_id", sort=True)["weight"].sum()
-        users = np.sort(interactions["customer_id"].unique())
-        return Factors(
-            user_ids=np.asarray(users, dtype=object),
-            item_ids=np.asarray(counts.index, dtype=object),
-            user_factors=np.ones((len(users), 1), dtype=np.float32),
-            item_factors=counts.to_numpy(dtype=np.float32)[:, None],
-            params={"trainer": self.name},
-            train_seconds=time.perf_counter() - started,
-        )
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model to evaluate: how to build its trainer from one grid point, and its grid."""
-
-    name: str
-    make_trainer: Callable[[Params], Trainer]
-    grid: list[Params]
-    replay: bool = True
-
-
-def default_models(implicit_grid: list[Params] | None = None) -> list[ModelSpec]:
-    return [
-        ModelSpec("popularity", lambda _params: PopularityTrainer(), [{}], replay=False),
-        ModelSpec("implicit", ImplicitTrainer.from_params, implicit_grid or IMPLICIT_GRID),
-    ]
-
-
-def evaluate_trainer(
-    name: str,
-    make_trainer: Callable[[Params], Trainer],
-    grid: list[Params],
-    split: PreparedSplit[EvalConfig],
-    *,
-    with_replay: bool = True,
-) -> ModelResult:
-    """Pick the grid point with the best validation NDCG (no search for a single point), refit
-    on the full train, and judge it on test (and by replay)."""
-    if not grid:
-        raise ValueError(f"{name}: empty hyperparameter grid")
+def evaluate_model(spec: ModelSpec, split: PreparedSplit[EvalConfig]) -> ModelResult:
+    """The spec's choice on validation, judged on test (and by replay)."""
     started = time.perf_counter()
     config = split.config
-    points = search_grid(make_trainer, grid, split.validation, config.k) if len(grid) > 1 else []
-    chosen = max(points, key=lambda p: p.validation_ndcg).params if points else grid[0]
-    factors = make_trainer(chosen).fit(split.test.interactions)
-    model = align(factors, split.test)
+    chosen = fit_chosen(spec, split)
+    found, model, test = chosen.search, chosen.model, chosen.task
+    factors = model if isinstance(model, AlignedFactors) else None
+    with_replay = spec.replay and factors is not None
     return ModelResult(
-        name=name,
-        params=factors.params,
-        grid=points,
-        test=evaluate_ranking(model, split.test, config.k),
-        replay=replay(model, split.test, config.ema_rates, config.k) if with_replay else None,
+        name=spec.name,
+        note=spec.note,
+        pipeline=spec.pipeline,
+        chosen=found.chosen,
+        trials=found.trials if spec.space else [],
+        search_seconds=found.seconds if spec.space else 0.0,
+        test=evaluate_ranking(model, test, config.k),
+        replay=replay(factors, test, config.ema_rates, config.k)
+        if with_replay and factors is not None
+        else None,
         diversity=(
             diversity_sweep(
-                model,
-                split.test,
+                factors,
+                test,
                 config.k,
                 config.diversity_lambdas,
                 config.diversity_users,
                 config.seed,
             )
-            if with_replay and config.diversity_lambdas
+            if with_replay and factors is not None and config.diversity_lambdas
             else None
         ),
-        fit_seconds=factors.train_seconds,
+        fit_seconds=chosen.fit_seconds,
         seconds=time.perf_counter() - started,
     )
 
@@ -255,16 +222,22 @@ def evaluate_events(
     with the `implicit` model as chosen (batch.signal_replay)."""
     started = time.perf_counter()
     split = prepare_split(events, config or EvalConfig())
-    specs = list(models if models is not None else default_models())
-    results = [
-        evaluate_trainer(m.name, m.make_trainer, m.grid, split, with_replay=m.replay) for m in specs
-    ]
+    specs = list(models if models is not None else default_models(Settings()))
+    results = [evaluate_model(spec, split) for spec in specs]
     weak = None
-    implicit = [(m, r) for m, r in zip(specs, results, strict=True) if m.name == "implicit"]
-    if signals is not None and implicit:
-        spec, result = implicit[0]
+    pipeline = [
+        (m, r) for m, r in zip(specs, results, strict=True) if m.pipeline and m.make_trainer
+    ]
+    if signals is not None and pipeline:
+        spec, result = pipeline[0]
+        half_life = result.chosen.get(HALF_LIFE, split.config.interaction_half_life_days)
         weak = signal_replay(
-            events, signals, spec.name, spec.make_trainer, result.params, split.config
+            events,
+            signals,
+            spec.name,
+            spec.make_trainer,  # type: ignore[arg-type]
+            result.chosen,
+            replace(split.config, interaction_half_life_days=half_life or None),
         )
     return EvaluationResult(
         data_dir=str(data_dir) if data_dir is not None else None,
@@ -298,21 +271,24 @@ def run_evaluation(
     return result.model_copy(update={"seconds": time.perf_counter() - started})
 
 
-def _params_text(params: Params) -> str:
-    shown = {k: v for k, v in params.items() if k not in ("trainer", "seed")}
-    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "-"
+def _params_text(values: Values) -> str:
+    short = {k.removeprefix("implicit_").removeprefix("spark_als_"): v for k, v in values.items()}
+    return ", ".join(f"{k}={v:.3g}" for k, v in short.items()) or "-"
 
 
 def _ranking_table(result: EvaluationResult) -> Table:
     k = result.split.k
     table = Table(title=f"Ranking on test (@{k})")
-    for column in ("model", "params", f"NDCG@{k}", f"MAP@{k}", f"Recall@{k}", "coverage", "s"):
-        table.add_column(column, justify="left" if column in ("model", "params") else "right")
+    columns = ("model", "chosen on validation", "trials", f"NDCG@{k}", f"MAP@{k}", f"Recall@{k}",
+               "coverage", "s")  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column in columns[:2] else "right")
     for m in result.models:
         t = m.test
         table.add_row(
-            m.name,
-            _params_text(m.params),
+            f"[bold]{m.name}[/] (pipeline)" if m.pipeline else m.name,
+            _params_text(m.chosen) + (f" ({m.note})" if m.note else ""),
+            str(len(m.trials)) if m.trials else "-",
             f"{t.ndcg:.4f}",
             f"{t.map:.4f}",
             f"{t.recall:.4f}",
@@ -382,6 +358,39 @@ def _signals_table(signals: SignalReplayResult, k: int) -> Table:
     return table
 
 
+def pipeline_and_best_baseline(
+    result: EvaluationResult,
+) -> tuple[ModelResult, ModelResult] | None:
+    """The pipeline and the baseline with the best test NDCG, when there are both."""
+    pipeline = [m for m in result.models if m.pipeline]
+    others = [m for m in result.models if not m.pipeline]
+    if not pipeline or not others:
+        return None
+    return pipeline[0], max(others, key=lambda m: m.test.ndcg)
+
+
+def _against_table(pipeline: ModelResult, best: ModelResult, k: int) -> Table:
+    table = Table(title="The pipeline against the best baseline (test)")
+    for column in ("", f"NDCG@{k}", f"MAP@{k}", f"Recall@{k}", "coverage"):
+        table.add_column(column, justify="right" if column else "left")
+    for label, m in (
+        (f"pipeline: {pipeline.name}", pipeline),
+        (f"best baseline: {best.name}", best),
+    ):
+        t = m.test
+        table.add_row(
+            label, f"{t.ndcg:.4f}", f"{t.map:.4f}", f"{t.recall:.4f}", f"{t.coverage:.3f}"
+        )
+    ratios = [
+        pipeline.test.ndcg / best.test.ndcg if best.test.ndcg else None,
+        pipeline.test.map / best.test.map if best.test.map else None,
+        pipeline.test.recall / best.test.recall if best.test.recall else None,
+        pipeline.test.coverage / best.test.coverage if best.test.coverage else None,
+    ]
+    table.add_row("ratio", *("-" if r is None else f"{r:.2f}x" for r in ratios))
+    return table
+
+
 def print_results(result: EvaluationResult, console: Console) -> None:
     s, d = result.split, result.data
     console.print(
@@ -395,6 +404,9 @@ def print_results(result: EvaluationResult, console: Console) -> None:
         f"unknown to train, {s.test_pairs_seen_in_train} held-out pairs already in train"
     )
     console.print(_ranking_table(result))
+    against = pipeline_and_best_baseline(result)
+    if against is not None:
+        console.print(_against_table(*against, result.split.k))
     replay_table = _replay_table(result)
     if replay_table is not None:
         console.print(replay_table)

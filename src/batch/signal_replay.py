@@ -37,13 +37,13 @@ import numpy.typing as npt
 import pandas as pd
 
 from batch.eval_config import EvalConfig
+from batch.param_search import Values
 from batch.weak_signals import SIGNAL_TYPES
 from recsys.ema import ema_update
 from recsys.events import EVENT_TYPES, PURCHASE
 from recsys.interaction_weights import EVENT_WEIGHT
 from recsys.ranking.metrics import AlignedFactors, align, evaluate_ranking, runs
 from recsys.ranking.report import Report
-from recsys.ranking.search import Params
 from recsys.ranking.split import RankingTask, build_task, temporal_split, to_interactions
 from recsys.trainer import Trainer
 
@@ -91,8 +91,8 @@ def signal_replay(
     events: pd.DataFrame,
     signals: pd.DataFrame,
     model_name: str,
-    make_trainer: Callable[[Params], Trainer],
-    params: Params,
+    make_trainer: Callable[[Values], Trainer],
+    params: Values,
     config: EvalConfig,
 ) -> SignalReplayResult:
     """`events`: the purchases (evaluation_data's frame); `signals`: weak_signals' frame."""

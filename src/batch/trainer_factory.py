@@ -18,7 +18,8 @@ def iterations(settings: Settings) -> int:
     return settings.implicit_iterations
 
 
-def open_trainer(settings: Settings, spark: SparkSession) -> Trainer:
+def open_trainer(settings: Settings, spark: SparkSession | None) -> Trainer:
+    """The settings' trainer; Spark's needs the session."""
     if settings.trainer == "implicit":
         return ImplicitTrainer(
             factors=settings.implicit_factors,
@@ -28,6 +29,9 @@ def open_trainer(settings: Settings, spark: SparkSession) -> Trainer:
             seed=settings.als_seed,
         )
     from batch.spark_trainer import SparkAlsTrainer
+
+    if spark is None:
+        raise ValueError("RECSYS_TRAINER=spark needs a Spark session")
 
     return SparkAlsTrainer(
         spark,

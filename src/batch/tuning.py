@@ -1,12 +1,6 @@
 """The batch tunes itself on the data it is given: the trainer's parameters and the
-interactions' half-life, searched on a validation split carved from the holdout's
-training part (so the gate's holdout stays unseen), within a time budget.
-
-The search is Optuna's: TPE (a model of which regions did well) over sizes and counts
-from a few choices and rates on a log scale, started from the current settings, and
-stopped by its timeout; a small space of choices only is tried whole (grid). Optuna is
-there for TPE, which finds good rates in fewer fits than a grid or random points, and
-for its timeout and enqueued first trial, which this module would otherwise rebuild.
+interactions' half-life, searched (batch.param_search) on a validation split carved from
+the holdout's training part (so the gate's holdout stays unseen), within a time budget.
 """
 
 from __future__ import annotations
@@ -15,8 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from math import prod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from batch.holdout import (
     HeldOut,
@@ -29,41 +22,25 @@ from batch.holdout import (
     training_rows,
 )
 from batch.lake import Lake
+from batch.param_search import LogRange, Space, Values, search
 from batch.stored_interactions import StoredInteractions
 from batch.trainer_factory import open_trainer
-from recsys.model_store import TrialRecord, TuningRecord
+from recsys.model_store import TuningRecord
 from recsys.settings import Settings
 
 if TYPE_CHECKING:
-    import optuna
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
-# An unset budget: this many times the first trial, within these bounds (seconds).
-BUDGET_TRIALS = 12
-MIN_BUDGET_S = 10.0
-MAX_BUDGET_S = 480.0
-
-
-@dataclass(frozen=True)
-class LogRange:
-    """A rate searched on a log scale between low and high."""
-
-    low: float
-    high: float
-
-
-Dimension = tuple[float, ...] | LogRange
-
 # The default space of each trainer (their parameters mean different things: see
 # recsys.settings), and the decay's half-life in days for both (0: no decay).
-TRAINER_SPACES: dict[str, dict[str, Dimension]] = {
+TRAINER_SPACES: dict[str, Space] = {
     "implicit": {
         "implicit_factors": (16, 32, 64, 128),
         "implicit_iterations": (10, 15, 25),
-        "implicit_regularization": LogRange(0.01, 10.0),
+        "implicit_regularization": LogRange(0.01, 100.0),
         "implicit_alpha": LogRange(1.0, 100.0),
     },
     "spark": {
@@ -73,9 +50,7 @@ TRAINER_SPACES: dict[str, dict[str, Dimension]] = {
         "spark_als_alpha": LogRange(1.0, 100.0),
     },
 }
-HALF_LIFE_SPACE: dict[str, Dimension] = {
-    "interaction_half_life_days": (0.0, 30.0, 90.0, 180.0, 365.0)
-}
+HALF_LIFE_SPACE: Space = {"interaction_half_life_days": (0.0, 30.0, 90.0, 180.0, 365.0)}
 
 
 class TuningError(ValueError):
@@ -88,7 +63,7 @@ class Tuned:
     record: TuningRecord
 
 
-def search_space(settings: Settings) -> dict[str, Dimension]:
+def search_space(settings: Settings) -> Space:
     """The trainer's space and the half-life's, the current value of each setting one of
     its choices (or inside its range); RECSYS_TUNING_SPACE's choices replace a dimension
     as they are."""
@@ -125,6 +100,11 @@ def protocol(config: HoldoutConfig) -> str:
     )
 
 
+def start_values(settings: Settings, space: Space) -> Values:
+    """The settings' current value of each dimension: the search's first trial."""
+    return {key: float(getattr(settings, key)) for key in space}
+
+
 def tune(
     lake: Lake,
     spark: SparkSession,
@@ -135,9 +115,6 @@ def tune(
 ) -> Tuned | None:
     """Search the space on the validation split; None when the split judges nobody
     (no customer has enough purchases), so the settings stay as they are."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
     space = search_space(settings)
     # The gate's training rows only (its judged sample is not needed here), split again.
@@ -146,68 +123,29 @@ def tune(
     if inner.held_out.empty:
         log.warning("tuning skipped: the validation split judges no customer")
         return None
-    objective = _Objective(lake, spark, inner, settings, config, space, on_trial)
-    grid = _grid(space, settings.tuning_max_trials)
-    sampler = (
-        optuna.samplers.GridSampler(grid, seed=settings.als_seed)
-        if grid
-        else optuna.samplers.TPESampler(seed=settings.als_seed)
+    objective = _Objective(lake, spark, inner, settings, config, on_trial)
+    found = search(
+        space,
+        objective,
+        start=start_values(settings, space),
+        budget_s=settings.tuning_budget_s,
+        max_trials=settings.tuning_max_trials,
+        seed=settings.als_seed,
     )
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    if not grid:  # the current settings first, where the space holds them
-        study.enqueue_trial(
-            {
-                key: float(getattr(settings, key))
-                for key, dimension in space.items()
-                if key not in settings.tuning_space or float(getattr(settings, key)) in dimension  # type: ignore[operator]
-            }
-        )
-    searching = time.perf_counter()
-    study.optimize(objective, n_trials=1)
-    first = time.perf_counter() - searching
-    budget = settings.tuning_budget_s or min(MAX_BUDGET_S, max(MIN_BUDGET_S, BUDGET_TRIALS * first))
-    remaining = budget - first
-    n_trials = prod(len(v) for v in grid.values()) if grid else settings.tuning_max_trials
-    if n_trials > 1 and remaining > 0:
-        study.optimize(objective, n_trials=n_trials - 1, timeout=remaining)
-    done = [t for t in study.trials if t.value is not None]
-    trials = sorted(
-        (
-            TrialRecord(
-                params=dict(t.params),
-                validation_ndcg=float(t.value or 0.0),
-                seconds=t.duration.total_seconds() if t.duration else 0.0,
-            )
-            for t in done
-        ),
-        key=lambda t: -t.validation_ndcg,
-    )
-    chosen = dict(study.best_trial.params)
-    current = {key: float(getattr(settings, key)) for key in space}
-    as_they_were = [t.validation_ndcg for t in trials if t.params == current]
     record = TuningRecord(
         protocol=protocol(config),
-        budget_s=budget,
+        budget_s=found.budget_s,
         seconds=time.perf_counter() - started,
-        chosen=chosen,
-        settings_ndcg=as_they_were[0] if as_they_were else None,
-        trials=trials,
+        chosen=found.chosen,
+        settings_ndcg=found.start_score,
+        trials=found.trials,
     )
-    return Tuned(with_values(settings, chosen), record)
-
-
-def _grid(space: dict[str, Dimension], max_trials: int) -> dict[str, Any]:
-    """The space as a grid when it is choices alone and tried whole within max_trials
-    ({} otherwise: the search samples it)."""
-    grid: dict[str, Any] = {key: list(d) for key, d in space.items() if isinstance(d, tuple)}
-    if len(grid) < len(space) or prod(len(v) for v in grid.values()) > max_trials:
-        return {}
-    return grid
+    return Tuned(with_values(settings, found.chosen), record)
 
 
 class _Objective:
-    """One trial: the values suggested, the validation interactions of its half-life
-    (written once per half-life), the trainer fitted and judged."""
+    """One trial: the validation interactions of its half-life (written once per
+    half-life), the trainer fitted with the values and judged."""
 
     def __init__(
         self,
@@ -216,17 +154,15 @@ class _Objective:
         held: HeldOut,
         settings: Settings,
         config: HoldoutConfig,
-        space: dict[str, Dimension],
         on_trial: Callable[[int], None] | None,
     ) -> None:
         self.lake, self.spark, self.held = lake, spark, held
-        self.settings, self.config, self.space = settings, config, space
+        self.settings, self.config = settings, config
         self.on_trial = on_trial
         # Per half-life: its interactions, and what the judged customers bought in them.
         self.interactions: dict[float, tuple[StoredInteractions, pd.DataFrame]] = {}
 
-    def __call__(self, trial: optuna.Trial) -> float:
-        values = {key: _suggest(trial, key, d) for key, d in self.space.items()}
+    def __call__(self, values: Values) -> float:
         settings = with_values(self.settings, values)
         half_life = settings.interaction_half_life_days
         if half_life not in self.interactions:
@@ -239,9 +175,3 @@ class _Objective:
         if self.on_trial is not None:
             self.on_trial(1)
         return metrics.ndcg
-
-
-def _suggest(trial: optuna.Trial, key: str, dimension: Dimension) -> float:
-    if isinstance(dimension, LogRange):
-        return trial.suggest_float(key, dimension.low, dimension.high, log=True)
-    return float(trial.suggest_categorical(key, list(dimension)))

@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     # settings above are the first trial, so the choice is never worse on validation.
     tuning: bool = True
     # Seconds the trials may take (a trial started in time finishes; the split's Spark jobs
-    # come on top); unset: twelve times the first trial, 10 s to 480 s, so it grows with
+    # come on top); unset: twelve times the first trial, 30 s to 480 s, so it grows with
     # the data.
     tuning_budget_s: Annotated[float, Field(gt=0)] | None = None
     tuning_max_trials: Annotated[int, Field(ge=1, le=500)] = 40
@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     # MMR trade-off when a request names none: 1 is pure relevance, 0 pure diversity.
     # 1: on H&M-schema data any MMR cost >= 15% NDCG@10 (docs/evaluation.md).
     diversity_lambda: Annotated[float, Field(ge=0, le=1)] = 1.0
+    # Never recommend back what the customer bought. Fashion customers rebuy (on H&M's
+    # last week, allowing it changes MAP@12: `recsys evaluate --protocol hm-week`).
+    exclude_purchased: bool = True
     redis_timeout_s: Annotated[float, Field(gt=0)] = 0.5
     model_poll_interval_s: Annotated[float, Field(gt=0)] = 1.0
     history_max_items: Annotated[int, Field(ge=1)] = 200

@@ -4,8 +4,9 @@ evaluate-cold-start."""
 from __future__ import annotations
 
 import contextlib
+import enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -13,12 +14,12 @@ from rich.table import Table
 from recsys.settings import Settings
 from recsys_cli.console import console, fail, load_settings
 
-if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
-
-    from batch.evaluation import ModelSpec
-
 app = typer.Typer()
+
+
+class Protocol(enum.StrEnum):
+    PER_USER = "per-user"
+    HM_WEEK = "hm-week"
 
 
 @app.command()
@@ -170,33 +171,50 @@ def evaluate(
         Path, typer.Option(help="An H&M-schema folder or a MovieLens ratings.tsv folder")
     ],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here")] = None,
-    spark: Annotated[bool, typer.Option(help="Also evaluate Spark MLlib ALS")] = True,
+    spark: Annotated[
+        bool, typer.Option(help="Also evaluate the batch's other ALS trainer, Spark MLlib's")
+    ] = True,
     max_test_users: Annotated[
         int | None, typer.Option(min=1, help="Evaluate a seeded sample of test users")
     ] = None,
     half_life_days: Annotated[
         float | None,
-        typer.Option(min=0, help="Interaction decay (0: none); default: the batch's setting"),
+        typer.Option(
+            min=0, help="Fix the ALS trainers' interaction decay (0: none); default: searched"
+        ),
     ] = None,
+    ease_max_items: Annotated[
+        int | None,
+        typer.Option(min=1, help="EASE keeps this many of the most bought items [10,000]"),
+    ] = None,
+    protocol: Annotated[
+        Protocol,
+        typer.Option(
+            help="per-user: each customer's last 20% held out; hm-week: the H&M "
+            "competition's, MAP@12 on the last 7 days"
+        ),
+    ] = Protocol.PER_USER,
 ) -> None:
-    """Offline accuracy: NDCG/MAP/Recall@10 and coverage vs popularity, and the EMA replay
-    (with weak_signals.csv in the folder, also the weak-signal replay)."""
+    """Offline accuracy: NDCG/MAP/Recall@10 and coverage of the pipeline (the batch's
+    trainer and search) against popularity, item-kNN, EASE and both ALS trainers, and the
+    EMA replay (with weak_signals.csv in the folder, also the weak-signal replay); or the
+    H&M competition's MAP@12 (--protocol hm-week)."""
     from batch.eval_config import EvalConfig
-    from batch.evaluation import default_models, print_results, run_evaluation
-
-    settings = load_settings()
-    half_life = settings.interaction_half_life_days if half_life_days is None else half_life_days
-    config = EvalConfig(
-        max_test_users=max_test_users,
-        interaction_half_life_days=half_life or None,
-        signal_ema_rate=settings.ema_rate,
-    )
+    from batch.evaluation import print_results, run_evaluation
     from batch.evaluation_data import detect_source
+    from batch.model_specs import default_models
     from recsys.spark import SparkUnavailableError, spark_session
 
+    settings = load_settings()
+    config = EvalConfig(
+        max_test_users=max_test_users,
+        signal_ema_rate=settings.ema_rate,
+        search_budget_s=settings.tuning_budget_s,
+        search_max_trials=settings.tuning_max_trials,
+    )
     try:
         # H&M folders are cleaned by the batch's Spark job, so they need Spark too.
-        needs_spark = spark or detect_source(data) == "hm"
+        needs_spark = spark or detect_source(data) == "hm" or settings.trainer == "spark"
     except ValueError as exc:
         fail(str(exc))
     with contextlib.ExitStack() as stack:
@@ -206,16 +224,34 @@ def evaluate(
                 session = stack.enter_context(spark_session(settings, "recsys-evaluate"))
             except SparkUnavailableError as exc:
                 fail(str(exc))
-        models = default_models()
-        if spark and session is not None:
-            models.append(_spark_model(settings, session))
         try:
-            result = run_evaluation(data, models, config, session)
+            models = default_models(
+                settings,
+                session,
+                other_trainer=spark,
+                half_life=half_life_days,
+                ease_max_items=ease_max_items,
+            )
+            if protocol is Protocol.HM_WEEK:
+                from batch.competition import print_competition, run_competition
+                from batch.evaluation_data import load_events
+
+                week = run_competition(
+                    load_events(data, session),
+                    models,
+                    config,
+                    exclude_purchased=settings.exclude_purchased,
+                )
+                print_competition(week, console)
+                written = week.to_json()
+            else:
+                result = run_evaluation(data, models, config, session)
+                print_results(result, console)
+                written = result.to_json()
         except ValueError as exc:
             fail(str(exc))
-    print_results(result, console)
     if json_out is not None:
-        json_out.write_text(result.to_json())
+        json_out.write_text(written)
         console.print(f"results written to {json_out}")
 
 
@@ -239,22 +275,3 @@ def evaluate_cold_start(
     if json_out is not None:
         json_out.write_text(result.to_json())
         console.print(f"results written to {json_out}")
-
-
-def _spark_model(settings: Settings, session: SparkSession) -> ModelSpec:
-    """Spark MLlib ALS as an evaluated model, with its own (small) grid."""
-    from batch.evaluation import ModelSpec
-    from batch.spark_trainer import SparkAlsTrainer
-
-    grid = [
-        {"rank": 32, "max_iter": 10, "reg_param": reg, "alpha": alpha}
-        for reg in (0.05, 0.2)
-        for alpha in (1.0, 10.0)
-    ]
-    return ModelSpec(
-        "spark",
-        lambda p: SparkAlsTrainer(
-            session, seed=settings.als_seed, scratch_dir=settings.scratch_dir, **p
-        ),
-        grid,
-    )

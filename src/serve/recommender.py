@@ -36,6 +36,7 @@ class Ask:
     mmr: Mmr | None = None
     explain_top_k: int | None = None  # None: no explanations
     fallback: FallbackPolicy = "trending"  # what a customer with no vector gets
+    exclude_purchased: bool = True  # RECSYS_EXCLUDE_PURCHASED
 
 
 @dataclass(frozen=True)
@@ -124,12 +125,14 @@ async def rank(
         state = await load_customer(users, model.version, customer_id, tel)
     except (RedisError, TimeoutError, OSError):
         return Ranked("trending", _trending(model, ask, ask.rules), None, "redis_unavailable")
-    # What the customer already bought is never recommended back.
-    if state.purchased:
+    # What the customer already bought is not recommended back (unless the settings
+    # allow it).
+    rules = ask.rules
+    if state.purchased and ask.exclude_purchased:
         tel.metrics.excluded_history.inc(len(state.purchased))
-    rules = dataclasses.replace(
-        ask.rules, exclude_ids=tuple(dict.fromkeys((*ask.rules.exclude_ids, *state.purchased)))
-    )
+        rules = dataclasses.replace(
+            rules, exclude_ids=tuple(dict.fromkeys((*rules.exclude_ids, *state.purchased)))
+        )
     if state.vector is None:
         reason = "unknown_customer"
         return Ranked("trending", _trending(model, ask, rules), state.last_event_id, reason)

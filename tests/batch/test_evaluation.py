@@ -1,6 +1,6 @@
-"""The offline evaluation's runners: rankings whose answer is known, the grid search's
-choice, the replay on a taste switch, and the published figures on ml-100k (the split and
-the metrics themselves: tests/recsys/test_ranking.py)."""
+"""The offline evaluation's runners: rankings whose answer is known (the baselines
+included), the search's choice, the replay on a taste switch, and the published figures
+on ml-100k (the split and the metrics themselves: tests/recsys/test_ranking.py)."""
 
 from __future__ import annotations
 
@@ -13,19 +13,20 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from batch.baselines import PopularityTrainer, ease_share, fit_ease, fit_item_knn
 from batch.eval_config import EvalConfig
 from batch.evaluation import (
     EvaluationResult,
-    ModelSpec,
-    PopularityTrainer,
     evaluate_events,
-    evaluate_trainer,
+    evaluate_model,
+    pipeline_and_best_baseline,
     print_results,
     replay,
 )
 from batch.evaluation_data import describe_events, load_events
 from batch.generate import generate
 from batch.implicit_trainer import ImplicitTrainer
+from batch.model_specs import ModelSpec, default_models
 from ranking_cases import DAY, events_frame, random_events
 from recsys.ranking.metrics import (
     align,
@@ -33,6 +34,7 @@ from recsys.ranking.metrics import (
     recommend,
 )
 from recsys.ranking.split import RankingTask, Split, build_task, prepare_split, temporal_split
+from recsys.settings import Settings
 from recsys.trainer import Factors
 
 ML_100K = Path(__file__).parents[3] / "shared/datasets/ml-100k"
@@ -83,7 +85,26 @@ def test_als_ranks_the_held_out_item_of_the_users_group_in_top_3() -> None:
     assert metrics.recall == pytest.approx(1.0)
 
 
-def test_the_grid_point_with_the_best_validation_ndcg_is_chosen() -> None:
+@pytest.mark.parametrize("fit", [lambda t: fit_item_knn(t, 8), lambda t: fit_ease(t, 1.0)])
+def test_item_knn_and_ease_rank_the_held_out_item_of_the_users_group_in_top_3(fit: Any) -> None:
+    task = task_of(*checkerboard())
+    metrics = evaluate_ranking(fit(task), task, k=3)
+    assert metrics.users == 32
+    assert metrics.recall == pytest.approx(1.0)
+
+
+def test_ease_keeps_the_most_bought_items_and_scores_no_other() -> None:
+    counts = {"a": 6, "b": 5, "c": 4, "d": 2, "e": 1}
+    train = [(f"u{k}", item, 0) for item, n in counts.items() for k in range(n)]
+    task = task_of(train, [("u0", "d", 1)])
+    model = fit_ease(task, 1.0, max_items=3)
+    assert [task.item_ids[i] for i in np.flatnonzero(model.has_item)] == ["a", "b", "c"]
+    assert ease_share(task, 3) == pytest.approx(15 / 18)
+    top = recommend(model, task.seen, np.arange(len(task.user_ids)), 5)
+    assert set(top[top >= 0].tolist()) <= {0, 1, 2}
+
+
+def test_the_search_chooses_the_values_with_the_best_validation_ndcg() -> None:
     class Reversed(PopularityTrainer):
         def fit(self, interactions: pd.DataFrame, progress: Any = None) -> Factors:
             factors = super().fit(interactions)
@@ -96,16 +117,35 @@ def test_the_grid_point_with_the_best_validation_ndcg_is_chosen() -> None:
                 train_seconds=0.0,
             )
 
-    def make(params: dict[str, Any]) -> PopularityTrainer:
-        return PopularityTrainer() if params["popular"] else Reversed()
-
-    prepared = prepare_split(random_events(seed=5), EvalConfig())
-    grid = [{"popular": False}, {"popular": True}]
-    result = evaluate_trainer("choice", make, grid, prepared, with_replay=False)
-    assert [p.params for p in result.grid] == grid
-    assert result.grid[1].validation_ndcg > result.grid[0].validation_ndcg
-    assert result.params == {"trainer": "popularity"}
+    spec = ModelSpec(
+        "choice",
+        {"popular": (0.0, 1.0)},
+        make_trainer=lambda values: PopularityTrainer() if values["popular"] else Reversed(),
+    )
+    prepared = prepare_split(random_events(seed=5), EvalConfig(diversity_lambdas=()))
+    result = evaluate_model(spec, prepared)
+    assert result.chosen == {"popular": 1.0}
+    assert [t.params for t in result.trials] == [{"popular": 1.0}, {"popular": 0.0}]
+    assert result.trials[0].validation_ndcg > result.trials[1].validation_ndcg
     assert result.replay is None
+
+
+def test_a_searched_half_life_reweights_the_interactions() -> None:
+    seen: list[float] = []
+
+    def trainer(values: dict[str, float]) -> PopularityTrainer:
+        return PopularityTrainer()
+
+    class Recording(ModelSpec):
+        def fit(self, values: dict[str, float], task: RankingTask) -> Any:
+            seen.append(float(task.interactions["weight"].max()))
+            return super().fit(values, task)
+
+    spec = Recording("decay", {"interaction_half_life_days": (0.0, 1.0)}, make_trainer=trainer)
+    prepared = prepare_split(random_events(seed=5), EvalConfig(diversity_lambdas=()))
+    evaluate_model(spec, prepared)
+    # Undecayed weights count days (>= 1); a 1-day half-life shrinks all but the newest.
+    assert max(seen[:2]) >= 1.0 and min(seen[:2]) < max(seen[:2])
 
 
 # ---------------------------------------------------------------- replay
@@ -181,8 +221,13 @@ def test_load_events_reads_movielens_and_hm_folders(tmp_path: Path, spark: Spark
 def test_ml_100k_als_beats_popularity_and_ema_beats_static() -> None:
     fixed = {"factors": 32, "regularization": 0.1, "alpha": 1.0, "iterations": 15}
     models = [
-        ModelSpec("popularity", lambda _p: PopularityTrainer(), [{}], replay=False),
-        ModelSpec("implicit", ImplicitTrainer.from_params, [fixed]),
+        ModelSpec("popularity", make_trainer=lambda _values: PopularityTrainer()),
+        ModelSpec(
+            "implicit",
+            make_trainer=lambda _values: ImplicitTrainer.from_params(fixed),
+            pipeline=True,
+            replay=True,
+        ),
     ]
     result = evaluate_events(load_events(ML_100K), models)
     popularity, als = result.models
@@ -196,6 +241,44 @@ def test_ml_100k_als_beats_popularity_and_ema_beats_static() -> None:
     console = Console(record=True, width=160)
     print_results(result, console)
     assert "NDCG@10" in console.export_text()
+
+
+def test_default_models_are_the_pipeline_and_the_baselines_reported_side_by_side() -> None:
+    settings = Settings(tuning_max_trials=3)
+    specs = default_models(settings, None)
+    assert [(m.name, m.pipeline) for m in specs] == [
+        ("implicit", True),
+        ("popularity", False),
+        ("implicit ALS", False),
+        ("item-kNN", False),
+        ("EASE", False),
+    ]  # fmt: skip; Spark's ALS joins with a session
+    fixed = default_models(settings, None, half_life=30.0)[0]
+    assert fixed.space["interaction_half_life_days"] == (30.0,)
+    config = EvalConfig(diversity_lambdas=(), search_max_trials=3, search_budget_s=60)
+    result = evaluate_events(random_events(seed=3), specs, config)
+    pipeline, best = pipeline_and_best_baseline(result) or (None, None)
+    assert pipeline is not None and pipeline.name == "implicit" and len(pipeline.trials) == 3
+    assert best is not None and best.test.ndcg == max(m.test.ndcg for m in result.models[1:])
+    console = Console(record=True, width=200)
+    print_results(result, console)
+    text = console.export_text()
+    assert "against the best baseline" in text and "EASE" in text and "item-kNN" in text
+
+
+@pytest.mark.skipif(not ML_100K.is_dir(), reason=f"ml-100k not found at {ML_100K}")
+def test_ml_100k_baselines_beat_popularity_and_the_pipeline_keeps_up_with_them() -> None:
+    settings = Settings(tuning_max_trials=12)
+    config = EvalConfig(diversity_lambdas=(), ema_rates=(0.3,), search_max_trials=12)
+    result = evaluate_events(load_events(ML_100K), default_models(settings), config)
+    by_name = {m.name: m.test.ndcg for m in result.models}
+    assert all(
+        ndcg > by_name["popularity"] + 0.04
+        for ndcg in by_name.values()
+        if ndcg != by_name["popularity"]
+    ), by_name
+    assert by_name["EASE"] > 0.2, by_name
+    assert by_name["implicit"] > 0.95 * max(by_name.values()), by_name
 
 
 # ---------------------------------------------------------------- weak signals
@@ -251,7 +334,13 @@ def test_weak_signals_replay_on_small_generated_data(tmp_path: Path) -> None:
     config = EvalConfig(
         interaction_half_life_days=90.0, signal_weights=(0.2, 1.0), diversity_lambdas=()
     )
-    models = [ModelSpec("implicit", ImplicitTrainer.from_params, [fixed])]
+    models = [
+        ModelSpec(
+            "implicit",
+            make_trainer=lambda _values: ImplicitTrainer.from_params(fixed),
+            pipeline=True,
+        )
+    ]
     result = evaluate_events(events, models, config, signals=signals)
     weak = result.signals
     assert weak is not None and weak.model == "implicit"

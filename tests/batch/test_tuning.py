@@ -14,8 +14,9 @@ from pyspark.sql import SparkSession
 
 from batch.holdout import HoldoutConfig
 from batch.lake import DeltaRsLake
+from batch.param_search import LogRange
 from batch.pipeline import run_batch
-from batch.tuning import LogRange, TuningError, search_space, tune
+from batch.tuning import TuningError, search_space, tune
 from recsys.hm_schema import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
 from recsys.model_store import read_manifest
 from recsys.progress import Steps

@@ -12,7 +12,9 @@ from fastapi.testclient import TestClient
 
 from batch.pipeline import BatchReport
 from recsys import keys
+from recsys.settings import Settings
 from recsys.vectors import decode
+from serve.app import create_app
 
 
 def test_known_customer_gets_personalized_items_without_past_purchases(
@@ -30,6 +32,17 @@ def test_known_customer_gets_personalized_items_without_past_purchases(
     scores = [item["score"] for item in body["items"]]
     assert scores == sorted(scores, reverse=True)
     assert body["items"][0]["metadata"]["product_group_name"]
+
+
+def test_purchases_may_come_back_when_the_settings_allow_it(
+    settings: Settings, trained: BatchReport, known_customer: str, redis_conn: redis.Redis
+) -> None:
+    history = {a.decode() for a in redis_conn.zrange(keys.history(known_customer), 0, -1)}
+    allowed = settings.model_copy(update={"exclude_purchased": False})
+    with TestClient(create_app(allowed)) as client:
+        body = client.get(f"/recommend/{known_customer}", params={"k": 50}).json()
+    assert body["source"] == "personalized"
+    assert history & set(_ids(body)), "50 of the nearest items and none bought before"
 
 
 def test_scores_are_the_dot_products_of_the_stored_vectors(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,18 @@ class RankingMetrics(Report):
     users_without_vector: int
 
 
+class Scorer(Protocol):
+    """A model judged on a task: scores of the task's items for some of its users."""
+
+    @property
+    def has_user(self) -> BoolArray: ...  # users the model can score (has a vector for)
+
+    @property
+    def has_item(self) -> BoolArray: ...  # items the model can recommend
+
+    def scores(self, users: IntArray) -> npt.NDArray[np.float32]: ...
+
+
 @dataclass(frozen=True)
 class AlignedFactors:
     """A model's vectors re-indexed to the task's users and items; zero rows where it has none."""
@@ -37,6 +50,10 @@ class AlignedFactors:
     has_user: BoolArray
     has_item: BoolArray
     default_norm: float  # the model's median user norm, for users with no vector
+
+    def scores(self, users: IntArray) -> npt.NDArray[np.float32]:
+        scores: npt.NDArray[np.float32] = self.users[users] @ self.items.T
+        return scores
 
 
 def _rows(ids: npt.NDArray[np.object_], wanted: npt.NDArray[np.object_]) -> IntArray:
@@ -121,9 +138,9 @@ def top_k(scores: npt.NDArray[np.float32], k: int) -> IntArray:
     return out
 
 
-def recommend(model: AlignedFactors, seen: sp.csr_matrix, users: IntArray, k: int) -> IntArray:
-    """Top k by dot product for the given user rows; seen rows are those users' masks."""
-    scores = model.users[users] @ model.items.T
+def recommend(model: Scorer, seen: sp.csr_matrix, users: IntArray, k: int) -> IntArray:
+    """Top k by score for the given user rows; seen rows are those users' masks."""
+    scores = model.scores(users)
     scores[:, ~model.has_item] = -np.inf
     rows, cols = seen.nonzero()
     scores[rows, cols] = -np.inf
@@ -141,7 +158,7 @@ def row_chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
-def evaluate_ranking(model: AlignedFactors, task: RankingTask, k: int) -> RankingMetrics:
+def evaluate_ranking(model: Scorer, task: RankingTask, k: int) -> RankingMetrics:
     """NDCG, MAP and recall at k averaged over test users with a vector; catalogue coverage."""
     judged = np.flatnonzero(model.has_user[task.test_users])
     ndcg: list[FloatArray] = []

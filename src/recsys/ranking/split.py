@@ -4,7 +4,7 @@ the validation split carved the same way from train."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -112,6 +112,14 @@ class RankingTask:
     replay_items: IntArray  # the event's item; -1 when not in the catalogue
     test_events_unknown_item: int
     test_pairs_seen_in_train: int
+    train_events: pd.DataFrame | None = None  # what the interactions were built from
+
+    def with_half_life(self, half_life_days: float | None) -> RankingTask:
+        """The task with its train interactions decayed by another half-life (0 or None:
+        none); the same pairs, so ids, masks and what is judged stay as they are."""
+        if self.train_events is None:
+            raise ValueError("this task holds no train events to weigh again")
+        return replace(self, interactions=to_interactions(self.train_events, half_life_days))
 
 
 def binary_csr(rows: IntArray, cols: IntArray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -162,6 +170,7 @@ def build_task(split: Split, config: SplitConfig) -> RankingTask:
         replay_items=event_items[grouped],
         test_events_unknown_item=int((~known).sum()),
         test_pairs_seen_in_train=pairs_seen(seen, event_users[known], event_items[known]),
+        train_events=split.train,
     )
 
 
@@ -182,11 +191,19 @@ class PreparedSplit(Generic[ConfigT]):
 
 
 def prepare_split(events: pd.DataFrame, config: ConfigT) -> PreparedSplit[ConfigT]:
+    """Each user's last events are test; the same rule on train carves validation."""
     outer = temporal_split(events, config.test_fraction, config.min_user_events)
     inner = temporal_split(outer.train, config.test_fraction, config.min_user_events)
+    return prepare(outer, inner, config, config.describe_split())
+
+
+def prepare(
+    outer: Split, inner: Split, config: ConfigT, description: str
+) -> PreparedSplit[ConfigT]:
+    """The test task (outer) and the validation task (inner, carved from outer's train)."""
     test, validation = build_task(outer, config), build_task(inner, config)
     summary = SplitSummary(
-        description=config.describe_split(),
+        description=description,
         k=config.k,
         users=len(test.user_ids),
         test_users=len(test.test_users),

@@ -29,8 +29,9 @@ router = APIRouter(tags=["recommendations"])
 )
 async def recommend(request: Request, customer_id: CustomerId) -> JsonBody:
     """Personalised top-k from the customer's vector, inside the index's filters, never an
-    article they bought; trending (with the same rules) for an unknown customer or when
-    Redis or the index is down, flagged by `source` and `fallback_reason`."""
+    article they bought (unless RECSYS_EXCLUDE_PURCHASED=false); trending (with the same
+    rules) for an unknown customer or when Redis or the index is down, flagged by `source`
+    and `fallback_reason`."""
     query = RecommendQuery.of(request)
     state = app_state(request)
     # The customer's arm of the running experiment, if one runs; its knobs replace the
@@ -45,6 +46,7 @@ async def recommend(request: Request, customer_id: CustomerId) -> JsonBody:
         mmr=arm.mmr(query.k, relevance),
         explain_top_k=query.explain_top_k if query.explain else None,
         fallback=arm.fallback_policy or "trending",
+        exclude_purchased=state.settings.exclude_purchased,
     )
     ranked = await rank(model, state.users, customer_id, ask, state.telemetry)
     metrics = state.telemetry.metrics
