@@ -36,6 +36,6 @@ class EvalConfig(SplitConfig):
     signal_min_gain: float = 0.01  # relative NDCG@k over purchases only to turn a type on
     signal_retrain: bool = True  # also train ALS with the weak signals (one fit per weight)
     # Each model's search (batch.param_search), as the batch's RECSYS_TUNING_BUDGET_S
-    # (None: 12 times the first trial, 30-480 s) and RECSYS_TUNING_MAX_TRIALS.
+    # (None: 12 times the first trial, 30-360 s) and RECSYS_TUNING_MAX_TRIALS.
     search_budget_s: float | None = None
     search_max_trials: int = 40

@@ -17,14 +17,16 @@ import scipy.sparse as sp
 from rich.console import Console
 from rich.table import Table
 
+from batch.baselines import weight_matrix
 from batch.diversity_eval import DiversityPoint, diversity_sweep
 from batch.eval_config import EvalConfig
 from batch.evaluation_data import EventsSummary, describe_events, detect_source, load_events
-from batch.model_specs import HALF_LIFE, ModelSpec, default_models, fit_chosen
+from batch.model_specs import HALF_LIFE, Chosen, ModelSpec, Reweighted, default_models, fit_chosen
 from batch.param_search import Values
 from batch.signal_replay import SignalReplayResult, signal_replay
 from batch.weak_signals import load_weak_signals
 from recsys.ema import ema_update
+from recsys.fold_in import fold_in, gram
 from recsys.model_store import TrialRecord
 from recsys.ranking.metrics import (
     AlignedFactors,
@@ -65,8 +67,20 @@ class ReplayResult(Report):
     ema: list[RateHitRate]
     best_rate: float
     best_hit_rate: float
-    lift: float | None  # best / static; None when static is 0
+    fold_in_hit_rate: float | None = None  # recsys.fold_in after each event (implicit only)
+    # The update chosen on the validation split's replay ("ema 0.3", "fold-in"), and its
+    # hit rate here; None when this replay is the validation's own.
+    chosen: str | None = None
+    chosen_hit_rate: float | None = None
+    lift: float | None  # chosen (else best EMA) / static; None when static is 0
     seconds: float
+
+    def variants(self) -> dict[str, float]:
+        """Each online update's hit rate by name: "ema <rate>" and "fold-in"."""
+        rates = {f"ema {e.rate:g}": e.hit_rate for e in self.ema}
+        if self.fold_in_hit_rate is not None:
+            rates["fold-in"] = self.fold_in_hit_rate
+        return rates
 
 
 class ModelResult(Report):
@@ -78,6 +92,7 @@ class ModelResult(Report):
     search_seconds: float
     test: RankingMetrics
     replay: ReplayResult | None
+    validation_replay: ReplayResult | None = None  # where the online update was chosen
     diversity: list[DiversityPoint] | None = None
     fit_seconds: float
     seconds: float
@@ -95,10 +110,21 @@ class EvaluationResult(Report):
 
 @dataclass
 class _ReplayCounts:
-    hits: IntArray  # static first, then one per EMA rate
+    hits: IntArray  # static first, then one per EMA rate, then fold-in if replayed
     events: int = 0
     repeats: int = 0
     unknown: int = 0
+
+
+@dataclass(frozen=True)
+class FoldIn:
+    """What fold-in needs beside the vectors: the trainer's regularisation and alpha, the
+    Gram matrix of the item vectors, and each user's train weights."""
+
+    regularization: float
+    alpha: float
+    item_gram: npt.NDArray[np.float64]
+    weights: sp.csr_matrix  # task users x items
 
 
 def _user_mask(model: AlignedFactors, seen: sp.csr_matrix, user: int) -> BoolArray:
@@ -119,6 +145,23 @@ def _hits_now(
     return hits
 
 
+class _History:
+    """A user's items and confidences for fold-in: train's, then each replayed purchase
+    (one more unit of weight on its item)."""
+
+    def __init__(self, folding: FoldIn, user: int) -> None:
+        row = folding.weights[user]
+        self.weight = dict(zip(row.indices.tolist(), row.data.tolist(), strict=True))
+
+    def add(self, item: int) -> None:
+        self.weight[item] = self.weight.get(item, 0.0) + 1.0
+
+    def vector(self, model: AlignedFactors, folding: FoldIn) -> npt.NDArray[np.float32]:
+        items = np.fromiter(self.weight, dtype=np.int64, count=len(self.weight))
+        confidence = folding.alpha * np.fromiter(self.weight.values(), dtype=np.float64)
+        return fold_in(folding.item_gram, model.items[items], confidence, folding.regularization)
+
+
 def _replay_user(
     model: AlignedFactors,
     task: RankingTask,
@@ -127,9 +170,12 @@ def _replay_user(
     rates: Sequence[float],
     counts: _ReplayCounts,
     k: int,
+    folding: FoldIn | None,
 ) -> None:
     mask = _user_mask(model, task.seen, user)
-    vectors = np.repeat(model.users[user][None, :], 1 + len(rates), axis=0)
+    n_vectors = 1 + len(rates) + (folding is not None)
+    vectors = np.repeat(model.users[user][None, :], n_vectors, axis=0)
+    history = _History(folding, user) if folding is not None else None
     for item in items:
         counts.events += 1
         if item < 0 or not model.has_item[item]:
@@ -142,35 +188,60 @@ def _replay_user(
         mask[item] = True
         for row, rate in enumerate(rates, start=1):
             vectors[row] = ema_update(vectors[row], model.items[item], rate, model.default_norm)
+        if history is not None and folding is not None:
+            history.add(int(item))
+            vectors[-1] = history.vector(model, folding)
 
 
 def replay(
-    model: AlignedFactors, task: RankingTask, rates: Sequence[float], k: int
+    model: AlignedFactors,
+    task: RankingTask,
+    rates: Sequence[float],
+    k: int,
+    folding: FoldIn | None = None,
+    chosen: str | None = None,
 ) -> ReplayResult:
-    """Next-event HitRate@k over the held-out events in time order, static vs EMA-updated."""
+    """Next-event HitRate@k over the held-out events in time order: static, EMA-updated
+    at each rate, and (with `folding`) folded in after each event; `chosen` names the
+    update chosen on validation, whose lift is reported."""
     started = time.perf_counter()
     judged = model.has_user[task.replay_users]
     users, items = task.replay_users[judged], task.replay_items[judged]
-    counts = _ReplayCounts(hits=np.zeros(1 + len(rates), dtype=np.int64))
+    counts = _ReplayCounts(hits=np.zeros(1 + len(rates) + (folding is not None), dtype=np.int64))
     for start, stop in runs(users):
-        _replay_user(model, task, int(users[start]), items[start:stop], rates, counts, k)
+        user = int(users[start])
+        _replay_user(model, task, user, items[start:stop], rates, counts, k, folding)
     rate_of = counts.hits / max(1, counts.events)
-    best = int(np.argmax(rate_of[1:])) + 1 if rates else 0
+    ema_rates = rate_of[1 : 1 + len(rates)]
+    best = int(np.argmax(ema_rates)) if rates else -1
     static = float(rate_of[0])
-    return ReplayResult(
+    result = ReplayResult(
         events=counts.events,
         users=len(np.unique(users)),
         repeat_events=counts.repeats,
         unknown_item_events=counts.unknown,
         static_hit_rate=static,
-        ema=[
-            RateHitRate(rate=r, hit_rate=float(h)) for r, h in zip(rates, rate_of[1:], strict=True)
-        ],
-        best_rate=float(rates[best - 1]) if rates else 0.0,
-        best_hit_rate=float(rate_of[best]),
-        lift=float(rate_of[best]) / static if static > 0 else None,
+        ema=[RateHitRate(rate=r, hit_rate=float(h)) for r, h in zip(rates, ema_rates, strict=True)],
+        best_rate=float(rates[best]) if rates else 0.0,
+        best_hit_rate=float(ema_rates[best]) if rates else static,
+        fold_in_hit_rate=float(rate_of[-1]) if folding is not None else None,
+        lift=None,
         seconds=time.perf_counter() - started,
     )
+    chosen_rate = result.variants()[chosen] if chosen is not None else result.best_hit_rate
+    return result.model_copy(
+        update={
+            "chosen": chosen,
+            "chosen_hit_rate": chosen_rate if chosen is not None else None,
+            "lift": chosen_rate / static if static > 0 else None,
+        }
+    )
+
+
+def choose_update(validation: ReplayResult) -> str:
+    """The online update with the best hit rate on the validation replay."""
+    variants = validation.variants()
+    return max(variants, key=lambda name: variants[name])
 
 
 def evaluate_model(spec: ModelSpec, split: PreparedSplit[EvalConfig]) -> ModelResult:
@@ -181,6 +252,7 @@ def evaluate_model(spec: ModelSpec, split: PreparedSplit[EvalConfig]) -> ModelRe
     found, model, test = chosen.search, chosen.model, chosen.task
     factors = model if isinstance(model, AlignedFactors) else None
     with_replay = spec.replay and factors is not None
+    replays = _replays(spec, split, chosen) if with_replay else None
     return ModelResult(
         name=spec.name,
         note=spec.note,
@@ -189,9 +261,8 @@ def evaluate_model(spec: ModelSpec, split: PreparedSplit[EvalConfig]) -> ModelRe
         trials=found.trials if spec.space else [],
         search_seconds=found.seconds if spec.space else 0.0,
         test=evaluate_ranking(model, test, config.k),
-        replay=replay(factors, test, config.ema_rates, config.k)
-        if with_replay and factors is not None
-        else None,
+        replay=replays[1] if replays else None,
+        validation_replay=replays[0] if replays else None,
         diversity=(
             diversity_sweep(
                 factors,
@@ -207,6 +278,33 @@ def evaluate_model(spec: ModelSpec, split: PreparedSplit[EvalConfig]) -> ModelRe
         fit_seconds=chosen.fit_seconds,
         seconds=time.perf_counter() - started,
     )
+
+
+def _folding(
+    spec: ModelSpec, values: Values, model: AlignedFactors, task: RankingTask
+) -> FoldIn | None:
+    if spec.fold_in is None:
+        return None
+    regularization, alpha = spec.fold_in(values)
+    return FoldIn(regularization, alpha, gram(model.items), weight_matrix(task))
+
+
+def _replays(
+    spec: ModelSpec, split: PreparedSplit[EvalConfig], chosen: Chosen
+) -> tuple[ReplayResult, ReplayResult] | None:
+    """The replay on validation (the model fitted on its train with the chosen values),
+    which chooses the online update, then on test with that choice."""
+    config, values = split.config, chosen.search.chosen
+    task = Reweighted(split.validation)(values)
+    model, test_model = spec.fit(values, task), chosen.model
+    if not isinstance(model, AlignedFactors) or not isinstance(test_model, AlignedFactors):
+        return None
+    folding = _folding(spec, values, model, task)
+    on_validation = replay(model, task, config.ema_rates, config.k, folding)
+    update = choose_update(on_validation) if on_validation.variants() else None
+    test_folding = _folding(spec, values, test_model, chosen.task)
+    on_test = replay(test_model, chosen.task, config.ema_rates, config.k, test_folding, update)
+    return on_validation, on_test
 
 
 def evaluate_events(
@@ -299,24 +397,35 @@ def _ranking_table(result: EvaluationResult) -> Table:
 
 
 def _replay_table(result: EvaluationResult) -> Table | None:
-    replays = [(m.name, m.replay) for m in result.models if m.replay is not None]
+    replays = [
+        (f"{m.name} ({split})", r)
+        for m in result.models
+        for split, r in (("validation", m.validation_replay), ("test", m.replay))
+        if r is not None
+    ]
     if not replays:
         return None
     rates = [r.rate for r in replays[0][1].ema]
+    folded = any(r.fold_in_hit_rate is not None for _, r in replays)
     table = Table(title=f"Replay: next-event HitRate@{result.split.k}")
-    for column in ["model", "events", "static", *(f"a={r:g}" for r in rates), "best", "lift"]:
+    columns = ["model", "events", "static", *(f"a={r:g}" for r in rates)]
+    for column in [*columns, *(["fold-in"] if folded else []), "chosen on validation", "lift"]:
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, r in replays:
-        lift = f"{r.lift:.2f}x" if r.lift is not None else "-"
         table.add_row(
             name,
             str(r.events),
             f"{r.static_hit_rate:.4f}",
             *(f"{e.hit_rate:.4f}" for e in r.ema),
-            f"a={r.best_rate:g}",
-            lift,
+            *([_rate(r.fold_in_hit_rate)] if folded else []),
+            r.chosen or "-",
+            f"{r.lift:.2f}x" if r.lift is not None and r.chosen else "-",
         )
     return table
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _diversity_table(name: str, points: list[DiversityPoint], k: int) -> Table:

@@ -1,6 +1,8 @@
 """A seeded, vectorised generator of H&M-schema CSVs with hidden structure: taste clusters
 tied to the catalogue, power-law popularity, repeat buys, new launches and drift over time;
-optionally the weak-signals file beside them (views, clicks, add-to-carts)."""
+optionally the weak-signals file beside them (views, clicks, add-to-carts). Profiles
+(PROFILES) make other shops from the same machinery: one whose tastes never move, one
+whose customers rebuy what they bought, one with strong seasons."""
 
 from __future__ import annotations
 
@@ -164,6 +166,26 @@ BROWSING: Final = {  # mean events per purchase line, own share, second share, d
     "click": (1.0, 0.55, 0.15, 14),
     "add_to_cart": (1.0, 0.72, 0.13, 7),
 }
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How a generated shop behaves over time."""
+
+    drifting_customers: float = DRIFTING_CUSTOMERS  # who move to another taste once
+    cluster_swing: float = CLUSTER_SWING  # each taste's random walk in buying rate
+    cluster_trend: float = CLUSTER_TREND  # one taste surely rises, one surely falls
+    repurchase: float = 0.0  # share of lines that buy again one of the customer's latest
+    seasonality: float = 0.0  # log amplitude of each taste's yearly cycle (peaks differ)
+
+
+PROFILES: Final = {
+    "default": Profile(),
+    "no-drift": Profile(drifting_customers=0.0, cluster_swing=0.0, cluster_trend=0.0),
+    "repurchase": Profile(repurchase=0.35),
+    "seasonal": Profile(seasonality=1.2),
+}
+REPURCHASE_BACK: Final = 5  # a rebuy picks one of the customer's latest this many lines
 
 
 @dataclass(frozen=True)
@@ -378,12 +400,13 @@ def _other_cluster(rng: np.random.Generator, main: Ints, k: int) -> Ints:
     return (main + rng.integers(1, k, size=len(main))) % k
 
 
-def _customers(rng: np.random.Generator, n: int, k: int, days: int) -> _Customers:
+def _customers(rng: np.random.Generator, n: int, k: int, days: int, profile: Profile) -> _Customers:
     ids = _hex_ids(rng, n)
     main = _choice(rng, rng.dirichlet(np.full(k, 4.0)), n)
     second = _other_cluster(rng, main, k)
     start = np.where(rng.random(n) < EARLY_CUSTOMERS, 0, rng.integers(0, days, size=n))
-    drift_to = np.where(rng.random(n) < DRIFTING_CUSTOMERS, _other_cluster(rng, main, k), main)
+    drifting = rng.random(n) < profile.drifting_customers
+    drift_to = np.where(drifting, _other_cluster(rng, main, k), main)
     drift_day = start + (rng.uniform(0.35, 0.9, size=n) * (days - start)).astype(np.int64)
     # Capped, so no single customer dominates a small data set.
     activity = np.minimum(0.1 + rng.lognormal(0.0, 1.1, size=n), 12.0)
@@ -425,17 +448,22 @@ def _customers(rng: np.random.Generator, n: int, k: int, days: int) -> _Customer
     return _Customers(ids, table, main, second, drift_to, drift_day, start, activity, online)
 
 
-def _swing(rng: np.random.Generator, k: int, phases: int) -> Floats:
+def _swing(rng: np.random.Generator, k: int, phases: int, profile: Profile) -> Floats:
     """Each taste cluster's buying rate per phase: a random walk, plus one taste that surely
-    rises and one that surely falls over the range, whatever the seed."""
-    walk = np.cumsum(rng.normal(0.0, CLUSTER_SWING, size=(phases, k)), axis=0)
+    rises and one that surely falls over the range, whatever the seed; with seasons, a
+    yearly cycle on top whose peak falls in another season for each taste."""
+    walk = np.cumsum(rng.normal(0.0, profile.cluster_swing, size=(phases, k)), axis=0)
     walk -= walk[0]
     if k > 1:
         rising, falling = rng.choice(k, size=2, replace=False)
-        ramp = np.linspace(0.0, CLUSTER_TREND, phases)
+        ramp = np.linspace(0.0, profile.cluster_trend, phases)
         walk[:, rising] += ramp
         walk[:, falling] -= ramp
     swing: Floats = np.exp(np.clip(walk, -1.5, 1.5))
+    if profile.seasonality:
+        year = 2 * np.pi * np.arange(phases)[:, None] * PHASE_DAYS / 365.25
+        peak = 2 * np.pi * np.arange(k)[None, :] / max(k, 4)
+        swing = swing * np.exp(profile.seasonality * np.cos(year - peak))
     return swing
 
 
@@ -566,11 +594,12 @@ def _transactions(
     people: _Customers,
     progress: Callable[[str], None],
     signals: _SignalSink | None = None,
+    profile: Profile = PROFILES["default"],
 ) -> Iterator[pa.Table]:
     k = int(catalogue.cluster.max()) + 1
     n_articles = len(catalogue.cluster)
     phases = _phases(days)
-    swing = _swing(rng, k, phases)
+    swing = _swing(rng, k, phases, profile)
     mass = np.bincount(people.main, weights=people.activity, minlength=k)
     popularity = _popularity(rng, catalogue, mass * swing / (mass * swing).sum(1, keepdims=True))
     tastes = _Tastes(people, popularity, days, phases, n_articles)
@@ -612,6 +641,8 @@ def _transactions(
         channel = np.where(online, 2, 1)[basket_of]
 
         what = tastes.draw(rng, day, who, OWN_SHARE, SECOND_SHARE)
+        if profile.repurchase:
+            what = _rebuys(rng, who, what, profile.repurchase)
         factor = factors[_choice(rng, factor_weights, n)]
 
         # Several units of one article in one basket: the same row repeated, as in the real file.
@@ -648,6 +679,25 @@ def _transactions(
             schema=TRANSACTIONS_SCHEMA,
         )
         progress(f"transactions: {first + n:,} of {transactions:,}")
+
+
+def _rebuys(rng: np.random.Generator, who: Ints, what: Ints, share: float) -> Ints:
+    """`share` of the lines buy again the article of one of the customer's latest
+    REPURCHASE_BACK lines before them (lines are in day order); a customer's first line
+    stays as drawn."""
+    order = np.lexsort((np.arange(len(who)), who))
+    grouped = who[order]
+    first = np.r_[True, grouped[1:] != grouped[:-1]]
+    position = np.arange(len(who)) - np.maximum.accumulate(np.where(first, np.arange(len(who)), 0))
+    back = np.minimum(position, rng.integers(1, REPURCHASE_BACK + 1, len(who)))
+    again = (rng.random(len(who)) < share) & (back > 0)
+    # Earlier rebuys are resolved first, so a chain of rebuys repeats one article.
+    out = what.copy()
+    sorted_what = out[order]
+    for index in np.flatnonzero(again):
+        sorted_what[index] = sorted_what[index - back[index]]
+    out[order] = sorted_what
+    return out
 
 
 def _phases(days: int) -> int:
@@ -706,14 +756,19 @@ def generate(
     days: int = 733,
     progress: Callable[[str], None] | None = None,
     weak_signals: bool = False,
+    profile: str = "default",
 ) -> GeneratedData:
     """Write articles.csv, customers.csv and transactions_train.csv to out_dir, and with
     weak_signals the views, clicks and add-to-carts around those purchases to
     weak_signals.csv (batch.weak_signals; the three CSVs are the same either way).
 
     The same arguments always give the same bytes. `clusters` defaults to 8, fewer for
-    small catalogues; the transactions span `days` days from `start`.
+    small catalogues; the transactions span `days` days from `start`. `profile` names
+    one of PROFILES.
     """
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    behaviour = PROFILES[profile]
     k = _clusters(customers, articles, transactions, days, clusters)
     say = progress if progress is not None else _quiet
     rng = np.random.default_rng(seed)
@@ -723,7 +778,7 @@ def generate(
     catalogue = _catalogue(rng, articles, k, _phases(days))
     catalogue.frame.to_csv(out_dir / ARTICLES_FILE, index=False, lineterminator="\n")
     say(f"customers: {customers:,}")
-    people = _customers(rng, customers, k, days)
+    people = _customers(rng, customers, k, days, behaviour)
     _write_csv(out_dir / CUSTOMERS_FILE, CUSTOMERS_SCHEMA, [people.table])
     signal_rows = [0]
     with contextlib.ExitStack() as stack:
@@ -751,6 +806,7 @@ def generate(
                 people=people,
                 progress=say,
                 signals=signals,
+                profile=behaviour,
             ),
         )
     return GeneratedData(out_dir, customers, articles, transactions, k, signal_rows[0])

@@ -40,6 +40,9 @@ class ModelSpec:
     start: Values | None = None
     pipeline: bool = False  # the stack's own pipeline: compared with the best of the others
     replay: bool = False
+    # The trainer's (regularisation, alpha) for these values, when fold-in applies to it
+    # (implicit's least squares: recsys.fold_in).
+    fold_in: Callable[[Values], tuple[float, float]] | None = None
     note: str = ""
 
     def fit(self, values: Values, task: RankingTask) -> Scorer:
@@ -65,9 +68,18 @@ def trainer_spec(
         start=start_values(settings, space),
         pipeline=pipeline,
         replay=True,
+        fold_in=_implicit_fold_in(settings) if settings.trainer == "implicit" else None,
         note="the batch's trainer and search"
         + ("" if pipeline else f" (RECSYS_TRAINER={settings.trainer})"),
     )
+
+
+def _implicit_fold_in(settings: Settings) -> Callable[[Values], tuple[float, float]]:
+    def parameters(values: Values) -> tuple[float, float]:
+        chosen = with_values(settings, values)
+        return chosen.implicit_regularization, chosen.implicit_alpha
+
+    return parameters
 
 
 def default_models(

@@ -47,6 +47,7 @@ from batch.unavailable_articles import unavailable_articles
 from recsys.content_model import ContentModel
 from recsys.erasure import erased_before
 from recsys.events import event_weights
+from recsys.fold_in import FoldInModel, gram
 from recsys.hm_schema import ARTICLE_METADATA_FIELDS, CONTENT_FIELDS
 from recsys.index.factory import open_backend
 from recsys.model_store import (
@@ -411,9 +412,19 @@ def _write_model(
         if placed.content is not None:
             save_content_model(settings.models_dir, version, placed.content)
         write_manifest(settings.models_dir, manifest)
-        run.users.write_meta(
-            version, {"dim": manifest.dim, "user_norm_median": manifest.user_norm_median}
-        )
+        meta: dict[str, float | str] = {
+            "dim": manifest.dim,
+            "user_norm_median": manifest.user_norm_median,
+        }
+        if trainer.name == "implicit":  # what the updater needs to fold in
+            folding = FoldInModel(
+                item_gram=gram(factors.item_factors),
+                regularization=float(factors.params["regularization"]),
+                alpha=float(factors.params["alpha"]),
+                half_life_days=settings.interaction_half_life_days,
+            )
+            meta.update(folding.meta())
+        run.users.write_meta(version, meta)
     return manifest
 
 

@@ -53,6 +53,9 @@ TRAINER_SPACES: dict[str, Space] = {
 HALF_LIFE_SPACE: Space = {"interaction_half_life_days": (0.0, 30.0, 90.0, 180.0, 365.0)}
 
 
+SAMPLE_BUCKETS = 10_000  # customers are sampled by their hash, in steps of 0.01%
+
+
 class TuningError(ValueError):
     """The search space names a setting the chosen trainer does not have."""
 
@@ -100,6 +103,19 @@ def protocol(config: HoldoutConfig) -> str:
     )
 
 
+def sampled(purchases: DataFrame, at_most: int | None, seed: int) -> DataFrame:
+    """The purchases of a seeded sample of customers holding about `at_most` of them
+    (every purchase of a sampled customer), or all of them when there are no more."""
+    from pyspark.sql import functions as F
+
+    total = purchases.count() if at_most is not None else 0
+    if at_most is None or total <= at_most:
+        return purchases
+    share = int(SAMPLE_BUCKETS * at_most / total)
+    bucket = F.pmod(F.xxhash64(F.col("customer_id"), F.lit(seed)), F.lit(SAMPLE_BUCKETS))
+    return purchases.where(bucket < share)
+
+
 def start_values(settings: Settings, space: Space) -> Values:
     """The settings' current value of each dimension: the search's first trial."""
     return {key: float(getattr(settings, key)) for key in space}
@@ -117,8 +133,9 @@ def tune(
     (no customer has enough purchases), so the settings stay as they are."""
     started = time.perf_counter()
     space = search_space(settings)
+    sample = sampled(purchases, settings.tuning_sample_purchases, settings.als_seed)
     # The gate's training rows only (its judged sample is not needed here), split again.
-    outer = training_rows(split_job(purchases, config.test_fraction, config.min_user_events))
+    outer = training_rows(split_job(sample, config.test_fraction, config.min_user_events))
     inner = hold_out(outer, config)
     if inner.held_out.empty:
         log.warning("tuning skipped: the validation split judges no customer")

@@ -22,11 +22,12 @@ A candidate version is being replayed, so its strings keep every event until pro
 trims them (`trim_applied`): a replay of older events beside the updater's newer ones
 stays exact.
 
-The EMA is computed here, in Python (the one function the replay evaluation uses too),
-from the vector read before; the script writes only if the stored vector is still that
-one. Two writers of one customer (the updater and a promotion replay on a candidate)
-can therefore never lose each other's update: the loser sees a conflict, re-reads and
-tries again.
+The new vector is computed here, in Python, by the EMA from the vector read before, or
+with RECSYS_ONLINE_UPDATE=fold_in by fold-in from the customer's purchase history
+(recsys.fold_in; the replay evaluation runs the same functions); the script writes only
+if the stored vector is still the one read. Two writers of one customer (the updater and
+a promotion replay on a candidate) can therefore never lose each other's update: the
+loser sees a conflict, re-reads and tries again.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 from redis.exceptions import RedisError
@@ -42,6 +44,7 @@ from redis.exceptions import RedisError
 from recsys import keys
 from recsys.ema import ema_update
 from recsys.events import Event, event_weights
+from recsys.fold_in import FoldInModel
 from recsys.settings import Settings
 from recsys.vectors import Vector, decode, encode
 
@@ -226,6 +229,7 @@ class EventApplier:
         self._weights = event_weights(settings)
         self._item_cache: dict[tuple[str, str], Vector] = {}
         self._norm_cache: dict[str, float] = {}
+        self._fold_in_cache: dict[str, FoldInModel | None] = {}
 
     def active_versions(self) -> list[Target]:
         """The live version and every candidate being promoted."""
@@ -310,7 +314,10 @@ class EventApplier:
         users: dict[str, Vector | None] = {
             c: decode(raw) for c, raw in zip(customers, raws, strict=True)
         }
-        items = self._item_vectors(version, [e.article_id for e in events])
+        folding = self._fold_in(version)
+        bought = self._histories(customers) if folding is not None else {}
+        history_ids = [a for own in bought.values() for a in own]
+        items = self._item_vectors(version, [e.article_id for e in events] + history_ids)
         default_norm = self._default_norm(version)
 
         pipe = self.client.pipeline(transaction=False)
@@ -320,6 +327,7 @@ class EventApplier:
             by_customer[event.customer_id].append((position, event))
         for customer, own_events in by_customer.items():
             vector = users[customer]
+            history = bought.get(customer, {})
             # One customer's events are in order (keyed partition), so the chain is too.
             for position, event in own_events:
                 before = vector
@@ -329,7 +337,12 @@ class EventApplier:
                 # a customer without a vector gets none from it.
                 new = b""
                 if item is not None and weight > 0:
-                    vector = ema_update(vector, item, self.settings.ema_rate, default_norm, weight)
+                    if folding is None:
+                        vector = ema_update(
+                            vector, item, self.settings.ema_rate, default_norm, weight
+                        )
+                    else:
+                        vector = self._folded(folding, history, items, event, weight)
                     new = encode(vector)
                 self._apply(
                     keys=[
@@ -375,6 +388,47 @@ class EventApplier:
                     self._item_cache[(version, article_id)] = vector
         found = {a: self._item_cache.get((version, a)) for a in article_ids}
         return {a: v for a, v in found.items() if v is not None}
+
+    @staticmethod
+    def _folded(
+        folding: FoldInModel,
+        history: dict[str, float],
+        items: dict[str, Vector],
+        event: Event,
+        weight: float,
+    ) -> Vector:
+        """Fold-in from the purchase history: a purchase joins it (as the script will
+        store it), a weaker signal counts once at its weight."""
+        ts = float(int(event.ts.timestamp()))  # the history's resolution
+        if event.is_purchase:
+            history[event.article_id] = ts
+            vector = folding.user_vector(history, items, ts)
+        else:
+            vector = folding.user_vector(history, items, ts, (items[event.article_id], weight))
+        if vector is None:  # the item itself has a vector, so there is always one
+            raise AssertionError("fold-in without an item")
+        return vector
+
+    def _fold_in(self, version: str) -> FoldInModel | None:
+        """The version's fold-in model when the settings ask for fold-in and the version
+        carries one (trained by implicit); None: the EMA."""
+        if self.settings.online_update != "fold_in":
+            return None
+        if version not in self._fold_in_cache:
+            raw = cast(dict[bytes, bytes], self.client.hgetall(keys.model_meta(version)))
+            meta = {k.decode(): v.decode() for k, v in raw.items()}
+            self._fold_in_cache[version] = FoldInModel.from_meta(meta)
+        return self._fold_in_cache[version]
+
+    def _histories(self, customers: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Each customer's purchase history: article id -> unix time of the latest."""
+        pipe = self.client.pipeline(transaction=False)
+        for customer in customers:
+            pipe.zrange(keys.history(customer), 0, -1, withscores=True)
+        return {
+            customer: {article.decode(): float(ts) for article, ts in rows}
+            for customer, rows in zip(customers, pipe.execute(), strict=True)
+        }
 
     def _default_norm(self, version: str) -> float:
         if version not in self._norm_cache:

@@ -127,10 +127,14 @@ class Settings(BaseSettings):
     # settings above are the first trial, so the choice is never worse on validation.
     tuning: bool = True
     # Seconds the trials may take (a trial started in time finishes; the split's Spark jobs
-    # come on top); unset: twelve times the first trial, 30 s to 480 s, so it grows with
+    # come on top); unset: twelve times the first trial, 30 s to 360 s, so it grows with
     # the data.
     tuning_budget_s: Annotated[float, Field(gt=0)] | None = None
     tuning_max_trials: Annotated[int, Field(ge=1, le=500)] = 40
+    # Past this many purchases the search runs on a seeded sample of customers holding
+    # about this many (their whole histories), so a trial at the real data set's shape
+    # costs a sixth of a fit on it and the budget buys a dozen trials, not three.
+    tuning_sample_purchases: Annotated[int, Field(ge=1_000)] | None = 5_000_000
     # Choices replacing the default search space of the named settings, as JSON:
     # {"interaction_half_life_days": [0, 30], "implicit_factors": [32, 64]}.
     tuning_space: Annotated[dict[str, list[float]], NoDecode] = {}
@@ -157,6 +161,10 @@ class Settings(BaseSettings):
     # with the item scaled to the user's norm (see recsys/ema.py). 0.3 is the replay's
     # best on ml-100k and within 1% of the best on the generator (docs/evaluation.md).
     ema_rate: Rate = 0.3
+    # How an event moves the vector: "ema" steps toward the item at ema_rate; "fold_in"
+    # recomputes the least-squares vector of implicit ALS from the purchase history
+    # (recsys/fold_in.py; versions trained by Spark MLlib keep the EMA).
+    online_update: Literal["ema", "fold_in"] = "ema"
     # Weaker signals (POST /events/{view,click,add_to_cart}): what each counts next to a
     # purchase (1), as a share of the EMA rate and as a day's weight in training; 0 ignores
     # the type. Only purchases are history (exclusions, profile counts). Defaults: the

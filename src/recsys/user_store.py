@@ -106,7 +106,7 @@ class UserStore(Protocol):
         advance: Advance = _nothing,
     ) -> None: ...
 
-    def write_meta(self, version: str, fields: Mapping[str, float]) -> None: ...
+    def write_meta(self, version: str, fields: Mapping[str, float | str]) -> None: ...
 
     def meta(self, version: str) -> dict[str, str]: ...
 
@@ -288,7 +288,7 @@ class RedisUserStore:
             pipe.execute()
             advance(stop - start)
 
-    def write_meta(self, version: str, fields: Mapping[str, float]) -> None:
+    def write_meta(self, version: str, fields: Mapping[str, float | str]) -> None:
         # redis-py's stubs want a mapping invariant in a wide key type; the values are plain.
         self.client.hset(keys.model_meta(version), mapping=cast(Any, dict(fields)))
 

@@ -33,6 +33,13 @@ def generate(
         bool,
         typer.Option(help="Also write weak_signals.csv: views, clicks and add-to-carts"),
     ] = False,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="default (tastes drift), no-drift, repurchase (35% of lines rebuy) or "
+            "seasonal (each taste has its season)"
+        ),
+    ] = "default",
 ) -> None:
     """Write H&M-schema CSVs with hidden taste clusters, popularity skew and drift."""
     from batch.generate import generate as run_generate
@@ -45,6 +52,7 @@ def generate(
             transactions=transactions,
             seed=seed,
             weak_signals=weak_signals,
+            profile=profile,
         )
     except ValueError as exc:
         fail(str(exc))

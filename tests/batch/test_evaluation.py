@@ -13,10 +13,18 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from batch.baselines import PopularityTrainer, ease_share, fit_ease, fit_item_knn
+from batch.baselines import (
+    PopularityTrainer,
+    ease_share,
+    fit_ease,
+    fit_item_knn,
+    weight_matrix,
+)
 from batch.eval_config import EvalConfig
 from batch.evaluation import (
     EvaluationResult,
+    FoldIn,
+    choose_update,
     evaluate_events,
     evaluate_model,
     pipeline_and_best_baseline,
@@ -28,6 +36,7 @@ from batch.generate import generate
 from batch.implicit_trainer import ImplicitTrainer
 from batch.model_specs import ModelSpec, default_models
 from ranking_cases import DAY, events_frame, random_events
+from recsys.fold_in import gram
 from recsys.ranking.metrics import (
     align,
     evaluate_ranking,
@@ -186,6 +195,21 @@ def test_replay_ema_beats_static_when_tastes_switch() -> None:
     assert result.best_hit_rate > 0.5
     assert result.best_rate == 0.5
     assert result.ema[1].hit_rate > result.ema[0].hit_rate >= result.static_hit_rate
+
+
+def test_fold_in_replays_beside_the_ema_and_the_validation_choice_sets_the_lift() -> None:
+    task, factors = switching_tastes()
+    model = align(factors, task)
+    folding = FoldIn(
+        regularization=0.1, alpha=1.0, item_gram=gram(model.items), weights=weight_matrix(task)
+    )
+    result = replay(model, task, rates=(0.1, 0.5), k=10, folding=folding, chosen="fold-in")
+    assert result.fold_in_hit_rate is not None
+    assert result.fold_in_hit_rate > result.static_hit_rate
+    assert result.chosen == "fold-in" and result.chosen_hit_rate == result.fold_in_hit_rate
+    assert result.lift is None  # static is 0
+    assert set(result.variants()) == {"ema 0.1", "ema 0.5", "fold-in"}
+    assert choose_update(result) == max(result.variants(), key=result.variants().__getitem__)
 
 
 # ---------------------------------------------------------------- loading

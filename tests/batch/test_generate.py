@@ -284,3 +284,56 @@ def test_one_of_everything_is_enough(tmp_path: Path) -> None:
     assert (len(articles), len(customers), len(tx)) == (1, 1, 1)
     assert tx["customer_id"].iloc[0] == customers["customer_id"].iloc[0]
     assert tx["t_dat"].iloc[0] == "2018-09-20"
+
+
+def _bought(out: Path) -> pd.DataFrame:
+    articles, _, tx = _frames(out)
+    rows = tx.merge(articles[["article_id", "product_group_name"]], on="article_id")
+    rows["day"] = pd.to_datetime(rows["t_dat"], format="%Y-%m-%d")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def profiles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
+    """Each profile's shop, the same size and seed as the default one."""
+    return {
+        name: _bought(generate(tmp_path_factory.mktemp(name), seed=3, profile=name, **SIZE).out_dir)
+        for name in ("no-drift", "repurchase", "seasonal")
+    }
+
+
+def _changed_top_group(rows: pd.DataFrame) -> float:
+    counts = rows.groupby("customer_id").size()
+    regulars = rows[rows["customer_id"].isin(counts[counts >= 30].index)]
+    later = regulars.groupby("customer_id")["day"].rank(method="first", pct=True) > 0.5
+    top_first = _top_group(regulars[~later])
+    return float((top_first != _top_group(regulars[later]).reindex(top_first.index)).mean())
+
+
+def _rebought(rows: pd.DataFrame) -> float:
+    """Share of (customer, article, day) decisions whose article the customer bought on
+    an earlier day."""
+    days = rows[["customer_id", "article_id", "day"]].drop_duplicates()
+    first = days.groupby(["customer_id", "article_id"])["day"].transform("min")
+    return float((days["day"] > first).mean())
+
+
+def _seasonal_swing(rows: pd.DataFrame) -> float:
+    """Mean over product groups of how far their share moves between seasons."""
+    season = rows["day"].dt.month % 12 // 3
+    share = pd.crosstab(season, rows["product_group_name"], normalize="index")
+    return float((share.max() - share.min()).mean())
+
+
+def test_profiles_make_other_shops(bought: pd.DataFrame, profiles: dict[str, pd.DataFrame]) -> None:
+    # Without drift a regular's top product group stays (only sampling noise moves it).
+    assert _changed_top_group(profiles["no-drift"]) < 0.6 * _changed_top_group(bought)
+    # Rebuying: many more decisions are of an article the customer bought before.
+    assert _rebought(profiles["repurchase"]) > _rebought(bought) + 0.06
+    # Seasons: product groups' shares swing more between the seasons of the year.
+    assert _seasonal_swing(profiles["seasonal"]) > 1.5 * _seasonal_swing(bought)
+
+
+def test_an_unknown_profile_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="profile must be one of"):
+        generate(tmp_path, profile="festive", **SIZE)

@@ -16,7 +16,7 @@ from batch.holdout import HoldoutConfig
 from batch.lake import DeltaRsLake
 from batch.param_search import LogRange
 from batch.pipeline import run_batch
-from batch.tuning import TuningError, search_space, tune
+from batch.tuning import TuningError, sampled, search_space, tune
 from recsys.hm_schema import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
 from recsys.model_store import read_manifest
 from recsys.progress import Steps
@@ -157,3 +157,20 @@ def test_a_setting_that_is_not_tunable_is_refused() -> None:
         Settings(_env_file=None, tuning_space={"redis_url": [1.0]})  # type: ignore[call-arg]
     parsed = Settings(_env_file=None, tuning_space='{"implicit_factors": [16, 32]}')  # type: ignore[call-arg,arg-type]
     assert parsed.tuning_space == {"implicit_factors": [16.0, 32.0]}
+
+
+def test_past_the_sample_size_the_search_sees_whole_customers_of_a_seeded_sample(
+    spark: SparkSession,
+) -> None:
+    rows = [
+        (f"c{c}", f"a{(c * 7 + i) % 50}", date(2020, 1, 1)) for c in range(400) for i in range(10)
+    ]
+    purchases = spark.createDataFrame(rows, ["customer_id", "article_id", "t_dat"])
+    assert sampled(purchases, None, 7) is purchases
+    assert sampled(purchases, 4_000, 7) is purchases  # no more than asked: all of them
+    sample = sampled(purchases, 1_000, 7).toPandas()
+    per_customer = sample.groupby("customer_id").size()
+    assert (per_customer == 10).all()  # every purchase of a sampled customer
+    assert 600 <= len(sample) <= 1_400  # about a quarter of the customers
+    again = sampled(purchases, 1_000, 7).toPandas()
+    assert set(again["customer_id"]) == set(sample["customer_id"])  # seeded: the same

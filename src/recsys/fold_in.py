@@ -1,0 +1,122 @@
+"""The other online update: fold-in, the least-squares user vector of implicit ALS given
+the item vectors fixed (what `implicit`'s `recalculate_user` computes), from the
+customer's whole history rather than a step toward the last item.
+
+With Y the item vectors of the customer's items, c their confidences (alpha times the
+interaction weight) and G = Y_all' Y_all the model's Gram matrix over every item:
+
+    x = (G + reg I + Y' diag(c - 1) Y)^-1 Y' c
+
+A factors x factors solve per update: ~0.1 ms at 32 factors. NumPy only, so any process
+can run it without loading `implicit`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatMatrix = npt.NDArray[np.floating]
+
+
+def gram(item_factors: FloatMatrix) -> npt.NDArray[np.float64]:
+    """Y'Y over every item of the model, in float64 (kept per model version)."""
+    items = np.asarray(item_factors, dtype=np.float64)
+    product: npt.NDArray[np.float64] = items.T @ items
+    return product
+
+
+def fold_in(
+    item_gram: npt.NDArray[np.float64],
+    vectors: FloatMatrix,
+    confidence: npt.NDArray[np.floating],
+    regularization: float,
+) -> npt.NDArray[np.float32]:
+    """The user vector that best fits these items at these confidences (the rows of
+    `vectors`); the zero vector for no items."""
+    factors = item_gram.shape[0]
+    if len(vectors) == 0:
+        return np.zeros(factors, dtype=np.float32)
+    y = np.asarray(vectors, dtype=np.float64)
+    c = np.asarray(confidence, dtype=np.float64)
+    a = item_gram + regularization * np.eye(factors) + (y.T * (c - 1.0)) @ y
+    b = y.T @ c
+    solved: npt.NDArray[np.float32] = np.linalg.solve(a, b).astype(np.float32)
+    return solved
+
+
+# The model meta fields (recsys.keys.model_meta) a version trained by implicit carries,
+# so the updater can fold in (RECSYS_ONLINE_UPDATE=fold_in).
+GRAM_FIELD = "item_gram"
+REGULARIZATION_FIELD = "fold_in_regularization"
+ALPHA_FIELD = "fold_in_alpha"
+HALF_LIFE_FIELD = "fold_in_half_life_days"
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class FoldInModel:
+    """What a version needs to fold in: its Gram matrix, the trainer's regularisation
+    and alpha, and the decay its interactions were weighted by."""
+
+    item_gram: npt.NDArray[np.float64]
+    regularization: float
+    alpha: float
+    half_life_days: float
+
+    def meta(self) -> dict[str, float | str]:
+        """As model meta fields (the Gram matrix as hex of float64 bytes)."""
+        return {
+            GRAM_FIELD: self.item_gram.astype("<f8").tobytes().hex(),
+            REGULARIZATION_FIELD: self.regularization,
+            ALPHA_FIELD: self.alpha,
+            HALF_LIFE_FIELD: self.half_life_days,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, str]) -> FoldInModel | None:
+        """None when the version carries no fold-in fields (not trained by implicit)."""
+        if GRAM_FIELD not in meta:
+            return None
+        flat = np.frombuffer(bytes.fromhex(meta[GRAM_FIELD]), dtype="<f8")
+        factors = math.isqrt(len(flat))
+        return cls(
+            item_gram=flat.reshape(factors, factors).astype(np.float64),
+            regularization=float(meta[REGULARIZATION_FIELD]),
+            alpha=float(meta[ALPHA_FIELD]),
+            half_life_days=float(meta[HALF_LIFE_FIELD]),
+        )
+
+    def user_vector(
+        self,
+        bought: Mapping[str, float],
+        vectors: Mapping[str, npt.NDArray[np.float32]],
+        now: float,
+        signal: tuple[npt.NDArray[np.float32], float] | None = None,
+    ) -> npt.NDArray[np.float32] | None:
+        """The vector of a customer who bought these articles (id -> unix time of the
+        latest purchase, each weighted 1 decayed to `now`), and, with `signal`, one more
+        item at that weight (an event not kept in the history, such as a view); None
+        when no item has a vector."""
+        rows, weights = [], []
+        for article_id, ts in bought.items():
+            vector = vectors.get(article_id)
+            if vector is not None:
+                rows.append(vector)
+                weights.append(self._decay(now - ts))
+        if signal is not None:
+            rows.append(signal[0])
+            weights.append(signal[1])
+        if not rows:
+            return None
+        confidence = self.alpha * np.asarray(weights, dtype=np.float64)
+        return fold_in(self.item_gram, np.stack(rows), confidence, self.regularization)
+
+    def _decay(self, age_s: float) -> float:
+        if self.half_life_days <= 0:
+            return 1.0
+        return float(2.0 ** (-max(0.0, age_s) / (self.half_life_days * SECONDS_PER_DAY)))
