@@ -40,7 +40,7 @@ TRAINER_SPACES: dict[str, Space] = {
     "implicit": {
         "implicit_factors": (16, 32, 64, 128),
         "implicit_iterations": (10, 15, 25),
-        "implicit_regularization": LogRange(0.01, 100.0),
+        "implicit_regularization": LogRange(0.01, 1000.0),
         "implicit_alpha": LogRange(1.0, 100.0),
     },
     "spark": {
