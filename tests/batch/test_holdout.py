@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from batch.baselines import PopularityTrainer
 from batch.eval_config import EvalConfig
-from batch.evaluation import PopularityTrainer
 from batch.holdout import IS_TEST, HoldoutConfig, holdout_metrics, sample_customers, split_job
 from batch.lake import DeltaRsLake
 from recsys.ranking.metrics import align, evaluate_ranking
