@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -171,13 +172,7 @@ def run_competition(
 ) -> CompetitionResult:
     """Every model, chosen on the week before, judged on the last week both ways."""
     started = time.perf_counter()
-    config = EvalConfig(
-        k=K,
-        max_test_users=None,
-        seed=config.seed,
-        search_budget_s=config.search_budget_s,
-        search_max_trials=config.search_max_trials,
-    )
+    config = replace(config, k=K, max_test_users=None)  # every buyer, judged at 12
     split = prepare_week_split(events, config)
     outer = week_split(events)
     sellers = best_sellers(outer, split.test, K)
