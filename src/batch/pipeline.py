@@ -121,7 +121,7 @@ def run_batch(
     Every data step is a Spark job on `spark` (local or a cluster) over Delta tables."""
     run = _Run(settings, open_lake(settings, spark), users, steps)
     ingested = _ingest(run, input_dir)
-    tuning = _tune(run, spark, ingested.purchases)
+    tuning = _tune(run, spark, ingested)
     built, stored = _build_interactions(run, ingested)
     trainer = open_trainer(run.settings, spark)
     factors = _train(run, trainer, stored, built.rows)
@@ -168,6 +168,7 @@ class _Run:
 class _Ingested:
     cleaned: Cleaned
     purchases: DataFrame  # the CSVs' and the archive's, as silver.transactions holds them
+    purchase_rows: int  # how many
     signals: DataFrame | None  # archived views, clicks and add-to-carts
     archived: ArchivedPurchases | None
     reports: list[TableReport]
@@ -207,24 +208,33 @@ def _ingest(run: _Run, input_dir: Path) -> _Ingested:
             if archived is not None and archived.table_version is not None
             else -1
         )
-    if written["silver.transactions"].rows == 0:
+    rows = written["silver.transactions"].rows
+    if rows == 0:
         raise EmptyTrainingDataError(f"no valid transactions in {input_dir}")
     purchases = lake.read(store, "silver", "transactions")
-    return _Ingested(cleaned, purchases, signals, archived, reports)
+    return _Ingested(cleaned, purchases, rows, signals, archived, reports)
 
 
 def _holdout_config(settings: Settings) -> HoldoutConfig:
     return HoldoutConfig(customers=settings.holdout_customers, seed=settings.als_seed)
 
 
-def _tune(run: _Run, spark: SparkSession, purchases: DataFrame) -> TuningRecord | None:
+def _tune(run: _Run, spark: SparkSession, ingested: _Ingested) -> TuningRecord | None:
     """The trainer's parameters and the half-life chosen on a validation split; the run
     goes on with them."""
     settings = run.settings
     if not settings.tuning:
         return None
     with run.steps.step("tune on a validation split", total=settings.tuning_max_trials) as advance:
-        tuned = tune(run.lake, spark, purchases, settings, _holdout_config(settings), advance)
+        tuned = tune(
+            run.lake,
+            spark,
+            ingested.purchases,
+            ingested.purchase_rows,
+            settings,
+            _holdout_config(settings),
+            advance,
+        )
     if tuned is None:
         return None
     run.settings = tuned.settings

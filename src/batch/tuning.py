@@ -103,15 +103,15 @@ def protocol(config: HoldoutConfig) -> str:
     )
 
 
-def sampled(purchases: DataFrame, at_most: int | None, seed: int) -> DataFrame:
-    """The purchases of a seeded sample of customers holding about `at_most` of them
-    (every purchase of a sampled customer), or all of them when there are no more."""
+def sampled(purchases: DataFrame, rows: int, at_most: int | None, seed: int) -> DataFrame:
+    """The purchases (`rows` of them) of a seeded sample of customers holding about
+    `at_most` of them (every purchase of a sampled customer), or all of them when there
+    are no more."""
     from pyspark.sql import functions as F
 
-    total = purchases.count() if at_most is not None else 0
-    if at_most is None or total <= at_most:
+    if at_most is None or rows <= at_most:
         return purchases
-    share = int(SAMPLE_BUCKETS * at_most / total)
+    share = int(SAMPLE_BUCKETS * at_most / rows)
     bucket = F.pmod(F.xxhash64(F.col("customer_id"), F.lit(seed)), F.lit(SAMPLE_BUCKETS))
     return purchases.where(bucket < share)
 
@@ -125,15 +125,17 @@ def tune(
     lake: Lake,
     spark: SparkSession,
     purchases: DataFrame,
+    rows: int,
     settings: Settings,
     config: HoldoutConfig,
     on_trial: Callable[[int], None] | None = None,
 ) -> Tuned | None:
-    """Search the space on the validation split; None when the split judges nobody
-    (no customer has enough purchases), so the settings stay as they are."""
+    """Search the space on the validation split of `purchases` (`rows` of them); None
+    when the split judges nobody (no customer has enough purchases), so the settings
+    stay as they are."""
     started = time.perf_counter()
     space = search_space(settings)
-    sample = sampled(purchases, settings.tuning_sample_purchases, settings.als_seed)
+    sample = sampled(purchases, rows, settings.tuning_sample_purchases, settings.als_seed)
     # The gate's training rows only (its judged sample is not needed here), split again.
     outer = training_rows(split_job(sample, config.test_fraction, config.min_user_events))
     inner = hold_out(outer, config)

@@ -91,7 +91,9 @@ def test_the_search_picks_the_planted_better_half_life(
     own = settings.model_copy(
         update={"tuning_space": TWO_HALF_LIVES, "interaction_half_life_days": 14.0 - better}
     )
-    tuned = tune(lake, spark, spark.createDataFrame(purchases), own, HoldoutConfig())
+    tuned = tune(
+        lake, spark, spark.createDataFrame(purchases), len(purchases), own, HoldoutConfig()
+    )
     assert tuned is not None
     record = tuned.record
     assert record.chosen["interaction_half_life_days"] == better
@@ -166,11 +168,11 @@ def test_past_the_sample_size_the_search_sees_whole_customers_of_a_seeded_sample
         (f"c{c}", f"a{(c * 7 + i) % 50}", date(2020, 1, 1)) for c in range(400) for i in range(10)
     ]
     purchases = spark.createDataFrame(rows, ["customer_id", "article_id", "t_dat"])
-    assert sampled(purchases, None, 7) is purchases
-    assert sampled(purchases, 4_000, 7) is purchases  # no more than asked: all of them
-    sample = sampled(purchases, 1_000, 7).toPandas()
+    assert sampled(purchases, 4_000, None, 7) is purchases
+    assert sampled(purchases, 4_000, 4_000, 7) is purchases  # no more than asked: all of them
+    sample = sampled(purchases, 4_000, 1_000, 7).toPandas()
     per_customer = sample.groupby("customer_id").size()
     assert (per_customer == 10).all()  # every purchase of a sampled customer
     assert 600 <= len(sample) <= 1_400  # about a quarter of the customers
-    again = sampled(purchases, 1_000, 7).toPandas()
+    again = sampled(purchases, 4_000, 1_000, 7).toPandas()
     assert set(again["customer_id"]) == set(sample["customer_id"])  # seeded: the same
