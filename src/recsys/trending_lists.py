@@ -6,6 +6,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from recsys.index.base import ItemFilter, ScoredItem
@@ -26,6 +27,18 @@ class TrendingLists:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrendingLists:
         return cls(overall=raw["overall"], by_segment=raw.get("by_segment", {}))
+
+    @cached_property
+    def _scores(self) -> dict[str, float]:
+        scores = {e["article_id"]: float(e["score"]) for e in self.overall}
+        for lists in self.by_segment.values():
+            for entries in lists.values():
+                scores.update((e["article_id"], float(e["score"])) for e in entries)
+        return scores
+
+    def score(self, article_id: str) -> float:
+        """The article's trending score; 0 when it is on no list."""
+        return self._scores.get(article_id, 0.0)
 
     def _pool(self, rules: ItemFilter) -> list[Entry]:
         """The narrowest lists the filter allows: per type, else per group, else overall."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -14,12 +14,19 @@ from rich.table import Table
 from recsys.settings import Settings
 from recsys_cli.console import console, fail, load_settings
 
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from batch.eval_config import EvalConfig
+    from batch.model_specs import ModelSpec
+
 app = typer.Typer()
 
 
 class Protocol(enum.StrEnum):
     PER_USER = "per-user"
     HM_WEEK = "hm-week"
+    FEW_PURCHASES = "few-purchases"
 
 
 @app.command()
@@ -199,14 +206,16 @@ def evaluate(
         Protocol,
         typer.Option(
             help="per-user: each customer's last 20% held out; hm-week: the H&M "
-            "competition's, MAP@12 on the last 7 days"
+            "competition's, MAP@12 on the last 7 days; few-purchases: that week's buyers "
+            "with one or two purchases before, the vector against trending and blends"
         ),
     ] = Protocol.PER_USER,
 ) -> None:
     """Offline accuracy: NDCG/MAP/Recall@10 and coverage of the pipeline (the batch's
     trainer and search) against popularity, item-kNN, EASE and both ALS trainers, and the
     EMA replay (with weak_signals.csv in the folder, also the weak-signal replay); or the
-    H&M competition's MAP@12 (--protocol hm-week)."""
+    H&M competition's MAP@12 (--protocol hm-week); or customers with one or two
+    purchases, their vector blended with trending (--protocol few-purchases)."""
     from batch.eval_config import EvalConfig
     from batch.evaluation import print_results, run_evaluation
     from batch.evaluation_data import detect_source
@@ -252,6 +261,8 @@ def evaluate(
                 )
                 print_competition(week, console)
                 written = week.to_json()
+            elif protocol is Protocol.FEW_PURCHASES:
+                written = _few_purchases(data, models, config, settings, session)
             else:
                 result = run_evaluation(data, models, config, session)
                 print_results(result, console)
@@ -261,6 +272,34 @@ def evaluate(
     if json_out is not None:
         json_out.write_text(written)
         console.print(f"results written to {json_out}")
+
+
+def _few_purchases(
+    data: Path,
+    models: list[ModelSpec],
+    config: EvalConfig,
+    settings: Settings,
+    session: SparkSession | None,
+) -> str:
+    from batch.cold_start_eval import read_articles
+    from batch.evaluation_data import detect_source, load_events
+    from batch.few_purchases import (
+        article_groups,
+        pipeline_spec,
+        print_few_purchases,
+        run_few_purchases,
+    )
+
+    groups = article_groups(read_articles(data)) if detect_source(data) == "hm" else None
+    result = run_few_purchases(
+        load_events(data, session),
+        groups,
+        pipeline_spec(models),
+        config,
+        settings.trending_half_life_days,
+    )
+    print_few_purchases(result, console)
+    return result.to_json()
 
 
 @app.command("evaluate-cold-start")

@@ -1,5 +1,6 @@
 """Ranking for one customer: their vector in the index (with the request's rules, MMR and
-explanations), or trending when there is none."""
+explanations), blended with trending when they have bought little (recsys.blend), or
+trending when there is no vector."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 from redis.exceptions import RedisError
 
+from recsys.blend import TrendingSource, blend_scores, blends
 from recsys.diversity import intra_list_diversity
 from recsys.experiments.definitions import FallbackPolicy
 from recsys.index.base import ItemFilter, Mmr, ScoredItem
+from recsys.settings import Settings
 from recsys.user_store import CustomerState, ServingUserStore
 from recsys.vectors import Vector
 from serve.explain import Contribution, explain
@@ -25,6 +28,30 @@ log = logging.getLogger(__name__)
 
 # Explanations compare with the customer's most recent purchases, up to this many.
 EXPLAIN_RECENT = 20
+# A blend ranks the union of the vector's and trending's top lists of this many times k
+# (at least BLEND_POOL_MIN each): the blend's own top k lies in it unless an article is
+# far down both lists.
+BLEND_POOL = 5
+BLEND_POOL_MIN = 50
+
+
+@dataclass(frozen=True)
+class Blend:
+    """RECSYS_BLEND_*: a customer with a vector and at most max_purchases distinct
+    purchases gets the vector's scores blended with trending's at this weight."""
+
+    weight: float
+    max_purchases: int
+    source: TrendingSource
+
+    @classmethod
+    def of(cls, settings: Settings) -> Blend | None:
+        """The settings' blend; None when its weight is 0."""
+        if settings.blend_trending_weight == 0:
+            return None
+        return cls(
+            settings.blend_trending_weight, settings.blend_max_purchases, settings.blend_trending
+        )
 
 
 @dataclass(frozen=True)
@@ -37,6 +64,7 @@ class Ask:
     explain_top_k: int | None = None  # None: no explanations
     fallback: FallbackPolicy = "trending"  # what a customer with no vector gets
     exclude_purchased: bool = True  # RECSYS_EXCLUDE_PURCHASED
+    blend: Blend | None = None  # None: the vector alone, whatever the history
 
 
 @dataclass(frozen=True)
@@ -46,6 +74,7 @@ class Ranked:
     applied_event_id: str | None
     fallback_reason: str | None
     explanations: dict[str, list[Contribution]] | None = None
+    trending_weight: float | None = None  # the blend's, when one ranked the items
 
 
 async def load_customer(
@@ -107,6 +136,59 @@ def explain_items(
         return explain(recommended, bought, top_k)
 
 
+def _trending_rules(
+    model: ServedModel, blend: Blend, purchased: list[str], rules: ItemFilter
+) -> ItemFilter | None:
+    """The rules of the blend's trending side: the request's, or for the group source
+    narrowed to the product groups the customer bought from (within the request's own
+    groups when it names some); None when no group is left."""
+    if blend.source == "overall":
+        return rules
+    payloads = model.index.retrieve(purchased)
+    bought = {str(p.get("product_group_name") or "") for p in payloads.values()} - {""}
+    wanted = sorted(bought & set(rules.product_groups) if rules.product_groups else bought)
+    return dataclasses.replace(rules, product_groups=tuple(wanted)) if wanted else None
+
+
+def blended(
+    model: ServedModel,
+    vector: Vector,
+    purchased: list[str],
+    ask: Ask,
+    rules: ItemFilter,
+    tel: Telemetry,
+) -> list[ScoredItem]:
+    """The vector's top list and trending's, ranked by their blend (recsys.blend), each
+    item scored by it. An article of trending's list is scored against the vector too."""
+    blend = ask.blend
+    if blend is None:
+        raise ValueError("blended() needs an Ask with a blend")
+    pool = max(ask.k * BLEND_POOL, BLEND_POOL_MIN)
+    with tel.span("blend", k=ask.k, weight=blend.weight):
+        items = {i.article_id: i for i in search(model, vector, dataclasses.replace(ask, k=pool),
+                                                  rules, tel)}  # fmt: skip
+        trend_rules = _trending_rules(model, blend, purchased, rules)
+        trending = (
+            {t.article_id: t for t in model.popular(pool, trend_rules)} if trend_rules else {}
+        )
+        missing = [a for a in trending if a not in items]
+        for article_id, item_vector in (model.index.vectors(missing) if missing else {}).items():
+            score = float(np.dot(vector, item_vector))
+            items[article_id] = dataclasses.replace(
+                trending[article_id], score=score, vector=item_vector
+            )
+        ids = list(items)
+        personal = np.array([items[a].score for a in ids], dtype=np.float64)
+        trend = np.array(
+            [model.trending.score(a) if trend_rules and trend_rules.allows(a, items[a].metadata)
+             else 0.0 for a in ids],
+            dtype=np.float64,
+        )  # fmt: skip
+        mixed = blend_scores(personal, trend, blend.weight)
+        order = np.argsort(-mixed, kind="stable")[: ask.k]
+        return [dataclasses.replace(items[ids[i]], score=float(mixed[i])) for i in order]
+
+
 def _trending(model: ServedModel, ask: Ask, rules: ItemFilter) -> list[ScoredItem]:
     if ask.fallback == "none":
         return []
@@ -137,8 +219,18 @@ async def rank(
         reason = "unknown_customer"
         return Ranked("trending", _trending(model, ask, rules), state.last_event_id, reason)
     # The query takes well under a millisecond, so it runs inline on the event loop.
+    vector = np.asarray(state.vector)
+    weight = None
     try:
-        items = search(model, np.asarray(state.vector), ask, rules, tel)
+        if (
+            ask.blend is not None
+            and ask.mmr is None
+            and blends(ask.blend.weight, ask.blend.max_purchases, len(set(state.purchased)))
+        ):
+            weight = ask.blend.weight
+            items = blended(model, vector, state.purchased, ask, rules, tel)
+        else:
+            items = search(model, vector, ask, rules, tel)
     except Exception as exc:  # a server backend that is down or timing out
         log.warning("index query failed, serving trending: %s", exc)
         reason = "index_unavailable"
@@ -148,4 +240,4 @@ async def rank(
         if ask.explain_top_k is not None
         else None
     )
-    return Ranked("personalized", items, state.last_event_id, None, explanations)
+    return Ranked("personalized", items, state.last_event_id, None, explanations, weight)

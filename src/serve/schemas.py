@@ -23,7 +23,10 @@ class Explanation(BaseModel):
 
 class RecommendedItem(BaseModel):
     article_id: str
-    score: float = Field(description="Dot product of the query vector and the item's vector")
+    score: float = Field(
+        description="Dot product of the query vector and the item's vector; the blend's "
+        "score when the response has a trending_weight"
+    )
     metadata: dict[str, Any] = Field(description="The article's fields")
     explanation: list[Explanation] | None = Field(
         default=None, description="With explain=true: the purchases that led here, best first"
@@ -51,6 +54,11 @@ class Recommendations(BaseModel):
     )
     fallback_reason: str | None = Field(
         default=None, description="Why trending was served instead of personalised results."
+    )
+    trending_weight: float | None = Field(
+        default=None,
+        description="For a customer who has bought little: the weight of trending blended "
+        "with their vector (RECSYS_BLEND_TRENDING_WEIGHT); null when the vector ranked alone",
     )
 
 

@@ -13,7 +13,7 @@ from recsys.experiments.definitions import CONTROL
 from recsys.experiments.ledger import Impression, new_recommendation_id
 from serve.deps import AppState, app_state, served_model
 from serve.params import CustomerId, RecommendQuery, query_parameters
-from serve.recommender import Ask, Ranked, rank
+from serve.recommender import Ask, Blend, Ranked, rank
 from serve.responses import BAD_INPUT, NOT_LIVE, JsonBody, item_dicts
 from serve.schemas import Recommendations
 
@@ -29,9 +29,10 @@ router = APIRouter(tags=["recommendations"])
 )
 async def recommend(request: Request, customer_id: CustomerId) -> JsonBody:
     """Personalised top-k from the customer's vector, inside the index's filters, never an
-    article they bought (unless RECSYS_EXCLUDE_PURCHASED=false); trending (with the same
-    rules) for an unknown customer or when Redis or the index is down, flagged by `source`
-    and `fallback_reason`."""
+    article they bought (unless RECSYS_EXCLUDE_PURCHASED=false), blended with trending for
+    a customer who has bought little (`trending_weight`); trending (with the same rules)
+    for an unknown customer or when Redis or the index is down, flagged by `source` and
+    `fallback_reason`."""
     query = RecommendQuery.of(request)
     state = app_state(request)
     # The customer's arm of the running experiment, if one runs; its knobs replace the
@@ -47,6 +48,7 @@ async def recommend(request: Request, customer_id: CustomerId) -> JsonBody:
         explain_top_k=query.explain_top_k if query.explain else None,
         fallback=arm.fallback_policy or "trending",
         exclude_purchased=state.settings.exclude_purchased,
+        blend=Blend.of(state.settings),
     )
     ranked = await rank(model, state.users, customer_id, ask, state.telemetry)
     metrics = state.telemetry.metrics
@@ -61,6 +63,7 @@ async def recommend(request: Request, customer_id: CustomerId) -> JsonBody:
         "items": item_dicts(ranked.items, ranked.explanations),
         "applied_event_id": ranked.applied_event_id,
         "fallback_reason": ranked.fallback_reason,
+        "trending_weight": ranked.trending_weight,
         "experiment": None,
         "variant": None,
         "recommendation_id": None,
