@@ -27,6 +27,7 @@ import httpx
 import numpy as np
 from rich.table import Table
 
+from recsys.blend import blends
 from recsys.engines.process import ManagedProcess, free_port, recsys_command, spawn
 from recsys.index.base import FILTERED_SEARCH_EF, SEARCH_EF
 
@@ -47,6 +48,9 @@ FLOORS: dict[str, tuple[str, float]] = {
     "floor: bare + index MMR": ("/bare/mmr", MMR_LAMBDA),
 }
 TARGETS = {"plain": 0.2, "filter": 0.12, "mmr": 0.15, "explain": 0.12}
+# The plain query for the sampled customers whose vector the API blends with trending
+# (RECSYS_BLEND_MAX_PURCHASES or fewer purchases); measured, no target.
+BLEND = "blend (one or two purchases)"
 
 
 class WrkMissingError(RuntimeError):
@@ -77,6 +81,7 @@ class ServeBench:
     # The bare endpoint plus the index search alone: what no variant can beat.
     floors: list[VariantResult] = field(default_factory=list)
     ann_recall_at_10: AnnRecall | None = None
+    blend_customers: int = 0  # of the sampled, those the blend variant asks for
     search_ef: int = SEARCH_EF
     filtered_search_ef: int = FILTERED_SEARCH_EF
     note: str = (
@@ -209,9 +214,15 @@ def bare_fixture(api_url: str, customer: str, folder: Path) -> Path:
 
 
 def measure(
-    api_url: str, bare_url: str, customers: list[str], group: str, run: RunShape
+    api_url: str,
+    bare_url: str,
+    customers: list[str],
+    group: str,
+    run: RunShape,
+    blended: list[str] | None = None,
 ) -> tuple[list[VariantResult], list[VariantResult]]:
-    """The variants (the bare row first) and the floors. Each ratio is to the bare
+    """The variants (the bare row first; the blend's last, when `blended` names
+    customers) and the floors. Each ratio is to the bare
     endpoint's maximum measured right before it: a shared machine drifts over the minutes
     a run takes (the yardstick moved by up to 40% within one run). The bare row reports
     the mean of those maxima."""
@@ -229,7 +240,11 @@ def measure(
     loads: list[tuple[str, str, list[str] | None, str, float | None]] = [
         (name, f"{api_url}/", customers, query.format(group=group_value), TARGETS[name])
         for name, query in VARIANTS.items()
-    ] + [(name, f"{bare_url}{path}", None, "", None) for name, (path, _) in FLOORS.items()]
+    ]
+    if blended:
+        loads.append((BLEND, f"{api_url}/", blended, VARIANTS["plain"], None))
+    variants = len(loads)
+    loads += [(name, f"{bare_url}{path}", None, "", None) for name, (path, _) in FLOORS.items()]
     measured: list[VariantResult] = []
     for name, url, who, query, target in loads:
         if measured:
@@ -242,7 +257,7 @@ def measure(
         )  # fmt: skip
     bare = VariantResult("bare endpoint", float(np.mean(peaks)), None, None, half.rps,
                          half.p50_ms, half.p99_ms)  # fmt: skip
-    return [bare, *measured[: len(VARIANTS)]], measured[len(VARIANTS) :]
+    return [bare, *measured[:variants]], measured[variants:]
 
 
 @dataclass(frozen=True)
@@ -472,10 +487,16 @@ def run(
                 groups = [i["metadata"]["product_group_name"]
                           for i in json.loads(fixture.read_text())["items"]]  # fmt: skip
                 floor_users = folder / "users.json"
+                histories = purchases(stack.settings.redis_url or "", sample)
                 floor_users.write_text(json.dumps(
-                    {"vectors": factors["user_factors"][picked].tolist(),
-                     "purchases": purchases(stack.settings.redis_url or "", sample)}
+                    {"vectors": factors["user_factors"][picked].tolist(), "purchases": histories}
                 ))  # fmt: skip
+                blended = [
+                    customer for customer, bought in zip(sample, histories, strict=True)
+                    if blends(stack.settings.blend_trending_weight,
+                              stack.settings.blend_max_purchases, len(set(bought)))
+                ]  # fmt: skip
+                result.blend_customers = len(blended)
                 bare = start_server(
                     recsys_command("bench", "bare-server",
                      "--port", str(bare_port), "--fixture", str(fixture),
@@ -488,6 +509,7 @@ def run(
                     sample,
                     max(set(groups), key=groups.count),
                     RunShape(duration_s, connections, folder),
+                    blended,
                 )
             finally:
                 if bare is not None:
