@@ -37,7 +37,7 @@ from batch.ingest import (
 from batch.interactions import interactions_job, with_signals
 from batch.lake import Lake, Written, open_lake
 from batch.model_outputs import write_model_outputs
-from batch.publish import write_index
+from batch.publish import calibrate_index, write_index
 from batch.retention import Pruned, prune
 from batch.stored_interactions import StoredInteractions
 from batch.trainer_factory import iterations, open_trainer
@@ -49,6 +49,7 @@ from recsys.erasure import erased_before
 from recsys.events import event_weights
 from recsys.fold_in import FoldInModel, gram
 from recsys.hm_schema import ARTICLE_METADATA_FIELDS, CONTENT_FIELDS
+from recsys.index.beams import IndexCalibration
 from recsys.index.factory import open_backend
 from recsys.model_store import (
     Manifest,
@@ -288,6 +289,7 @@ def _holdout(run: _Run, trainer: Trainer, purchases: DataFrame) -> dict[str, flo
 class _Placed:
     placement: Placement  # the ALS items and those placed by content
     content: ContentModel | None
+    index: IndexCalibration  # the beams the version's queries use
 
 
 def _place_items(
@@ -318,16 +320,20 @@ def _place_items(
     # From here on the version's items are the ALS ones plus those placed by content.
     placement = place_by_content(factors, catalogue, content)
     items = placement.factors
+    backend = open_backend(settings)
     with run.steps.step("build item index", total=len(items.item_ids)) as advance:
         write_index(
-            open_backend(settings).writer(version, items.dim),
+            backend.writer(version, items.dim),
             items,
             metadata,
             advance,
             placed_by=placement.placed_by,
             unavailable=unavailable.article_ids,
         )
-    return _Placed(placement, content)
+    with run.steps.step("choose the index's search beams"):
+        index = calibrate_index(backend, version, items, metadata, unavailable.article_ids,
+                                settings.index_recall_target)  # fmt: skip
+    return _Placed(placement, content, index)
 
 
 def _write_customers(run: _Run, version: str, items: Factors, purchases: DataFrame) -> None:
@@ -409,6 +415,7 @@ def _write_model(
             train_seconds=factors.train_seconds,
             metrics={**metrics, **content_fit_metrics(placed.content)},
             tuning=tuning,
+            index=placed.index,
         )
         write_trending(settings.models_dir, version, top)
         write_factors(

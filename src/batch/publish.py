@@ -15,7 +15,15 @@ import pandas as pd
 
 from recsys.availability import AVAILABLE_FIELD
 from recsys.ids import item_point_id
-from recsys.index.base import COLLABORATIVE, PLACED_BY_FIELD, IndexedItem, IndexWriter
+from recsys.index.base import (
+    COLLABORATIVE,
+    PLACED_BY_FIELD,
+    IndexBackend,
+    IndexedItem,
+    IndexWriter,
+    ItemFilter,
+)
+from recsys.index.beams import GROUP_FIELD, IndexCalibration, calibrate_beams
 from recsys.trainer import Factors
 
 Advance = Callable[[int], None]
@@ -56,6 +64,36 @@ def write_index(
         )
         advance(part.stop - part.start)
     writer.finish()
+
+
+def calibrate_index(
+    backend: IndexBackend,
+    version: str,
+    factors: Factors,
+    metadata: pd.DataFrame,
+    unavailable: AbstractSet[str],
+    target: float,
+) -> IndexCalibration:
+    """The beams the version's queries need for `target` recall, measured on its built
+    index with its own customers' vectors (recsys.index.beams)."""
+    index = backend.open(version)
+
+    def search(vector: npt.NDArray[np.float32], rules: ItemFilter, beam: int) -> list[str]:
+        return [hit.article_id for hit in index.search(vector, 10, rules, beam=beam)]
+
+    try:
+        groups = metadata.reindex(factors.item_ids)[GROUP_FIELD].fillna("").astype(str)
+        return calibrate_beams(
+            search,
+            factors.item_ids,
+            factors.item_factors,
+            list(groups),
+            unavailable,
+            factors.user_factors,
+            target,
+        )
+    finally:
+        index.close()
 
 
 class PointIdCollisionError(RuntimeError):

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
+from recsys.index.beams import IndexCalibration
 from recsys.model_layout import CONTENT_MODEL, FACTORS, MANIFEST, TRENDING, version_dir
 from recsys.trending_lists import TrendingLists
 
@@ -55,6 +56,9 @@ class Manifest(BaseModel):
     metrics: dict[str, float] = {}
     # The search that chose the parameters (None: tuning was off).
     tuning: TuningRecord | None = None
+    # The HNSW beams chosen on the version's index (None: a version from before; the
+    # defaults serve it).
+    index: IndexCalibration | None = None
 
 
 def new_version(now: datetime | None = None) -> str:

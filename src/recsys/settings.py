@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # Each version is the collection <prefix>_<version>; the alias <prefix> is the live one.
     qdrant_collection: str = "recsys_items"
     qdrant_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    # The recall@10 against exact search the batch holds each version's HNSW beams to
+    # (unfiltered, and filtered in the worst product group): recsys.index.beams.
+    index_recall_target: Annotated[float, Field(gt=0, le=1)] = 0.95
     spark_master: str = "local[*]"
 
     # Kafka topics and consumer behaviour (group joins in seconds, fetches in ms).

@@ -29,7 +29,7 @@ from rich.table import Table
 
 from recsys.blend import blends
 from recsys.engines.process import ManagedProcess, free_port, recsys_command, spawn
-from recsys.index.base import FILTERED_SEARCH_EF, SEARCH_EF
+from recsys.index.base import FILTERED_SEARCH_EF, SEARCH_EF, Beams
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -82,6 +82,7 @@ class ServeBench:
     floors: list[VariantResult] = field(default_factory=list)
     ann_recall_at_10: AnnRecall | None = None
     blend_customers: int = 0  # of the sampled, those the blend variant asks for
+    # The beams the batch chose for the version (recsys.index.beams).
     search_ef: int = SEARCH_EF
     filtered_search_ef: int = FILTERED_SEARCH_EF
     note: str = (
@@ -267,10 +268,10 @@ class AnnRecall:
     filtered_mean: float
 
 
-def ann_recall(shard: Path, users: np.ndarray[Any, Any], k: int = 10) -> AnnRecall:
-    """Recall@k of the HNSW search the API runs (its beam per query shape) against exact
-    search on the same vectors: unfiltered, and filtered on each product group for a
-    fifth of the users."""
+def ann_recall(shard: Path, users: np.ndarray[Any, Any], beams: Beams, k: int = 10) -> AnnRecall:
+    """Recall@k of the HNSW search the API runs (the version's beam per query shape)
+    against exact search on the same vectors: unfiltered, and filtered on each product
+    group for a fifth of the users."""
     from recsys.index.base import ItemFilter
     from recsys.index.edge import EdgeItemIndex
 
@@ -284,7 +285,7 @@ def ann_recall(shard: Path, users: np.ndarray[Any, Any], k: int = 10) -> AnnReca
         return found / max(1, total)
 
     with tempfile.TemporaryDirectory(prefix="recsys-recall-") as tmp:
-        approx = EdgeItemIndex("ann", shard, Path(tmp) / "a")
+        approx = EdgeItemIndex("ann", shard, Path(tmp) / "a", beams=beams)
         exact = EdgeItemIndex("exact", shard, Path(tmp) / "b", exact=True)
         try:
             groups = sorted(
@@ -456,7 +457,7 @@ def run(
     """Generate, train (on `spark` if given), serve, load: everything in its own data dir
     and engines."""
     from recsys.model_layout import shard_dir
-    from recsys.model_store import read_factors
+    from recsys.model_store import read_factors, read_manifest
     from recsys_bench.stack import trained_stack
 
     require_wrk()
@@ -471,8 +472,11 @@ def run(
         users = len(factors["user_ids"])
         picked = rng.choice(users, size=min(1_000, users), replace=False)
         sample = [str(c) for c in factors["user_ids"][picked]]
+        calibration = read_manifest(models, version).index
+        beams = calibration.beams if calibration else Beams()
+        result.search_ef, result.filtered_search_ef = beams.unfiltered, beams.filtered
         result.ann_recall_at_10 = ann_recall(
-            shard_dir(models, version), factors["user_factors"][picked]
+            shard_dir(models, version), factors["user_factors"][picked], beams
         )
         env = {**stack.child_env(), "RECSYS_API_WORKERS": str(settings.api_workers)}
         with tempfile.TemporaryDirectory(prefix="recsys-bench-serve-") as tmp:

@@ -139,11 +139,12 @@ class LiveModel:
 
     def _load(self, version: str) -> tuple[ServedModel, Callable[[], None]]:
         """The version, and what is left to do on the event loop before it serves."""
+        manifest = read_manifest(self.settings.models_dir, version)
         loaded = ServedModel(
             version=version,
-            index=self.backend.open(version),
+            index=self.backend.open(version, manifest.index.beams if manifest.index else None),
             trending=read_trending(self.settings.models_dir, version),
-            manifest=read_manifest(self.settings.models_dir, version),
+            manifest=manifest,
             content=load_content_model(self.settings.models_dir, version),
         )
         return loaded, (_nothing if self._prepare is None else self._prepare(loaded))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ from batch.pipeline import BatchReport
 from recsys import keys
 from recsys.hm_schema import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
 from recsys.index.base import ItemFilter
+from recsys.index.beams import BEAM_CHOICES
 from recsys.model_layout import shard_dir
 from recsys.model_store import read_factors, read_manifest, read_trending
 from recsys.settings import Settings
@@ -65,8 +67,11 @@ def test_redis_holds_versioned_vectors_and_history(
     history = {a.decode() for a in redis_conn.zrange(keys.history(customer), 0, -1)}
     assert history == set(tx.loc[tx["customer_id"] == customer, "article_id"])
     # The history expires after the retention unless the next run or an event rewrites it.
+    # (The suite's batch ran a while ago: count down from when it wrote the manifest.)
     ttl = settings.customer_state_ttl_s
-    assert ttl > 0 and ttl - 600 < redis_conn.ttl(keys.history(customer)) <= ttl
+    written = read_manifest(settings.models_dir, trained.version).created_at
+    since = (datetime.now(UTC) - written).total_seconds()
+    assert ttl > 0 and ttl - since - 120 < redis_conn.ttl(keys.history(customer)) <= ttl
 
 
 def test_index_shard_has_every_trained_item_with_payload(
@@ -74,6 +79,13 @@ def test_index_shard_has_every_trained_item_with_payload(
 ) -> None:
     manifest = read_manifest(settings.models_dir, trained.version)
     assert manifest.items == trained.items and manifest.dim == settings.implicit_factors
+    # The beams were chosen on this index: the last tried of each shape is the one kept,
+    # and it reached the target (or is the widest).
+    assert manifest.index is not None and manifest.index.target == settings.index_recall_target
+    for shape in ("unfiltered", "filtered"):
+        last = [t for t in manifest.index.trials if t.shape == shape][-1]
+        assert last.beam == getattr(manifest.index.beams, shape)
+        assert last.worst >= manifest.index.target or last.beam == BEAM_CHOICES[-1]
     shard = qe.EdgeShard.load(str(shard_dir(settings.models_dir, trained.version)))
     try:
         assert shard.info().points_count == trained.items

@@ -3,6 +3,8 @@ real index, Redis and model artefact."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -107,6 +109,11 @@ def test_models_describes_the_live_version(
     assert body["params"]["factors"] == settings.implicit_factors
     assert body["data_version"]["silver.interactions"] >= 0
     assert body["metrics"]["holdout_ndcg_at_10"] > 0
+    # The version is served with the beams the batch chose for it.
+    assert manifest.index is not None
+    assert body["index"]["beams"] == dataclasses.asdict(manifest.index.beams)
+    served = api.app.state.recsys.model.current  # type: ignore[attr-defined]
+    assert served.index.beams == manifest.index.beams
 
 
 def test_metrics_count_what_the_requests_did(api: TestClient, known_customer: str) -> None:

@@ -26,19 +26,23 @@ HNSW_FROM_KB = 1_000
 # 800 µs against 110-180 µs on the graph (recall@10 >= 0.95 for every product group and
 # type); at 300 KB (2.4k matches) both take ~150 µs.
 FILTERED_SCAN_BELOW_KB = 300
-# The HNSW graph: 16 links a node, and a build beam (ef_construct) of 200 rather than
-# Qdrant's 100. At 100k x 32 the wider build took the index 20 -> 27 s and made filtered
-# walks both better and cheaper: the worst product group's recall@10 0.934 -> 0.968 with
-# a search beam of 96 instead of 128 (~170 against ~185-260 µs a query); unfiltered
-# recall stays 0.995.
+# The HNSW graph: 16 links a node, and a build beam (ef_construct) of 400 rather than
+# Qdrant's 100. At 100k x 32, 200 instead of 100 took the index 20 -> 27 s and made
+# filtered walks both better and cheaper: the worst product group's recall@10 0.934 ->
+# 0.968 with a search beam of 96 instead of 128; unfiltered recall stays 0.995. At 100k x
+# 16 (what the batch's search chose on the generated full shape) a graph built at 200
+# held the worst group at 0.95 for any search beam up to 384, and 400 (12 -> 21-25 s)
+# reached 0.95 at 128 and 0.96 at 192 (docs/benchmarks.md, set H); 24 links instead of
+# 16 bought no more.
 HNSW_M = 16
-HNSW_EF_CONSTRUCT = 200
-# HNSW beam width (ef) per query shape, at 72k x 32 (docs/benchmarks.md): unfiltered,
-# ef 32 reaches recall@10 0.995 against exact search in 94 µs (64: 0.999 in 154 µs;
-# 128: 1.000 in 241 µs). A filter on product group or type needs a wider beam; with
-# the graph built at ef_construct 100 a wider one bought little (ef 128 / 192 / 256 /
-# 384: worst group 0.939 / 0.941 / 0.943 / 0.946, the same group throughout: its
-# graph, not the beam), which is what the build beam above fixed.
+HNSW_EF_CONSTRUCT = 400
+# HNSW beam width (ef) per query shape, where the batch's choice (recsys.index.beams)
+# starts. At 72k x 32 (docs/benchmarks.md), unfiltered, ef 32 reaches recall@10 0.995
+# against exact search in 94 µs (64: 0.999 in 154 µs; 128: 1.000 in 241 µs). A filter
+# on product group or type needs a wider beam; with the graph built at ef_construct 100
+# a wider one bought little (ef 128 / 192 / 256 / 384: worst group 0.939 / 0.941 /
+# 0.943 / 0.946, the same group throughout: its graph, not the beam), which is what the
+# build beam above fixed.
 SEARCH_EF = 32
 FILTERED_SEARCH_EF = 96
 
@@ -66,15 +70,23 @@ class ItemFilter:
         )
 
 
+@dataclass(frozen=True)
+class Beams:
+    """The HNSW beam per query shape, which the batch chooses for each version
+    (recsys.index.beams): a filter on product groups or types needs a wider one than a
+    query without (exclusions leave almost every point in, like no filter)."""
+
+    unfiltered: int = SEARCH_EF
+    filtered: int = FILTERED_SEARCH_EF
+
+    def for_rules(self, rules: ItemFilter) -> int:
+        return self.filtered if rules.product_groups or rules.product_types else self.unfiltered
+
+
 def as_floats(vector: npt.NDArray[Any]) -> list[float]:
     """A vector as the engines' clients take it: Python floats of float32 precision."""
     values: list[float] = np.asarray(vector, dtype=np.float32).tolist()
     return values
-
-
-def search_ef(rules: ItemFilter) -> int:
-    """The beam a query with these rules needs (exclusions leave almost every point in)."""
-    return FILTERED_SEARCH_EF if rules.product_groups or rules.product_types else SEARCH_EF
 
 
 @dataclass(frozen=True)
@@ -179,6 +191,7 @@ class ItemIndex(Protocol):
     """A loaded model version of the item index: queried, and changed only by upsert."""
 
     version: str
+    beams: Beams  # the HNSW beam per query shape (recsys.index.beams)
 
     def search(
         self,
@@ -188,9 +201,11 @@ class ItemIndex(Protocol):
         *,
         mmr: Mmr | None = None,
         with_vectors: bool = False,
+        beam: int | None = None,
     ) -> list[ScoredItem]:
         """The k items with the highest dot product with vector that pass rules, or with
-        mmr the k the engine's MMR picks from its candidates (in its order)."""
+        mmr the k the engine's MMR picks from its candidates (in its order). `beam` is the
+        HNSW beam width for this query; None: the version's beam for the query's shape."""
         ...
 
     def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -225,8 +240,9 @@ class IndexBackend(Protocol):
         """A writer for a new version; nothing serves it before it is published."""
         ...
 
-    def open(self, version: str) -> ItemIndex:
-        """The version, loaded for serving in this process."""
+    def open(self, version: str, beams: Beams | None = None) -> ItemIndex:
+        """The version, loaded for serving in this process, searching with `beams` (the
+        ones the batch chose for it; None: the defaults)."""
         ...
 
     def publish(self, version: str) -> None:

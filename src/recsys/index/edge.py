@@ -20,17 +20,15 @@ import qdrant_edge as qe
 
 from recsys.index.base import (
     FILTERED_SCAN_BELOW_KB,
-    FILTERED_SEARCH_EF,
     HNSW_EF_CONSTRUCT,
     HNSW_FROM_KB,
     HNSW_M,
-    SEARCH_EF,
+    Beams,
     IndexedItem,
     ItemFilter,
     Mmr,
     ScoredItem,
     as_floats,
-    search_ef,
 )
 from recsys.index.filters import INDEXED_FIELDS, UNAVAILABLE, filter_spec
 from recsys.index.item_catalog import ItemCatalog
@@ -116,6 +114,7 @@ class EdgeItemIndex:
         work_dir: Path,
         *,
         exact: bool = False,
+        beams: Beams | None = None,
     ) -> None:
         self.version = version
         # The copy is named by pid (a crashed process's leftovers are recognisable) and is
@@ -126,9 +125,9 @@ class EdgeItemIndex:
         # max_search_threads=1 was written into the shard at creation and sticks.
         self.shard = qe.EdgeShard.load(str(self._copy))
         # exact=True scores every point: the reference the congruence test compares with.
-        self._params = {
-            ef: qe.SearchParams(hnsw_ef=ef, exact=exact) for ef in (SEARCH_EF, FILTERED_SEARCH_EF)
-        }
+        self._exact = exact
+        self.beams = beams or Beams()
+        self._params: dict[int, qe.SearchParams] = {}
         self.catalog = ItemCatalog()
         self.catalog.extend(self._all_points())
         self._unavailable = self._unavailable_condition()
@@ -158,6 +157,7 @@ class EdgeItemIndex:
         *,
         mmr: Mmr | None = None,
         with_vectors: bool = False,
+        beam: int | None = None,
     ) -> list[ScoredItem]:
         values = as_floats(vector)
         request = qe.QueryRequest(
@@ -170,12 +170,19 @@ class EdgeItemIndex:
             filter=build_filter(rules, self._unavailable),
             with_payload=False,  # the catalogue has payloads and vectors
             with_vector=False,
-            params=self._params[search_ef(rules)],
+            params=self._search_params(beam or self.beams.for_rules(rules)),
         )
         return [
             self.catalog.hit(p.id, p.score, with_vector=with_vectors)
             for p in self.shard.query(request)
         ]
+
+    def _search_params(self, beam: int) -> qe.SearchParams:
+        """Made once per beam width, not per query."""
+        params = self._params.get(beam)
+        if params is None:
+            params = self._params[beam] = qe.SearchParams(hnsw_ef=beam, exact=self._exact)
+        return params
 
     def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return self.catalog.metadata(article_ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from recsys.index.base import IndexBackend, IndexWriter, ItemIndex
+from recsys.index.base import Beams, IndexBackend, IndexWriter, ItemIndex
 from recsys.index.edge import EdgeIndexWriter, EdgeItemIndex, remove_stale_copies
 from recsys.model_layout import shard_dir
 from recsys.settings import Settings
@@ -20,10 +20,12 @@ class EdgeBackend:
     def writer(self, version: str, dim: int) -> IndexWriter:
         return EdgeIndexWriter(shard_dir(self.settings.models_dir, version), dim)
 
-    def open(self, version: str) -> ItemIndex:
+    def open(self, version: str, beams: Beams | None = None) -> ItemIndex:
         work_dir = self.settings.data_dir / "serving"
         remove_stale_copies(work_dir)
-        return EdgeItemIndex(version, shard_dir(self.settings.models_dir, version), work_dir)
+        return EdgeItemIndex(
+            version, shard_dir(self.settings.models_dir, version), work_dir, beams=beams
+        )
 
     def publish(self, version: str) -> None:
         """Serving follows the live-version pointer; there is nothing to move here."""

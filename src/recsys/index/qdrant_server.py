@@ -12,6 +12,7 @@ code path without a server, for tests (one process; payload indexes are not buil
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any
@@ -27,18 +28,21 @@ from recsys.index.base import (
     HNSW_EF_CONSTRUCT,
     HNSW_FROM_KB,
     HNSW_M,
+    Beams,
     IndexedItem,
     ItemFilter,
     Mmr,
     RecordLookups,
     ScoredItem,
     as_floats,
-    search_ef,
 )
 from recsys.index.filters import BOOL_INDEXED_FIELDS, INDEXED_FIELDS, UNAVAILABLE, filter_spec
 from recsys.settings import Settings
 
 LOCAL_MODE = ":memory:"
+# A 105k-item collection indexes in well under a minute; a server still busy after this
+# is stuck or overloaded.
+INDEX_BUILD_TIMEOUT_S = 1_800.0
 
 
 @functools.cache
@@ -101,7 +105,16 @@ class ServerIndexWriter:
         upsert_points(self.client, self.collection, items)
 
     def finish(self) -> None:
-        """The server builds HNSW in the background; points are searchable already."""
+        """The server builds HNSW in the background: wait until it has (the batch then
+        measures the beams on the built graph, and serves from it)."""
+        deadline = time.monotonic() + INDEX_BUILD_TIMEOUT_S
+        while self.client.get_collection(self.collection).status != qm.CollectionStatus.GREEN:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Qdrant did not finish indexing {self.collection} within "
+                    f"{INDEX_BUILD_TIMEOUT_S:.0f} s"
+                )
+            time.sleep(0.5)
 
 
 class ServerItemIndex(RecordLookups):
@@ -114,6 +127,7 @@ class ServerItemIndex(RecordLookups):
         version: str,
         *,
         exact: bool = False,
+        beams: Beams | None = None,
     ) -> None:
         if not client.collection_exists(collection):
             raise FileNotFoundError(f"Qdrant collection {collection} does not exist")
@@ -123,6 +137,7 @@ class ServerItemIndex(RecordLookups):
         # Local mode always scores every point and warns about search parameters.
         self._local = _is_local(client)
         self._exact = exact
+        self.beams = beams or Beams()
         # Kept in step by upsert(): every serving process applies the same catalog topic.
         self._unavailable = self._marked_unavailable()
 
@@ -153,6 +168,7 @@ class ServerItemIndex(RecordLookups):
         *,
         mmr: Mmr | None = None,
         with_vectors: bool = False,
+        beam: int | None = None,
     ) -> list[ScoredItem]:
         values = as_floats(vector)
         response = self.client.query_points(
@@ -171,7 +187,7 @@ class ServerItemIndex(RecordLookups):
             with_vectors=with_vectors,
             search_params=None
             if self._local
-            else qm.SearchParams(hnsw_ef=search_ef(rules), exact=self._exact),
+            else qm.SearchParams(hnsw_ef=beam or self.beams.for_rules(rules), exact=self._exact),
         )
         return [
             ScoredItem.from_point(p.score, p.payload, p.vector if with_vectors else None)
@@ -220,8 +236,8 @@ class QdrantServerBackend:
     def writer(self, version: str, dim: int) -> ServerIndexWriter:
         return ServerIndexWriter(self.client, self.collection(version), dim)
 
-    def open(self, version: str) -> ServerItemIndex:
-        return ServerItemIndex(self.client, self.collection(version), version)
+    def open(self, version: str, beams: Beams | None = None) -> ServerItemIndex:
+        return ServerItemIndex(self.client, self.collection(version), version, beams=beams)
 
     def publish(self, version: str) -> None:
         """Point the alias at the version's collection in one atomic change."""
