@@ -125,6 +125,7 @@ class FoldIn:
     alpha: float
     item_gram: npt.NDArray[np.float64]
     weights: sp.csr_matrix  # task users x items
+    regularization_exponent: float = 0.0
 
 
 def _user_mask(model: AlignedFactors, seen: sp.csr_matrix, user: int) -> BoolArray:
@@ -159,7 +160,8 @@ class _History:
     def vector(self, model: AlignedFactors, folding: FoldIn) -> npt.NDArray[np.float32]:
         items = np.fromiter(self.weight, dtype=np.int64, count=len(self.weight))
         confidence = folding.alpha * np.fromiter(self.weight.values(), dtype=np.float64)
-        return fold_in(folding.item_gram, model.items[items], confidence, folding.regularization)
+        return fold_in(folding.item_gram, model.items[items], confidence,
+                       folding.regularization, folding.regularization_exponent)  # fmt: skip
 
 
 def _replay_user(
@@ -285,8 +287,8 @@ def _folding(
 ) -> FoldIn | None:
     if spec.fold_in is None:
         return None
-    regularization, alpha = spec.fold_in(values)
-    return FoldIn(regularization, alpha, gram(model.items), weight_matrix(task))
+    regularization, alpha, exponent = spec.fold_in(values)
+    return FoldIn(regularization, alpha, gram(model.items), weight_matrix(task), exponent)
 
 
 def _replays(

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from batch.frequency_regularisation import Solver, scaled_solver
 from recsys.trainer import Factors, Progress, TrainingData
 
 
@@ -107,7 +108,14 @@ class ImplicitTrainer:
     name = "implicit"
 
     def __init__(
-        self, *, factors: int, iterations: int, regularization: float, alpha: float, seed: int
+        self,
+        *,
+        factors: int,
+        iterations: int,
+        regularization: float,
+        alpha: float,
+        seed: int,
+        regularization_exponent: float = 0.0,
     ) -> None:
         self.params: dict[str, Any] = {
             "factors": factors,
@@ -116,6 +124,10 @@ class ImplicitTrainer:
             "alpha": alpha,
             "seed": seed,
         }
+        # Each row regularised by regularization * its count ** this (batch.frequency_
+        # regularisation); recorded only when used, so older manifests read the same.
+        if regularization_exponent:
+            self.params["regularization_exponent"] = regularization_exponent
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ImplicitTrainer:
@@ -127,6 +139,7 @@ class ImplicitTrainer:
             regularization=float(params["regularization"]),
             alpha=float(params["alpha"]),
             seed=int(params.get("seed", 0)),
+            regularization_exponent=float(params.get("regularization_exponent", 0.0)),
         )
 
     def fit(self, interactions: TrainingData, progress: Progress | None = None) -> Factors:
@@ -147,14 +160,17 @@ class ImplicitTrainer:
         started = time.perf_counter()
         # implicit parallelises itself; a multi-threaded BLAS underneath only contends
         # (the model checks that when it is built, so the limit is set before).
+        exponent = float(self.params.get("regularization_exponent", 0.0))
         with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
+            model = (_frequency_regularised() if exponent else AlternatingLeastSquares)(
                 factors=self.params["factors"],
                 regularization=self.params["regularization"],
                 alpha=self.params["alpha"],
                 iterations=total,
                 random_state=self.params["seed"],
             )
+            if exponent:
+                model.regularization_exponent = exponent
             model.fit(data.matrix, show_progress=False, callback=on_iteration)
         return Factors(
             user_ids=data.user_ids,
@@ -164,3 +180,18 @@ class ImplicitTrainer:
             params={"trainer": self.name, **self.params},
             train_seconds=time.perf_counter() - started,
         )
+
+
+def _frequency_regularised() -> type:
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    class FrequencyRegularised(AlternatingLeastSquares):  # type: ignore[misc]
+        """implicit's ALS with each row regularised by reg * count ** exponent."""
+
+        regularization_exponent = 0.0
+
+        @property
+        def solver(self) -> Solver:
+            return scaled_solver(super().solver, self.regularization_exponent)
+
+    return FrequencyRegularised

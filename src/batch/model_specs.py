@@ -42,7 +42,7 @@ class ModelSpec:
     replay: bool = False
     # The trainer's (regularisation, alpha) for these values, when fold-in applies to it
     # (implicit's least squares: recsys.fold_in).
-    fold_in: Callable[[Values], tuple[float, float]] | None = None
+    fold_in: Callable[[Values], tuple[float, float, float]] | None = None
     note: str = ""
 
     def fit(self, values: Values, task: RankingTask) -> Scorer:
@@ -74,10 +74,14 @@ def trainer_spec(
     )
 
 
-def _implicit_fold_in(settings: Settings) -> Callable[[Values], tuple[float, float]]:
-    def parameters(values: Values) -> tuple[float, float]:
+def _implicit_fold_in(settings: Settings) -> Callable[[Values], tuple[float, float, float]]:
+    def parameters(values: Values) -> tuple[float, float, float]:
         chosen = with_values(settings, values)
-        return chosen.implicit_regularization, chosen.implicit_alpha
+        return (
+            chosen.implicit_regularization,
+            chosen.implicit_alpha,
+            chosen.implicit_regularization_exponent,
+        )
 
     return parameters
 

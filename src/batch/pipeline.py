@@ -439,6 +439,7 @@ def _write_model(
                 regularization=float(factors.params["regularization"]),
                 alpha=float(factors.params["alpha"]),
                 half_life_days=settings.interaction_half_life_days,
+                regularization_exponent=float(factors.params.get("regularization_exponent", 0)),
             )
             meta.update(folding.meta())
         run.users.write_meta(version, meta)

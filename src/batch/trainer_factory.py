@@ -26,6 +26,7 @@ def open_trainer(settings: Settings, spark: SparkSession | None) -> Trainer:
             iterations=settings.implicit_iterations,
             regularization=settings.implicit_regularization,
             alpha=settings.implicit_alpha,
+            regularization_exponent=settings.implicit_regularization_exponent,
             seed=settings.als_seed,
         )
     from batch.spark_trainer import SparkAlsTrainer

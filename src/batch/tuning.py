@@ -42,6 +42,7 @@ TRAINER_SPACES: dict[str, Space] = {
         "implicit_iterations": (10, 15, 25),
         "implicit_regularization": LogRange(0.01, 1000.0),
         "implicit_alpha": LogRange(1.0, 100.0),
+        "implicit_regularization_exponent": (0.0, 0.5, 1.0),
     },
     "spark": {
         "spark_als_rank": (16, 32, 64, 128),

@@ -18,6 +18,7 @@ TUNABLE_SETTINGS = (
     "implicit_iterations",
     "implicit_regularization",
     "implicit_alpha",
+    "implicit_regularization_exponent",
     "spark_als_rank",
     "spark_als_max_iter",
     "spark_als_reg_param",
@@ -100,6 +101,9 @@ class Settings(BaseSettings):
     implicit_iterations: Annotated[int, Field(ge=1, le=200)] = 15
     implicit_regularization: Annotated[float, Field(ge=0)] = 1.0
     implicit_alpha: Annotated[float, Field(gt=0)] = 20.0
+    # Each user and item regularised by implicit_regularization * (its interaction count)
+    # ** this: 0 is implicit's own (one for all), 1 Spark's ALS-WR.
+    implicit_regularization_exponent: Annotated[float, Field(ge=0, le=2)] = 0.0
     spark_als_rank: Annotated[int, Field(ge=2, le=1024)] = 32
     spark_als_max_iter: Annotated[int, Field(ge=1, le=200)] = 10
     spark_als_reg_param: Annotated[float, Field(ge=0)] = 0.2

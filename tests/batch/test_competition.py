@@ -20,6 +20,7 @@ from batch.competition import (
 )
 from batch.eval_config import EvalConfig
 from batch.model_specs import ModelSpec, default_models
+from batch.tuning import search_space
 from ranking_cases import events_frame, random_events
 from recsys.ranking.metrics import align
 from recsys.settings import Settings
@@ -73,7 +74,7 @@ def test_a_whole_run_reports_every_model_both_ways() -> None:
     config = EvalConfig(search_max_trials=2, search_budget_s=60)
     result = run_competition(events, specs, config, exclude_purchased=True)
     assert [r.name for r in result.rows] == ["implicit", "popularity"]
-    assert result.rows[0].pipeline and len(result.rows[0].chosen) == 5
+    assert result.rows[0].pipeline and set(result.rows[0].chosen) == set(search_space(Settings()))
     assert all(0 <= r.map_excluded <= 1 and 0 <= r.map_allowed <= 1 for r in result.rows)
     assert result.test_customers >= result.test_customers_known > 0
     assert CompetitionResult.model_validate_json(result.to_json()) == result

@@ -32,6 +32,7 @@ TWO_HALF_LIVES = {
     "implicit_iterations": [15.0],
     "implicit_regularization": [0.1],
     "implicit_alpha": [10.0],
+    "implicit_regularization_exponent": [0.0],
     "interaction_half_life_days": [0.0, 14.0],
 }
 
