@@ -3,6 +3,7 @@ built in memory, or streamed from the batch's stored table without holding its r
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -157,10 +158,10 @@ class ImplicitTrainer:
             if progress is not None:
                 progress(iteration + 1, total)
 
+        exponent = float(self.params.get("regularization_exponent", 0.0))
         started = time.perf_counter()
         # implicit parallelises itself; a multi-threaded BLAS underneath only contends
         # (the model checks that when it is built, so the limit is set before).
-        exponent = float(self.params.get("regularization_exponent", 0.0))
         with threadpool_limits(1, "blas"):
             model = (_frequency_regularised() if exponent else AlternatingLeastSquares)(
                 factors=self.params["factors"],
@@ -182,7 +183,9 @@ class ImplicitTrainer:
         )
 
 
+@functools.cache
 def _frequency_regularised() -> type:
+    """Defined on first use: implicit is imported only by a fit."""
     from implicit.cpu.als import AlternatingLeastSquares
 
     class FrequencyRegularised(AlternatingLeastSquares):  # type: ignore[misc]

@@ -40,8 +40,8 @@ class ModelSpec:
     start: Values | None = None
     pipeline: bool = False  # the stack's own pipeline: compared with the best of the others
     replay: bool = False
-    # The trainer's (regularisation, alpha) for these values, when fold-in applies to it
-    # (implicit's least squares: recsys.fold_in).
+    # The trainer's (regularisation, alpha, regularisation exponent) for these values,
+    # when fold-in applies to it (implicit's least squares: recsys.fold_in).
     fold_in: Callable[[Values], tuple[float, float, float]] | None = None
     note: str = ""
 
