@@ -43,6 +43,7 @@ LOCAL_MODE = ":memory:"
 # A 105k-item collection indexes in well under a minute; a server still busy after this
 # is stuck or overloaded.
 INDEX_BUILD_TIMEOUT_S = 1_800.0
+BUILDING = frozenset({qm.CollectionStatus.YELLOW})
 
 
 @functools.cache
@@ -105,16 +106,19 @@ class ServerIndexWriter:
         upsert_points(self.client, self.collection, items)
 
     def finish(self) -> None:
-        """The server builds HNSW in the background: wait until it has (the batch then
-        measures the beams on the built graph, and serves from it)."""
+        """The server builds HNSW in the background: wait while it does (the batch then
+        measures the beams on the built graph, and serves from it). Grey (optimisation
+        possible but not triggered) will not change by waiting; red is a failure."""
         deadline = time.monotonic() + INDEX_BUILD_TIMEOUT_S
-        while self.client.get_collection(self.collection).status != qm.CollectionStatus.GREEN:
+        while (status := self.client.get_collection(self.collection).status) in BUILDING:
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"Qdrant did not finish indexing {self.collection} within "
                     f"{INDEX_BUILD_TIMEOUT_S:.0f} s"
                 )
             time.sleep(0.5)
+        if status == qm.CollectionStatus.RED:
+            raise RuntimeError(f"Qdrant reports collection {self.collection} as failed (red)")
 
 
 class ServerItemIndex(RecordLookups):
