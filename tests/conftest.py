@@ -49,9 +49,11 @@ def base_settings(session_dir: Path) -> Settings:
         redis_url=None,
         kafka_bootstrap_servers=None,
         qdrant_url=None,
-        # The suite's clients send no key: writes open, as under `recsys demo`.
-        # tests/serve/test_access.py runs the app with keys.
+        # The suite's clients send no key: every route open, as under the benchmarks,
+        # and all from one address, so not held to the anonymous limit either.
+        # tests/serve/test_access.py runs the app with keys and the default limits.
         auth_disabled=True,
+        rate_limit_anonymous_per_s=0,
     )
 
 

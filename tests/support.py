@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import redis
@@ -121,6 +122,13 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def url_for(self, url: str) -> str:
+        """url (user, password and path kept) reaching its server through this proxy."""
+        parts = urlsplit(url)
+        user_info = parts.netloc.rpartition("@")[0]
+        netloc = f"{user_info}@127.0.0.1:{self.port}" if user_info else f"127.0.0.1:{self.port}"
+        return parts._replace(netloc=netloc).geturl()
 
     def set_mode(self, mode: str) -> None:
         self.mode = mode

@@ -13,14 +13,16 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# events: post events. admin: promote and roll back models, upsert the catalogue, run
-# experiments, erase customers, and post events too.
-Role = Literal["events", "admin"]
-ROLES: Final[tuple[Role, ...]] = ("events", "admin")
-# What each role may do besides reading.
+# events: post events. read: read customers' data (profiles, explanations, the page's
+# customer list). admin: promote and roll back models, upsert the catalogue, run
+# experiments, erase customers, and post events and read customers' data too.
+Role = Literal["events", "read", "admin"]
+ROLES: Final[tuple[Role, ...]] = ("events", "read", "admin")
+# What a key of each role may do besides the public reads (which any key may make).
 GRANTS: Final[dict[Role, frozenset[Role]]] = {
     "events": frozenset({"events"}),
-    "admin": frozenset({"events", "admin"}),
+    "read": frozenset({"read"}),
+    "admin": frozenset({"events", "read", "admin"}),
 }
 # A prefix makes a leaked key easy to recognise (secret scanners, log reviews).
 KEY_PREFIX: Final = "rsk_"

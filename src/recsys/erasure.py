@@ -13,7 +13,6 @@ count again.
 from __future__ import annotations
 
 import hashlib
-import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,14 +23,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from recsys.audit import LOCAL, audited
 from recsys.events import RECEIVED_AT
 from recsys.ids import is_valid_id
 from recsys.model_layout import FACTORS, version_dir
 from recsys.settings import Settings
 from recsys.tables import DELTA_TABLES, Tables
 from recsys.user_store import UserStore
-
-log = logging.getLogger(__name__)
 
 ERASURES_SCHEMA = pa.schema(
     [("customer_hash", pa.string()), ("erased_at", pa.timestamp("us", tz="UTC"))]
@@ -65,11 +63,33 @@ def erase_customer(
     customer_id: str,
     now: datetime | None = None,
     tables: Tables = DELTA_TABLES,
+    *,
+    actor: str = LOCAL,
 ) -> ErasureReport:
     """Remove everything stored about the customer, then record the erasure. Idempotent:
-    erasing twice removes nothing more and moves the recorded time forward."""
+    erasing twice removes nothing more and moves the recorded time forward. The audit
+    line names the actor (an API key's name, or `local`) and counts what was removed;
+    it never holds the customer id nor its hash."""
     if not is_valid_id(customer_id):
         raise ValueError(f"not a valid customer id: {customer_id[:64]!r}")
+    with audited("erase", actor) as entry:
+        report = _erase(settings, store, customer_id, now, tables)
+        entry.add(
+            redis_keys=report.redis_keys,
+            delta_rows=sum(report.delta_rows.values()),
+            factor_rows=sum(report.factor_rows.values()),
+            vacuumed_files=report.vacuumed_files,
+        )
+    return report
+
+
+def _erase(
+    settings: Settings,
+    store: UserStore,
+    customer_id: str,
+    now: datetime | None,
+    tables: Tables,
+) -> ErasureReport:
     report = ErasureReport(customer_id, now or datetime.now(UTC))
     # The record first: from here on the updater drops the customer's older events, so
     # nothing written while the rest runs can survive it.
@@ -96,12 +116,6 @@ def erase_customer(
         if removed:
             report.factor_rows[version] = removed
     report.seconds["factors"] = _since(started)
-    log.info(
-        "erased a customer: %d Redis keys, %d Delta rows, %d factor rows",
-        report.redis_keys,
-        sum(report.delta_rows.values()),
-        sum(report.factor_rows.values()),
-    )
     return report
 
 

@@ -26,7 +26,9 @@ from typing import Any, cast
 from urllib.parse import unquote, urlparse
 
 import hiredis
-from redis.exceptions import ResponseError
+from redis.exceptions import AuthenticationError, ResponseError
+
+from recsys.redaction import redacted_url
 
 Command = Sequence[str | bytes | int | float]
 
@@ -84,7 +86,9 @@ class MultiplexedRedis:
     def __init__(self, url: str, timeout_s: float) -> None:
         parsed = urlparse(url)
         if parsed.scheme not in ("redis", "rediss"):
-            raise ValueError(f"unsupported Redis URL scheme {parsed.scheme!r} in {url!r}")
+            raise ValueError(
+                f"unsupported Redis URL scheme {parsed.scheme!r} in {redacted_url(url)!r}"
+            )
         self._host = parsed.hostname or "localhost"
         self._port = parsed.port or 6379
         self._tls = parsed.scheme == "rediss"
@@ -110,16 +114,40 @@ class MultiplexedRedis:
                 ),
                 timeout=self._timeout_s,
             )  # fmt: skip
-            hello: list[Command] = []
-            if self._password is not None:
-                auth = [self._username, self._password] if self._username else [self._password]
-                hello.append(["AUTH", *auth])
-            if self._db:
-                hello.append(["SELECT", self._db])
-            if hello:
-                await asyncio.wait_for(asyncio.gather(*protocol.send(hello)), self._timeout_s)
+            try:
+                await self._handshake(protocol)
+            except BaseException:
+                # A connection that failed its handshake is nobody's: close it now, or
+                # every request that retries would leave one more socket open.
+                self._drop(protocol)
+                raise
             self._protocol = protocol
             return protocol
+
+    async def _handshake(self, protocol: _Protocol) -> None:
+        hello: list[Command] = []
+        if self._password is not None:
+            auth = [self._username, self._password] if self._username else [self._password]
+            hello.append(["AUTH", *auth])
+        if self._db:
+            hello.append(["SELECT", self._db])
+        if not hello:
+            return
+        replies = asyncio.gather(*protocol.send(hello), return_exceptions=True)
+        outcomes = await asyncio.wait_for(replies, self._timeout_s)
+        for command, outcome in zip(hello, outcomes, strict=True):
+            if not isinstance(outcome, BaseException):
+                continue
+            if command[0] == "AUTH" and isinstance(outcome, ResponseError):
+                who = f"user {self._username!r}" if self._username else "the password"
+                raise AuthenticationError(
+                    f"Redis at {self._host}:{self._port} refused {who}: {outcome}"
+                ) from outcome
+            if isinstance(outcome, ResponseError) and str(outcome).startswith("NOAUTH"):
+                raise AuthenticationError(
+                    f"Redis at {self._host}:{self._port} asks for a password the URL lacks"
+                ) from outcome
+            raise outcome
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """The commands' replies, sent in one write and answered in order."""

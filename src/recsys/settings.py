@@ -27,6 +27,8 @@ TUNABLE_SETTINGS = (
 )
 
 Rate = Annotated[float, Field(gt=0.0, le=1.0)]
+# How every process writes its log lines (recsys.logs).
+LogFormat = Literal["text", "json"]
 
 
 class Settings(BaseSettings):
@@ -216,20 +218,35 @@ class Settings(BaseSettings):
     trending_segment_size: Annotated[int, Field(ge=10)] = 100  # per product group and type
 
     # Access and limits of the API (serve.access, docs/security.md). Keys as JSON
-    # [{"name", "role": "events"|"admin", "sha256"}]: only each key's hash is held
-    # (`recsys keys new`). With no key, writes answer 401 unless auth_disabled opens
-    # every route (local development: `recsys demo` and `recsys up` on loopback).
+    # [{"name", "role": "events"|"read"|"admin", "sha256"}]: only each key's hash is held
+    # (`recsys keys new`). Customers' data (profiles, explanations, the page's customer
+    # list) always needs a key granting read; writes need their role.
     api_keys: Annotated[list[ApiKey], NoDecode] = []
+    # Every route open to anyone, unchecked: the test suite and the benchmarks only.
     auth_disabled: bool = False
-    reads_require_key: bool = False  # else GET routes are open (a key given is ignored)
+    # Requests without a key may post events and administer (not read customers' data):
+    # local development, set by `recsys up` and `recsys demo` on loopback with no key.
+    open_writes: bool = False
+    # The public reads (/recommend without explanations, similar items, /popular, /models,
+    # /experiments) need a key of any role too; off, they are open to anyone.
+    public_reads_require_key: bool = False
     # Requests per second and burst of each key, by its role (0: unlimited), counted in
     # Redis so every worker process shares them; without a key, per client address.
     rate_limit_events_per_s: Annotated[float, Field(ge=0)] = 1000.0
     rate_limit_events_burst: Annotated[int, Field(ge=1)] = 2000
+    # A read key is a shop's server or a support tool; the limit bounds how fast a leaked
+    # one can copy profiles (100/s: a million customers take ~3 h, and alerts fire first).
+    rate_limit_read_per_s: Annotated[float, Field(ge=0)] = 100.0
+    rate_limit_read_burst: Annotated[int, Field(ge=1)] = 200
     rate_limit_admin_per_s: Annotated[float, Field(ge=0)] = 5.0
     rate_limit_admin_burst: Annotated[int, Field(ge=1)] = 20
-    rate_limit_anonymous_per_s: Annotated[float, Field(ge=0)] = 0.0
-    rate_limit_anonymous_burst: Annotated[int, Field(ge=1)] = 100
+    # A shop page view makes 2-5 calls (recommendations, a similar-items strip, trending);
+    # a person opens at most a page or two a second, and a few share one address behind a
+    # NAT: 20/s sustained with a burst of 60 (a dozen tabs at once) never slows them, and
+    # holds one address to 20 recorded impressions a second. Servers calling on behalf of
+    # many people send a key (counted against its role's limit).
+    rate_limit_anonymous_per_s: Annotated[float, Field(ge=0)] = 20.0
+    rate_limit_anonymous_burst: Annotated[int, Field(ge=1)] = 60
     # Largest request body (413 above): 1000 catalogue articles fit in ~0.5 MiB.
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
 
@@ -244,6 +261,9 @@ class Settings(BaseSettings):
     # the console when asked, else nowhere.
     otlp_endpoint: str | None = None
     trace_to_console: bool = False
+    # Log lines as text (for a terminal) or one JSON object each (for a log collector);
+    # either way they carry the trace id of the span current when there is one.
+    log_format: LogFormat = "text"
 
     # Engines start-up.
     # An embedded Valkey holding the H&M data set's customers (1.4 GiB) loads its

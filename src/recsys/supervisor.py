@@ -7,15 +7,19 @@ consumed everything (the embedded broker keeps events in memory only), then the 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from recsys.api_keys import ApiKey, Role, new_key
 from recsys.bus import wait_drained
 from recsys.engines.embedded import Endpoints
 from recsys.engines.process import EngineStartError, ManagedProcess, recsys_command, spawn
@@ -57,21 +61,77 @@ def drain_broker(settings: Settings, bootstrap: str) -> int:
     return left + articles
 
 
+def on_loopback(settings: Settings) -> bool:
+    """The API listens on this machine only (the settings allow loopback or 0.0.0.0)."""
+    return settings.api_host != "0.0.0.0"
+
+
 def opens_writes(settings: Settings) -> bool:
-    """Whether `recsys up` opens its API's writes (local development): only with no key
-    configured, when the API would take no write at all, and on loopback only."""
-    return not settings.api_keys and settings.api_host != "0.0.0.0"
+    """Whether `recsys up` and `recsys demo` open their API's writes (local development):
+    only with no key configured, when the API would take no write at all, and on loopback
+    only."""
+    return not settings.api_keys and on_loopback(settings)
+
+
+@dataclass
+class LocalAccess:
+    """How a local stack's API (`recsys up`, `recsys demo`) lets its own people in: writes
+    open (RECSYS_OPEN_WRITES) and keys minted for this run, added to the configured ones.
+    A minted key lives as long as the run: only its hash reaches the API's environment."""
+
+    open_writes: bool = False
+    keys: list[ApiKey] = field(default_factory=list)
+    page_key: str | None = field(default=None, repr=False)
+
+    def mint(self, purpose: str, role: Role) -> str:
+        """A key for this run; its name is unique, so never a configured key's."""
+        key, entry = new_key(f"{purpose}-{secrets.token_hex(4)}", role)
+        self.keys.append(entry)
+        return key
+
+    def env(self, settings: Settings) -> dict[str, str]:
+        """What the API's environment gets: the configured keys and the minted ones."""
+        env = {"RECSYS_OPEN_WRITES": "true"} if self.open_writes else {}
+        if self.keys:
+            entries = [key.model_dump() for key in (*settings.api_keys, *self.keys)]
+            env["RECSYS_API_KEYS"] = json.dumps(entries)
+        return env
+
+
+def local_access(settings: Settings) -> LocalAccess:
+    """Writes open where opens_writes says so, and on loopback a read key for the page
+    (customers' data needs one), printed in the page's address: `page_url`. Bound to
+    0.0.0.0 the stack opens nothing and mints no page key: it takes configured keys only."""
+    access = LocalAccess(open_writes=opens_writes(settings))
+    if on_loopback(settings):
+        access.page_key = access.mint("page", "read")
+    return access
+
+
+def page_url(api_url: str, key: str) -> str:
+    """The page's address with its key in the fragment: browsers never send a fragment to
+    a server (so no access log holds it); the page keeps the key in sessionStorage and
+    takes it out of the address bar (docs/page.md)."""
+    return f"{api_url}/#key={key}"
 
 
 class Stack:
     def __init__(
-        self, settings: Settings, endpoints: Endpoints, api_port: int, *, open_writes: bool = False
+        self,
+        settings: Settings,
+        endpoints: Endpoints,
+        api_port: int,
+        *,
+        access: LocalAccess | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        """open_writes: the API runs with RECSYS_AUTH_DISABLED (every route open)."""
+        """access: open writes and minted keys for the API (none: the settings' own);
+        env: more of the children's environment (a benchmark's limits)."""
         self.settings = settings
         self.endpoints = endpoints
         self.api_port = api_port
-        self.open_writes = open_writes
+        self.access = access or LocalAccess()
+        self.env = dict(env or {})
         self.api: ManagedProcess | None = None
         self.updater: ManagedProcess | None = None
         self.archiver: ManagedProcess | None = None
@@ -80,15 +140,18 @@ class Stack:
     def api_url(self) -> str:
         return f"http://{self.settings.api_host}:{self.api_port}"
 
-    def _child(self, name: str, *args: str) -> ManagedProcess:
-        env = {
+    def child_env(self) -> dict[str, str]:
+        """The environment of each child: the engines, the data dir, the access."""
+        return {
             **os.environ,
             **self.endpoints.as_env(),
             "RECSYS_DATA_DIR": str(self.settings.data_dir.resolve()),
+            **self.access.env(self.settings),
+            **self.env,
         }
-        if self.open_writes:
-            env["RECSYS_AUTH_DISABLED"] = "true"
-        env.update(ready_file_env(self._ready_file(name)))
+
+    def _child(self, name: str, *args: str) -> ManagedProcess:
+        env = {**self.child_env(), **ready_file_env(self._ready_file(name))}
         return spawn(name, recsys_command(*args), env=env,
                      log_path=self.settings.run_dir / f"{name}.log")  # fmt: skip
 
@@ -187,4 +250,4 @@ class Stack:
             worker.stop()
 
 
-__all__ = ["EngineStartError", "Stack"]
+__all__ = ["EngineStartError", "LocalAccess", "Stack", "local_access", "page_url"]

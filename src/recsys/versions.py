@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from recsys.audit import LOCAL, audited
 from recsys.erasure import erased_before
 from recsys.index.factory import open_backend
 from recsys.model_store import Manifest, read_manifest
@@ -39,8 +40,19 @@ def _manifest(settings: Settings, version: str) -> Manifest:
         raise VersionError(f"no model version {version} in {settings.models_dir}") from exc
 
 
-def promote(settings: Settings, store: UserStore, version: str) -> ReplayReport:
-    """Replay what happened since the version's cutoff onto it, then make it live."""
+def promote(
+    settings: Settings, store: UserStore, version: str, *, actor: str = LOCAL
+) -> ReplayReport:
+    """Replay what happened since the version's cutoff onto it, then make it live. The
+    audit line names the actor (an API key's name, or `local`)."""
+    with audited("promote", actor, version=version) as entry:
+        entry.add(previous=store.live_version())
+        report = _promote(settings, store, version)
+        entry.add(**_replayed(report))
+    return report
+
+
+def _promote(settings: Settings, store: UserStore, version: str) -> ReplayReport:
     manifest = _manifest(settings, version)
     # While it replays, live events reach it through the updater too: as a candidate it
     # remembers every event applied to it, so neither applies one the other did.
@@ -62,17 +74,31 @@ def promote(settings: Settings, store: UserStore, version: str) -> ReplayReport:
     return report
 
 
-def rollback(settings: Settings, store: UserStore) -> tuple[str, ReplayReport]:
+def rollback(
+    settings: Settings, store: UserStore, *, actor: str = LOCAL
+) -> tuple[str, ReplayReport]:
     """Make the previous live version live again, brought up to date by replay."""
-    previous = store.pop_previous()
-    if previous is None:
-        raise VersionError("no previous version to roll back to")
-    current = store.live_version()
-    report = promote(settings, store, previous)
-    # Rolling back is not a promotion: the version rolled away from is not "previous".
-    if current is not None:
-        store.forget_previous(current)
+    with audited("rollback", actor) as entry:
+        current = store.live_version()
+        entry.add(previous=current)
+        previous = store.pop_previous()
+        if previous is None:
+            raise VersionError("no previous version to roll back to")
+        entry.add(version=previous)
+        report = _promote(settings, store, previous)
+        # Rolling back is not a promotion: the version rolled away from is not "previous".
+        if current is not None:
+            store.forget_previous(current)
+        entry.add(**_replayed(report))
     return previous, report
+
+
+def _replayed(report: ReplayReport) -> dict[str, int]:
+    return {
+        "replayed_events": report.events,
+        "applied": report.applied,
+        "duplicates": report.duplicates,
+    }
 
 
 def list_versions(settings: Settings, store: UserStore) -> list[VersionInfo]:

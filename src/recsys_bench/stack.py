@@ -39,9 +39,11 @@ def child_env(settings: Settings) -> dict[str, str]:
     return {
         **os.environ,
         "RECSYS_DATA_DIR": str(settings.data_dir),
-        # The benchmark's own loopback API takes its events with no key, as under
-        # `recsys demo`.
+        # The benchmark's own loopback API takes every call with no key, and all of them
+        # come from one address: no anonymous limit, which would throttle the load the
+        # benchmark measures (docs/security.md).
         "RECSYS_AUTH_DISABLED": "true",
+        "RECSYS_RATE_LIMIT_ANONYMOUS_PER_S": "0",
         **Endpoints(settings.redis_url, settings.kafka_bootstrap_servers).as_env(),
     }
 

@@ -15,6 +15,7 @@ from recsys.settings import Settings
 
 if TYPE_CHECKING:
     from recsys.engines.embedded import Endpoints
+    from recsys.supervisor import LocalAccess
 
 console = Console()
 
@@ -72,3 +73,25 @@ def write_json(path: Path, payload: dict[str, object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": describe(), **payload}, indent=2, default=str))
     console.print(f"results written to {path}")
+
+
+def print_access(out: Console, api_url: str, access: LocalAccess) -> None:
+    """The page's address with its read key (the one secret shown, to the person who
+    started the stack), or why there is none; whether writes are open."""
+    from recsys.supervisor import page_url
+
+    # soft_wrap: one line whatever the terminal's width, so the address copies whole.
+    if access.page_key is not None:
+        url = page_url(api_url, access.page_key)
+        out.print(f"page (its read key in the address): {url}", soft_wrap=True)
+    else:
+        out.print(
+            "bound to 0.0.0.0: nothing is opened and no page key is minted; configure keys "
+            "(RECSYS_API_KEYS, docs/security.md)",
+            soft_wrap=True,
+        )
+    if access.open_writes:
+        out.print(
+            "writes are open (no RECSYS_API_KEYS, loopback only): for local development; "
+            "docs/security.md"
+        )

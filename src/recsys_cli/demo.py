@@ -19,13 +19,15 @@ from rich.table import Table
 
 from batch.generate import generate
 from recsys.bus import ensure_topics
-from recsys.engines.embedded import EmbeddedEngines
+from recsys.engines.embedded import EmbeddedEngines, Endpoints
 from recsys.engines.process import free_port
 from recsys.hm_schema import ARTICLES_FILE, TRANSACTIONS_FILE
 from recsys.model_store import read_trending
+from recsys.redaction import redacted_url
 from recsys.settings import Settings
-from recsys.supervisor import Stack, drain_broker
+from recsys.supervisor import LocalAccess, Stack, drain_broker, local_access
 from recsys.trending_lists import TrendingLists
+from recsys_cli.console import print_access
 
 DEMO_CUSTOMERS, DEMO_ARTICLES, DEMO_TRANSACTIONS = 3_000, 1_500, 80_000
 PURCHASES = 5
@@ -123,20 +125,20 @@ def run_demo(
         ensure_topics(endpoints.require_kafka(), settings)
 
         console.rule("3. serve: API and updater")
-        # The walk-through posts purchases with no key: the demo's own API takes them.
+        access, walk_through_key = demo_access(settings)
         api_port = port if port is not None else free_port()
-        stack = Stack(settings, endpoints, api_port, open_writes=True)
+        stack = Stack(settings, endpoints, api_port, access=access)
         try:
             stack.start()
             console.print(f"API at {stack.api_url} (docs: {stack.api_url}/docs)")
-            with httpx.Client(base_url=stack.api_url, timeout=10) as http:
+            print_access(console, stack.api_url, access)
+            auth = {"Authorization": f"Bearer {walk_through_key}"}
+            with httpx.Client(base_url=stack.api_url, timeout=10, headers=auth) as http:
                 code = _walk_through(settings, console, http)
             console.print(f"demo walk-through finished in {time.perf_counter() - started:.1f} s")
             if not once and code == 0:
-                console.print(
-                    f"serving at {stack.api_url} until Ctrl-C "
-                    f"(Redis {endpoints.redis_url}, Kafka {endpoints.kafka_bootstrap})"
-                )
+                console.print(serving_banner(stack.api_url, endpoints))
+                print_access(console, stack.api_url, access)
                 stack.wait()
             return code
         except KeyboardInterrupt:
@@ -144,6 +146,23 @@ def run_demo(
             return 0
         finally:
             stack.stop()
+
+
+def demo_access(settings: Settings) -> tuple[LocalAccess, str]:
+    """The same guard as `recsys up` (on 0.0.0.0 nothing is opened and no page key is
+    minted), and an events key of the walk-through's own, never printed: it posts its
+    purchases however the API is bound."""
+    access = local_access(settings)
+    return access, access.mint("demo", "events")
+
+
+def serving_banner(api_url: str, endpoints: Endpoints) -> str:
+    """The line the demo ends on; the engines' passwords hidden."""
+    return (
+        f"serving at {api_url} until Ctrl-C "
+        f"(Redis {redacted_url(endpoints.redis_url)}, "
+        f"Kafka {redacted_url(endpoints.kafka_bootstrap)})"
+    )
 
 
 def _walk_through(settings: Settings, console: Console, http: httpx.Client) -> int:

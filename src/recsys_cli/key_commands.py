@@ -15,7 +15,13 @@ app = typer.Typer(help="API keys of the HTTP API (docs/security.md).", no_args_i
 @app.command("new")
 def keys_new(
     name: Annotated[str, typer.Option(help="Who holds it (a service, a person); not secret")],
-    role: Annotated[str, typer.Option(help="events (post events) or admin (everything)")],
+    role: Annotated[
+        str,
+        typer.Option(
+            help="events (post events), read (customers' data: profiles, explanations) "
+            "or admin (everything)"
+        ),
+    ],
 ) -> None:
     """Print a new random key once, and the RECSYS_API_KEYS entry (its hash) that
     configures it. The key is not stored anywhere: hand it over, then forget it."""

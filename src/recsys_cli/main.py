@@ -7,6 +7,7 @@ import threading
 
 import typer
 
+from recsys.settings import LogFormat, Settings
 from recsys_cli import (
     bench_commands,
     catalog_commands,
@@ -38,8 +39,19 @@ app.add_typer(key_commands.app, name="keys")
 def main() -> None:
     from recsys.logs import setup_logging
 
-    setup_logging()
+    setup_logging(log_format=_log_format())
     # SIGTERM unwinds like Ctrl-C, so every `finally` stops what it started.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     app()
+
+
+def _log_format() -> LogFormat:
+    """The log format setting; text while the settings do not parse (the command then
+    names the bad one)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings().log_format
+    except ValidationError:
+        return "text"

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from recsys_cli.console import console, fail, load_settings, stack_engines, write_json
+from recsys.redaction import redacted_url
+from recsys_cli.console import (
+    console,
+    fail,
+    load_settings,
+    print_access,
+    stack_engines,
+    write_json,
+)
 from recsys_cli.offline_commands import run_batch_command
 
 app = typer.Typer()
@@ -88,19 +96,17 @@ def up(
     port: Annotated[int | None, typer.Option(help="API port")] = None,
 ) -> None:
     """Run engines, API, updater and archiver under one supervisor until Ctrl-C."""
-    from recsys.supervisor import Stack, opens_writes
+    from recsys.supervisor import Stack, local_access
 
     settings = load_settings()
     with stack_engines(settings) as endpoints:
-        open_writes = opens_writes(settings)
+        access = local_access(settings)
         api_port = port if port is not None else settings.api_port
-        stack = Stack(settings, endpoints, api_port, open_writes=open_writes)
+        stack = Stack(settings, endpoints, api_port, access=access)
         try:
             stack.start()
             _print_urls(stack.api_url, endpoints.redis_url, endpoints.kafka_bootstrap)
-            if open_writes:
-                console.print("writes are open (no RECSYS_API_KEYS, loopback only): for local "
-                              "development; docs/security.md")  # fmt: skip
+            print_access(console, stack.api_url, access)
             console.print("press Ctrl-C to stop")
             ended = stack.supervise(lambda line: console.print(f"[yellow]{line}[/yellow]"))
             console.print(f"[red]{ended} exited[/red]; stopping (see {settings.run_dir})")
@@ -111,9 +117,10 @@ def up(
 
 
 def _print_urls(api: str, redis_url: str | None, kafka: str | None) -> None:
+    """The banner of `recsys up`; the engines' passwords hidden."""
     console.print(f"API        {api}   (docs: {api}/docs)")
-    console.print(f"Redis      {redis_url}")
-    console.print(f"Kafka      {kafka}")
+    console.print(f"Redis      {redacted_url(redis_url)}")
+    console.print(f"Kafka      {redacted_url(kafka)}")
 
 
 @app.command()

@@ -1,9 +1,10 @@
 """Who may call what, and how often: API keys by role, checked by one dependency factory,
-`require(need)`, and each caller's rate limit (serve.rate_limit). docs/security.md.
+`require(need)` (or `admit` inside a route, when what it needs depends on the request),
+and each caller's rate limit (serve.rate_limit). docs/security.md.
 
 A request is admitted once: the first check of a request authenticates it, authorises
 it and counts it against its caller's limit; a second check on the same request (a route
-of a keyed-read router that needs a role as well) only authorises.
+of the public router that needs a grant as well) only authorises.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from serve.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
 
-# "read": the GET routes; a role: what a key of that role (or one granting it) may do.
-Need = Literal["read"] | Role
+# "public": the reads that hold no customer's data (any key, or none unless
+# public_reads_require_key); a role: what a key granting it may do ("read": customers' data).
+Need = Literal["public"] | Role
 # RFC 6750: how a 401 says which credentials the route wants.
 CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="recsys"'}
 # A key is 47 characters (recsys.api_keys); anything much longer is not one, and is not
@@ -35,6 +37,15 @@ CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="recsys"'}
 MAX_KEY_LENGTH: Final = 256
 # Where the request's admitted caller is kept, in the ASGI scope.
 _CALLER: Final = "recsys.caller"
+
+# What each need asks for, in a refusal's reason.
+_WHY: Final[dict[Need, str]] = {
+    "public": "this needs an API key (any role)",
+    "read": "customers' data (profiles, explanations, customer ids) needs a key with the "
+    "read role (read or admin)",
+    "events": "this needs events (a key with the role events or admin)",
+    "admin": "this needs admin (a key with the role admin)",
+}
 
 ACCESS_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
     401: {"model": ErrorBody, "description": "No API key where one is needed, or an unknown one"},
@@ -47,6 +58,10 @@ ACCESS_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
 class Caller:
     key: ApiKey | None  # None: no key (anonymous, or access checks disabled)
     address: str
+
+    @property
+    def keyed(self) -> bool:
+        return self.key is not None
 
     @property
     def kind(self) -> str:
@@ -65,25 +80,29 @@ class Access:
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self._by_hash = {key.sha256: key for key in settings.api_keys}
         self.disabled = settings.auth_disabled
-        self.reads_require_key = settings.reads_require_key
+        self.open_writes = settings.open_writes
+        self.public_reads_require_key = settings.public_reads_require_key
         s = settings
         self._limits = {
             "events": Limit(s.rate_limit_events_per_s, s.rate_limit_events_burst),
+            "read": Limit(s.rate_limit_read_per_s, s.rate_limit_read_burst),
             "admin": Limit(s.rate_limit_admin_per_s, s.rate_limit_admin_burst),
             "anonymous": Limit(s.rate_limit_anonymous_per_s, s.rate_limit_anonymous_burst),
         }
         self._metrics = metrics
 
     @property
-    def reads_unchecked(self) -> bool:
-        """Reads are open and not limited per address: they need no check at all (which
-        keeps the hot path free of the dependency)."""
-        reads_open = self.disabled or not self.reads_require_key
-        return reads_open and self._limits["anonymous"].unlimited
+    def public_unchecked(self) -> bool:
+        """The public reads are open and not limited per address: they need no check at
+        all (which keeps the hot path free of the dependency)."""
+        public_open = self.disabled or not self.public_reads_require_key
+        return public_open and self._limits["anonymous"].unlimited
 
     def log_policy(self) -> None:
         if self.disabled:
             log.warning("RECSYS_AUTH_DISABLED: every route is open to anyone who can connect")
+        elif self.open_writes:
+            log.warning("RECSYS_OPEN_WRITES: anyone who can connect may write and administer")
         elif not self._by_hash:
             log.warning("no API key is configured (RECSYS_API_KEYS): every write answers 401")
         else:
@@ -113,22 +132,23 @@ class Access:
     def _authorize(self, caller: Caller, need: Need) -> None:
         if self.disabled:
             return
+        if need in ("events", "admin") and self.open_writes:
+            return  # open to anyone: a key sent (the page's read key) is no worse than none
         if caller.key is None:
-            if need == "read" and not self.reads_require_key:
+            if need == "public" and not self.public_reads_require_key:
                 return
             self._metrics.auth_failures.labels("missing").inc()
-            if not self._by_hash:
-                reason = "no API key is configured on this service, so it takes no writes"
-            else:
-                role = "" if need == "read" else f" with the role {need}"
-                reason = f"this needs an API key{role}: Authorization: Bearer <key>, or X-API-Key"
-            raise HTTPException(401, reason, headers=CHALLENGE)
-        if need != "read" and need not in GRANTS[caller.key.role]:
+            raise HTTPException(401, self._missing(need), headers=CHALLENGE)
+        if need != "public" and need not in GRANTS[caller.key.role]:
             self._metrics.auth_failures.labels("forbidden").inc()
-            raise HTTPException(
-                403,
-                f"the key {caller.key.name!r} has the role {caller.key.role}; this needs {need}",
-            )
+            raise HTTPException(403, f"the key {caller.key.name!r} has the role "
+                                     f"{caller.key.role}; {_WHY[need]}")  # fmt: skip
+
+    def _missing(self, need: Need) -> str:
+        """Why a request without a key is refused, and what to send."""
+        if not self._by_hash:
+            return f"{_WHY[need]}, and no API key is configured on this service"
+        return f"{_WHY[need]}: Authorization: Bearer <key>, or X-API-Key"
 
     async def _count(self, request: Request, caller: Caller) -> None:
         limit = self._limits[caller.kind]
@@ -165,7 +185,7 @@ def require(need: Need) -> Any:
     role does not grant it, 429 (with Retry-After) over the caller's rate limit. Use it
     as `dependencies=[require("admin")]` on a route or router."""
 
-    async def admit(
+    async def admit_request(
         request: Request,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
         api_key: Annotated[str | None, Security(_API_KEY)],
@@ -174,4 +194,13 @@ def require(need: Need) -> Any:
         access: Access = request.app.state.access
         await access.admit(request, need, presented)
 
-    return Depends(admit)
+    return Depends(admit_request)
+
+
+async def admit(request: Request, need: Need) -> Caller:
+    """What `require(need)` does, from inside a route (explain=true needs read): the
+    request's caller, admitted once; the same 401, 403 and 429."""
+    bearer = await _BEARER(request)
+    presented = bearer.credentials if bearer is not None else await _API_KEY(request)
+    access: Access = request.app.state.access
+    return await access.admit(request, need, presented)

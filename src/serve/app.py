@@ -123,13 +123,14 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     )
     app.state.access = access = Access(settings, telemetry.metrics)
     access.log_policy()
-    # Reads are checked only where the policy asks for it, so open reads keep the hot path
-    # free of the dependency; each write route names its role itself (serve.access).
-    reads = [] if access.reads_unchecked else [require("read")]
-    responses = {} if access.reads_unchecked else ACCESS_RESPONSES
-    for module in (recommend, items, users, models, experiments, page):
-        app.include_router(module.router, dependencies=reads, responses=responses)
-    for module in (catalog_intake, event_intake, admin, health):
+    # Public reads are checked only where the policy asks for it, so open ones keep the hot
+    # path free of the dependency; each route of customers' data or writes names its grant
+    # itself (serve.access). The page and its files hold no data: always served.
+    public = [] if access.public_unchecked else [require("public")]
+    responses = {} if access.public_unchecked else ACCESS_RESPONSES
+    for module in (recommend, items, users, models, experiments):
+        app.include_router(module.router, dependencies=public, responses=responses)
+    for module in (page, catalog_intake, event_intake, admin, health):
         app.include_router(module.router)
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
@@ -153,10 +154,14 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
 
 def app_from_environment() -> FastAPI:
     """The app of one of several server processes (uvicorn's factory): the CLI resolved
-    the engines and put them in the environment; the process dies with its supervisor."""
+    the engines and put them in the environment; the process dies with its supervisor.
+    A spawned process, it sets its logging up as the command did its own."""
     import os
 
     from recsys.engines.process import die_with_parent
+    from recsys.logs import setup_logging
 
     die_with_parent(os.getppid())
-    return create_app(Settings())
+    settings = Settings()
+    setup_logging(log_format=settings.log_format)
+    return create_app(settings)

@@ -1,15 +1,22 @@
 """Per-request telemetry as plain ASGI middleware: a server span that the route's spans
-hang under, and the latency histogram by route template."""
+hang under (continuing the caller's trace when the request carries a W3C `traceparent`),
+and the latency histogram by route template."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Final
 
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.telemetry import Telemetry
+
+_W3C: Final = TraceContextTextMapPropagator()
+# The headers it reads, as ASGI spells them (lower case, bytes).
+_TRACE_HEADERS: Final = frozenset(name.encode() for name in _W3C.fields)
 
 
 class RequestTelemetry:
@@ -37,7 +44,7 @@ class RequestTelemetry:
                 self._observe(scope, method, status[0], started)
             return
         with self.telemetry.tracer.start_as_current_span(
-            f"{method} {scope['path']}", kind=SpanKind.SERVER
+            f"{method} {scope['path']}", context=incoming_context(scope), kind=SpanKind.SERVER
         ) as span:
             try:
                 await self.app(scope, receive, send_status)
@@ -57,3 +64,17 @@ class RequestTelemetry:
             time.perf_counter() - started
         )
         return template
+
+
+def incoming_context(scope: Scope) -> Context:
+    """The W3C trace context the request's headers carry (`traceparent`, `tracestate`),
+    as the Kafka consumer reads it off a message: the request span becomes a child of
+    the caller's span. Without one, or with a malformed one, the request span starts a
+    trace. Baggage is not taken from a request: whatever it held would travel on every
+    event the request publishes."""
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope.get("headers", ())
+        if name in _TRACE_HEADERS
+    }
+    return _W3C.extract(carrier)

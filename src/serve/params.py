@@ -89,7 +89,10 @@ class ListQuery(BaseModel):
 
 
 class RecommendQuery(ListQuery):
-    explain: bool = Field(default=False, description="Say which recent purchases led to each item")
+    explain: bool = Field(
+        default=False,
+        description="Say which recent purchases led to each item (a key granting read)",
+    )
     explain_top_k: int = Field(
         default=3, ge=1, le=10, description="Purchases per explanation (1-10)"
     )

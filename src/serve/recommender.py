@@ -77,6 +77,8 @@ class Ranked:
     fallback_reason: str | None
     explanations: dict[str, list[Contribution]] | None = None
     trending_weight: float | None = None  # the blend's, when one ranked the items
+    # The stack knows the customer (a vector or a purchase history): from the same lookup.
+    known: bool = False
 
 
 async def load_customer(
@@ -219,7 +221,9 @@ async def rank(
         )
     if state.vector is None:
         reason = "unknown_customer"
-        return Ranked("trending", _trending(model, ask, rules), state.last_event_id, reason)
+        trending = _trending(model, ask, rules)
+        return Ranked("trending", trending, state.last_event_id, reason,
+                      known=bool(state.purchased))  # fmt: skip
     # The query takes well under a millisecond, so it runs inline on the event loop.
     vector = np.asarray(state.vector)
     weight = None
@@ -236,10 +240,11 @@ async def rank(
     except Exception as exc:  # a server backend that is down or timing out
         log.warning("index query failed, serving trending: %s", exc)
         reason = "index_unavailable"
-        return Ranked("trending", _trending(model, ask, rules), state.last_event_id, reason)
+        trending = _trending(model, ask, rules)
+        return Ranked("trending", trending, state.last_event_id, reason, known=True)
     explanations = (
         explain_items(model, items, state.purchased, ask.explain_top_k, tel)
         if ask.explain_top_k is not None
         else None
     )
-    return Ranked("personalized", items, state.last_event_id, None, explanations, weight)
+    return Ranked("personalized", items, state.last_event_id, None, explanations, weight, True)

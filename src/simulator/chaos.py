@@ -25,7 +25,7 @@ from typing import Final, Literal
 from recsys.bus import ensure_topics
 from recsys.engines.process import ManagedProcess, free_port
 from recsys.engines.tansu import start_tansu
-from recsys.engines.valkey import start_valkey
+from recsys.engines.valkey import new_password, start_valkey
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,10 @@ class ChaosEngines:
         self.broker: ManagedProcess | None = None
         self.restarts: Counter[str] = Counter()  # starts after the first, by engine
         self._frozen = False
-        self.redis_url = f"redis://127.0.0.1:{self._valkey_port}/0"
+        # One password for every start: the clients under test keep their URL across
+        # restarts.
+        self._valkey_password = new_password()
+        self.redis_url = f"redis://:{self._valkey_password}@127.0.0.1:{self._valkey_port}/0"
         self.bootstrap = f"127.0.0.1:{self._broker_port}"
 
     def start(self) -> None:
@@ -64,7 +67,8 @@ class ChaosEngines:
             self.restarts["valkey"] += 1
         timeout = self.settings.engine_start_timeout_s
         self.valkey, _ = start_valkey(self.settings.data_dir, timeout=timeout,
-                                      port=self._valkey_port)  # fmt: skip
+                                      port=self._valkey_port,
+                                      password=self._valkey_password)  # fmt: skip
 
     def stop_valkey(self) -> None:
         """SIGTERM: Valkey writes its append-only file out and exits."""

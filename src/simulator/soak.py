@@ -190,11 +190,14 @@ class SoakStack:
     the soak's own engines, and the memory of each."""
 
     def __init__(self, settings: Settings, engines: ChaosEngines) -> None:
-        from recsys.supervisor import Stack
+        from recsys.supervisor import LocalAccess, Stack
 
         endpoints = Endpoints(redis_url=engines.redis_url, kafka_bootstrap=engines.bootstrap)
         self.engines = engines
-        self.stack = Stack(settings, endpoints, free_port(), open_writes=True)
+        # The simulator posts with no key, from one address: writes open, and no anonymous
+        # limit, which would throttle the whole shop's traffic as one visitor.
+        self.stack = Stack(settings, endpoints, free_port(), access=LocalAccess(open_writes=True),
+                           env={"RECSYS_RATE_LIMIT_ANONYMOUS_PER_S": "0"})  # fmt: skip
         self.restarts: Counter[str] = Counter()
 
     def start(self) -> None:

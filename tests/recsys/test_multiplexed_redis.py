@@ -4,13 +4,16 @@ their own replies, errors and timeouts stay with their call, and it reconnects."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 import pytest
 import redis
-from redis.exceptions import ResponseError
+from redis.exceptions import AuthenticationError, ResponseError
 
 from recsys.multiplexed_redis import MultiplexedRedis, _Protocol
 from recsys.settings import Settings
@@ -111,7 +114,7 @@ def test_a_hanging_server_times_out_and_the_client_reconnects_after(url: str) ->
     proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 6379))
 
     async def run() -> None:
-        client = MultiplexedRedis(f"redis://127.0.0.1:{proxy.port}{target.path}", timeout_s=0.3)
+        client = MultiplexedRedis(proxy.url_for(url), timeout_s=0.3)
         try:
             assert await client.call("GET", "k1") == b"v1"
             proxy.set_mode("blackhole")  # cuts the open connection, then hangs new ones
@@ -139,3 +142,65 @@ def test_a_hanging_server_times_out_and_the_client_reconnects_after(url: str) ->
 def test_unsupported_url_is_refused() -> None:
     with pytest.raises(ValueError, match="scheme"):
         MultiplexedRedis("unix:///tmp/redis.sock", timeout_s=1)
+
+
+def test_a_refused_url_is_named_without_its_password() -> None:
+    with pytest.raises(ValueError, match="scheme") as refused:
+        MultiplexedRedis("unix://:hunter2-secret@/tmp/redis.sock", timeout_s=1)
+    assert "hunter2-secret" not in str(refused.value)
+
+
+def _open_sockets() -> int:
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # closed while we looked
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+def test_a_wrong_password_fails_clearly_and_leaks_no_socket(url: str) -> None:
+    """The suite's Valkey asks for its per-run password; a wrong one must fail each call
+    with a clear error and close the socket it opened for the handshake."""
+    parts = urlsplit(url)
+    assert parts.password, "the embedded Valkey asks for a password"
+    wrong_password = "not-the-password-" + "x" * 16
+    wrong = url.replace(f":{parts.password}@", f":{wrong_password}@")
+
+    async def run() -> None:
+        client = MultiplexedRedis(wrong, timeout_s=2)
+        try:
+            with pytest.raises(AuthenticationError) as refused:
+                await client.call("GET", "k1")
+            message = str(refused.value)
+            assert "refused the password" in message and wrong_password not in message
+            before = _open_sockets()
+            for _ in range(30):
+                with pytest.raises(AuthenticationError):
+                    await client.call("GET", "k1")
+            assert _open_sockets() - before < 3  # 30 before the fix
+        finally:
+            await client.aclose()
+        right = MultiplexedRedis(url, timeout_s=2)
+        try:
+            assert await right.call("GET", "k1") == b"v1"
+        finally:
+            await right.aclose()
+
+    asyncio.run(run())
+
+
+def test_no_password_for_a_server_that_asks_for_one_says_so(url: str) -> None:
+    parts = urlsplit(url)
+    assert parts.password
+    bare = url.replace(f":{parts.password}@", "@")  # the database is selected in the handshake
+
+    async def run() -> None:
+        client = MultiplexedRedis(bare, timeout_s=2)
+        try:
+            with pytest.raises(AuthenticationError, match="asks for a password"):
+                await client.call("GET", "k1")
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())

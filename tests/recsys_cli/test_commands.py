@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from recsys.engines.process import recsys_command
-from support import engine_pids
+from support import engine_pids, wait_for
 
 
 def _env(data_dir: Path, **extra: str) -> dict[str, str]:
@@ -86,6 +86,7 @@ def test_up_runs_the_stack_until_interrupted_and_stops_everything(
     tmp_path: Path, trained_data_dir: Path
 ) -> None:
     import signal
+    import threading
     import time
 
     import httpx
@@ -116,6 +117,18 @@ def test_up_runs_the_stack_until_interrupted_and_stops_everything(
                 pass
             time.sleep(0.2)
         assert ready is not None and ready["status"] == "ready", ready
+        # On loopback it prints the page's address with a read key minted for the run.
+        printed: list[str] = []
+        out = up.stdout
+        assert out is not None
+        threading.Thread(target=lambda: printed.extend(iter(out.readline, "")),
+                         daemon=True).start()  # fmt: skip
+        wait_for(lambda: any("#key=" in line for line in printed), timeout=30)
+        key = next(line for line in printed if "#key=" in line).split("#key=")[1].split()[0]
+        customers = f"http://127.0.0.1:{port}/ui/customers"
+        assert httpx.get(customers, timeout=5).status_code == 401
+        keyed = httpx.get(customers, headers={"Authorization": f"Bearer {key}"}, timeout=5)
+        assert keyed.status_code == 200, keyed.text
         family = psutil.Process(up.pid).children(recursive=True)
         assert len(family) >= 4  # valkey, tansu, api, updater
         up.send_signal(signal.SIGINT)

@@ -13,10 +13,12 @@ from urllib.parse import urlparse
 import httpx
 import pandas as pd
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from batch.pipeline import BatchReport
 from recsys.api_keys import ApiKey, digest, new_key
+from recsys.keys import experiment_impressions
 from recsys.settings import Settings
 from recsys_cli.worker_commands import UVICORN_OPTIONS
 from serve.app import create_app
@@ -24,6 +26,7 @@ from support import TcpProxy, counter, serving
 
 EVENTS_KEY, EVENTS_ENTRY = new_key(f"shop-{uuid.uuid4().hex[:6]}", "events")
 ADMIN_KEY, ADMIN_ENTRY = new_key(f"ops-{uuid.uuid4().hex[:6]}", "admin")
+READ_KEY, READ_ENTRY = new_key(f"support-{uuid.uuid4().hex[:6]}", "read")
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -32,7 +35,7 @@ def bearer(key: str) -> dict[str, str]:
 
 def keyed(settings: Settings, *entries: ApiKey, **update: object) -> Settings:
     """The suite's settings with keys enforced (the suite itself runs with writes open)."""
-    keys = list(entries) or [EVENTS_ENTRY, ADMIN_ENTRY]
+    keys = list(entries) or [EVENTS_ENTRY, ADMIN_ENTRY, READ_ENTRY]
     return settings.model_copy(update={"auth_disabled": False, "api_keys": keys, **update})
 
 
@@ -43,7 +46,7 @@ def article(transactions: pd.DataFrame) -> str:
 
 @pytest.fixture(scope="module")
 def keyed_api(settings: Settings, trained: BatchReport) -> Iterator[TestClient]:
-    """The app with two keys, reads open (the default)."""
+    """The app with a key of each role, public reads open (the default)."""
     with TestClient(create_app(keyed(settings))) as client:
         yield client
 
@@ -116,18 +119,67 @@ def test_the_right_role_is_admitted(
     assert keyed_api.get("/models").json()["version"] == live
 
 
-def test_reads_are_open_by_default(keyed_api: TestClient, known_customer: str) -> None:
-    for path in (f"/recommend/{known_customer}", "/popular", "/models", "/experiments",
-                 f"/users/{known_customer}/profile"):  # fmt: skip
+def test_public_reads_are_open_by_default(
+    keyed_api: TestClient, known_customer: str, article: str
+) -> None:
+    for path in (f"/recommend/{known_customer}", f"/items/{article}/similar", "/popular",
+                 "/models", "/experiments", "/", "/ui/static/app.js"):  # fmt: skip
         assert keyed_api.get(path).status_code == 200, path
-        # Open reads are not checked at all: a key sent with one is not looked at.
+        # Open reads without an anonymous limit (the suite's) are not checked at all: a
+        # key sent with one is not looked at.
         assert keyed_api.get(path, headers=bearer("rsk_not-a-key")).status_code == 200, path
 
 
-def test_reads_need_a_key_when_the_setting_says_so(
+def _refusals(api: TestClient, path: str, **params: object) -> None:
+    """No key: 401 saying a read key is needed; an events key: 403 saying so."""
+    missing = api.get(path, params=params)
+    assert missing.status_code == 401, missing.text
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "read role" in missing.json()["detail"]
+    forbidden = api.get(path, params=params, headers=bearer(EVENTS_KEY))
+    assert forbidden.status_code == 403, forbidden.text
+    assert "has the role events" in forbidden.json()["detail"]
+    assert "read role" in forbidden.json()["detail"]
+
+
+def test_a_profile_needs_a_key_granting_read(keyed_api: TestClient, known_customer: str) -> None:
+    path = f"/users/{known_customer}/profile"
+    _refusals(keyed_api, path)
+    for headers in (bearer(READ_KEY), {"X-API-Key": ADMIN_KEY}):
+        response = keyed_api.get(path, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["customer_id"] == known_customer
+    # An unknown key is 401 as ever; a read key may not write.
+    assert keyed_api.get(path, headers=bearer("rsk_not-a-key")).status_code == 401
+    assert keyed_api.delete("/users/c-access-r", headers=bearer(READ_KEY)).status_code == 403
+
+
+def test_explanations_need_a_read_key_and_plain_lists_stay_open(
+    keyed_api: TestClient, known_customer: str
+) -> None:
+    path = f"/recommend/{known_customer}"
+    _refusals(keyed_api, path, explain="true")
+    explained = keyed_api.get(path, params={"explain": "true"}, headers=bearer(READ_KEY))
+    assert explained.status_code == 200, explained.text
+    assert all(item["explanation"] is not None for item in explained.json()["items"])
+    plain = keyed_api.get(path)
+    assert plain.status_code == 200
+    assert all(item["explanation"] is None for item in plain.json()["items"])
+
+
+def test_the_page_s_customer_list_needs_a_read_key(keyed_api: TestClient) -> None:
+    _refusals(keyed_api, "/ui/customers")
+    listed = keyed_api.get("/ui/customers", headers=bearer(READ_KEY))
+    assert listed.status_code == 200
+    assert listed.json()["customer_ids"]
+    # The page itself holds no data: served to anyone, whatever the settings.
+    assert keyed_api.get("/").status_code == 200
+
+
+def test_public_reads_need_a_key_when_the_setting_says_so(
     settings: Settings, trained: BatchReport, known_customer: str
 ) -> None:
-    with TestClient(create_app(keyed(settings, reads_require_key=True))) as api:
+    with TestClient(create_app(keyed(settings, public_reads_require_key=True))) as api:
         path = f"/recommend/{known_customer}"
         for headers in ({}, bearer("rsk_not-a-key")):
             response = api.get(path, headers=headers)
@@ -136,13 +188,18 @@ def test_reads_need_a_key_when_the_setting_says_so(
         assert api.get(path, headers=bearer(EVENTS_KEY)).status_code == 200
         assert api.get("/popular", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
         assert api.get("/models").status_code == 401
+        assert api.get("/").status_code == 200  # the page asks for its key itself
+        # Any key admits the public reads; customers' data still needs read.
+        profile = f"/users/{known_customer}/profile"
+        assert api.get(profile, headers=bearer(EVENTS_KEY)).status_code == 403
+        assert api.get(profile, headers=bearer(READ_KEY)).status_code == 200
         # Probes and the scrape stay open; the schema says how to authenticate.
         assert api.get("/health/live").status_code == 200
         assert api.get("/metrics").status_code == 200
         schemes = api.get("/openapi.json").json()["components"]["securitySchemes"]
         assert {"bearer", "apiKey"} <= set(schemes)
-        # A route of a keyed read router that needs a role too (erasure): the read check
-        # admits the key, the role check refuses it.
+        # A route of a keyed public router that needs a role too (erasure): the public
+        # check admits the key, the role check refuses it.
         assert api.delete("/users/c-access-x", headers=bearer(EVENTS_KEY)).status_code == 403
 
 
@@ -207,7 +264,7 @@ def test_rate_limiter_lets_requests_through_when_redis_is_down(
     proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 6379))
     own = keyed(
         settings,
-        redis_url=f"redis://127.0.0.1:{proxy.port}{target.path}",
+        redis_url=proxy.url_for(settings.redis_url),
         redis_timeout_s=0.3,
     )
     try:
@@ -316,3 +373,87 @@ def test_no_key_hash_or_customer_id_is_logged_at_info(
     for secret in secrets:
         assert secret not in everything
     assert EVENTS_KEY[:-2] not in everything
+
+
+@pytest.fixture(scope="module")
+def experiment_keyed_api(
+    settings: Settings, trained: BatchReport, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[TestClient, str]]:
+    """The keyed app with a running experiment (its counters named for this module)."""
+    name = f"access-{uuid.uuid4().hex[:8]}"
+    path = tmp_path_factory.mktemp("access-experiments") / "experiments.json"
+    variants = [{"name": "control", "share": 0.5}, {"name": "other", "share": 0.5}]
+    path.write_text(json.dumps({"experiments": [{"name": name, "variants": variants}]}))
+    with TestClient(create_app(keyed(settings, experiments_file=path))) as client:
+        yield client, name
+
+
+def _impressions(api: TestClient, experiment: str) -> int:
+    report = api.get(f"/experiments/{experiment}").json()
+    return sum(variant["impressions"] for variant in report["variants"])
+
+
+def test_an_anonymous_impression_of_an_invented_customer_is_not_recorded(
+    experiment_keyed_api: tuple[TestClient, str], known_customer: str, redis_conn: redis.Redis
+) -> None:
+    api, experiment = experiment_keyed_api
+    invented = f"invented-{uuid.uuid4().hex}"
+    before = _impressions(api, experiment)
+    body = api.get(f"/recommend/{invented}").json()
+    # The customer is still in an arm (its knobs apply); nothing is written for it.
+    assert body["experiment"] == experiment and body["variant"] in {"control", "other"}
+    assert body["recommendation_id"] is None
+    assert not redis_conn.exists(experiment_impressions(invented))
+    assert _impressions(api, experiment) == before
+    # A known customer's impression is recorded without a key; a keyed call's for any id.
+    assert api.get(f"/recommend/{known_customer}").json()["recommendation_id"]
+    keyed_call = api.get(f"/recommend/{invented}", headers=bearer(EVENTS_KEY)).json()
+    assert keyed_call["recommendation_id"]
+    assert redis_conn.exists(experiment_impressions(invented))
+    assert _impressions(api, experiment) == before + 2
+
+
+def _address() -> tuple[str, int]:
+    """A client address of its own: buckets live in the suite's shared Redis."""
+    return (f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}", 4000)
+
+
+def test_the_anonymous_limit_is_on_by_default_and_per_client_address(
+    settings: Settings, trained: BatchReport
+) -> None:
+    defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert defaults.rate_limit_anonymous_per_s > 0
+    limited = keyed(
+        settings,
+        rate_limit_anonymous_per_s=defaults.rate_limit_anonymous_per_s,
+        rate_limit_anonymous_burst=defaults.rate_limit_anonymous_burst,
+    )
+    app = create_app(limited)
+    with TestClient(app, client=_address()) as one:
+        burst = defaults.rate_limit_anonymous_burst
+        codes = [one.get("/popular", params={"k": 1}).status_code for _ in range(burst * 2)]
+        # The burst goes through at once, then the sustained rate: some are refused.
+        assert codes[: burst // 2] == [200] * (burst // 2)
+        assert 429 in codes, codes
+        refused = one.get("/popular", params={"k": 1})
+        assert refused.status_code == 429
+        assert "rate limit" in refused.json()["detail"] and refused.headers["Retry-After"]
+        # A key is counted against its own role's limit, not the address's.
+        assert one.get("/popular", headers=bearer(READ_KEY)).status_code == 200
+        assert counter(one.get("/metrics").text, "rate_limited_total", role="anonymous") >= 1
+    # Another address has a bucket of its own: the limit is never one for all visitors.
+    with TestClient(create_app(limited), client=_address()) as two:
+        assert two.get("/popular", params={"k": 1}).status_code == 200
+
+
+def test_open_writes_take_any_caller_s_writes_but_never_open_customers_data(
+    settings: Settings, trained: BatchReport, known_customer: str, article: str
+) -> None:
+    """`recsys up` and `recsys demo` on loopback: the page posts with its read key."""
+    with TestClient(create_app(keyed(settings, open_writes=True))) as api:
+        body = purchase("c-access-open", article)
+        assert api.post("/events/purchase", json=body).status_code == 202
+        assert api.post("/events/purchase", json=body, headers=bearer(READ_KEY)).status_code == 202
+        profile = f"/users/{known_customer}/profile"
+        assert api.get(profile).status_code == 401
+        assert api.get(profile, headers=bearer(READ_KEY)).status_code == 200

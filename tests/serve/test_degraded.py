@@ -31,7 +31,7 @@ def proxied(settings: Settings, trained: BatchReport) -> Iterator[tuple[TestClie
     target = urlparse(settings.redis_url)
     proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 6379))
     own = settings.model_copy(
-        update={"redis_url": f"redis://127.0.0.1:{proxy.port}{target.path}", "redis_timeout_s": 0.3}
+        update={"redis_url": proxy.url_for(settings.redis_url), "redis_timeout_s": 0.3}
     )
     try:
         with TestClient(create_app(own)) as api:

@@ -13,9 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.core import NOT_SET
 
 from batch.pipeline import BatchReport
+from recsys.api_keys import new_key
 from recsys.settings import Settings
 from serve.app import create_app
 from support import new_topic
+
+ADMIN_KEY, ADMIN_ENTRY = new_key("fuzz", "admin")
 
 
 def _send(api: TestClient, case: schemathesis.Case) -> Any:
@@ -29,10 +32,19 @@ def _send(api: TestClient, case: schemathesis.Case) -> Any:
 
 @pytest.fixture(scope="module")
 def api(settings: Settings, trained: BatchReport) -> Iterator[TestClient]:
-    """The app on the suite's engines, but with a catalogue topic of its own: the articles
-    the fuzz upserts must not land in the index the other tests query."""
-    own = settings.model_copy(update={"catalog_topic": new_topic(settings, partitions=1)})
-    with TestClient(create_app(own)) as client:
+    """The app on the suite's engines, with keys enforced (an admin key sent with every
+    case, so customers' data and the writes are reached) and no limit on the key, but with
+    a catalogue topic of its own: the articles the fuzz upserts must not land in the index
+    the other tests query."""
+    own = settings.model_copy(
+        update={
+            "catalog_topic": new_topic(settings, partitions=1),
+            "auth_disabled": False,
+            "api_keys": [ADMIN_ENTRY],
+            "rate_limit_admin_per_s": 0,
+        }
+    )
+    with TestClient(create_app(own), headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
         yield client
 
 

@@ -5,6 +5,7 @@ Playwright) against the real app behind uvicorn, the suite's engines and the rea
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from batch.pipeline import BatchReport
 from recsys import keys
+from recsys.api_keys import new_key
 from recsys.bus import wait_drained
 from recsys.settings import Settings
 from serve.app import create_app
@@ -331,3 +333,41 @@ def test_buying_an_item_removes_it_once_the_updater_applied_the_event(
     assert set(new) == set(shown) - set(before) and new
     expect(tab.locator("#profile .recent li").first).to_contain_text(bought, timeout=WAIT_MS)
     assert errors == []
+
+
+@pytest.fixture(scope="module")
+def keyed_page_api(settings: Settings, trained: BatchReport) -> Iterator[tuple[str, str]]:
+    """The app with keys enforced, as `recsys up` runs it on loopback: writes open, a read
+    key minted for the page; its URL and that key."""
+    key, entry = new_key(f"page-{uuid.uuid4().hex[:6]}", "read")
+    own = settings.model_copy(
+        update={"auth_disabled": False, "open_writes": True, "api_keys": [entry]}
+    )
+    with serving(create_app(own)) as url:
+        yield url, key
+
+
+@needs_browser
+def test_the_page_takes_its_key_from_the_fragment_and_shows_customers_data(
+    page: tuple[Page, list[str]], keyed_page_api: tuple[str, str], known_customer: str
+) -> None:
+    tab, errors = page
+    url, key = keyed_page_api
+    # Without a key: the page says what is missing, and no example customer is listed.
+    tab.goto(url)
+    tab.wait_for_selector("#examples li.muted")
+    assert "read" in (tab.text_content("#examples") or "")
+    assert tab.query_selector("#examples button") is None
+    # With the address `recsys up` prints: examples and the profile show, and the key
+    # leaves the address bar for the tab's sessionStorage.
+    tab.goto(f"{url}/#key={key}")
+    tab.wait_for_selector("#examples button")
+    assert "#key" not in tab.url and key not in tab.url
+    assert tab.evaluate("() => sessionStorage.getItem('recsys.apiKey')") == key
+    tab.fill("#customer", known_customer)
+    tab.click("#show")
+    tab.wait_for_selector("#profile .facts")
+    # A reload keeps the key for the tab.
+    tab.reload()
+    tab.wait_for_selector("#examples button")
+    assert not [e for e in errors if "401" not in e and "403" not in e], errors

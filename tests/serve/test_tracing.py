@@ -95,3 +95,37 @@ def test_the_trace_travels_on_the_kafka_message(
         consumer.close()
     assert "traceparent" in headers, "no trace context on the message"
     assert headers["traceparent"].decode().split("-")[1] == trace_id
+
+
+def test_a_request_with_a_traceparent_continues_the_callers_trace(
+    traced: tuple[TestClient, InMemorySpanExporter], known_customer: str
+) -> None:
+    api, exporter = traced
+    trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    exporter.clear()
+    response = api.get(
+        f"/recommend/{known_customer}",
+        headers={"traceparent": f"00-{trace_id}-{caller_span}-01", "tracestate": "shop=1"},
+    )
+    assert response.status_code == 200
+    spans = list(exporter.get_finished_spans())
+    (root,) = [s for s in spans if s.name == "GET /recommend/{customer_id}"]
+    # The request span hangs under the caller's span, and every span is of its trace.
+    assert root.parent is not None and root.parent.is_remote
+    assert f"{root.parent.span_id:016x}" == caller_span
+    assert {f"{s.context.trace_id:032x}" for s in spans if s.context} == {trace_id}
+    assert root.context is not None and root.context.trace_state.get("shop") == "1"
+    assert _children(spans, root) == ["redis.load_customer", "index.search"]
+
+    # A malformed traceparent is ignored: the request starts a trace of its own.
+    exporter.clear()
+    api.get(f"/recommend/{known_customer}", headers={"traceparent": f"00-{trace_id}-zz-01"})
+    (root,) = [s for s in exporter.get_finished_spans() if s.name == "GET /recommend/{customer_id}"]
+    assert root.parent is None and root.context is not None
+    assert f"{root.context.trace_id:032x}" != trace_id
+
+    # The caller's sampling decision holds: a trace it does not record, neither do we.
+    exporter.clear()
+    unsampled = {"traceparent": f"00-{trace_id}-{caller_span}-00"}
+    assert api.get(f"/recommend/{known_customer}", headers=unsampled).status_code == 200
+    assert list(exporter.get_finished_spans()) == []

@@ -336,7 +336,7 @@ def test_a_redis_outage_pauses_the_updater_and_loses_nothing(
     topic = new_topic(settings)
     own = settings.model_copy(update={"events_topic": topic, "updater_group": f"upd-{topic}"})
     through_proxy = redis.Redis.from_url(
-        f"redis://127.0.0.1:{proxy.port}{target.path}", socket_timeout=0.5,
+        proxy.url_for(settings.redis_url), socket_timeout=0.5,
         socket_connect_timeout=0.5,
     )  # fmt: skip
     consumer = Consumer(consumer_config(settings.kafka_bootstrap_servers, own.updater_group, own))

@@ -18,6 +18,7 @@ from recsys.engines.process import ManagedProcess
 from recsys.engines.runfile import EngineEntry, RunFile
 from recsys.engines.tansu import broker_answers, start_tansu
 from recsys.engines.valkey import start_valkey, valkey_answers
+from recsys.redaction import redacted_url
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,9 @@ class Endpoints:
         return self.kafka_bootstrap
 
     def as_env(self) -> dict[str, str]:
-        """Settings for child processes, so they use these engines and start none."""
+        """Settings for child processes, so they use these engines and start none. The
+        Redis URL carries its password: a process's environment is readable by its user
+        only, like the run file."""
         env: dict[str, str] = {}
         if self.redis_url:
             env["RECSYS_REDIS_URL"] = self.redis_url
@@ -117,7 +120,7 @@ class EmbeddedEngines:
             self.settings.data_dir, timeout=self.settings.engine_start_timeout_s
         )
         self._adopt("redis", proc, url)
-        log.info("started embedded valkey-server at %s (pid %d)", url, proc.pid)
+        log.info("started embedded valkey-server at %s (pid %d)", redacted_url(url), proc.pid)
         return url
 
     def _resolve_kafka(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import os
 import signal
 import socket
@@ -14,25 +14,56 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to send this process SIGTERM when its parent dies."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    # The parent may have died before the request: then nobody would stop us.
-    if os.getppid() != parent_pid:
-        os._exit(1)
+@functools.cache
+def _prctl() -> Callable[..., int]:
+    """libc's prctl, resolved once in the parent. `CDLL(None)` is the running program's
+    own symbol table, which has libc in it: no `find_library`, which runs `ldconfig`,
+    and nothing to look up in a forked child of a threaded parent."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return cast(Callable[..., int], prctl)
+
+
+class ParentDeathSignalError(OSError):
+    """The kernel refused to send the child a signal when its parent dies."""
+
+
+class ParentGoneError(ParentDeathSignalError):
+    """The parent died before the child asked to die with it."""
 
 
 def _die_with_parent(parent_pid: int) -> Callable[[], None]:
-    """preexec hook: the child dies with its parent."""
-    return lambda: die_with_parent(parent_pid)
+    """preexec hook: the child receives SIGTERM when its parent dies.
+
+    Everything is resolved here, in the parent; the hook itself only calls prctl and
+    getppid. A failure raises in the child, and subprocess reports it to the parent:
+    a child that would outlive its parent never runs."""
+    prctl = _prctl()
+    sigterm = int(signal.SIGTERM)
+
+    def hook() -> None:
+        if prctl(_PR_SET_PDEATHSIG, sigterm, 0, 0, 0) != 0:
+            raise ParentDeathSignalError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        # The parent may have died before the request: then nobody would stop us.
+        if os.getppid() != parent_pid:
+            raise ParentGoneError(0, "the parent died before the child started")
+
+    return hook
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """The calling process receives SIGTERM when parent_pid dies (a server worker calls
+    this as it starts); it exits at once if that parent is already gone."""
+    try:
+        _die_with_parent(parent_pid)()
+    except ParentGoneError:
+        os._exit(1)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -150,6 +181,19 @@ def recsys_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "recsys_cli", *args]
 
 
+def private_dir(path: Path) -> Path:
+    """path, created if need be, readable by this user only (0700, whatever the umask)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _open_log(path: Path) -> IO[bytes]:
+    """The log, appended to; created 0600 (a log may name customers or addresses)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
+
+
 def spawn(
     name: str,
     argv: Sequence[str],
@@ -157,21 +201,40 @@ def spawn(
     log_path: Path | None = None,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    private: bool = False,
+    stdin_data: bytes | None = None,
 ) -> ManagedProcess:
-    """Start argv as a child that receives SIGTERM if this process dies."""
+    """Start argv as a child that receives SIGTERM if this process dies.
+
+    private: the child creates its files 0600 and its directories 0700 (umask 077).
+    stdin_data: written to the child's standard input, which is then closed (a secret
+    passed this way shows in no process listing)."""
     log: IO[bytes] | None = None
     log_start = 0
     if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = log_path.open("ab")
+        log = _open_log(log_path)
         log_start = log.tell()
-    popen = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=log if log is not None else subprocess.DEVNULL,
-        stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
-        env=env,
-        cwd=cwd,
-        preexec_fn=_die_with_parent(os.getpid()),
-    )
+    # Resolved here, in the parent: the forked child only calls what this returns.
+    preexec = _die_with_parent(os.getpid())
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
+            stdout=log if log is not None else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            umask=0o077 if private else -1,
+            preexec_fn=preexec,
+        )
+    except subprocess.SubprocessError as exc:  # the preexec hook raised in the child
+        if log is not None:
+            log.close()
+        raise EngineStartError(f"{name} could not start: {exc}") from exc
+    if stdin_data is not None and popen.stdin is not None:
+        # A child that dies before reading is reported by wait_ready, with its log.
+        with contextlib.suppress(BrokenPipeError):
+            popen.stdin.write(stdin_data)
+        with contextlib.suppress(BrokenPipeError):
+            popen.stdin.close()
     return ManagedProcess(name=name, popen=popen, log_path=log_path, _log=log, _log_start=log_start)

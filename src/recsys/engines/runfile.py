@@ -1,4 +1,7 @@
-"""The run file: which embedded engines are live for a data dir (address, pid, owner)."""
+"""The run file: which embedded engines are live for a data dir (address, pid, owner).
+
+An address may carry the engine's per-run password (the embedded Valkey's does): the run
+directory is 0700 and its files 0600, so only this user finds and reaches the engines."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from recsys.engines.process import pid_alive
+from recsys.engines.process import pid_alive, private_dir
 
 RUN_FILE = "engines.json"
 LOCK_FILE = "engines.lock"
@@ -33,8 +36,9 @@ class RunFile:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Held while a command resolves or starts engines, so two never start one each."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with (self.run_dir / LOCK_FILE).open("w") as handle:
+        private_dir(self.run_dir)
+        lock_fd = os.open(self.run_dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(lock_fd, "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -67,5 +71,9 @@ class RunFile:
 
     def _write(self, entries: dict[str, EngineEntry]) -> None:
         tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({k: asdict(v) for k, v in entries.items()}, indent=2))
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # left by a killed writer, perhaps with other modes
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps({k: asdict(v) for k, v in entries.items()}, indent=2))
         tmp.replace(self.path)

@@ -5,7 +5,14 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from recsys.engines.process import ManagedProcess, free_port, listens_on, port_open, spawn
+from recsys.engines.process import (
+    ManagedProcess,
+    free_port,
+    listens_on,
+    port_open,
+    private_dir,
+    spawn,
+)
 
 
 def tansu_binary() -> Path:
@@ -21,7 +28,9 @@ def broker_answers(bootstrap: str) -> bool:
 def start_tansu(
     log_dir: Path, *, timeout: float, port: int | None = None
 ) -> tuple[ManagedProcess, str]:
-    """Start tansu on loopback (memory storage: gone when it stops); return it and its address."""
+    """Start tansu on loopback (memory storage: gone when it stops); return it and its address.
+
+    It asks for no credentials: see docs/security.md, "Embedded engines"."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     argv = [
@@ -31,7 +40,7 @@ def start_tansu(
         "--advertised-listener-url", url,
         "--storage-engine", "memory://tansu/",
     ]  # fmt: skip
-    proc = spawn("tansu", argv, log_path=log_dir / "tansu.log")
+    proc = spawn("tansu", argv, log_path=private_dir(log_dir) / "tansu.log", private=True)
     bootstrap = f"127.0.0.1:{port}"
     proc.wait_ready(lambda: listens_on(proc.pid, port) and broker_answers(bootstrap), timeout)
     return proc, bootstrap

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Annotated, Final, TypeVar
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
@@ -17,6 +17,7 @@ from recsys.stores import redis_client
 from recsys.user_store import RedisUserStore, UserStore
 from recsys.versions import VersionError, promote, rollback
 from serve.access import ACCESS_RESPONSES, require
+from serve.actor import acting_key
 from serve.deps import State
 from serve.schemas import ErrorBody
 
@@ -79,11 +80,13 @@ async def _on_store(settings: Settings, action: Callable[[UserStore], T]) -> T:
     response_model=ModelChange,
     responses={404: {"model": ErrorBody, "description": "No such version"}, **REDIS_DOWN},
 )
-async def promote_version(state: State, version: VersionName) -> ModelChange:
+async def promote_version(state: State, version: VersionName, request: Request) -> ModelChange:
     """Replay the archived events the version has not seen onto it, then make it live."""
-    settings = state.settings
+    settings, actor = state.settings, await acting_key(request)
     try:
-        report = await _on_store(settings, lambda store: promote(settings, store, version))
+        report = await _on_store(
+            settings, lambda store: promote(settings, store, version, actor=actor)
+        )
     except VersionError as exc:
         raise HTTPException(404, str(exc)) from exc
     return _change(version, report)
@@ -94,11 +97,13 @@ async def promote_version(state: State, version: VersionName) -> ModelChange:
     response_model=ModelChange,
     responses={409: {"model": ErrorBody, "description": "No previous version"}, **REDIS_DOWN},
 )
-async def rollback_version(state: State) -> ModelChange:
+async def rollback_version(state: State, request: Request) -> ModelChange:
     """Make the previous live version live again, brought up to date by replay."""
-    settings = state.settings
+    settings, actor = state.settings, await acting_key(request)
     try:
-        version, report = await _on_store(settings, lambda store: rollback(settings, store))
+        version, report = await _on_store(
+            settings, lambda store: rollback(settings, store, actor=actor)
+        )
     except VersionError as exc:
         raise HTTPException(409, str(exc)) from exc
     return _change(version, report)

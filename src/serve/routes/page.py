@@ -1,5 +1,5 @@
 """The demo web page at GET / (plain HTML, JS and CSS from serve/static, no build step)
-and GET /ui/customers, the example customers it offers to pick from."""
+and GET /ui/customers, the example customers it offers to pick from (a read key's)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
+from serve.access import ACCESS_RESPONSES, require
 from serve.deps import Model, State
 from serve.responses import BAD_INPUT, NOT_LIVE
 from serve.schemas import ErrorBody
@@ -62,11 +63,14 @@ async def static_file(name: str) -> FileResponse:
 
 @router.get(
     "/ui/customers",
+    # Real customer ids: for keys granting read only (the page sends the one it was given).
+    dependencies=[require("read")],
     response_model=ExampleCustomers,
     responses={
         503: {"model": ErrorBody, "description": "No model is live, or Redis does not answer"},
         **BAD_INPUT,
         **NOT_LIVE,
+        **ACCESS_RESPONSES,
     },
 )
 async def example_customers(

@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from recsys.experiments.assignment import Assignment, assign_active
 from recsys.experiments.definitions import CONTROL
 from recsys.experiments.ledger import Impression, new_recommendation_id
+from serve.access import ACCESS_RESPONSES, admit
 from serve.deps import AppState, app_state, served_model
 from serve.params import CustomerId, RecommendQuery, query_parameters
 from serve.recommender import Ask, Blend, Ranked, rank
@@ -24,7 +25,7 @@ router = APIRouter(tags=["recommendations"])
 @router.get(
     "/recommend/{customer_id}",
     response_model=Recommendations,
-    responses={**BAD_INPUT, **NOT_LIVE},
+    responses={**BAD_INPUT, **NOT_LIVE, **ACCESS_RESPONSES},
     openapi_extra=query_parameters(RecommendQuery),
 )
 async def recommend(request: Request, customer_id: CustomerId) -> JsonBody:
@@ -32,9 +33,15 @@ async def recommend(request: Request, customer_id: CustomerId) -> JsonBody:
     article they bought (unless RECSYS_EXCLUDE_PURCHASED=false), blended with trending for
     a customer who has bought little (`trending_weight`); trending (with the same rules)
     for an unknown customer or when Redis or the index is down, flagged by `source` and
-    `fallback_reason`."""
+    `fallback_reason`. explain=true needs a key granting read (the explanations name the
+    customer's purchases); an impression of a running experiment is recorded for a known
+    customer or a keyed call only."""
     query = RecommendQuery.of(request)
     state = app_state(request)
+    if query.explain:
+        # Explanations name the customer's purchases: a key granting read, whatever the
+        # public reads allow.
+        await admit(request, "read")
     # The customer's arm of the running experiment, if one runs; its knobs replace the
     # service defaults (a parameter the request names itself still wins).
     assignment = assign_active(state.experiments, customer_id)
@@ -69,7 +76,11 @@ async def recommend(request: Request, customer_id: CustomerId) -> JsonBody:
         "recommendation_id": None,
     }
     if assignment is not None:
-        body |= await _impression(state, assignment, customer_id, ranked)
+        body |= {"experiment": assignment.experiment.name, "variant": assignment.variant.name}
+        # An impression is a write: for customers the stack knows, or callers with a key,
+        # so invented ids sent by anyone neither skew the counts nor grow Redis.
+        if ranked.known or (await admit(request, "public")).keyed:
+            body |= await _impression(state, assignment, customer_id, ranked)
     return JsonBody(body)
 
 

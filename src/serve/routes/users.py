@@ -6,13 +6,15 @@ import asyncio
 import dataclasses
 from collections import Counter
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from redis.exceptions import RedisError
 
 from recsys.erasure import erase_customer
 from serve.access import ACCESS_RESPONSES, require
+from serve.actor import acting_key
 from serve.deps import Model, State
 from serve.params import CustomerId
 from serve.responses import BAD_INPUT, NOT_LIVE
@@ -35,11 +37,14 @@ def _shares(counts: Counter[str], top: int) -> list[CategoryShare]:
 
 @router.get(
     "/users/{customer_id}/profile",
+    # A customer's purchases: personal data, for keys granting read only.
+    dependencies=[require("read")],
     response_model=Profile,
     responses={
         404: {"model": ErrorBody, "description": "No purchase of this customer is known"},
         **BAD_INPUT,
         **NOT_LIVE,
+        **ACCESS_RESPONSES,
     },
 )
 async def profile(
@@ -106,14 +111,18 @@ async def profile(
         503: {"model": ErrorBody, "description": "Redis is down"},
     },
 )
-async def erase_user(state: State, customer_id: CustomerId) -> Erasure:
+async def erase_user(state: State, customer_id: CustomerId, request: Request) -> Erasure:
     """Forget the customer: their vectors (every version), history and profile in Redis,
     their rows in every Delta table and model factors file, and an erasure record so the
     next batch run, a promotion replay or a redelivered event cannot bring them back.
     What the Kafka topic still holds until its retention expires: docs/erasure.md."""
+    actor = await acting_key(request)
     try:
         report = await asyncio.to_thread(
-            erase_customer, state.settings, state.user_store, customer_id
+            partial(erase_customer, actor=actor),
+            state.settings,
+            state.user_store,
+            customer_id,
         )
     except RedisError as exc:
         raise HTTPException(503, f"erasure not done, retry: {exc}") from exc

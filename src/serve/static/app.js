@@ -75,6 +75,43 @@
     return `HTTP ${status}`;
   }
 
+  // The API key, for customers' data (profiles, explanations, the example customers).
+  // `recsys up` and `recsys demo` print the page's address with a read key in the fragment
+  // (#key=…), which the browser never sends to a server; the page keeps it for this tab
+  // only (sessionStorage) and takes it out of the address bar, so a copied link or the
+  // history does not carry it.
+  const KEY_STORE = "recsys.apiKey";
+  let memoryKey = null; // where sessionStorage is refused (some private modes)
+
+  function takeKeyFromAddress() {
+    const url = new URL(window.location.href);
+    const fragment = new URLSearchParams(url.hash.slice(1));
+    const key = fragment.get("key");
+    if (!key) return;
+    try {
+      window.sessionStorage.setItem(KEY_STORE, key);
+    } catch (error) {
+      memoryKey = key; // lasts as long as this page
+    }
+    url.hash = "";
+    window.history.replaceState(null, "", url.pathname + url.search);
+  }
+
+  function apiKey() {
+    try {
+      return window.sessionStorage.getItem(KEY_STORE) || memoryKey;
+    } catch (error) {
+      return memoryKey;
+    }
+  }
+
+  // Why a call for customers' data was refused, and how to get a key.
+  function refusal(error) {
+    if (error.status !== 401 && error.status !== 403) return error.message;
+    return `${error.message}. Open the address \`recsys up\` or \`recsys demo\` printed ` +
+      "(it ends in #key=…), or add #key=<a read key> to this one.";
+  }
+
   async function api(path, params, init) {
     const url = new URL(path, window.location.origin);
     for (const [name, value] of Object.entries(params || {})) {
@@ -82,9 +119,12 @@
         url.searchParams.set(name, String(value));
       }
     }
+    const headers = { Accept: "application/json", ...((init && init.headers) || {}) };
+    const key = apiKey();
+    if (key) headers.Authorization = `Bearer ${key}`;
     let response;
     try {
-      response = await fetch(url, { headers: { Accept: "application/json" }, ...init });
+      response = await fetch(url, { ...init, headers });
     } catch (error) {
       throw new ApiError(0, "the API does not answer");
     }
@@ -297,7 +337,7 @@
       ui.cards.replaceChildren();
       state.shown = [];
       ui.summary.textContent = "";
-      setStatus(`Could not load recommendations: ${error.message}`, "error");
+      setStatus(`Could not load recommendations: ${refusal(error)}`, "error");
     } finally {
       if (generation === state.generation) ui.cards.removeAttribute("aria-busy");
     }
@@ -431,7 +471,7 @@
     } catch (error) {
       if (customer !== state.customer) return;
       state.profileItems = new Map();
-      const text = error.status === 404 ? "No purchase known for this customer." : error.message;
+      const text = error.status === 404 ? "No purchase known for this customer." : refusal(error);
       ui.profile.replaceChildren(el("p", "muted", text));
     }
   }
@@ -477,7 +517,7 @@
         ui.examples.append(el("li", "muted", "No customer vectors in the live model."));
       }
     } catch (error) {
-      ui.examples.replaceChildren(el("li", "muted", `No examples: ${error.message}`));
+      ui.examples.replaceChildren(el("li", "muted", `No examples: ${refusal(error)}`));
     }
   }
 
@@ -496,6 +536,14 @@
   }
 
   function start() {
+    takeKeyFromAddress();
+    // A key added to the address of the open page (#key=…): take it and load again.
+    window.addEventListener("hashchange", () => {
+      if (!new URLSearchParams(window.location.hash.slice(1)).get("key")) return;
+      takeKeyFromAddress();
+      loadExamples();
+      if (state.customer) choose(state.customer);
+    });
     ui.form.addEventListener("submit", (event) => {
       event.preventDefault();
       choose(ui.customer.value);
