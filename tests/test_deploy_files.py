@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import secrets
+from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import typer.core
 import typer.main
 import yaml
 
+from recsys.api_keys import new_key
 from recsys.settings import Settings
 from recsys_cli.main import app as cli_app
 
@@ -69,12 +71,65 @@ def _services() -> dict[str, dict[str, Any]]:
     return services
 
 
-def _environment(service: dict[str, Any]) -> dict[str, str]:
-    """A service's environment as strings, from either of Compose's two forms."""
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, ${NAME:+alt},
+# $NAME and $$ (a literal $), as Compose interpolates them.
+_VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?+])([^}]*))?\}|\$(\w+)")
+
+
+def interpolate(text: str, variables: Mapping[str, str]) -> str:
+    """`text` as Compose reads it with `variables` set; a required variable that is
+    missing raises ValueError with the file's message, as `docker compose` fails."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group() == "$$":
+            return "$"
+        name = match.group(1) or match.group(4)
+        operator, argument = match.group(2) or "", match.group(3) or ""
+        value = variables.get(name)
+        missing = value is None or (operator.startswith(":") and value == "")
+        if operator.endswith("-"):
+            return argument if missing else str(value)
+        if operator.endswith("?"):
+            if missing:
+                raise ValueError(f"{name}: {argument}")
+            return str(value)
+        if operator.endswith("+"):
+            return "" if missing else argument
+        return value or ""
+
+    return _VARIABLE.sub(one, text)
+
+
+def required_variables(text: str) -> set[str]:
+    """Variables a Compose file cannot do without: those it reads as ${NAME:?error}."""
+    return {m.group(1) for m in _VARIABLE.finditer(text) if (m.group(2) or "").endswith("?")}
+
+
+@cache
+def sample_secrets() -> dict[str, str]:
+    """A value for each variable compose requires, shaped like the real ones: the API's
+    keys as their JSON entries, the rest as random URL-safe passwords."""
+    values = {}
+    for name in sorted(required_variables(COMPOSE.read_text(encoding="utf-8"))):
+        if name.endswith("API_KEYS"):
+            _, entry = new_key("sample", "events")
+            values[name] = json.dumps([entry.model_dump(mode="json")])
+        else:
+            values[name] = secrets.token_urlsafe(32)
+    return values
+
+
+def _raw_environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as written, from either of Compose's two forms."""
     env = service.get("environment") or {}
     if isinstance(env, list):
         return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
     return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment as its container sees it, the secrets set to samples."""
+    return {k: interpolate(v, sample_secrets()) for k, v in _raw_environment(service).items()}
 
 
 def _recsys_env(service: dict[str, Any]) -> dict[str, str]:

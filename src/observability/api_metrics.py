@@ -129,6 +129,11 @@ class Metrics:
         self.rate_limited = Counter(
             "rate_limited", "Requests refused with 429, by the caller's role", ["role"], registry=r
         )
+        self.keys_reload_failures = Counter(
+            "api_keys_reload_failures",
+            "Changes of the keys file left unapplied (unreadable or invalid): keys unchanged",
+            registry=r,
+        )
         self.rate_limiter_unavailable = Counter(
             "rate_limiter_unavailable",
             "Requests let through unlimited because Redis did not answer the rate limiter",

@@ -11,6 +11,8 @@ and the numbers are exactly those of the endpoint.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable, Iterator
 
 import redis
@@ -28,8 +30,9 @@ LABELS = ["experiment", "variant"]
 
 class ExperimentsCollector:
     """Register it on the registry /metrics exposes (in multiprocess mode, on the one built
-    for each scrape, beside the MultiProcessCollector). Each scrape costs one pipelined
-    Redis read per defined experiment, made on the scraping thread."""
+    for each scrape, beside the MultiProcessCollector). A read costs one pipelined Redis
+    round trip per defined experiment, made on the scraping thread; its result serves
+    every scrape for cache_s seconds, so scraping faster reads Redis no more often."""
 
     def __init__(
         self,
@@ -37,17 +40,29 @@ class ExperimentsCollector:
         experiments: Experiments,
         ledger: Ledger,
         confidence: float = 0.95,
+        cache_s: float = 0.0,
     ) -> None:
         self._client = client
         self._experiments = experiments
         self._ledger = ledger
         self._confidence = confidence
+        self._cache_s = cache_s
+        # Concurrent scrapes wait for one read instead of each making its own.
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[Metric]] | None = None
 
     def describe(self) -> Iterable[Metric]:
         """The families without their samples, so registering reads nothing from Redis."""
         return _Families().all()
 
     def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] >= self._cache_s:
+                self._cached = (now, list(self._read()))
+            return self._cached[1]
+
+    def _read(self) -> Iterable[Metric]:
         families = _Families()
         try:
             results = [

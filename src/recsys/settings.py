@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from recsys.api_keys import ApiKey
+from recsys.api_keys import ApiKey, duplicate_field
 from recsys.blend import TrendingSource
 
 # The settings the batch's search may choose (RECSYS_TUNING_SPACE names them).
@@ -218,10 +218,24 @@ class Settings(BaseSettings):
     trending_segment_size: Annotated[int, Field(ge=10)] = 100  # per product group and type
 
     # Access and limits of the API (serve.access, docs/security.md). Keys as JSON
-    # [{"name", "role": "events"|"read"|"admin", "sha256"}]: only each key's hash is held
-    # (`recsys keys new`). Customers' data (profiles, explanations, the page's customer
-    # list) always needs a key granting read; writes need their role.
+    # [{"name", "role": "events"|"read"|"admin"|"metrics", "sha256", "expires"?}]: only
+    # each key's hash is held (`recsys keys new`). Customers' data (profiles, explanations,
+    # the page's customer list) always needs a key granting read; writes need their role.
     api_keys: Annotated[list[ApiKey], NoDecode] = []
+    # More keys, in a JSON file of the same entries that the API re-reads when it changes:
+    # keys are added and removed (rotated) without a restart. Checked every
+    # api_keys_reload_interval_s on a background task, never per request.
+    api_keys_file: Path | None = None
+    api_keys_reload_interval_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    # A key expiring within this many days is logged as a warning (and every key's expiry
+    # is exported as api_key_expiry_timestamp_seconds for an alert).
+    api_keys_expiry_warning_days: Annotated[float, Field(ge=0)] = 14.0
+    # /metrics needs a key granting metrics (the metrics role, or admin): the page of
+    # counters names routes, experiments and load. Off: open to anyone who can connect.
+    metrics_require_key: bool = True
+    # /metrics reads the experiments' counters from Redis at most once per this many
+    # seconds in each process, however often it is scraped (0: at every scrape).
+    metrics_cache_s: Annotated[float, Field(ge=0, le=300)] = 5.0
     # Every route open to anyone, unchecked: the test suite and the benchmarks only.
     auth_disabled: bool = False
     # Requests without a key may post events and administer (not read customers' data):
@@ -240,6 +254,9 @@ class Settings(BaseSettings):
     rate_limit_read_burst: Annotated[int, Field(ge=1)] = 200
     rate_limit_admin_per_s: Annotated[float, Field(ge=0)] = 5.0
     rate_limit_admin_burst: Annotated[int, Field(ge=1)] = 20
+    # A Prometheus scrapes every few seconds; two replicas share a key at most.
+    rate_limit_metrics_per_s: Annotated[float, Field(ge=0)] = 2.0
+    rate_limit_metrics_burst: Annotated[int, Field(ge=1)] = 10
     # A shop page view makes 2-5 calls (recommendations, a similar-items strip, trending);
     # a person opens at most a page or two a second, and a few share one address behind a
     # NAT: 20/s sustained with a burst of 60 (a dozen tabs at once) never slows them, and
@@ -311,11 +328,8 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _each_key_once(cls, value: list[ApiKey]) -> list[ApiKey]:
-        # A name is a rate-limit bucket and a hash identifies one caller: both unique.
-        for field in ("name", "sha256"):
-            seen = [getattr(k, field) for k in value]
-            if len(set(seen)) != len(seen):
-                raise ValueError(f"two keys have the same {field}")
+        if (field := duplicate_field(value)) is not None:
+            raise ValueError(f"two keys have the same {field}")
         return value
 
     @field_validator("api_host")

@@ -68,9 +68,10 @@ def on_loopback(settings: Settings) -> bool:
 
 def opens_writes(settings: Settings) -> bool:
     """Whether `recsys up` and `recsys demo` open their API's writes (local development):
-    only with no key configured, when the API would take no write at all, and on loopback
-    only."""
-    return not settings.api_keys and on_loopback(settings)
+    only with no key configured (in RECSYS_API_KEYS or a keys file), when the API would
+    take no write at all, and on loopback only."""
+    no_keys = not settings.api_keys and settings.api_keys_file is None
+    return no_keys and on_loopback(settings)
 
 
 @dataclass
@@ -93,7 +94,7 @@ class LocalAccess:
         """What the API's environment gets: the configured keys and the minted ones."""
         env = {"RECSYS_OPEN_WRITES": "true"} if self.open_writes else {}
         if self.keys:
-            entries = [key.model_dump() for key in (*settings.api_keys, *self.keys)]
+            entries = [key.entry() for key in (*settings.api_keys, *self.keys)]
             env["RECSYS_API_KEYS"] = json.dumps(entries)
         return env
 

@@ -1,6 +1,7 @@
 """Who may call what, and how often: API keys by role, checked by one dependency factory,
 `require(need)` (or `admit` inside a route, when what it needs depends on the request),
-and each caller's rate limit (serve.rate_limit). docs/security.md.
+and each caller's rate limit (serve.rate_limit); keys expire, and a keys file is
+re-read on a timer so keys rotate without a restart. docs/security.md.
 
 A request is admitted once: the first check of a request authenticates it, authorises
 it and counts it against its caller's limit; a second check on the same request (a route
@@ -9,9 +10,14 @@ of the public router that needs a grant as well) only authorises.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import os
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import Depends, HTTPException, Request, Security
@@ -19,7 +25,15 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from redis.exceptions import RedisError
 
 from observability.api_metrics import Metrics
-from recsys.api_keys import GRANTS, ApiKey, Role, digest
+from recsys.api_keys import (
+    GRANTS,
+    ApiKey,
+    KeysFileError,
+    Role,
+    digest,
+    duplicate_field,
+    read_keys_file,
+)
 from recsys.settings import Settings
 from serve.deps import app_state
 from serve.rate_limit import Limit, acquire
@@ -45,10 +59,14 @@ _WHY: Final[dict[Need, str]] = {
     "read role (read or admin)",
     "events": "this needs events (a key with the role events or admin)",
     "admin": "this needs admin (a key with the role admin)",
+    "metrics": "/metrics needs a key with the role metrics or admin",
 }
 
 ACCESS_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
-    401: {"model": ErrorBody, "description": "No API key where one is needed, or an unknown one"},
+    401: {
+        "model": ErrorBody,
+        "description": "No API key where one is needed, an unknown one, or an expired one",
+    },
     403: {"model": ErrorBody, "description": "The key's role does not allow this"},
     429: {"model": ErrorBody, "description": "Over the caller's rate limit; see Retry-After"},
 }
@@ -74,11 +92,33 @@ class Caller:
         return f"key:{self.key.name}" if self.key else f"addr:{self.address}"
 
 
+# The identity of a keys file's content as far as a stat tells: changed when any differs.
+FileStamp = tuple[int, int, int]
+
+
+def _stamp(path: Path) -> FileStamp:
+    stat = os.stat(path)
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def _expiry(key: ApiKey) -> float:
+    return key.expires.timestamp() if key.expires is not None else math.inf
+
+
 class Access:
-    """The access policy of one app, from the settings: only the keys' hashes are held."""
+    """The access policy of one app, from the settings: only the keys' hashes are held.
+    The keys are RECSYS_API_KEYS and, when set, those of RECSYS_API_KEYS_FILE as last read."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
-        self._by_hash = {key.sha256: key for key in settings.api_keys}
+        self._configured = list(settings.api_keys)
+        self._file = settings.api_keys_file
+        self._reload_s = settings.api_keys_reload_interval_s
+        self._warn_s = settings.api_keys_expiry_warning_days * 86_400
+        self._file_stamp: FileStamp | None = None
+        self._warned: set[tuple[str, str]] = set()
+        # A bad keys file stops the start here, naming the file and the entry.
+        file_keys = self._read_file() if self._file is not None else []
+        self._install(file_keys)
         self.disabled = settings.auth_disabled
         self.open_writes = settings.open_writes
         self.public_reads_require_key = settings.public_reads_require_key
@@ -87,9 +127,78 @@ class Access:
             "events": Limit(s.rate_limit_events_per_s, s.rate_limit_events_burst),
             "read": Limit(s.rate_limit_read_per_s, s.rate_limit_read_burst),
             "admin": Limit(s.rate_limit_admin_per_s, s.rate_limit_admin_burst),
+            "metrics": Limit(s.rate_limit_metrics_per_s, s.rate_limit_metrics_burst),
             "anonymous": Limit(s.rate_limit_anonymous_per_s, s.rate_limit_anonymous_burst),
         }
         self._metrics = metrics
+
+    @property
+    def keys(self) -> list[ApiKey]:
+        """The keys in force (configured and from the keys file), expired ones included."""
+        return [key for key, _ in self._by_hash.values()]
+
+    def _read_file(self) -> list[ApiKey]:
+        assert self._file is not None
+        stamp = _stamp(self._file) if self._file.exists() else None
+        keys = read_keys_file(self._file)
+        self._file_stamp = stamp
+        return keys
+
+    def _install(self, file_keys: list[ApiKey]) -> None:
+        """Swap the table in one assignment: a request sees the old keys or the new."""
+        keys = [*self._configured, *file_keys]
+        if (field := duplicate_field(keys)) is not None:
+            raise KeysFileError(
+                f"{self._file}: a key has the same {field} as one in RECSYS_API_KEYS"
+            )
+        self._by_hash = {key.sha256: (key, _expiry(key)) for key in keys}
+
+    def reload_if_changed(self) -> bool:
+        """Re-read the keys file when its stat changed; True when the keys were replaced.
+        A file that cannot be read or is invalid leaves the keys as they were, logged: an
+        editor's half-written save must not lock every client out."""
+        if self._file is None:
+            return False
+        try:
+            if _stamp(self._file) == self._file_stamp:
+                return False
+            before = {key.name for key in self.keys}
+            self._install(self._read_file())
+        except (OSError, KeysFileError) as exc:
+            self._metrics.keys_reload_failures.inc()
+            log.warning("API keys file not reloaded, the keys stay as they were: %s", exc)
+            return False
+        after = {key.name for key in self.keys}
+        added, removed = sorted(after - before), sorted(before - after)
+        log.info("API keys file reloaded: %d keys; added %s; removed %s", len(after),
+                 ", ".join(added) or "none", ", ".join(removed) or "none")  # fmt: skip
+        return True
+
+    def warn_of_expiry(self, now: float | None = None) -> None:
+        """Log once each key that entered the warning window, and once each that expired."""
+        now = time.time() if now is None else now
+        for key, expires_at in self._by_hash.values():
+            left = expires_at - now
+            if left > self._warn_s:
+                continue
+            state = "expired" if left <= 0 else "expiring"
+            if (key.sha256, state) in self._warned:
+                continue
+            self._warned.add((key.sha256, state))
+            if state == "expired":
+                log.warning("API key %r expired at %s: it is refused", key.name, key.expires)
+            else:
+                log.warning("API key %r expires at %s, in %.1f days: rotate it",
+                            key.name, key.expires, left / 86_400)  # fmt: skip
+
+    async def watch(self) -> None:
+        """Run for the app's lifetime: the keys file re-read when it changed, at most every
+        reload interval, and expiries warned of. The request path only reads the table."""
+        while True:
+            self.warn_of_expiry()
+            await asyncio.sleep(self._reload_s)
+            if self._file is not None:
+                await asyncio.to_thread(self.reload_if_changed)
 
     @property
     def public_unchecked(self) -> bool:
@@ -107,6 +216,7 @@ class Access:
             log.warning("no API key is configured (RECSYS_API_KEYS): every write answers 401")
         else:
             log.info("%d API keys configured", len(self._by_hash))
+        self.warn_of_expiry()
 
     async def admit(self, request: Request, need: Need, presented: str | None) -> Caller:
         caller: Caller | None = request.scope.get(_CALLER)
@@ -123,16 +233,24 @@ class Access:
         address = request.client.host if request.client else "unknown"
         if self.disabled or presented is None:
             return Caller(None, address)
-        key = self._by_hash.get(digest(presented)) if len(presented) <= MAX_KEY_LENGTH else None
-        if key is None:
+        found = self._by_hash.get(digest(presented)) if len(presented) <= MAX_KEY_LENGTH else None
+        if found is None:
             self._metrics.auth_failures.labels("unknown").inc()
             raise HTTPException(401, "unknown API key", headers=CHALLENGE)
+        key, expires_at = found
+        if expires_at <= time.time():
+            self._metrics.auth_failures.labels("expired").inc()
+            when = datetime.fromtimestamp(expires_at, UTC).isoformat().replace("+00:00", "Z")
+            raise HTTPException(
+                401, f"the API key {key.name!r} expired at {when}: ask for a new one",
+                headers=CHALLENGE,
+            )  # fmt: skip
         return Caller(key, address)
 
     def _authorize(self, caller: Caller, need: Need) -> None:
         if self.disabled:
             return
-        if need in ("events", "admin") and self.open_writes:
+        if need in ("events", "admin", "metrics") and self.open_writes:
             return  # open to anyone: a key sent (the page's read key) is no worse than none
         if caller.key is None:
             if need == "public" and not self.public_reads_require_key:

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from observability.api_metrics import Metrics
 from observability.experiment_metrics import ExperimentsCollector
+from observability.key_metrics import KeyExpiryCollector
 from observability.tracing import shutdown as shutdown_tracing
 from observability.tracing import tracer_provider
 from recsys.bus import KafkaBus
@@ -79,10 +80,17 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
         model = LiveModel(settings, users, pinned=defined.pinned_versions(), prepare=feed.prepare)
         await model.start()
         feed.start(model.served)
-        # /metrics reads the experiments' counters from Redis (on a worker thread).
+        # /metrics reads the experiments' counters from Redis (on a worker thread), at most
+        # once per metrics_cache_s.
         scrape_redis = redis_client(redis_url, settings.redis_timeout_s)
         if defined.experiments:
-            telemetry.metrics.add_collector(ExperimentsCollector(scrape_redis, defined, ledger))
+            telemetry.metrics.add_collector(
+                ExperimentsCollector(
+                    scrape_redis, defined, ledger, cache_s=settings.metrics_cache_s
+                )
+            )
+        # The keys file re-read and expiries warned of, off the request path.
+        watch_keys = asyncio.create_task(access.watch(), name="api-keys")
         app.state.recsys = AppState(
             settings,
             client,
@@ -101,6 +109,7 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
             yield
         finally:
             # Every step is bounded: a shutdown that hangs is worse than one that logs.
+            watch_keys.cancel()
             await _bounded(feed.stop(), "stop the catalog feed")
             await _bounded(model.stop(), "stop the model poller")
             await _bounded(asyncio.to_thread(publisher.close), "flush the event producer")
@@ -123,6 +132,7 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     )
     app.state.access = access = Access(settings, telemetry.metrics)
     access.log_policy()
+    telemetry.metrics.add_collector(KeyExpiryCollector(lambda: access.keys))
     # Public reads are checked only where the policy asks for it, so open ones keep the hot
     # path free of the dependency; each route of customers' data or writes names its grant
     # itself (serve.access). The page and its files hold no data: always served.
@@ -133,7 +143,16 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
     for module in (page, catalog_intake, event_intake, admin, health):
         app.include_router(module.router)
 
-    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    # A key granting metrics (the metrics role, or admin) unless metrics_require_key is off.
+    scrape = [require("metrics")] if settings.metrics_require_key else []
+
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=PlainTextResponse,
+        dependencies=scrape,
+        responses=ACCESS_RESPONSES if scrape else {},
+    )
     async def metrics() -> Response:
         """Prometheus exposition of the API's metrics."""
         body = await asyncio.to_thread(telemetry.metrics.exposition)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from recsys.api_keys import ApiKey, digest
 from recsys.engines.process import recsys_command
 from support import engine_pids, wait_for
 
@@ -160,3 +162,25 @@ def test_generate_refuses_impossible_sizes_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "error:" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_keys_new_expires_prints_an_entry_with_the_expiry(tmp_path: Path) -> None:
+    result = _recsys("keys", "new", "--name", "shop", "--role", "events",
+                     "--expires", "2030-01-01T12:00:00+02:00", data_dir=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    key_line, entry_line = result.stdout.splitlines()
+    key = key_line.removeprefix("key (shown once): ")
+    entry = ApiKey.model_validate_json(entry_line.removeprefix("RECSYS_API_KEYS entry: "))
+    assert entry.sha256 == digest(key) and entry.role == "events"
+    assert entry.expires == datetime(2030, 1, 1, 10, tzinfo=UTC)
+    assert '"expires": "2030-01-01T10:00:00Z"' in entry_line
+    # A date alone is its midnight, UTC; a scraper's key is a role of its own.
+    scraper = _recsys("keys", "new", "--name", "prom", "--role", "metrics",
+                      "--expires", "2031-06-30", data_dir=tmp_path)  # fmt: skip
+    assert '"role": "metrics"' in scraper.stdout
+    assert '"expires": "2031-06-30T00:00:00Z"' in scraper.stdout
+    for bad, said in (("2001-01-01", "is in the past"), ("soon", "ISO 8601")):
+        refused = _recsys("keys", "new", "--name", "shop", "--role", "events",
+                          "--expires", bad, data_dir=tmp_path)  # fmt: skip
+        assert refused.returncode == 2 and said in refused.stdout, refused.stdout
+        assert "Traceback" not in refused.stdout + refused.stderr and "rsk_" not in refused.stdout

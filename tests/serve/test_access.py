@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
@@ -22,11 +25,12 @@ from recsys.keys import experiment_impressions
 from recsys.settings import Settings
 from recsys_cli.worker_commands import UVICORN_OPTIONS
 from serve.app import create_app
-from support import TcpProxy, counter, serving
+from support import TcpProxy, counter, serving, wait_for
 
 EVENTS_KEY, EVENTS_ENTRY = new_key(f"shop-{uuid.uuid4().hex[:6]}", "events")
 ADMIN_KEY, ADMIN_ENTRY = new_key(f"ops-{uuid.uuid4().hex[:6]}", "admin")
 READ_KEY, READ_ENTRY = new_key(f"support-{uuid.uuid4().hex[:6]}", "read")
+METRICS_KEY, METRICS_ENTRY = new_key(f"prometheus-{uuid.uuid4().hex[:6]}", "metrics")
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -35,8 +39,15 @@ def bearer(key: str) -> dict[str, str]:
 
 def keyed(settings: Settings, *entries: ApiKey, **update: object) -> Settings:
     """The suite's settings with keys enforced (the suite itself runs with writes open)."""
-    keys = list(entries) or [EVENTS_ENTRY, ADMIN_ENTRY, READ_ENTRY]
+    keys = list(entries) or [EVENTS_ENTRY, ADMIN_ENTRY, READ_ENTRY, METRICS_ENTRY]
     return settings.model_copy(update={"auth_disabled": False, "api_keys": keys, **update})
+
+
+def scrape(client: TestClient) -> str:
+    """/metrics, with the metrics key it needs by default."""
+    response = client.get("/metrics", headers=bearer(METRICS_KEY))
+    assert response.status_code == 200, response.text
+    return response.text
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +84,7 @@ def test_writes_without_a_key_or_with_an_unknown_one_are_401(
             response = keyed_api.request(method, path, json=sent, headers=headers)
             assert response.status_code == 401, (path, headers, response.text)
             assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    metrics = keyed_api.get("/metrics").text
+    metrics = scrape(keyed_api)
     assert counter(metrics, "auth_failures_total", reason="missing") >= 6
     assert counter(metrics, "auth_failures_total", reason="unknown") >= 6
 
@@ -90,7 +101,7 @@ def test_an_events_key_may_not_administer(keyed_api: TestClient) -> None:
         response = keyed_api.post("/items/availability", json=sold_out, headers=headers)
         assert response.status_code == (403 if headers else 401)
     assert keyed_api.delete("/users/c-access-x", headers=bearer(EVENTS_KEY)).status_code == 403
-    assert counter(keyed_api.get("/metrics").text, "auth_failures_total", reason="forbidden") >= 5
+    assert counter(scrape(keyed_api), "auth_failures_total", reason="forbidden") >= 5
 
 
 def test_the_right_role_is_admitted(
@@ -193,9 +204,8 @@ def test_public_reads_need_a_key_when_the_setting_says_so(
         profile = f"/users/{known_customer}/profile"
         assert api.get(profile, headers=bearer(EVENTS_KEY)).status_code == 403
         assert api.get(profile, headers=bearer(READ_KEY)).status_code == 200
-        # Probes and the scrape stay open; the schema says how to authenticate.
+        # Probes stay open; the schema says how to authenticate.
         assert api.get("/health/live").status_code == 200
-        assert api.get("/metrics").status_code == 200
         schemes = api.get("/openapi.json").json()["components"]["securitySchemes"]
         assert {"bearer", "apiKey"} <= set(schemes)
         # A route of a keyed public router that needs a role too (erasure): the public
@@ -237,7 +247,7 @@ def test_rate_limit_is_shared_by_two_instances_on_one_redis(
     """Two apps on the same Redis stand in for two worker processes."""
     key, entry = new_key(f"limited-{uuid.uuid4().hex[:6]}", "events")
     other, other_entry = new_key(f"other-{uuid.uuid4().hex[:6]}", "events")
-    own = keyed(settings, entry, other_entry,
+    own = keyed(settings, entry, other_entry, METRICS_ENTRY,
                 rate_limit_events_per_s=0.5, rate_limit_events_burst=3)  # fmt: skip
     body = purchase("c-access-5", article)
     with TestClient(create_app(own)) as one, TestClient(create_app(own)) as two:
@@ -253,7 +263,7 @@ def test_rate_limit_is_shared_by_two_instances_on_one_redis(
         # Each key has its own bucket.
         assert one.post("/events/purchase", json=body, headers=bearer(other)).status_code == 202
         for client in (one, two):
-            assert counter(client.get("/metrics").text, "rate_limited_total", role="events") == 1
+            assert counter(scrape(client), "rate_limited_total", role="events") == 1
 
 
 def test_rate_limiter_lets_requests_through_when_redis_is_down(
@@ -277,7 +287,7 @@ def test_rate_limiter_lets_requests_through_when_redis_is_down(
             proxy.set_mode("refuse")
             response = api.post("/events/purchase", json=body, headers=bearer(EVENTS_KEY))
             assert response.status_code == 202, response.text
-            assert counter(api.get("/metrics").text, "rate_limiter_unavailable_total") >= 1
+            assert counter(scrape(api), "rate_limiter_unavailable_total") >= 1
             proxy.set_mode("forward")
     finally:
         proxy.close()
@@ -328,7 +338,7 @@ def test_an_oversized_body_is_413_with_or_without_content_length(
     small = httpx.post(url, content=chunks(valid, 16), headers=headers, timeout=10)
     assert small.status_code == 202, small.text
     # Counted as what they were, by route.
-    metrics = httpx.get(f"{small_bodies}/metrics", timeout=10).text
+    metrics = httpx.get(f"{small_bodies}/metrics", headers=bearer(METRICS_KEY), timeout=10).text
     count = "http_request_duration_seconds_count"
     assert counter(metrics, count, method="POST", route="/events/purchase", status="413") == 2
 
@@ -422,15 +432,13 @@ def test_the_anonymous_limit_is_on_by_default_and_per_client_address(
     settings: Settings, trained: BatchReport
 ) -> None:
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert defaults.rate_limit_anonymous_per_s > 0
-    limited = keyed(
-        settings,
-        rate_limit_anonymous_per_s=defaults.rate_limit_anonymous_per_s,
-        rate_limit_anonymous_burst=defaults.rate_limit_anonymous_burst,
-    )
+    assert defaults.rate_limit_anonymous_per_s > 0 and defaults.rate_limit_anonymous_burst > 0
+    # The behaviour at a limit a loaded machine's requests cannot outpace by refilling
+    # (at the default 20/s a request taking 50 ms would never meet it).
+    burst = 6
+    limited = keyed(settings, rate_limit_anonymous_per_s=0.5, rate_limit_anonymous_burst=burst)
     app = create_app(limited)
     with TestClient(app, client=_address()) as one:
-        burst = defaults.rate_limit_anonymous_burst
         codes = [one.get("/popular", params={"k": 1}).status_code for _ in range(burst * 2)]
         # The burst goes through at once, then the sustained rate: some are refused.
         assert codes[: burst // 2] == [200] * (burst // 2)
@@ -440,7 +448,7 @@ def test_the_anonymous_limit_is_on_by_default_and_per_client_address(
         assert "rate limit" in refused.json()["detail"] and refused.headers["Retry-After"]
         # A key is counted against its own role's limit, not the address's.
         assert one.get("/popular", headers=bearer(READ_KEY)).status_code == 200
-        assert counter(one.get("/metrics").text, "rate_limited_total", role="anonymous") >= 1
+        assert counter(scrape(one), "rate_limited_total", role="anonymous") >= 1
     # Another address has a bucket of its own: the limit is never one for all visitors.
     with TestClient(create_app(limited), client=_address()) as two:
         assert two.get("/popular", params={"k": 1}).status_code == 200
@@ -457,3 +465,127 @@ def test_open_writes_take_any_caller_s_writes_but_never_open_customers_data(
         profile = f"/users/{known_customer}/profile"
         assert api.get(profile).status_code == 401
         assert api.get(profile, headers=bearer(READ_KEY)).status_code == 200
+
+
+# --- /metrics behind a key ---------------------------------------------------------------
+
+
+def test_metrics_needs_a_key_granting_metrics(keyed_api: TestClient) -> None:
+    missing = keyed_api.get("/metrics")
+    assert missing.status_code == 401, missing.text
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "role metrics" in missing.json()["detail"]
+    assert keyed_api.get("/metrics", headers=bearer("rsk_not-a-key")).status_code == 401
+    for other in (EVENTS_KEY, READ_KEY):
+        assert keyed_api.get("/metrics", headers=bearer(other)).status_code == 403
+    for granted in (METRICS_KEY, ADMIN_KEY):
+        response = keyed_api.get("/metrics", headers=bearer(granted))
+        assert response.status_code == 200
+        assert "http_request_duration_seconds" in response.text
+    # A metrics key, all a Prometheus holds, grants no customer's data and no write.
+    prometheus = bearer(METRICS_KEY)
+    assert keyed_api.get("/users/c-access-m/profile", headers=prometheus).status_code == 403
+    assert keyed_api.post("/admin/models/rollback", headers=prometheus).status_code == 403
+
+
+def test_metrics_is_open_when_the_setting_says_so_or_writes_are_open(
+    settings: Settings, trained: BatchReport
+) -> None:
+    with TestClient(create_app(keyed(settings, metrics_require_key=False))) as api:
+        assert api.get("/metrics").status_code == 200
+    # `recsys up` and `recsys demo` on loopback with no key configured.
+    with TestClient(create_app(keyed(settings, open_writes=True))) as api:
+        assert api.get("/metrics").status_code == 200
+    closed = settings.model_copy(update={"auth_disabled": False, "api_keys": []})
+    with TestClient(create_app(closed)) as api:
+        refused = api.get("/metrics")
+        assert refused.status_code == 401
+        assert "no API key is configured" in refused.json()["detail"]
+
+
+# --- expiry and rotation -----------------------------------------------------------------
+
+
+def test_an_expired_key_is_refused_saying_it_expired(
+    settings: Settings, trained: BatchReport, article: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = datetime.now(UTC)
+    old, old_entry = new_key(f"old-{uuid.uuid4().hex[:6]}", "events", now - timedelta(seconds=1))
+    soon, soon_entry = new_key(f"soon-{uuid.uuid4().hex[:6]}", "events", now + timedelta(days=3))
+    body = purchase("c-access-exp", article)
+    with caplog.at_level(logging.WARNING, logger="serve.access"):
+        app = create_app(keyed(settings, old_entry, soon_entry, METRICS_ENTRY))
+    with TestClient(app) as api:
+        refused = api.post("/events/purchase", json=body, headers=bearer(old))
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        assert "expired at" in refused.json()["detail"]
+        assert old_entry.name in refused.json()["detail"]
+        assert api.post("/events/purchase", json=body, headers=bearer(soon)).status_code == 202
+        metrics = scrape(api)
+    assert counter(metrics, "auth_failures_total", reason="expired") == 1
+    name = "api_key_expiry_timestamp_seconds"
+    expiry = counter(metrics, name, key=soon_entry.name, role="events")
+    assert soon_entry.expires is not None
+    assert expiry == pytest.approx(soon_entry.expires.timestamp())
+    warned = caplog.text
+    assert f"{soon_entry.name!r} expires at" in warned
+    assert f"{old_entry.name!r} expired at" in warned
+    assert soon not in warned and old not in warned
+
+
+def _write_keys(path: Path, *entries: ApiKey) -> None:
+    """As an operator's tool should: a whole new file moved into place."""
+    staged = path.with_suffix(".new")
+    staged.write_text(json.dumps([entry.entry() for entry in entries]))
+    staged.replace(path)
+
+
+def test_keys_from_the_keys_file_rotate_without_a_restart(
+    settings: Settings, trained: BatchReport, article: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "api-keys.json"
+    first, first_entry = new_key(f"shop-a-{uuid.uuid4().hex[:6]}", "events")
+    second, second_entry = new_key(f"shop-b-{uuid.uuid4().hex[:6]}", "events")
+    _write_keys(path, first_entry)
+    interval = 0.3
+    own = keyed(settings, METRICS_ENTRY, api_keys_file=path, api_keys_reload_interval_s=interval)
+    body = purchase("c-access-rot", article)
+
+    def status(api: TestClient, key: str) -> int:
+        return api.post("/events/purchase", json=body, headers=bearer(key)).status_code
+
+    with TestClient(create_app(own)) as api:
+        assert status(api, first) == 202
+        assert status(api, second) == 401
+        # Step 1: the new key beside the old one; accepted within the reload interval.
+        _write_keys(path, first_entry, second_entry)
+        started = time.monotonic()
+        wait_for(lambda: status(api, second) == 202, timeout=10 * interval)
+        assert time.monotonic() - started < 3 * interval + 1
+        assert status(api, first) == 202
+        # A broken save changes nothing, and is counted.
+        path.write_text("[{")
+        wait_for(lambda: counter(scrape(api), "api_keys_reload_failures_total") >= 1, 10)
+        assert status(api, first) == 202 and status(api, second) == 202
+        # Step 2: the old key removed: refused as unknown, the new one still accepted.
+        _write_keys(path, second_entry)
+        wait_for(lambda: status(api, first) == 401, timeout=10 * interval)
+        assert api.post("/events/purchase", json=body,
+                        headers=bearer(first)).json()["detail"] == "unknown API key"  # fmt: skip
+        assert status(api, second) == 202
+
+
+def test_a_bad_keys_file_stops_the_start_naming_the_file(
+    settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "api-keys.json"
+    path.write_text(json.dumps([{"name": "shop", "role": "events", "sha256": "nope"}]))
+    with pytest.raises(ValueError, match=r"api-keys.json: \[0\]\.sha256"):
+        create_app(keyed(settings, api_keys_file=path))
+    # The same name in the file and in RECSYS_API_KEYS: one bucket for two keys.
+    _write_keys(path, EVENTS_ENTRY.model_copy(update={"sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="same name as one in RECSYS_API_KEYS"):
+        create_app(keyed(settings, api_keys_file=path))
+    with pytest.raises(ValueError, match="cannot read it"):
+        create_app(keyed(settings, api_keys_file=tmp_path / "missing.json"))

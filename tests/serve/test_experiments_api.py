@@ -142,3 +142,21 @@ def test_a_bad_experiments_file_stops_the_start_naming_the_field(
     )
     with pytest.raises(ExperimentsFileError, match="shares"):
         create_app(settings.model_copy(update={"experiments_file": path}))
+
+
+def test_scrapes_read_the_experiment_counters_at_most_once_per_cache_window(
+    experiment_api: TestClient, redis_conn: redis.Redis
+) -> None:
+    """/metrics serves the experiments' counters from a short cache: a flood of scrapes
+    is not a flood of Redis reads (each read is one PFCOUNT per variant)."""
+
+    def pfcounts() -> int:
+        return int(redis_conn.info("commandstats").get("cmdstat_pfcount", {}).get("calls", 0))
+
+    assert experiment_settings(experiment_api).metrics_cache_s >= 5
+    assert experiment_api.get("/metrics").status_code == 200
+    before = pfcounts()
+    for _ in range(20):
+        assert "experiment_ledger_up 1.0" in experiment_api.get("/metrics").text
+    # Read at every scrape, this was 40; two reads at most if a window ended meanwhile.
+    assert pfcounts() - before <= 4

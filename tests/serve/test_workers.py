@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -11,6 +12,7 @@ import httpx
 import psutil
 
 from batch.pipeline import BatchReport
+from recsys.api_keys import new_key
 from recsys.engines.process import free_port, recsys_command
 from recsys.settings import Settings
 from recsys_bench.serving import start_server
@@ -25,12 +27,15 @@ def test_two_workers_share_the_port_and_report_metrics_together(
     settings: Settings, trained: BatchReport, known_customer: str
 ) -> None:
     port = free_port()
+    scraper, scraper_entry = new_key("prometheus", "metrics")
     env = {
         **os.environ,
         "RECSYS_DATA_DIR": str(settings.data_dir),
         "RECSYS_REDIS_URL": settings.redis_url or "",
         "RECSYS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
         "RECSYS_API_WORKERS": "2",
+        # /metrics needs a metrics key (serve.access): the scrape sends one.
+        "RECSYS_API_KEYS": json.dumps([scraper_entry.entry()]),
     }
     server = start_server(
         recsys_command("serve", "--port", str(port)),
@@ -51,7 +56,8 @@ def test_two_workers_share_the_port_and_report_metrics_together(
             assert body.status_code == 200
             assert body.json()["source"] == "personalized"
             answered += 1
-        metrics = httpx.get(f"{base}/metrics", timeout=5).text
+        scrape = {"Authorization": f"Bearer {scraper}"}
+        metrics = httpx.get(f"{base}/metrics", headers=scrape, timeout=5).text
         assert _counter(metrics, "recommendation_requests_total") == answered
     finally:
         server.stop()
