@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from batch.param_search import MAX_TRIALS
 from recsys.ranking.split import SplitConfig
 
 EMA_RATES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
@@ -38,4 +39,4 @@ class EvalConfig(SplitConfig):
     # Each model's search (batch.param_search), as the batch's RECSYS_TUNING_BUDGET_S
     # (None: 12 times the first trial, 30-360 s) and RECSYS_TUNING_MAX_TRIALS.
     search_budget_s: float | None = None
-    search_max_trials: int = 40
+    search_max_trials: int = MAX_TRIALS

@@ -21,6 +21,7 @@ from batch.baselines import weight_matrix
 from batch.diversity_eval import DiversityPoint, diversity_sweep
 from batch.eval_config import EvalConfig
 from batch.evaluation_data import EventsSummary, describe_events, detect_source, load_events
+from batch.implicit_trainer import per_mean_weight
 from batch.model_specs import HALF_LIFE, Chosen, ModelSpec, Reweighted, default_models, fit_chosen
 from batch.param_search import Values
 from batch.signal_replay import SignalReplayResult, signal_replay
@@ -288,7 +289,9 @@ def _folding(
     if spec.fold_in is None:
         return None
     regularization, alpha, exponent = spec.fold_in(values)
-    return FoldIn(regularization, alpha, gram(model.items), weight_matrix(task), exponent)
+    weights = weight_matrix(task)  # the fit's matrix: its alpha per mean weight, as fitted
+    return FoldIn(regularization, per_mean_weight(alpha, weights), gram(model.items), weights,
+                  exponent)  # fmt: skip
 
 
 def _replays(

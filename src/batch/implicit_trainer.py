@@ -19,6 +19,9 @@ import scipy.sparse as sp
 from batch.frequency_regularisation import Solver, scaled_solver
 from recsys.trainer import Factors, Progress, TrainingData
 
+# Factors.params: the alpha the fit applied to the raw weights.
+FITTED_ALPHA = "fitted_alpha"
+
 
 @dataclass(frozen=True)
 class InteractionMatrix:
@@ -103,8 +106,18 @@ def to_matrix(interactions: pd.DataFrame) -> InteractionMatrix:
     )
 
 
+def per_mean_weight(alpha: float, weights: sp.spmatrix) -> float:
+    """alpha per unit of the mean interaction weight: the weights' scale (how much the
+    decay took off, how many days a pair holds) moves with the half-life and the data's
+    span, and would otherwise move alpha's optimum with them (validation, whose part
+    ends earlier, and the full fit disagreed on it)."""
+    mean = float(weights.data.mean()) if weights.nnz else 0.0
+    return alpha / mean if mean > 0 else alpha
+
+
 class ImplicitTrainer:
-    """`implicit`'s conjugate-gradient ALS on one node; confidence is alpha * weight."""
+    """`implicit`'s conjugate-gradient ALS on one node; confidence is alpha * weight /
+    the mean weight (per_mean_weight)."""
 
     name = "implicit"
 
@@ -117,7 +130,11 @@ class ImplicitTrainer:
         alpha: float,
         seed: int,
         regularization_exponent: float = 0.0,
+        alpha_per_mean_weight: bool = True,
     ) -> None:
+        """alpha_per_mean_weight=False: alpha applies to the raw weights, as the library
+        itself does (the evaluation's baseline of its defaults)."""
+        self.alpha_per_mean_weight = alpha_per_mean_weight
         self.params: dict[str, Any] = {
             "factors": factors,
             "iterations": iterations,
@@ -159,6 +176,9 @@ class ImplicitTrainer:
                 progress(iteration + 1, total)
 
         exponent = float(self.params.get("regularization_exponent", 0.0))
+        alpha = float(self.params["alpha"])
+        if self.alpha_per_mean_weight:
+            alpha = per_mean_weight(alpha, data.matrix)
         started = time.perf_counter()
         # implicit parallelises itself; a multi-threaded BLAS underneath only contends
         # (the model checks that when it is built, so the limit is set before).
@@ -166,7 +186,7 @@ class ImplicitTrainer:
             model = (_frequency_regularised() if exponent else AlternatingLeastSquares)(
                 factors=self.params["factors"],
                 regularization=self.params["regularization"],
-                alpha=self.params["alpha"],
+                alpha=alpha,
                 iterations=total,
                 random_state=self.params["seed"],
             )
@@ -178,7 +198,8 @@ class ImplicitTrainer:
             item_ids=data.item_ids,
             user_factors=np.ascontiguousarray(model.user_factors, dtype=np.float32),
             item_factors=np.ascontiguousarray(model.item_factors, dtype=np.float32),
-            params={"trainer": self.name, **self.params},
+            # What fold-in needs to weigh one more purchase as the fit did.
+            params={"trainer": self.name, **self.params, FITTED_ALPHA: alpha},
             train_seconds=time.perf_counter() - started,
         )
 

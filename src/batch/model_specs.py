@@ -105,7 +105,8 @@ def default_models(
 
 
 def baselines(ease_max_items: int = EASE_MAX_ITEMS) -> list[ModelSpec]:
-    library = ImplicitTrainer(factors=100, iterations=15, regularization=0.01, alpha=1.0, seed=0)
+    library = ImplicitTrainer(factors=100, iterations=15, regularization=0.01, alpha=1.0, seed=0,
+                              alpha_per_mean_weight=False)  # fmt: skip
     return [
         ModelSpec("popularity", make_trainer=lambda _values: PopularityTrainer()),
         ModelSpec(

@@ -25,6 +25,7 @@ from batch.history import (
     profiles_job,
 )
 from batch.holdout import HoldoutConfig, holdout_metrics
+from batch.implicit_trainer import FITTED_ALPHA
 from batch.ingest import (
     SOURCE_CSV,
     ArchivedPurchases,
@@ -437,7 +438,7 @@ def _write_model(
             folding = FoldInModel(
                 item_gram=gram(factors.item_factors),
                 regularization=float(factors.params["regularization"]),
-                alpha=float(factors.params["alpha"]),
+                alpha=float(factors.params.get(FITTED_ALPHA, factors.params["alpha"])),
                 half_life_days=settings.interaction_half_life_days,
                 regularization_exponent=float(factors.params.get("regularization_exponent", 0)),
             )

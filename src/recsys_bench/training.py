@@ -69,9 +69,10 @@ def bench_train(
     """Wall time of a full fit on each matrix, implicit then Spark, in one run."""
     rows = []
     for name, interactions in datasets.items():
-        implicit = ImplicitTrainer(
-            factors=rank, iterations=iterations, regularization=0.1, alpha=1.0, seed=1
-        )
+        implicit = ImplicitTrainer(  # alpha on the raw weights, as Spark applies it
+            factors=rank, iterations=iterations, regularization=0.1, alpha=1.0, seed=1,
+            alpha_per_mean_weight=False,
+        )  # fmt: skip
         spark = SparkAlsTrainer(
             session,
             rank=rank,

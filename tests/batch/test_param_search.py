@@ -54,3 +54,25 @@ def test_the_unset_budget_grows_with_the_first_trial_within_its_bounds() -> None
     assert budget(None, 5.0) == BUDGET_TRIALS * 5.0
     assert budget(None, 600.0) == MAX_BUDGET_S
     assert budget(42.0, 600.0) == 42.0
+
+
+def test_a_range_per_another_dimension_is_searched_as_a_ratio() -> None:
+    """The objective, the trials and the choice see the value itself (ratio x its `per`
+    dimension); the start is tried as given when its ratio is in range."""
+    tried: list[Values] = []
+
+    def ridge(values: Values) -> float:
+        tried.append(values)
+        return -abs(values["reg"] / values["alpha"] - 0.1)  # best anywhere on reg = 0.1 alpha
+
+    space = {"alpha": LogRange(1.0, 100.0), "reg": LogRange(0.01, 1.0, per="alpha")}
+    start = {"alpha": 20.0, "reg": 1.0}
+    found = search(space, ridge, start=start, budget_s=60, max_trials=30, seed=1)
+    assert tried[0] == pytest.approx(start) and found.start_score == pytest.approx(-0.05)
+    for values in tried:
+        assert 0.01 <= values["reg"] / values["alpha"] <= 1.0
+    assert [t.params for t in found.trials if t.params == found.chosen]
+    assert found.chosen["reg"] / found.chosen["alpha"] == pytest.approx(0.1, abs=0.02)
+    # A start whose ratio is out of range is not forced on the search.
+    outside = search(space, ridge, start={"alpha": 1.0, "reg": 5.0}, budget_s=60, max_trials=2)
+    assert outside.start_score is None

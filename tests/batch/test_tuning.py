@@ -150,6 +150,10 @@ def test_the_space_takes_the_settings_choices_and_the_current_values(settings: S
     assert half_life == (0.0, 7.0)  # as the setting says
     assert factors == (48.0, 16, 32, 64, 128)  # the current value first
     assert alpha == LogRange(1.0, 500.0)  # widened to hold it
+    # Regularisation is searched per unit of alpha: 1 / 500 widens the ratio's range.
+    assert space["implicit_regularization"] == LogRange(0.001, 10.0, per="implicit_alpha")
+    lower = search_space(own.model_copy(update={"implicit_regularization": 0.25}))
+    assert lower["implicit_regularization"] == LogRange(0.0005, 10.0, per="implicit_alpha")
     spark_only = settings.model_copy(update={"tuning_space": {"spark_als_rank": [8.0]}})
     with pytest.raises(TuningError, match="spark_als_rank is not a parameter of the implicit"):
         search_space(spark_only)
