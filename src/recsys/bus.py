@@ -27,10 +27,32 @@ from confluent_kafka.cimpl import NewTopic
 from recsys.settings import Settings
 
 
+def client_config(bootstrap: str, settings: Settings | None) -> dict[str, Any]:
+    """What every producer, consumer and admin client of the project starts from: the
+    brokers and the security settings (SASL, TLS) of `settings`. None: plaintext without
+    credentials (a test's embedded broker)."""
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap}
+    if settings is None or settings.kafka_security_protocol == "PLAINTEXT":
+        return config
+    config["security.protocol"] = settings.kafka_security_protocol.lower()
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_password is not None  # the settings' validator holds it
+        config["sasl.mechanisms"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username
+        config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    files = {
+        "ssl.ca.location": settings.kafka_ssl_ca_file,
+        "ssl.certificate.location": settings.kafka_ssl_cert_file,
+        "ssl.key.location": settings.kafka_ssl_key_file,
+    }
+    config.update({key: str(path) for key, path in files.items() if path is not None})
+    return config
+
+
 def producer_config(bootstrap: str, settings: Settings) -> dict[str, Any]:
     timeout_ms = int(settings.kafka_produce_timeout_s * 1000)
     return {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap, settings),
         # Idempotent and acknowledged by all replicas: a 202 means the event is stored.
         "enable.idempotence": True,
         "acks": "all",
@@ -42,7 +64,7 @@ def producer_config(bootstrap: str, settings: Settings) -> dict[str, Any]:
 
 def consumer_config(bootstrap: str, group: str, settings: Settings) -> dict[str, Any]:
     return {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap, settings),
         "group.id": group,
         "auto.offset.reset": "earliest",
         # Offsets are committed by hand, only after the work they stand for is durable.
@@ -57,7 +79,7 @@ def consumer_config(bootstrap: str, group: str, settings: Settings) -> dict[str,
 def ensure_topics(bootstrap: str, settings: Settings, timeout_s: float = 10.0) -> None:
     """Create the events topic, its dead-letter topic and the catalog topic where they
     are missing."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap, settings))
     wanted = {
         settings.events_topic: settings.events_partitions,
         settings.dlq_topic: 1,
@@ -77,9 +99,16 @@ def ensure_topics(bootstrap: str, settings: Settings, timeout_s: float = 10.0) -
 
 
 def pending_events(
-    bootstrap: str, topic: str, group: str, *, timeout_s: float = 5.0, cap: int = 100_000
+    bootstrap: str,
+    topic: str,
+    group: str,
+    *,
+    timeout_s: float = 5.0,
+    cap: int = 100_000,
+    settings: Settings | None = None,
 ) -> int:
-    """How many messages the group has not committed yet, counted by reading them.
+    """How many messages the group has not committed yet, counted by reading them
+    (settings: the brokers' security, client_config).
 
     Reading is the count because the embedded broker reports high watermarks per record
     batch, not per record; the watermarks still bound it from below, for when reading
@@ -87,7 +116,7 @@ def pending_events(
     """
     probe = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap, settings),
             "group.id": group,
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 5,
@@ -127,14 +156,27 @@ def pending_events(
         probe.close()
 
 
-def wait_drained(bootstrap: str, topic: str, groups: list[str], timeout_s: float) -> int:
-    """Wait until every group has consumed everything (or timeout); return the most left."""
+def wait_drained(
+    bootstrap: str,
+    topic: str,
+    groups: list[str],
+    timeout_s: float,
+    settings: Settings | None = None,
+) -> int:
+    """Wait until every group has consumed everything (or timeout); return the most left
+    (settings: the brokers' security, client_config)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             left = max(
                 # At least a second to answer, even with no time left to wait.
-                pending_events(bootstrap, topic, group, timeout_s=min(5.0, max(1.0, timeout_s)))
+                pending_events(
+                    bootstrap,
+                    topic,
+                    group,
+                    timeout_s=min(5.0, max(1.0, timeout_s)),
+                    settings=settings,
+                )
                 for group in groups
             )
         except KafkaException:  # a broker that does not answer yet: ask again
@@ -200,10 +242,10 @@ class KafkaBus:
         ensure_topics(self.bootstrap, self.settings)
 
     def pending(self, topic: str, group: str) -> int:
-        return pending_events(self.bootstrap, topic, group)
+        return pending_events(self.bootstrap, topic, group, settings=self.settings)
 
     def wait_drained(self, topic: str, groups: list[str], timeout_s: float) -> int:
-        return wait_drained(self.bootstrap, topic, groups, timeout_s)
+        return wait_drained(self.bootstrap, topic, groups, timeout_s, self.settings)
 
 
 def _logged(overrides: dict[str, Any]) -> dict[str, Any]:

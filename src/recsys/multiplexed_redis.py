@@ -11,6 +11,10 @@ CPU this way against ~77 µs through redis-py's asyncio client (connection pool 
 and its parser) and ~180 µs through coredis or valkey-glide. Everything else in the
 project uses redis-py.
 
+A `rediss://` URL wraps the socket in TLS that verifies the server's certificate and
+host name, with the CA and client certificate named in its query as redis-py names them
+(`ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`; recsys.settings puts them there).
+
 A command that does not answer within the timeout fails with TimeoutError and drops the
 connection (its replies could no longer be matched with certainty); a lost connection
 fails every waiting command with ConnectionError. The next command reconnects.
@@ -23,7 +27,7 @@ import collections
 import ssl
 from collections.abc import Sequence
 from typing import Any, cast
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
 from redis.exceptions import AuthenticationError, ResponseError
@@ -91,7 +95,7 @@ class MultiplexedRedis:
             )
         self._host = parsed.hostname or "localhost"
         self._port = parsed.port or 6379
-        self._tls = parsed.scheme == "rediss"
+        self._tls = _tls_context(parse_qs(parsed.query)) if parsed.scheme == "rediss" else None
         self._db = int(parsed.path.lstrip("/") or 0)
         self._username = unquote(parsed.username) if parsed.username else None
         self._password = unquote(parsed.password) if parsed.password else None
@@ -107,13 +111,17 @@ class MultiplexedRedis:
             if self._protocol is not None and not self._protocol.lost:
                 return self._protocol
             loop = asyncio.get_running_loop()
-            _, protocol = await asyncio.wait_for(
-                loop.create_connection(
-                    _Protocol, self._host, self._port,
-                    ssl=ssl.create_default_context() if self._tls else None,
-                ),
-                timeout=self._timeout_s,
-            )  # fmt: skip
+            try:
+                _, protocol = await asyncio.wait_for(
+                    loop.create_connection(_Protocol, self._host, self._port, ssl=self._tls),
+                    timeout=self._timeout_s,
+                )
+            except ssl.SSLError as exc:
+                raise ConnectionError(
+                    f"TLS to Redis at {self._host}:{self._port} failed: {exc} (is "
+                    "redis_tls_ca_file the CA that signed the server's certificate, and "
+                    "does the certificate name the URL's host?)"
+                ) from exc
             try:
                 await self._handshake(protocol)
             except BaseException:
@@ -189,3 +197,17 @@ class MultiplexedRedis:
     async def aclose(self) -> None:
         if self._protocol is not None:
             self._drop(self._protocol)
+
+
+def _tls_context(query: dict[str, list[str]]) -> ssl.SSLContext:
+    """The server verified against the CA (the system's when none is named), host name
+    included, and this client's certificate sent where one is named."""
+
+    def one(name: str) -> str | None:
+        values = query.get(name)
+        return values[-1] if values else None
+
+    context = ssl.create_default_context(cafile=one("ssl_ca_certs"))
+    if (certfile := one("ssl_certfile")) is not None:
+        context.load_cert_chain(certfile, one("ssl_keyfile"))
+    return context

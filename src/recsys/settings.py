@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from recsys.api_keys import ApiKey, duplicate_field
@@ -44,6 +45,23 @@ class Settings(BaseSettings):
     # Engines. None means: find the embedded one through the run file, or start it.
     redis_url: str | None = None
     kafka_bootstrap_servers: str | None = None
+    # TLS to Redis (a `rediss://` URL; an ACL user and password come in it:
+    # rediss://user:password@host:port/db): the CA that signed the server's certificate
+    # (unset: the system's), and this client's certificate and key where the server asks
+    # for one. Carried to every client in the URL as redis-py's own parameters.
+    redis_tls_ca_file: Path | None = None
+    redis_tls_cert_file: Path | None = None
+    redis_tls_key_file: Path | None = None
+    # Security of every Kafka client (docs/security.md): SASL needs a username and
+    # password, SSL verifies the brokers against the CA (unset: the system's) and sends
+    # the client certificate where one is set.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_file: Path | None = None
+    kafka_ssl_cert_file: Path | None = None
+    kafka_ssl_key_file: Path | None = None
     # A Qdrant server (http://host:6333), or ":memory:" for qdrant-client's in-process
     # local mode (tests). Unset: the embedded Qdrant Edge engine.
     qdrant_url: str | None = None
@@ -343,6 +361,53 @@ class Settings(BaseSettings):
         if value not in {"127.0.0.1", "localhost", "::1", "0.0.0.0"}:
             raise ValueError("api_host must be 127.0.0.1, localhost, ::1 or 0.0.0.0")
         return value
+
+    @model_validator(mode="after")
+    def _redis_tls_in_url(self) -> Self:
+        files = {
+            "ssl_ca_certs": self.redis_tls_ca_file,
+            "ssl_certfile": self.redis_tls_cert_file,
+            "ssl_keyfile": self.redis_tls_key_file,
+        }
+        if (self.redis_tls_cert_file is None) != (self.redis_tls_key_file is None):
+            raise ValueError("redis_tls_cert_file and redis_tls_key_file go together")
+        if not any(files.values()) or self.redis_url is None:
+            return self  # an embedded Valkey (no URL) speaks no TLS: nothing to carry
+        parts = urlsplit(self.redis_url)
+        if parts.scheme != "rediss":
+            raise ValueError("redis_tls_* files need a rediss:// redis_url")
+        # redis-py reads these from the URL, and so does recsys.multiplexed_redis: every
+        # client made from the URL (in any process it is handed to) uses the same files.
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        for name, path in files.items():
+            if path is not None:
+                query.setdefault(name, str(path))
+        self.redis_url = urlunsplit(parts._replace(query=urlencode(query, safe="/")))
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> Self:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        tls = self.kafka_security_protocol.endswith("SSL")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(
+                f"kafka_security_protocol {self.kafka_security_protocol} needs "
+                "kafka_sasl_username and kafka_sasl_password"
+            )
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            raise ValueError(
+                "kafka_sasl_username/password are set but kafka_security_protocol "
+                f"{self.kafka_security_protocol} sends no SASL: use SASL_SSL or SASL_PLAINTEXT"
+            )
+        if (self.kafka_ssl_cert_file is None) != (self.kafka_ssl_key_file is None):
+            raise ValueError("kafka_ssl_cert_file and kafka_ssl_key_file go together")
+        has_files = self.kafka_ssl_ca_file or self.kafka_ssl_cert_file
+        if has_files and not tls:
+            raise ValueError(
+                "kafka_ssl_* files are set but kafka_security_protocol "
+                f"{self.kafka_security_protocol} uses no TLS: use SSL or SASL_SSL"
+            )
+        return self
 
     @property
     def customer_state_ttl_s(self) -> int:

@@ -46,10 +46,11 @@ def drain_broker(settings: Settings, bootstrap: str) -> int:
         settings.events_topic,
         [settings.updater_group, settings.archiver_group],
         settings.drain_timeout_s,
+        settings,
     )
     remaining_s = max(0.0, settings.drain_timeout_s - (time.monotonic() - started))
     articles = wait_drained(
-        bootstrap, settings.catalog_topic, [settings.archiver_group], remaining_s
+        bootstrap, settings.catalog_topic, [settings.archiver_group], remaining_s, settings
     )
     if left or articles:
         log.warning(

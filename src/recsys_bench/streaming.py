@@ -30,7 +30,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from rich.table import Table
 
-from recsys.bus import KafkaBus
+from recsys.bus import KafkaBus, client_config
 from recsys.engines.process import ManagedProcess, free_port, recsys_command, spawn
 from recsys.events import Event
 from recsys.settings import Settings
@@ -84,7 +84,7 @@ def skewed_events(
 def fill_topic(bootstrap: str, settings: Settings, events: list[Event]) -> str:
     """A topic of its own (the events topic's partition count), filled with events."""
     topic = f"bench-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap, settings))
     admin.create_topics([NewTopic(topic, settings.events_partitions, 1)])[topic].result(10)
     producer = KafkaBus(bootstrap, settings).producer(**{"linger.ms": 20})
     for i, event in enumerate(events):
