@@ -1,6 +1,6 @@
-"""What `recsys evaluate` and its runners measure beyond the split: the EMA rates the
-replay tries, the MMR trade-offs of the diversity sweep, the weak-signal weights, the
-baselines' choices and the search's budget."""
+"""What `recsys evaluate` and its runners measure beyond the split: the EMA rates and
+fold-in forms the replay tries, the MMR trade-offs of the diversity sweep, the
+weak-signal weights, the baselines' choices and the search's budget."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ from batch.param_search import MAX_TRIALS
 from recsys.ranking.split import SplitConfig
 
 EMA_RATES: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
+
+# Fold-in's recency forms the replay tries beside the plain one (recsys.fold_in.Recency):
+# half-lives in events x steps toward the event's item. Each half-life is one more solve
+# per replayed event; a step costs a vector more.
+FOLD_IN_HALF_LIVES: tuple[float, ...] = (4.0, 8.0, 16.0)
+FOLD_IN_STEPS: tuple[float, ...] = (0.0, 0.2)
 
 
 # Weights of a view, click or add-to-cart (a purchase is 1) the weak-signal replay tries.
@@ -29,6 +35,8 @@ LAMBDAS: tuple[float, ...] = (1.0, 0.95, 0.9, 0.8, 0.7, 0.5)
 @dataclass(frozen=True)
 class EvalConfig(SplitConfig):
     ema_rates: tuple[float, ...] = EMA_RATES
+    fold_in_half_lives: tuple[float, ...] = FOLD_IN_HALF_LIVES  # (): the plain fold-in only
+    fold_in_steps: tuple[float, ...] = FOLD_IN_STEPS
     diversity_lambdas: tuple[float, ...] = LAMBDAS  # MMR trade-offs to measure ((): none)
     diversity_users: int = 1_000  # test users queried through the engine per lambda
     # The weak-signal replay (batch.signal_replay), where the data has weak signals.

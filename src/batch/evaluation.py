@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import scipy.sparse as sp
+from pydantic import Field
 from rich.console import Console
 from rich.table import Table
 
@@ -27,7 +28,7 @@ from batch.param_search import Values
 from batch.signal_replay import SignalReplayResult, signal_replay
 from batch.weak_signals import load_weak_signals
 from recsys.ema import ema_update
-from recsys.fold_in import fold_in, gram
+from recsys.fold_in import Recency, event_ages, fold_in, gram
 from recsys.model_store import TrialRecord
 from recsys.ranking.metrics import (
     AlignedFactors,
@@ -58,6 +59,16 @@ class RateHitRate(Report):
     hit_rate: float
 
 
+class FoldInHitRate(Report):
+    half_life_events: float  # recsys.fold_in.Recency: 0 weighs no item by recency
+    step: float  # 0: no step toward the event's item
+    hit_rate: float
+
+    @property
+    def name(self) -> str:
+        return Recency(self.half_life_events, self.step).name
+
+
 class ReplayResult(Report):
     update: str = EMA_SCALE
     events: int
@@ -69,18 +80,23 @@ class ReplayResult(Report):
     best_rate: float
     best_hit_rate: float
     fold_in_hit_rate: float | None = None  # recsys.fold_in after each event (implicit only)
+    # Every fold-in variant replayed (the plain one above among them), by its recency.
+    fold_in: list[FoldInHitRate] = Field(default_factory=list)
     # The update chosen on the validation split's replay ("ema 0.3", "fold-in"), and its
     # hit rate here; None when this replay is the validation's own.
     chosen: str | None = None
     chosen_hit_rate: float | None = None
-    lift: float | None  # chosen (else best EMA) / static; None when static is 0
+    lift: float | None  # chosen (else the best update) / static; None when static is 0
     seconds: float
 
     def variants(self) -> dict[str, float]:
-        """Each online update's hit rate by name: "ema <rate>" and "fold-in"."""
+        """Each online update's hit rate by name: "ema <rate>", "fold-in" and fold-in's
+        recency forms ("fold-in h8 step0.2": RECSYS_FOLD_IN_HALF_LIFE_EVENTS=8,
+        RECSYS_FOLD_IN_STEP=0.2)."""
         rates = {f"ema {e.rate:g}": e.hit_rate for e in self.ema}
         if self.fold_in_hit_rate is not None:
             rates["fold-in"] = self.fold_in_hit_rate
+        rates.update((f.name, f.hit_rate) for f in self.fold_in)
         return rates
 
 
@@ -111,7 +127,7 @@ class EvaluationResult(Report):
 
 @dataclass
 class _ReplayCounts:
-    hits: IntArray  # static first, then one per EMA rate, then fold-in if replayed
+    hits: IntArray  # static first, then one per EMA rate, then one per fold-in variant
     events: int = 0
     repeats: int = 0
     unknown: int = 0
@@ -120,13 +136,41 @@ class _ReplayCounts:
 @dataclass(frozen=True)
 class FoldIn:
     """What fold-in needs beside the vectors: the trainer's regularisation and alpha, the
-    Gram matrix of the item vectors, and each user's train weights."""
+    Gram matrix of the item vectors, each user's train weights and when each train item
+    was last bought; and the forms of fold-in to replay (the plain one first)."""
 
     regularization: float
     alpha: float
     item_gram: npt.NDArray[np.float64]
     weights: sp.csr_matrix  # task users x items
     regularization_exponent: float = 0.0
+    # Task users x items, as weights: unix seconds of the pair's latest train event
+    # (None: all one time, so recency weighs every train item alike).
+    latest: sp.csr_matrix | None = None
+    variants: tuple[Recency, ...] = (Recency(),)
+
+
+def latest_times(task: RankingTask) -> sp.csr_matrix:
+    """Unix seconds of each train (user, item)'s latest event, at the events' own
+    resolution (a day on H&M-schema data, as the batch writes the Redis history)."""
+    events = task.train_events
+    if events is None:
+        raise ValueError("this task holds no train events")
+    seconds = events["ts"].to_numpy().astype("datetime64[s]").astype(np.int64)
+    pairs = pd.DataFrame(
+        {"u": events["customer_id"].to_numpy(), "i": events["article_id"].to_numpy(), "t": seconds}
+    )
+    latest = pairs.groupby(["u", "i"], sort=False)["t"].max().reset_index()
+    rows = pd.Index(task.user_ids).get_indexer(pd.Index(latest["u"]))
+    cols = pd.Index(task.item_ids).get_indexer(pd.Index(latest["i"]))
+    shape = (len(task.user_ids), len(task.item_ids))
+    return sp.csr_matrix((latest["t"].to_numpy(dtype=np.float64), (rows, cols)), shape=shape)
+
+
+def fold_in_grid(half_lives: Sequence[float], steps: Sequence[float]) -> tuple[Recency, ...]:
+    """The plain fold-in, then every (half-life, step) pair of the grid."""
+    grid = [Recency(h, s) for h in half_lives for s in steps]
+    return (Recency(), *(r for r in dict.fromkeys(grid) if r != Recency()))
 
 
 def _user_mask(model: AlignedFactors, seen: sp.csr_matrix, user: int) -> BoolArray:
@@ -148,21 +192,47 @@ def _hits_now(
 
 
 class _History:
-    """A user's items and confidences for fold-in: train's, then each replayed purchase
-    (one more unit of weight on its item)."""
+    """A user's items, confidences and latest times for fold-in: train's, then each
+    replayed purchase (one more unit of weight on its item, and newer than every event
+    before it: the live updater's events carry their own times)."""
 
     def __init__(self, folding: FoldIn, user: int) -> None:
         row = folding.weights[user]
         self.weight = dict(zip(row.indices.tolist(), row.data.tolist(), strict=True))
+        self.time = dict.fromkeys(self.weight, 0.0)
+        if folding.latest is not None:
+            times = folding.latest[user]
+            self.time.update(zip(times.indices.tolist(), times.data.tolist(), strict=True))
+        self.clock = max(self.time.values(), default=0.0)
+        self.newest = -1
 
     def add(self, item: int) -> None:
         self.weight[item] = self.weight.get(item, 0.0) + 1.0
+        self.clock += 1.0
+        self.time[item] = self.clock
+        self.newest = item
 
-    def vector(self, model: AlignedFactors, folding: FoldIn) -> npt.NDArray[np.float32]:
+    def vectors(self, model: AlignedFactors, folding: FoldIn) -> list[npt.NDArray[np.float32]]:
+        """One vector per variant of folding, as recsys.fold_in.FoldInModel computes it:
+        the newest item (the event just replayed) is age 0, and the step goes toward it."""
         items = np.fromiter(self.weight, dtype=np.int64, count=len(self.weight))
-        confidence = folding.alpha * np.fromiter(self.weight.values(), dtype=np.float64)
-        return fold_in(folding.item_gram, model.items[items], confidence,
-                       folding.regularization, folding.regularization_exponent)  # fmt: skip
+        base = folding.alpha * np.fromiter(self.weight.values(), dtype=np.float64)
+        times = np.fromiter(self.time.values(), dtype=np.float64, count=len(self.time))
+        newest = int(np.flatnonzero(items == self.newest)[0]) if self.newest >= 0 else None
+        ages = event_ages(times, newest)
+        vectors, solved = model.items[items], {}
+        out = []
+        for recency in folding.variants:
+            half_life = recency.half_life_events
+            if half_life not in solved:  # the steps share their half-life's solve
+                solved[half_life] = fold_in(folding.item_gram, vectors,
+                                            base * recency.weights(ages), folding.regularization,
+                                            folding.regularization_exponent)  # fmt: skip
+            x = solved[half_life]
+            if newest is not None:
+                x = recency.stepped(x, vectors[newest], model.default_norm)
+            out.append(x)
+        return out
 
 
 def _replay_user(
@@ -176,7 +246,8 @@ def _replay_user(
     folding: FoldIn | None,
 ) -> None:
     mask = _user_mask(model, task.seen, user)
-    n_vectors = 1 + len(rates) + (folding is not None)
+    n_folded = len(folding.variants) if folding is not None else 0
+    n_vectors = 1 + len(rates) + n_folded
     vectors = np.repeat(model.users[user][None, :], n_vectors, axis=0)
     history = _History(folding, user) if folding is not None else None
     for item in items:
@@ -193,7 +264,7 @@ def _replay_user(
             vectors[row] = ema_update(vectors[row], model.items[item], rate, model.default_norm)
         if history is not None and folding is not None:
             history.add(int(item))
-            vectors[-1] = history.vector(model, folding)
+            vectors[n_vectors - n_folded :] = history.vectors(model, folding)
 
 
 def replay(
@@ -205,12 +276,13 @@ def replay(
     chosen: str | None = None,
 ) -> ReplayResult:
     """Next-event HitRate@k over the held-out events in time order: static, EMA-updated
-    at each rate, and (with `folding`) folded in after each event; `chosen` names the
-    update chosen on validation, whose lift is reported."""
+    at each rate, and (with `folding`) folded in after each event in each of its forms;
+    `chosen` names the update chosen on validation, whose lift is reported."""
     started = time.perf_counter()
     judged = model.has_user[task.replay_users]
     users, items = task.replay_users[judged], task.replay_items[judged]
-    counts = _ReplayCounts(hits=np.zeros(1 + len(rates) + (folding is not None), dtype=np.int64))
+    folded = folding.variants if folding is not None else ()
+    counts = _ReplayCounts(hits=np.zeros(1 + len(rates) + len(folded), dtype=np.int64))
     for start, stop in runs(users):
         user = int(users[start])
         _replay_user(model, task, user, items[start:stop], rates, counts, k, folding)
@@ -218,6 +290,11 @@ def replay(
     ema_rates = rate_of[1 : 1 + len(rates)]
     best = int(np.argmax(ema_rates)) if rates else -1
     static = float(rate_of[0])
+    fold_rates = [
+        FoldInHitRate(half_life_events=r.half_life_events, step=r.step, hit_rate=float(h))
+        for r, h in zip(folded, rate_of[1 + len(rates) :], strict=True)
+    ]
+    plain = [f.hit_rate for f in fold_rates if f.name == Recency().name]
     result = ReplayResult(
         events=counts.events,
         users=len(np.unique(users)),
@@ -227,11 +304,13 @@ def replay(
         ema=[RateHitRate(rate=r, hit_rate=float(h)) for r, h in zip(rates, ema_rates, strict=True)],
         best_rate=float(rates[best]) if rates else 0.0,
         best_hit_rate=float(ema_rates[best]) if rates else static,
-        fold_in_hit_rate=float(rate_of[-1]) if folding is not None else None,
+        fold_in_hit_rate=plain[0] if plain else None,
+        fold_in=fold_rates,
         lift=None,
         seconds=time.perf_counter() - started,
     )
-    chosen_rate = result.variants()[chosen] if chosen is not None else result.best_hit_rate
+    variants = result.variants()
+    chosen_rate = variants[chosen] if chosen is not None else max(variants.values(), default=static)
     return result.model_copy(
         update={
             "chosen": chosen,
@@ -284,14 +363,21 @@ def evaluate_model(spec: ModelSpec, split: PreparedSplit[EvalConfig]) -> ModelRe
 
 
 def _folding(
-    spec: ModelSpec, values: Values, model: AlignedFactors, task: RankingTask
+    spec: ModelSpec, values: Values, model: AlignedFactors, task: RankingTask, config: EvalConfig
 ) -> FoldIn | None:
     if spec.fold_in is None:
         return None
     regularization, alpha, exponent = spec.fold_in(values)
     weights = weight_matrix(task)  # the fit's matrix: its alpha per mean weight, as fitted
-    return FoldIn(regularization, per_mean_weight(alpha, weights), gram(model.items), weights,
-                  exponent)  # fmt: skip
+    return FoldIn(
+        regularization,
+        per_mean_weight(alpha, weights),
+        gram(model.items),
+        weights,
+        exponent,
+        latest=latest_times(task),
+        variants=fold_in_grid(config.fold_in_half_lives, config.fold_in_steps),
+    )
 
 
 def _replays(
@@ -304,10 +390,10 @@ def _replays(
     model, test_model = spec.fit(values, task), chosen.model
     if not isinstance(model, AlignedFactors) or not isinstance(test_model, AlignedFactors):
         return None
-    folding = _folding(spec, values, model, task)
+    folding = _folding(spec, values, model, task, config)
     on_validation = replay(model, task, config.ema_rates, config.k, folding)
     update = choose_update(on_validation) if on_validation.variants() else None
-    test_folding = _folding(spec, values, test_model, chosen.task)
+    test_folding = _folding(spec, values, test_model, chosen.task, config)
     on_test = replay(test_model, chosen.task, config.ema_rates, config.k, test_folding, update)
     return on_validation, on_test
 
@@ -412,9 +498,11 @@ def _replay_table(result: EvaluationResult) -> Table | None:
         return None
     rates = [r.rate for r in replays[0][1].ema]
     folded = any(r.fold_in_hit_rate is not None for _, r in replays)
+    recent = any(len(r.fold_in) > 1 for _, r in replays)
     table = Table(title=f"Replay: next-event HitRate@{result.split.k}")
     columns = ["model", "events", "static", *(f"a={r:g}" for r in rates)]
-    for column in [*columns, *(["fold-in"] if folded else []), "chosen on validation", "lift"]:
+    columns += [*(["fold-in"] if folded else []), *(["best recency fold-in"] if recent else [])]
+    for column in [*columns, "chosen on validation", "lift"]:
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, r in replays:
         table.add_row(
@@ -423,6 +511,7 @@ def _replay_table(result: EvaluationResult) -> Table | None:
             f"{r.static_hit_rate:.4f}",
             *(f"{e.hit_rate:.4f}" for e in r.ema),
             *([_rate(r.fold_in_hit_rate)] if folded else []),
+            *([_best_recency(r)] if recent else []),
             r.chosen or "-",
             f"{r.lift:.2f}x" if r.lift is not None and r.chosen else "-",
         )
@@ -431,6 +520,14 @@ def _replay_table(result: EvaluationResult) -> Table | None:
 
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def _best_recency(replayed: ReplayResult) -> str:
+    forms = [f for f in replayed.fold_in if f.half_life_events > 0 or f.step > 0]
+    if not forms:
+        return "-"
+    best = max(forms, key=lambda f: f.hit_rate)
+    return f"{best.hit_rate:.4f} ({best.name.removeprefix('fold-in ')})"
 
 
 def _diversity_table(name: str, points: list[DiversityPoint], k: int) -> Table:

@@ -44,7 +44,7 @@ from redis.exceptions import RedisError
 from recsys import keys
 from recsys.ema import ema_update
 from recsys.events import Event, event_weights
-from recsys.fold_in import FoldInModel
+from recsys.fold_in import FoldInModel, Recency
 from recsys.settings import Settings
 from recsys.vectors import Vector, decode, encode
 
@@ -342,7 +342,9 @@ class EventApplier:
                             vector, item, self.settings.ema_rate, default_norm, weight
                         )
                     else:
-                        vector = self._folded(folding, history, items, event, weight)
+                        vector = self._folded(
+                            folding, history, items, event, weight, self._recency(), default_norm
+                        )
                     new = encode(vector)
                 self._apply(
                     keys=[
@@ -396,18 +398,31 @@ class EventApplier:
         items: dict[str, Vector],
         event: Event,
         weight: float,
+        recency: Recency,
+        default_norm: float,
     ) -> Vector:
         """Fold-in from the purchase history: a purchase joins it (as the script will
-        store it), a weaker signal counts once at its weight."""
+        store it), a weaker signal counts once at its weight; the event is the newest
+        (age 0) for the recency weights and the step (RECSYS_FOLD_IN_*)."""
         ts = float(int(event.ts.timestamp()))  # the history's resolution
         if event.is_purchase:
             history[event.article_id] = ts
-            vector = folding.user_vector(history, items, ts)
+            vector = folding.user_vector(
+                history, items, ts, latest=event.article_id, recency=recency,
+                default_norm=default_norm,
+            )  # fmt: skip
         else:
-            vector = folding.user_vector(history, items, ts, (items[event.article_id], weight))
+            vector = folding.user_vector(
+                history, items, ts, (items[event.article_id], weight), recency=recency,
+                default_norm=default_norm,
+            )  # fmt: skip
         if vector is None:  # the item itself has a vector, so there is always one
             raise AssertionError("fold-in without an item")
         return vector
+
+    def _recency(self) -> Recency:
+        """Fold-in's online form, as the settings ask (the replay's choice)."""
+        return Recency(self.settings.fold_in_half_life_events, self.settings.fold_in_step)
 
     def _fold_in(self, version: str) -> FoldInModel | None:
         """The version's fold-in model when the settings ask for fold-in and the version

@@ -10,6 +10,12 @@ interaction weight) and G = Y_all' Y_all the model's Gram matrix over every item
 where n is the number of the customer's items and e the trainer's regularisation
 exponent (0 unless it regularised by counts: batch.frequency_regularisation).
 
+The online form (RECSYS_FOLD_IN_HALF_LIFE_EVENTS, RECSYS_FOLD_IN_STEP) weighs each item's
+confidence by its recency in events, 2^(-age/h) (age 0: the event being applied, 1: the
+item bought before it, ...), so the last purchases count most, then steps the solved
+vector toward the event's item by `recsys.ema.ema_update`; the replay evaluation
+(batch.evaluation) chooses h and the step on validation and runs these same functions.
+
 A factors x factors solve per update: ~0.1 ms at 32 factors. NumPy only, so any process
 can run it without loading `implicit`.
 """
@@ -22,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from recsys.ema import ema_update
 
 FloatMatrix = npt.NDArray[np.floating]
 
@@ -53,6 +61,63 @@ def fold_in(
     b = y.T @ c
     solved: npt.NDArray[np.float32] = np.linalg.solve(a, b).astype(np.float32)
     return solved
+
+
+def event_ages(times: npt.ArrayLike, newest: int | None = None) -> npt.NDArray[np.float64]:
+    """Each item's age in events from the time of its latest purchase: how many of the
+    other items were bought later (items of one time, such as one day's basket, share an
+    age). With `newest`, that item (the event being applied) is 0 and every other one
+    older by one, whatever the times say."""
+    stamps = np.asarray(times, dtype=np.float64)
+    later = len(stamps) - np.searchsorted(np.sort(stamps), stamps, side="right")
+    ages = later.astype(np.float64)
+    if newest is not None:
+        ages += 1.0 - (stamps[newest] > stamps)
+        ages[newest] = 0.0
+    return ages
+
+
+@dataclass(frozen=True)
+class Recency:
+    """The online form of fold-in: confidences weighed by 2^(-age/half_life_events)
+    (0: not weighed), then a step of `step` toward the event's item (0: none)."""
+
+    half_life_events: float = 0.0
+    step: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.half_life_events < 0 or not 0.0 <= self.step <= 1.0:
+            raise ValueError(f"half-life >= 0 and step in [0, 1], got {self}")
+
+    @property
+    def name(self) -> str:
+        """As the replay names it: "fold-in", "fold-in h8", "fold-in h8 step0.2"."""
+        parts = ["fold-in"]
+        if self.half_life_events > 0:
+            parts.append(f"h{self.half_life_events:g}")
+        if self.step > 0:
+            parts.append(f"step{self.step:g}")
+        return " ".join(parts)
+
+    def weights(self, ages: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """What each item's confidence is multiplied by."""
+        if self.half_life_events <= 0:
+            return np.ones(len(ages))
+        weights: npt.NDArray[np.float64] = np.exp2(-ages / self.half_life_events)
+        return weights
+
+    def stepped(
+        self,
+        solved: npt.NDArray[np.float32],
+        item: npt.NDArray[np.float32],
+        default_norm: float,
+        weight: float = 1.0,
+    ) -> npt.NDArray[np.float32]:
+        """The solved vector moved toward the event's item (at `weight`: a weaker signal
+        steps by its share), as the EMA moves a vector."""
+        if self.step <= 0 or weight <= 0:
+            return solved
+        return ema_update(solved, item, self.step, default_norm, weight)
 
 
 # The model meta fields (recsys.keys.model_meta) a version trained by implicit carries,
@@ -107,25 +172,47 @@ class FoldInModel:
         vectors: Mapping[str, npt.NDArray[np.float32]],
         now: float,
         signal: tuple[npt.NDArray[np.float32], float] | None = None,
+        *,
+        latest: str | None = None,
+        recency: Recency | None = None,
+        default_norm: float = 1.0,
     ) -> npt.NDArray[np.float32] | None:
         """The vector of a customer who bought these articles (id -> unix time of the
         latest purchase, each weighted 1 decayed to `now`), and, with `signal`, one more
         item at that weight (an event not kept in the history, such as a view); None
-        when no item has a vector."""
-        rows, weights = [], []
+        when no item has a vector.
+
+        With `recency`, each item's weight is also decayed by its age in events among the
+        items with a vector, newest first (`event_ages`): the event being applied (the
+        signal, else the purchase of `latest`) is 0. The step then moves the vector toward
+        that item (`default_norm`: the version's, for a vector of norm 0)."""
+        rows: list[npt.NDArray[np.float32]] = []
+        weights: list[float] = []
+        times: list[float] = []
+        newest: int | None = None
         for article_id, ts in bought.items():
             vector = vectors.get(article_id)
             if vector is not None:
+                if article_id == latest and signal is None:
+                    newest = len(rows)
                 rows.append(vector)
                 weights.append(self._decay(now - ts))
+                times.append(ts)
         if signal is not None:
+            newest = len(rows)
             rows.append(signal[0])
             weights.append(signal[1])
+            times.append(now)
         if not rows:
             return None
-        confidence = self.alpha * np.asarray(weights, dtype=np.float64)
-        return fold_in(self.item_gram, np.stack(rows), confidence, self.regularization,
-                       self.regularization_exponent)  # fmt: skip
+        recency = recency or Recency()
+        ages = event_ages(times, newest)
+        confidence = self.alpha * np.asarray(weights, dtype=np.float64) * recency.weights(ages)
+        solved = fold_in(self.item_gram, np.stack(rows), confidence, self.regularization,
+                         self.regularization_exponent)  # fmt: skip
+        if newest is None:
+            return solved
+        return recency.stepped(solved, rows[newest], default_norm, signal[1] if signal else 1.0)
 
     def _decay(self, age_s: float) -> float:
         if self.half_life_days <= 0:

@@ -214,6 +214,14 @@ class Settings(BaseSettings):
     api_workers: Annotated[int, Field(ge=1, le=64)] = 1
     # MMR trade-off when a request names none: 1 is pure relevance, 0 pure diversity.
     # 1: on H&M-schema data any MMR cost >= 15% NDCG@10 (docs/evaluation.md).
+    # Fold-in's online form (recsys/fold_in.py, Recency): each history item's confidence
+    # also halves every this many purchases since (the event applied is age 0; 0: not
+    # weighed), then the vector steps this share of the way toward the event's item as
+    # the EMA does (0: no step). h 8 wherever the replay chooses fold-in (ml-100k, two of
+    # four shops); step 0 on both those shops (0.2 on ml-100k); the pair is above the EMA
+    # at 0.3 on all five validation replays (docs/evaluation.md, "Results").
+    fold_in_half_life_events: Annotated[float, Field(ge=0)] = 8.0
+    fold_in_step: Annotated[float, Field(ge=0, le=1)] = 0.0
     diversity_lambda: Annotated[float, Field(ge=0, le=1)] = 1.0
     # Never recommend back what the customer bought. Fashion customers rebuy (on H&M's
     # last week, allowing it changes MAP@12: `recsys evaluate --protocol hm-week`).

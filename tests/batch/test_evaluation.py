@@ -24,9 +24,12 @@ from batch.eval_config import EvalConfig
 from batch.evaluation import (
     EvaluationResult,
     FoldIn,
+    ReplayResult,
     choose_update,
     evaluate_events,
     evaluate_model,
+    fold_in_grid,
+    latest_times,
     pipeline_and_best_baseline,
     print_results,
     replay,
@@ -212,6 +215,35 @@ def test_fold_in_replays_beside_the_ema_and_the_validation_choice_sets_the_lift(
     assert choose_update(result) == max(result.variants(), key=result.variants().__getitem__)
 
 
+def test_recency_fold_in_weighs_the_latest_purchases_and_the_choice_covers_its_forms() -> None:
+    task, factors = switching_tastes()
+    model = align(factors, task)
+    folding = FoldIn(
+        regularization=0.1,
+        alpha=1.0,
+        item_gram=gram(model.items),
+        weights=weight_matrix(task),
+        latest=latest_times(task),
+        variants=fold_in_grid((2.0,), (0.0, 0.5)),
+    )
+    result = replay(model, task, rates=(0.1, 0.5), k=10, folding=folding)
+    rates = result.variants()
+    assert set(rates) == {"ema 0.1", "ema 0.5", "fold-in", "fold-in h2", "fold-in h2 step0.5"}
+    assert rates["fold-in"] == result.fold_in_hit_rate
+    # The new group B purchases outweigh the ten old A ones once recency weighs them, and
+    # the step toward the item just bought adds to it: here past the best EMA.
+    assert rates["fold-in h2 step0.5"] > rates["fold-in h2"] > rates["fold-in"] + 0.3
+    assert choose_update(result) == "fold-in h2 step0.5"
+    on_test = replay(model, task, (0.1, 0.5), 10, folding, chosen=choose_update(result))
+    assert on_test.chosen_hit_rate == rates["fold-in h2 step0.5"]
+    assert ReplayResult.model_validate_json(on_test.to_json()) == on_test
+    # Each user's train items carry the time of their latest event, as the history does.
+    u0 = list(task.user_ids).index("u0")
+    latest = latest_times(task)[u0]
+    days = sorted(latest.data.tolist())
+    assert len(days) == 10 and days[-1] - days[0] == 9 * 86_400
+
+
 # ---------------------------------------------------------------- loading
 
 
@@ -283,6 +315,12 @@ def test_default_models_are_the_pipeline_and_the_baselines_reported_side_by_side
     result = evaluate_events(random_events(seed=3), specs, config)
     pipeline, best = pipeline_and_best_baseline(result) or (None, None)
     assert pipeline is not None and pipeline.name == "implicit" and len(pipeline.trials) == 3
+    # The pipeline's replay tries fold-in's recency forms beside the EMA and chooses among
+    # them all on validation.
+    assert pipeline.validation_replay is not None and pipeline.replay is not None
+    tried = pipeline.validation_replay.variants()
+    assert {"fold-in", "fold-in h8", "fold-in h8 step0.2", "fold-in h16 step0.2"} <= set(tried)
+    assert pipeline.replay.chosen == max(tried, key=tried.__getitem__)
     assert best is not None and best.test.ndcg == max(m.test.ndcg for m in result.models[1:])
     console = Console(record=True, width=200)
     print_results(result, console)
@@ -295,7 +333,7 @@ def test_ml_100k_baselines_beat_popularity_and_the_pipeline_keeps_up_with_them()
     # The batch's default trials: the space has six dimensions, and twelve trials leave
     # TPE still sampling at random.
     settings = Settings()
-    config = EvalConfig(diversity_lambdas=(), ema_rates=(0.3,))
+    config = EvalConfig(diversity_lambdas=(), ema_rates=(0.3,), fold_in_half_lives=())
     result = evaluate_events(load_events(ML_100K), default_models(settings), config)
     by_name = {m.name: m.test.ndcg for m in result.models}
     assert all(
