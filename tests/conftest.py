@@ -17,6 +17,7 @@ from batch.generate import generate
 from batch.pipeline import BatchReport, run_batch
 from recsys.bus import ensure_topics
 from recsys.engines.embedded import EmbeddedEngines, Endpoints
+from recsys.engines.valkey_cluster import ValkeyCluster, start_valkey_cluster
 from recsys.hm_schema import TRANSACTIONS_FILE
 from recsys.progress import Steps
 from recsys.settings import Settings
@@ -73,6 +74,16 @@ def settings(base_settings: Settings, endpoints: Endpoints) -> Settings:
             "kafka_bootstrap_servers": endpoints.kafka_bootstrap,
         }
     )
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster(session_dir: Path) -> Iterator[ValkeyCluster]:
+    """A three-master Valkey Cluster on loopback, for the tests that run on a cluster."""
+    cluster = start_valkey_cluster(session_dir / "valkey-cluster", masters=3)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

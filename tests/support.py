@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import shutil
@@ -9,11 +10,12 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import numpy as np
 import psutil
 import redis
 from confluent_kafka import Consumer, Message, Producer
@@ -27,7 +29,10 @@ from recsys.engines.tansu import tansu_binary
 from recsys.engines.valkey import valkey_binary
 from recsys.events import Event
 from recsys.settings import Settings
-from recsys.stores import redis_client
+from recsys.stores import SyncRedis, redis_client
+from recsys.vectors import Vector
+
+T = TypeVar("T")
 
 
 def engine_processes() -> list[psutil.Process]:
@@ -73,7 +78,7 @@ def own_stream(settings: Settings, data_dir: Path) -> Settings:
 
 
 @contextlib.contextmanager
-def isolated(settings: Settings, data_dir: Path, db: int) -> Iterator[tuple[Settings, redis.Redis]]:
+def isolated(settings: Settings, data_dir: Path, db: int) -> Iterator[tuple[Settings, SyncRedis]]:
     """Settings with their own data dir and Redis database (emptied before and after), so
     a test can run batches and promotions while the suite's live model stays as it is."""
     assert settings.redis_url
@@ -92,7 +97,7 @@ def isolated(settings: Settings, data_dir: Path, db: int) -> Iterator[tuple[Sett
 @contextlib.contextmanager
 def two_versions(
     settings: Settings, version: str, data_dir: Path, db: int
-) -> Iterator[tuple[Settings, redis.Redis]]:
+) -> Iterator[tuple[Settings, SyncRedis]]:
     """An isolated stack with two copies of `version`, as two batch runs that never heard
     of what the test sends: v1 live, v2 there to promote; a catalog topic of its own and a
     fast poll of the live pointer."""
@@ -271,3 +276,44 @@ def events_on_topic(
         yield consumer, messages
     finally:
         consumer.close()
+
+
+async def ticks_during(work: Awaitable[T]) -> tuple[T, int]:
+    """What `work` returns, and how often a 10 ms ticker ran on the event loop meanwhile:
+    how free the loop stayed."""
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    try:
+        return await work, ticks
+    finally:
+        ticker.cancel()
+
+
+def assert_ema_chain(
+    client: redis.Redis,
+    version: str,
+    customer: str,
+    events: Sequence[Event],
+    items: Mapping[str, Vector | None],
+    rate: float,
+    default_norm: float,
+) -> None:
+    """The customer's stored vector is the EMA of their events' items, in order."""
+    from recsys.ema import ema_update
+    from recsys.vectors import decode
+
+    expected = None
+    for event in events:
+        item = items[event.article_id]
+        if item is not None:
+            expected = ema_update(expected, item, rate, default_norm)
+    stored = decode(client.get(keys.user_vector(version, customer)))
+    assert stored is not None and expected is not None
+    np.testing.assert_allclose(stored, expected, rtol=1e-4, atol=1e-6)

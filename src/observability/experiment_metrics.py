@@ -6,26 +6,68 @@ multiprocess mode, and the purchases are attributed wherever an event is handled
 kept per process would be right only once summed, and the conversion, p-value and
 interval cannot be summed at all. Read from Redis, every worker reports the same totals,
 and the numbers are exactly those of the endpoint.
+
+Every replica of the API could read the same totals, so only one exports them: the one
+holding the export lease, a Redis key its scrapes renew (`ExportLease`). A sum over the
+replicas' series is then the total, and another replica takes over within the lease's
+time when the holder stops. `experiment_metrics_exporter` says which replica holds it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from typing import cast
 
-import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis.exceptions import RedisError
 
+from recsys import keys
 from recsys.experiments.definitions import Experiments
 from recsys.experiments.ledger import Ledger
 from recsys.experiments.stats import ExperimentResult, report
+from recsys.stores import SyncRedis
 
 log = logging.getLogger(__name__)
 
 LABELS = ["experiment", "variant"]
+
+
+# The lease is renewed only by its holder; anyone takes it once it has expired.
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+class ExportLease:
+    """Which one of the processes that could export the same totals does: the holder of a
+    Redis key, taken when free and renewed at each of its holder's scrapes. `owner` names
+    a replica (its host name and process group, shared by a server's workers)."""
+
+    def __init__(self, client: SyncRedis, owner: str, ttl_s: float) -> None:
+        self._client = client
+        self._owner = owner
+        self._ttl_ms = max(1, int(ttl_s * 1000))
+        self._renew = client.register_script(_RENEW_LUA)
+
+    def held(self) -> bool:
+        """Whether this replica holds the lease now (taking or renewing it)."""
+        reply = self._renew(keys=[keys.METRICS_EXPORTER], args=[self._owner, self._ttl_ms])
+        return int(cast(int, reply)) == 1
+
+
+def export_lease(client: SyncRedis, ttl_s: float) -> ExportLease | None:
+    """The lease for this replica (None with ttl_s 0: every replica exports)."""
+    if ttl_s <= 0:
+        return None
+    return ExportLease(client, f"{socket.gethostname()}/{os.getpgid(0)}", ttl_s)
 
 
 class ExperimentsCollector:
@@ -36,13 +78,15 @@ class ExperimentsCollector:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: SyncRedis,
         experiments: Experiments,
         ledger: Ledger,
         confidence: float = 0.95,
         cache_s: float = 0.0,
+        lease: ExportLease | None = None,
     ) -> None:
         self._client = client
+        self._lease = lease
         self._experiments = experiments
         self._ledger = ledger
         self._confidence = confidence
@@ -65,6 +109,11 @@ class ExperimentsCollector:
     def _read(self) -> Iterable[Metric]:
         families = _Families()
         try:
+            exporting = self._lease is None or self._lease.held()
+            families.exporter.add_metric([], 1 if exporting else 0)
+            if not exporting:  # another replica exports the totals
+                families.up.add_metric([], 1)
+                return families.own()
             results = [
                 report(e, self._ledger.counts_sync(self._client, e), self._confidence)
                 for e in self._experiments.experiments
@@ -128,6 +177,10 @@ class _Families:
         self.up = GaugeMetricFamily(
             "experiment_ledger_up", "1 when the last scrape read the experiment counters"
         )
+        self.exporter = GaugeMetricFamily(
+            "experiment_metrics_exporter",
+            "1 on the one replica that exports the experiments' totals (the export lease)",
+        )
 
     def add(self, result: ExperimentResult) -> None:
         self.enabled.add_metric([result.experiment], 1 if result.enabled else 0)
@@ -161,5 +214,9 @@ class _Families:
             self.difference_upper,
             self.p_value,
             self.enabled,
-            self.up,
+            *self.own(),
         )
+
+    def own(self) -> Iterator[Metric]:
+        """What every replica reports of itself."""
+        yield from (self.up, self.exporter)

@@ -34,18 +34,21 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
-import redis
+from redis.commands.core import Script
 from redis.exceptions import RedisError
+from redis.typing import EncodableT
 
 from recsys import keys
 from recsys.ema import ema_update
 from recsys.events import Event, event_weights
 from recsys.fold_in import FoldInModel, Recency
+from recsys.redis_routing import get_many, per_node
 from recsys.settings import Settings
+from recsys.stores import SyncRedis
 from recsys.vectors import Vector, decode, encode
 
 # The applied-event string: an 8-byte floor, then 16-byte records (8-byte broker time in
@@ -217,12 +220,19 @@ class Target:
     live: bool
 
 
+def _script_call(
+    script: Script, script_keys: list[str] | list[bytes], args: Sequence[EncodableT]
+) -> Callable[[Any], object]:
+    """The script with these keys and arguments, queued on the pipeline it is given."""
+    return lambda pipe: script(keys=script_keys, args=args, client=pipe)
+
+
 class ApplyConflictError(RedisError):
     """Another writer kept changing a customer's vector; the batch is retried later."""
 
 
 class EventApplier:
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    def __init__(self, settings: Settings, client: SyncRedis) -> None:
         self.settings = settings
         self.client = client
         self._apply = client.register_script(APPLY_SCRIPT)
@@ -284,12 +294,11 @@ class EventApplier:
         batch: list[bytes] = []
 
         def flush() -> int:
-            pipe = self.client.pipeline(transaction=False)
-            for key in batch:
-                trim(keys=[key], args=[self.settings.applied_events_kept], client=pipe)
-            found = sum(int(n) for n in pipe.execute())
+            calls = [(key, _script_call(trim, [key], [kept])) for key in batch]
             batch.clear()
-            return found
+            return sum(int(n) for n in per_node(self.client, calls))
+
+        kept = self.settings.applied_events_kept
 
         pattern = keys.applied_events_pattern(version)
         for key in self.client.scan_iter(match=pattern, count=TRIM_BATCH):
@@ -310,7 +319,7 @@ class EventApplier:
         # duplicate inside a customer's chain makes that customer's later events conflict,
         # so they go again from a fresh read (rare: redeliveries after a crash).
         customers = list(dict.fromkeys(e.customer_id for e in events))
-        raws = self.client.mget([keys.user_vector(version, c) for c in customers])
+        raws = get_many(self.client, [keys.user_vector(version, c) for c in customers])
         users: dict[str, Vector | None] = {
             c: decode(raw) for c, raw in zip(customers, raws, strict=True)
         }
@@ -320,7 +329,7 @@ class EventApplier:
         items = self._item_vectors(version, [e.article_id for e in events] + history_ids)
         default_norm = self._default_norm(version)
 
-        pipe = self.client.pipeline(transaction=False)
+        scripts: list[tuple[str, Callable[[Any], object]]] = []
         planned: list[int] = []  # positions in events, in the order of the scripts
         by_customer: dict[str, list[tuple[int, Event]]] = defaultdict(list)
         for position, event in enumerate(events):
@@ -346,33 +355,33 @@ class EventApplier:
                             folding, history, items, event, weight, self._recency(), default_norm
                         )
                     new = encode(vector)
-                self._apply(
-                    keys=[
-                        keys.applied_events(version, customer),
-                        keys.user_vector(version, customer),
-                        keys.history(customer),
-                        keys.last_event(customer),
-                        keys.profile(version, customer),
-                    ],
-                    args=[
-                        new,
-                        received_ms[position],
-                        event.article_id,
-                        int(event.ts.timestamp()),
-                        event.event_id,
-                        self.settings.history_max_items,
-                        encode(before) if before is not None else b"",
-                        "1" if event.is_purchase else "0",
-                        self.settings.customer_state_ttl_s,
-                        event_hash(event.event_id),
-                        kept,
-                    ],
-                    client=pipe,
+                script_keys = [
+                    keys.applied_events(version, customer),
+                    keys.user_vector(version, customer),
+                    keys.history(customer),
+                    keys.last_event(customer),
+                    keys.profile(version, customer),
+                ]
+                script_args: list[EncodableT] = [
+                    new,
+                    received_ms[position],
+                    event.article_id,
+                    int(event.ts.timestamp()),
+                    event.event_id,
+                    self.settings.history_max_items,
+                    encode(before) if before is not None else b"",
+                    "1" if event.is_purchase else "0",
+                    self.settings.customer_state_ttl_s,
+                    event_hash(event.event_id),
+                    kept,
+                ]
+                scripts.append(
+                    (script_keys[0], _script_call(self._apply, script_keys, script_args))
                 )
                 planned.append(position)
         outcomes: list[bool | None] = [False] * len(events)
         if planned:
-            for position, result in zip(planned, pipe.execute(), strict=True):
+            for position, result in zip(planned, per_node(self.client, scripts), strict=True):
                 outcomes[position] = None if int(result) < 0 else bool(int(result))
         return outcomes
 
@@ -383,7 +392,7 @@ class EventApplier:
         # places an article from the catalog topic (serve.catalog_feed).
         missing = [a for a in dict.fromkeys(article_ids) if (version, a) not in self._item_cache]
         if missing:
-            raws = self.client.mget([keys.item_vector(version, a) for a in missing])
+            raws = get_many(self.client, [keys.item_vector(version, a) for a in missing])
             for article_id, raw in zip(missing, raws, strict=True):
                 vector = decode(raw)
                 if vector is not None:

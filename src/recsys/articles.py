@@ -1,5 +1,5 @@
 """A catalogue article as validated at the door (POST /items, `recsys catalog upsert`), and
-the versioned message that carries it on the `catalog` topic, keyed by article_id."""
+the versioned message that carries it on the `catalog` topic, keyed by article_id (and op)."""
 
 from __future__ import annotations
 
@@ -158,6 +158,13 @@ class CatalogMessage(BaseModel):
             return self.article.article_id
         assert self.availability is not None  # _body_matches_op
         return self.availability.article_id
+
+    @property
+    def topic_key(self) -> str:
+        """The message's key on the compacted catalog topic: one per article and op, so
+        compaction keeps an article's newest upsert and its newest availability both (an
+        availability must not erase the article it is about)."""
+        return self.key if self.op == "upsert" else f"{self.key}/availability"
 
     def supersedes(self, other: CatalogMessage) -> bool:
         """This message is the article's newer state (a tie goes to the later arrival)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -22,9 +22,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource  # re-exported implicitly only
 from confluent_kafka.cimpl import NewTopic
 
 from recsys.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def client_config(bootstrap: str, settings: Settings | None) -> dict[str, Any]:
@@ -76,26 +79,75 @@ def consumer_config(bootstrap: str, group: str, settings: Settings) -> dict[str,
     }
 
 
+class TopicSettingsError(RuntimeError):
+    """The brokers cannot hold the topics as the settings ask (more copies than brokers)."""
+
+
+# The catalog topic keeps each article's newest message however old it is (the serving
+# processes read it from the start): compacted, not deleted after a retention time.
+COMPACTED: Final = {"cleanup.policy": "compact"}
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    """The events, dead-letter and catalog topics as a command creates them: partitions,
+    replication factor and min.insync.replicas by the settings, the catalog compacted."""
+    replicas = settings.kafka_replication_factor
+    durable = {"min.insync.replicas": str(settings.kafka_min_insync_replicas)}
+    return [
+        NewTopic(settings.events_topic, settings.events_partitions, replicas, config=durable),
+        NewTopic(settings.dlq_topic, 1, replicas, config=durable),
+        # A few messages a minute: one partition keeps every article in the order sent.
+        NewTopic(settings.catalog_topic, 1, replicas, config={**durable, **COMPACTED}),
+    ]
+
+
 def ensure_topics(bootstrap: str, settings: Settings, timeout_s: float = 10.0) -> None:
     """Create the events topic, its dead-letter topic and the catalog topic where they
-    are missing."""
+    are missing (topic_specs); a topic there already is left as it is."""
     admin = AdminClient(client_config(bootstrap, settings))
-    wanted = {
-        settings.events_topic: settings.events_partitions,
-        settings.dlq_topic: 1,
-        # A few messages a minute: one partition keeps every article in the order sent.
-        settings.catalog_topic: 1,
-    }
-    existing = admin.list_topics(timeout=timeout_s).topics
-    missing = [NewTopic(name, parts, 1) for name, parts in wanted.items() if name not in existing]
+    metadata = admin.list_topics(timeout=timeout_s)
+    missing = [spec for spec in topic_specs(settings) if spec.topic not in metadata.topics]
+    if settings.catalog_topic in metadata.topics:
+        _warn_if_not_compacted(admin, settings.catalog_topic, timeout_s)
     if not missing:
         return
+    # Checked only where a topic is to be made: a cluster with a broker down still serves
+    # the topics it has. Kafka refuses too (INVALID_REPLICATION_FACTOR); the embedded
+    # broker would accept and keep one copy.
+    brokers = len(metadata.brokers)
+    if settings.kafka_replication_factor > brokers:
+        raise TopicSettingsError(
+            f"RECSYS_KAFKA_REPLICATION_FACTOR is {settings.kafka_replication_factor} but the "
+            f"brokers at {bootstrap} are {brokers}: topics {', '.join(t.topic for t in missing)} "
+            "cannot have that many copies"
+        )
     for future in admin.create_topics(missing, operation_timeout=timeout_s).values():
         try:
             future.result(timeout_s)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+
+
+def _warn_if_not_compacted(admin: AdminClient, topic: str, timeout_s: float) -> None:
+    """A catalog topic made before it was compacted (or by hand) loses articles to its
+    retention time: say so, with the fix. A broker that does not report the policy (the
+    embedded one reports only what it was given) is not questioned."""
+    try:
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        (future,) = admin.describe_configs([resource]).values()
+        entry = future.result(timeout_s).get("cleanup.policy")
+    except KafkaException as exc:
+        log.debug("could not read the configuration of %s: %s", topic, exc)
+        return
+    if entry is not None and "compact" not in str(entry.value).split(","):
+        log.warning(
+            "topic %s has cleanup.policy=%s: articles older than its retention are lost to "
+            "the serving processes that read it from the start; make it compacted "
+            "(kafka-configs --alter --entity-type topics --entity-name %s "
+            "--add-config cleanup.policy=compact)",
+            topic, entry.value, topic,
+        )  # fmt: skip
 
 
 def pending_events(

@@ -133,7 +133,10 @@ def publish_messages(
         while True:
             try:
                 producer.produce(
-                    topic, key=message.key.encode(), value=message.to_bytes(), on_delivery=delivered
+                    topic,
+                    key=message.topic_key.encode(),
+                    value=message.to_bytes(),
+                    on_delivery=delivered,
                 )
                 break
             except BufferError:  # the local queue is full: let deliveries drain it

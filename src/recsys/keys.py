@@ -10,10 +10,12 @@ from collections.abc import Iterable
 from typing import Final
 
 PREFIX: Final = "rs"
-LIVE_VERSION: Final = f"{PREFIX}:model:live"
-CANDIDATE_VERSIONS: Final = f"{PREFIX}:model:candidates"
+# The version pointers share a hash tag: they change together, in one transaction, which
+# a cluster runs only on keys of one slot.
+LIVE_VERSION: Final = f"{PREFIX}:{{model}}:live"
+CANDIDATE_VERSIONS: Final = f"{PREFIX}:{{model}}:candidates"
 # Versions that were live before the current one, newest first: what rollback returns to.
-VERSION_HISTORY: Final = f"{PREFIX}:model:history"
+VERSION_HISTORY: Final = f"{PREFIX}:{{model}}:history"
 # Hash: the erasure record (recsys.erasure), SHA-256 of a customer id -> unix time erased.
 ERASED: Final = f"{PREFIX}:erased"
 
@@ -90,6 +92,12 @@ def experiment_counts(experiment: str) -> str:
     return f"{PREFIX}:xp:n:{experiment}"
 
 
+def experiment_counted(experiment: str) -> str:
+    """Sorted set of the purchase events the experiment's counters counted, by when: each
+    counts once. Tagged with the counters' key name, so both share its slot."""
+    return f"{PREFIX}:xp:counted:{{{experiment_counts(experiment)}}}"
+
+
 def experiment_exposed(experiment: str, variant: str) -> str:
     """HyperLogLog of the customers a variant was shown to."""
     return f"{PREFIX}:xp:u:{experiment}:{variant}"
@@ -119,6 +127,12 @@ def customer_keys(customer_id: str, versions: Iterable[str]) -> list[str]:
         experiment_seen(customer_id),
         experiment_attributed(customer_id),
     ]
+
+
+# --- metrics (observability.experiment_metrics) --------------------------------------
+
+# String: the API replica that exports the experiments' totals, until its lease expires.
+METRICS_EXPORTER: Final = f"{PREFIX}:metrics:exporter"
 
 
 # --- API rate limits (serve.access) ---------------------------------------------------

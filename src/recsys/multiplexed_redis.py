@@ -158,7 +158,13 @@ class MultiplexedRedis:
             raise outcome
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
-        """The commands' replies, sent in one write and answered in order."""
+        """The commands' replies, sent in one write and answered in order; the first
+        error reply raises (ResponseError)."""
+        return [_raised(outcome) for outcome in await self.execute_each(commands)]
+
+    async def execute_each(self, commands: Sequence[Command]) -> list[Any]:
+        """The commands' replies in order, an error reply as its ResponseError in its
+        place; a timeout or a lost connection raises."""
         protocol = await self._connected()
         futures = protocol.send(commands)
         # Replies come in order: when the last has come, all have.
@@ -168,6 +174,8 @@ class MultiplexedRedis:
         )
         try:
             await last
+        except ResponseError:
+            pass  # an error reply: it keeps its place among the replies
         except BaseException:
             for future in futures:  # every outcome retrieved: no "never retrieved" noise
                 if future.done() and not future.cancelled():
@@ -177,7 +185,7 @@ class MultiplexedRedis:
             raise
         finally:
             expiry.cancel()
-        return [future.result() for future in futures]
+        return [future.exception() or future.result() for future in futures]
 
     def _expire(self, protocol: _Protocol, last: asyncio.Future[Any]) -> None:
         if not last.done():
@@ -199,6 +207,12 @@ class MultiplexedRedis:
             self._drop(self._protocol)
 
 
+def _raised(outcome: Any) -> Any:
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
 def _tls_context(query: dict[str, list[str]]) -> ssl.SSLContext:
     """The server verified against the CA (the system's when none is named), host name
     included, and this client's certificate sent where one is named."""
@@ -211,3 +225,168 @@ def _tls_context(query: dict[str, list[str]]) -> ssl.SSLContext:
     if (certfile := one("ssl_certfile")) is not None:
         context.load_cert_chain(certfile, one("ssl_keyfile"))
     return context
+
+
+# --- Redis or Valkey Cluster ----------------------------------------------------------
+
+SLOTS = 16_384
+# Commands whose first argument is no key (sent to any node).
+_KEYLESS = frozenset({"PING", "TIME", "INFO", "SCRIPT", "CLUSTER", "ECHO", "DBSIZE"})
+# A reply that moves a command elsewhere: the slot moved (MOVED) or is moving (ASK).
+_REDIRECTS = 3
+
+
+def command_key(command: Command) -> bytes | None:
+    """The key a cluster routes the command by (None: any node will do)."""
+    name = str(command[0]).upper()
+    if name in ("EVAL", "EVALSHA"):
+        key = command[3] if int(command[2]) > 0 else None
+    elif name in _KEYLESS or len(command) < 2:
+        key = None
+    else:
+        key = command[1]
+    if key is None:
+        return None
+    return key if isinstance(key, bytes) else str(key).encode()
+
+
+def key_slot(key: bytes) -> int:
+    from redis.crc import key_slot as crc_slot
+
+    return int(crc_slot(key))
+
+
+Address = tuple[str, int]
+
+
+class ClusterMultiplexedRedis:
+    """The multiplexed connection over a Redis or Valkey Cluster: one connection per
+    node, each command sent to the node that serves its key's slot.
+
+    The slot map comes from CLUSTER SLOTS of any node the URL or the map names, and is
+    asked again when a node answers MOVED (the reply's command then goes to the node it
+    names). A node that does not answer fails only the calls that need it, within the
+    timeout: a customer's keys share one slot (recsys.keys), so a request for a customer
+    whose node is up is served whatever happens to the others."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("redis", "rediss"):
+            raise ValueError(
+                f"unsupported Redis URL scheme {parsed.scheme!r} in {redacted_url(url)!r}"
+            )
+        self._url = parsed
+        self._timeout_s = timeout_s
+        self._seed: Address = (parsed.hostname or "localhost", parsed.port or 6379)
+        self._nodes: dict[Address, MultiplexedRedis] = {}
+        self._slots: list[Address | None] = [None] * SLOTS
+        self._mapping = asyncio.Lock()
+
+    def _node(self, address: Address) -> MultiplexedRedis:
+        node = self._nodes.get(address)
+        if node is None:
+            host, port = address
+            userinfo = self._url.netloc.rpartition("@")[0]
+            netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
+            node = MultiplexedRedis(self._url._replace(netloc=netloc).geturl(), self._timeout_s)
+            self._nodes[address] = node
+        return node
+
+    async def _map_slots(self) -> None:
+        """The slot map from the first node that answers (the URL's, then the known)."""
+        async with self._mapping:
+            failures: list[str] = []
+            for address in dict.fromkeys([self._seed, *self._nodes]):
+                try:
+                    ranges = await self._node(address).call("CLUSTER", "SLOTS")
+                except (ConnectionError, TimeoutError, OSError, ResponseError) as exc:
+                    failures.append(f"{address[0]}:{address[1]}: {exc}")
+                    continue
+                slots: list[Address | None] = [None] * SLOTS
+                for low, high, primary, *_replicas in ranges:
+                    host = primary[0].decode() if isinstance(primary[0], bytes) else primary[0]
+                    owner = (host or address[0], int(primary[1]))
+                    slots[int(low) : int(high) + 1] = [owner] * (int(high) - int(low) + 1)
+                self._slots = slots
+                return
+            raise ConnectionError(f"no Redis Cluster node answered: {'; '.join(failures)}")
+
+    def _owner(self, command: Command) -> Address:
+        key = command_key(command)
+        if key is None:
+            return next((a for a in self._slots if a is not None), self._seed)
+        owner = self._slots[key_slot(key)]
+        if owner is None:
+            raise ConnectionError(f"no Redis Cluster node serves the slot of {key!r}")
+        return owner
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        return [_raised(outcome) for outcome in await self.execute_each(commands)]
+
+    async def execute_each(self, commands: Sequence[Command]) -> list[Any]:
+        """As MultiplexedRedis.execute_each; the commands may span nodes (each node's
+        share goes in one write, the nodes in parallel)."""
+        if all(a is None for a in self._slots):
+            await self._map_slots()
+        outcomes: list[Any] = [None] * len(commands)
+        pending = {i: self._owner(c) for i, c in enumerate(commands)}
+        asking: set[int] = set()
+        for _ in range(_REDIRECTS + 1):
+            by_node: dict[Address, list[int]] = collections.defaultdict(list)
+            for position, address in pending.items():
+                by_node[address].append(position)
+            sent = [
+                self._send(address, [commands[i] for i in positions], asking & set(positions))
+                for address, positions in by_node.items()
+            ]
+            results = await asyncio.gather(*sent, return_exceptions=True)
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed
+            pending, asking = {}, set()
+            remap = False
+            for positions, replies in zip(by_node.values(), results, strict=True):
+                for position, reply in zip(positions, cast(list[Any], replies), strict=True):
+                    moved = _redirect(reply)
+                    if moved is None:
+                        outcomes[position] = reply
+                        continue
+                    kind, address = moved
+                    pending[position] = address
+                    if kind == "ASK":
+                        asking.add(position)
+                    else:
+                        remap = True
+            if not pending:
+                return outcomes
+            if remap:
+                await self._map_slots()
+        raise ConnectionError(f"Redis Cluster kept redirecting {len(pending)} commands")
+
+    async def _send(self, address: Address, commands: list[Command], asking: set[int]) -> list[Any]:
+        node = self._node(address)
+        if not asking:
+            return await node.execute_each(commands)
+        # ASK: the slot is moving; the target serves the command once told ASKING first.
+        with_asking: list[Command] = []
+        for command in commands:
+            with_asking += [("ASKING",), command]
+        return (await node.execute_each(with_asking))[1::2]
+
+    async def call(self, *command: str | bytes | int | float) -> Any:
+        return (await self.execute([command]))[0]
+
+    async def aclose(self) -> None:
+        for node in self._nodes.values():
+            await node.aclose()
+
+
+def _redirect(reply: Any) -> tuple[str, Address] | None:
+    """("MOVED" | "ASK", the node to ask) for a redirecting error reply, else None."""
+    if not isinstance(reply, ResponseError):
+        return None
+    parts = str(reply).split()
+    if len(parts) != 3 or parts[0] not in ("MOVED", "ASK"):
+        return None
+    host, _, port = parts[2].rpartition(":")
+    return parts[0], (host, int(port))

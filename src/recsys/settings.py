@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from recsys.api_keys import ApiKey, duplicate_field
@@ -44,6 +44,8 @@ class Settings(BaseSettings):
 
     # Engines. None means: find the embedded one through the run file, or start it.
     redis_url: str | None = None
+    # A Redis or Valkey Cluster: redis_url names any of its nodes (docs/scaling.md).
+    redis_cluster: bool = False
     kafka_bootstrap_servers: str | None = None
     # TLS to Redis (a `rediss://` URL; an ACL user and password come in it:
     # rediss://user:password@host:port/db): the CA that signed the server's certificate
@@ -69,6 +71,16 @@ class Settings(BaseSettings):
     # Each version is the collection <prefix>_<version>; the alias <prefix> is the live one.
     qdrant_collection: str = "recsys_items"
     qdrant_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    # A Qdrant cluster (recsys.index.qdrant_server.Cluster): the shards of each version's
+    # collection (unset: the server's choice, one per node at creation), the copies of each
+    # shard, and how many of them must apply a write before it succeeds (at most the
+    # copies). Fixed when the batch creates a version.
+    qdrant_shard_number: Annotated[int, Field(ge=1)] | None = None
+    qdrant_replication_factor: Annotated[int, Field(ge=1)] = 1
+    qdrant_write_consistency_factor: Annotated[int, Field(ge=1)] = 1
+    # Replicas a query or lookup consults: 1 answers from any (fastest, Qdrant's default);
+    # majority, quorum or all agree across replicas at the cost of latency.
+    qdrant_read_consistency: Annotated[int, Field(ge=1)] | Literal["majority", "quorum", "all"] = 1
     # The recall@10 against exact search the batch holds each version's HNSW beams to
     # (unfiltered, and filtered in the worst product group): recsys.index.beams.
     index_recall_target: Annotated[float, Field(gt=0, le=1)] = 0.95
@@ -78,6 +90,11 @@ class Settings(BaseSettings):
     events_topic: str = "events"
     dlq_topic: str = "events.dlq"
     events_partitions: Annotated[int, Field(ge=1)] = 2
+    # Copies of each partition of the topics a command creates, and how many of them must
+    # hold a write before the broker acknowledges it (the producers ask acks=all): 3 and
+    # 2 on a production cluster. The embedded broker is one node in memory: 1 only.
+    kafka_replication_factor: Annotated[int, Field(ge=1)] = 1
+    kafka_min_insync_replicas: Annotated[int, Field(ge=1)] = 1
     updater_group: str = "recsys-updater"
     kafka_session_timeout_ms: Annotated[int, Field(ge=1000)] = 6000
     kafka_heartbeat_interval_ms: Annotated[int, Field(ge=100)] = 500
@@ -197,6 +214,14 @@ class Settings(BaseSettings):
     # recomputes the least-squares vector of implicit ALS from the purchase history
     # (recsys/fold_in.py; versions trained by Spark MLlib keep the EMA).
     online_update: Literal["ema", "fold_in"] = "ema"
+    # Fold-in's online form (recsys/fold_in.py, Recency): each history item's confidence
+    # also halves every this many purchases since (the event applied is age 0; 0: not
+    # weighed), then the vector steps this share of the way toward the event's item as
+    # the EMA does (0: no step). h 8 wherever the replay chooses fold-in (ml-100k, two of
+    # four shops); step 0 on both those shops (0.2 on ml-100k); the pair is above the EMA
+    # at 0.3 on all five validation replays (docs/evaluation.md, "Results").
+    fold_in_half_life_events: Annotated[float, Field(ge=0)] = 8.0
+    fold_in_step: Annotated[float, Field(ge=0, le=1)] = 0.0
     # Weaker signals (POST /events/{view,click,add_to_cart}): what each counts next to a
     # purchase (1), as a share of the EMA rate and as a day's weight in training; 0 ignores
     # the type. Only purchases are history (exclusions, profile counts). Defaults: the
@@ -214,14 +239,6 @@ class Settings(BaseSettings):
     api_workers: Annotated[int, Field(ge=1, le=64)] = 1
     # MMR trade-off when a request names none: 1 is pure relevance, 0 pure diversity.
     # 1: on H&M-schema data any MMR cost >= 15% NDCG@10 (docs/evaluation.md).
-    # Fold-in's online form (recsys/fold_in.py, Recency): each history item's confidence
-    # also halves every this many purchases since (the event applied is age 0; 0: not
-    # weighed), then the vector steps this share of the way toward the event's item as
-    # the EMA does (0: no step). h 8 wherever the replay chooses fold-in (ml-100k, two of
-    # four shops); step 0 on both those shops (0.2 on ml-100k); the pair is above the EMA
-    # at 0.3 on all five validation replays (docs/evaluation.md, "Results").
-    fold_in_half_life_events: Annotated[float, Field(ge=0)] = 8.0
-    fold_in_step: Annotated[float, Field(ge=0, le=1)] = 0.0
     diversity_lambda: Annotated[float, Field(ge=0, le=1)] = 1.0
     # Never recommend back what the customer bought. Fashion customers rebuy (on H&M's
     # last week, allowing it changes MAP@12: `recsys evaluate --protocol hm-week`).
@@ -266,6 +283,9 @@ class Settings(BaseSettings):
     # /metrics reads the experiments' counters from Redis at most once per this many
     # seconds in each process, however often it is scraped (0: at every scrape).
     metrics_cache_s: Annotated[float, Field(ge=0, le=300)] = 5.0
+    # One API replica exports the experiments' totals, holding a lease this long after
+    # its last scrape (observability.experiment_metrics); 0: every replica exports them.
+    metrics_export_lease_s: Annotated[float, Field(ge=0)] = 60.0
     # Every route open to anyone, unchecked: the test suite and the benchmarks only.
     auth_disabled: bool = False
     # Requests without a key may post events and administer (not read customers' data):
@@ -362,6 +382,16 @@ class Settings(BaseSettings):
             raise ValueError(f"two keys have the same {field}")
         return value
 
+    @field_validator("qdrant_write_consistency_factor")
+    @classmethod
+    def _writes_within_replicas(cls, value: int, info: ValidationInfo) -> int:
+        # More than the copies there are: every write would wait for replicas that do not
+        # exist, and fail.
+        replicas = info.data.get("qdrant_replication_factor")
+        if replicas is not None and value > replicas:
+            raise ValueError(f"must be at most RECSYS_QDRANT_REPLICATION_FACTOR ({replicas})")
+        return value
+
     @field_validator("api_host")
     @classmethod
     def _loopback_only_by_default(cls, value: str) -> str:
@@ -391,6 +421,24 @@ class Settings(BaseSettings):
             if path is not None:
                 query.setdefault(name, str(path))
         self.redis_url = urlunsplit(parts._replace(query=urlencode(query, safe="/")))
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_replicas_possible(self) -> Self:
+        # More in sync than there are copies: every acks=all write would be refused.
+        if self.kafka_min_insync_replicas > self.kafka_replication_factor:
+            raise ValueError(
+                f"kafka_min_insync_replicas ({self.kafka_min_insync_replicas}) must be at "
+                f"most kafka_replication_factor ({self.kafka_replication_factor})"
+            )
+        # No brokers named: the embedded one, a single node that would accept more copies
+        # and keep one (in memory): refused rather than promise what it cannot hold.
+        if self.kafka_bootstrap_servers is None and self.kafka_replication_factor > 1:
+            raise ValueError(
+                f"kafka_replication_factor {self.kafka_replication_factor} needs a Kafka "
+                "cluster (kafka_bootstrap_servers): the embedded broker is one node and "
+                "keeps one copy, in memory"
+            )
         return self
 
     @model_validator(mode="after")

@@ -24,15 +24,17 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, cast
 import numpy as np
 import numpy.typing as npt
 import redis
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
 from recsys import keys
+from recsys.redis_routing import get_many
 from recsys.vectors import Vector, decode, encode
 
 if TYPE_CHECKING:
     from recsys.apply import EventApplier
-    from recsys.multiplexed_redis import MultiplexedRedis
     from recsys.settings import Settings
+    from recsys.stores import AsyncRedis, HotRedis, SyncRedis
 
 Advance = Callable[[int], None]
 VectorKind = Literal["user", "item"]
@@ -216,7 +218,7 @@ def user_vector_pattern(version: str) -> tuple[str, str, str]:
 class RedisUserStore:
     """The user store in Redis or Valkey, through one client (created once per process)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: SyncRedis) -> None:
         self.client = client
 
     def live_version(self) -> str | None:
@@ -343,7 +345,10 @@ class RedisUserStore:
 
     def compact(self) -> bool:
         try:
-            self.client.bgrewriteaof()
+            if isinstance(self.client, RedisCluster):
+                self.client.bgrewriteaof(target_nodes=self.client.get_primaries())
+            else:
+                self.client.bgrewriteaof()
         except redis.ResponseError:  # persistence off, a rewrite running, or not allowed
             return False
         return True
@@ -358,7 +363,7 @@ class RedisUserStore:
         if not ids:
             return []
         key = _vector_key(kind)
-        return [decode(raw) for raw in self.client.mget([key(version, i) for i in ids])]
+        return [decode(raw) for raw in get_many(self.client, [key(version, i) for i in ids])]
 
     def history(self, customer_id: str) -> list[tuple[str, float]]:
         raw = self.client.zrevrange(keys.history(customer_id), 0, -1, withscores=True)
@@ -404,7 +409,7 @@ class RedisServingUserStore:
     """The serving side in Redis: an asyncio client, and the hot path's multiplexed
     connection (one round trip per request, shared by every request of the process)."""
 
-    def __init__(self, client: aioredis.Redis, hot: MultiplexedRedis, timeout_s: float) -> None:
+    def __init__(self, client: AsyncRedis, hot: HotRedis, timeout_s: float) -> None:
         self.client = client
         self.hot = hot
         self.timeout_s = timeout_s
@@ -439,16 +444,31 @@ class RedisServingUserStore:
     async def customers_with_vectors(self, version: str, limit: int, calls: int) -> list[str]:
         pattern, prefix, suffix = user_vector_pattern(version)
         found: dict[str, None] = {}  # SCAN may return a key twice; first seen order kept
-        cursor = 0
-        for _ in range(calls):
-            cursor, names = await asyncio.wait_for(
-                self.client.scan(cursor, match=pattern, count=SCAN_COUNT), timeout=self.timeout_s
-            )
-            for name in names:
-                key = _text(name)
-                found[key[len(prefix) : len(key) - len(suffix)]] = None
-            if cursor == 0 or len(found) >= limit:
-                break
+        # Each node of a cluster holds its own keys: scanned one after the other.
+        nodes: list[Any] = [None]
+        if isinstance(self.client, AsyncRedisCluster):
+            await self.client.initialize()  # the node list is learnt at the first command
+            nodes = self.client.get_primaries()
+        for node in nodes:
+            cursor = 0
+            while calls > 0 and len(found) < limit:
+                calls -= 1
+                scan = (
+                    self.client.scan(cursor, match=pattern, count=SCAN_COUNT)
+                    if node is None
+                    else cast(AsyncRedisCluster, self.client).scan(
+                        cursor, match=pattern, count=SCAN_COUNT, target_nodes=node
+                    )
+                )
+                reply, names = await asyncio.wait_for(scan, timeout=self.timeout_s)
+                # A cluster client answers a node's cursor as {node: cursor}.
+                raw: Any = reply
+                cursor = int(next(iter(raw.values())) if isinstance(raw, dict) else raw)
+                for name in names:
+                    key = _text(name)
+                    found[key[len(prefix) : len(key) - len(suffix)]] = None
+                if cursor == 0:
+                    break
         return list(found)[:limit]
 
     async def put_item_vectors(self, version: str, vectors: Mapping[str, Vector]) -> None:

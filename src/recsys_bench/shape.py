@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 import psutil
-import redis
 from rich.table import Table
 
 from recsys import keys
 from recsys.settings import Settings
+from recsys.stores import SyncRedis
 from recsys.user_store import RedisUserStore
 
 MIB = 2**20
@@ -118,7 +118,7 @@ def disk_mib(path: Path) -> float:
 
 
 def valkey_memory(
-    client: redis.Redis, version: str, customers: list[str], total_customers: int
+    client: SyncRedis, version: str, customers: list[str], total_customers: int
 ) -> dict[str, float]:
     """Valkey's used memory, and per customer what is left of it after the vectors and
     histories (their mean MEMORY USAGE over a sample of customers, times the customers)."""

@@ -24,7 +24,7 @@ def _with_store(action: Callable[[Settings, UserStore], None]) -> None:
 
     settings = load_settings()
     with EmbeddedEngines(settings, {"redis"}) as endpoints:
-        client = redis_client(endpoints.require_redis(), timeout_s=30)
+        client = redis_client(endpoints.require_redis(), 30, cluster=settings.redis_cluster)
         try:
             action(settings, RedisUserStore(client))
         finally:

@@ -103,7 +103,7 @@ def run_batch_command(
     from batch.failure import NotEnoughMemoryError, explain
 
     with EmbeddedEngines(settings, {"redis"}) as endpoints:
-        client = redis_client(endpoints.require_redis(), timeout_s=30)
+        client = redis_client(endpoints.require_redis(), 30, cluster=settings.redis_cluster)
         steps = Steps(console)
         try:
             with steps, contextlib.ExitStack() as stack:

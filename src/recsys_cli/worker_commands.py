@@ -18,7 +18,7 @@ from recsys.settings import Settings
 from recsys_cli.console import drain_hook, load_settings, stack_engines
 
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer
+    from confluent_kafka import Consumer, TopicPartition
     from prometheus_client import CollectorRegistry
 
     from recsys.bus import EventBus
@@ -32,6 +32,11 @@ app = typer.Typer()
 
 class Worker(Protocol):
     def run(self, stop: threading.Event) -> None: ...
+
+    # The group's rebalance callbacks: commit what was finished before partitions go.
+    def partitions_revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None: ...
+
+    def partitions_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None: ...
 
 
 @app.command()
@@ -100,7 +105,9 @@ def updater() -> None:
     provider = tracer_provider(settings, "recsys-updater")
 
     def make(settings: Settings, endpoints: Endpoints, bus: EventBus, consumer: Consumer) -> Worker:
-        client = redis_client(endpoints.require_redis(), settings.redis_timeout_s * 4)
+        client = redis_client(
+            endpoints.require_redis(), settings.redis_timeout_s * 4, cluster=settings.redis_cluster
+        )
         tracer = provider.get_tracer("recsys.stream")
         return Updater(settings, client, consumer, bus.producer(), new_dlq_producer=bus.producer,
                        metrics=metrics, tracer=tracer)  # fmt: skip
@@ -150,16 +157,19 @@ def _run_consumer(
         bus = KafkaBus(endpoints.require_kafka(), settings)
         bus.ensure_topics()
         consumer = bus.consumer(group)
-        consumer.subscribe(
-            topics,
-            # The supervisor waits for this: the worker consumes from here on.
-            on_assign=lambda _c, parts: _assigned(len(parts)),
-        )
-        log.info("consuming %s as group %s", ", ".join(topics), group)
         try:
-            make(settings, endpoints, bus, consumer).run(stop)
+            worker = make(settings, endpoints, bus, consumer)
+            consumer.subscribe(
+                topics,
+                # The supervisor waits for this: the worker consumes from here on.
+                on_assign=lambda _c, parts: _assigned(len(parts)),
+                on_revoke=worker.partitions_revoked,
+                on_lost=worker.partitions_lost,
+            )
+            log.info("consuming %s as group %s", ", ".join(topics), group)
+            worker.run(stop)
         finally:
-            consumer.close()
+            consumer.close()  # the last revoke: what was finished is committed
 
 
 def _assigned(partitions: int) -> None:

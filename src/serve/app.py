@@ -13,16 +13,16 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from observability.api_metrics import Metrics
-from observability.experiment_metrics import ExperimentsCollector
+from observability.experiment_metrics import ExperimentsCollector, export_lease
 from observability.key_metrics import KeyExpiryCollector
 from observability.tracing import shutdown as shutdown_tracing
 from observability.tracing import tracer_provider
 from recsys.bus import KafkaBus
 from recsys.experiments.definitions import experiments_from_settings
 from recsys.experiments.ledger import Ledger
-from recsys.multiplexed_redis import MultiplexedRedis
+from recsys.index.factory import open_reads
 from recsys.settings import Settings
-from recsys.stores import async_redis_client, redis_client
+from recsys.stores import async_redis_client, hot_redis_client, redis_client
 from recsys.user_store import RedisServingUserStore, RedisUserStore
 from serve.access import ACCESS_RESPONSES, Access, require
 from serve.catalog_feed import CatalogFeed
@@ -71,22 +71,36 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = async_redis_client(redis_url, settings.redis_timeout_s)
-        hot_redis = MultiplexedRedis(redis_url, settings.redis_timeout_s)
+        cluster = settings.redis_cluster
+        client = async_redis_client(redis_url, settings.redis_timeout_s, cluster=cluster)
+        hot_redis = hot_redis_client(redis_url, settings.redis_timeout_s, cluster=cluster)
         bus = KafkaBus(bootstrap, settings)
         publisher = EventPublisher(bus.producer, settings.kafka_produce_timeout_s)
         users = RedisServingUserStore(client, hot_redis, settings.redis_timeout_s)
         feed = CatalogFeed(settings, bus, users, telemetry.metrics)
-        model = LiveModel(settings, users, pinned=defined.pinned_versions(), prepare=feed.prepare)
+        # A Qdrant server is read through its async client: a query waiting on the network
+        # leaves the event loop to other requests (None: the embedded engine).
+        index_reads = open_reads(settings)
+        model = LiveModel(
+            settings,
+            users,
+            pinned=defined.pinned_versions(),
+            prepare=feed.prepare,
+            index_reads=index_reads,
+        )
         await model.start()
         feed.start(model.served)
         # /metrics reads the experiments' counters from Redis (on a worker thread), at most
         # once per metrics_cache_s.
-        scrape_redis = redis_client(redis_url, settings.redis_timeout_s)
+        scrape_redis = redis_client(redis_url, settings.redis_timeout_s, cluster=cluster)
         if defined.experiments:
             telemetry.metrics.add_collector(
                 ExperimentsCollector(
-                    scrape_redis, defined, ledger, cache_s=settings.metrics_cache_s
+                    scrape_redis,
+                    defined,
+                    ledger,
+                    cache_s=settings.metrics_cache_s,
+                    lease=export_lease(scrape_redis, settings.metrics_export_lease_s),
                 )
             )
         # The keys file re-read and expiries warned of, off the request path.
@@ -112,6 +126,8 @@ def create_app(settings: Settings, *, span_exporter: SpanExporter | None = None)
             watch_keys.cancel()
             await _bounded(feed.stop(), "stop the catalog feed")
             await _bounded(model.stop(), "stop the model poller")
+            if index_reads is not None:
+                await _bounded(index_reads.close(), "close the Qdrant client")
             await _bounded(asyncio.to_thread(publisher.close), "flush the event producer")
             await _bounded(client.aclose(), "close the Redis client")
             await _bounded(hot_redis.aclose(), "close the hot-path Redis connection")

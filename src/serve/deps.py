@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Request
-from redis import Redis as SyncRedis
 
 from recsys.experiments.definitions import Experiments
 from recsys.experiments.ledger import Ledger
-from recsys.multiplexed_redis import MultiplexedRedis
 from recsys.settings import Settings
+from recsys.stores import AsyncRedis, HotRedis, SyncRedis
 from recsys.user_store import ServingUserStore, UserStore
 from serve.catalog_feed import CatalogFeed
 from serve.live_model import LiveModel, ServedModel
@@ -23,9 +21,9 @@ from serve.telemetry import Telemetry
 @dataclass
 class AppState:
     settings: Settings
-    redis: aioredis.Redis
+    redis: AsyncRedis
     # The /recommend hot path's reads (recsys.multiplexed_redis explains why not redis-py).
-    hot_redis: MultiplexedRedis
+    hot_redis: HotRedis
     model: LiveModel
     publisher: EventPublisher
     telemetry: Telemetry

@@ -8,6 +8,7 @@ import gc
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from recsys.content_model import ContentModel, load_content_model
 from recsys.index.base import ItemFilter, ItemIndex, ScoredItem
@@ -16,6 +17,9 @@ from recsys.model_store import Manifest, read_manifest, read_trending
 from recsys.settings import Settings
 from recsys.trending_lists import TrendingLists
 from recsys.user_store import ServingUserStore
+
+if TYPE_CHECKING:
+    from qdrant_client import AsyncQdrantClient
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +62,14 @@ class LiveModel:
         *,
         pinned: Sequence[str] = (),
         prepare: Prepare | None = None,
+        index_reads: AsyncQdrantClient | None = None,
     ) -> None:
+        """`index_reads`: a Qdrant server's async client (recsys.index.factory.open_reads),
+        made and closed by the caller; the versions served read through it."""
         self.settings = settings
         self.users = users
         self._prepare = prepare
-        self.backend = open_backend(settings)
+        self.backend = open_backend(settings, reads=index_reads)
         self.current: ServedModel | None = None
         # Versions an experiment's variants serve beside the live one, loaded at start.
         self._pinned_versions = tuple(pinned)

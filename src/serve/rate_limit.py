@@ -17,7 +17,7 @@ from typing import Final
 from redis.exceptions import ResponseError
 
 from recsys import keys
-from recsys.multiplexed_redis import MultiplexedRedis
+from recsys.stores import HotRedis
 
 # KEYS[1]: the caller's state. ARGV[1]: microseconds between requests at the sustained
 # rate; ARGV[2]: the burst (requests that may come at once). Returns 0 when the request
@@ -53,7 +53,7 @@ class Limit:
         return self.per_s <= 0
 
 
-async def acquire(client: MultiplexedRedis, subject: str, limit: Limit) -> float:
+async def acquire(client: HotRedis, subject: str, limit: Limit) -> float:
     """0 when the subject's request may go now (it is counted), else the seconds until
     one may. Raises what the connection raises when Redis does not answer."""
     args = (1, keys.rate_limit(subject), f"{1e6 / limit.per_s:.3f}", limit.burst)

@@ -104,7 +104,7 @@ def _count_rules(tel: Telemetry, rules: ItemFilter) -> None:
         tel.metrics.excluded_explicit.inc(len(rules.exclude_ids))
 
 
-def search(
+async def search(
     model: ServedModel, vector: Vector, ask: Ask, rules: ItemFilter, tel: Telemetry
 ) -> list[ScoredItem]:
     """The index query (MMR when asked), timed and traced. Vectors come back only when
@@ -116,7 +116,9 @@ def search(
     with_vectors = measure or ask.explain_top_k is not None
     with tel.span(name, k=ask.k), tel.timer(tel.metrics.search_seconds):
         started = time.perf_counter()
-        items = model.index.search(vector, ask.k, rules, mmr=ask.mmr, with_vectors=with_vectors)
+        items = await model.index.asearch(
+            vector, ask.k, rules, mmr=ask.mmr, with_vectors=with_vectors
+        )
         if ask.mmr is not None:
             tel.metrics.mmr.inc()
             tel.metrics.mmr_seconds.observe(time.perf_counter() - started)
@@ -127,20 +129,20 @@ def search(
     return items
 
 
-def explain_items(
+async def explain_items(
     model: ServedModel, items: list[ScoredItem], purchased: list[str], top_k: int, tel: Telemetry
 ) -> dict[str, list[Contribution]]:
     tel.metrics.explains.inc()
     with tel.span("explain"), tel.timer(tel.metrics.explain_seconds):
         recent = purchased[:EXPLAIN_RECENT]
         with tel.timer(tel.metrics.retrieve_seconds):
-            vectors = model.index.vectors(recent)
+            vectors = await model.index.avectors(recent)
         bought = [(a, vectors[a]) for a in recent if a in vectors]
         recommended = {i.article_id: i.vector for i in items if i.vector is not None}
         return explain(recommended, bought, top_k)
 
 
-def _trending_rules(
+async def _trending_rules(
     model: ServedModel, blend: Blend, purchased: list[str], rules: ItemFilter
 ) -> ItemFilter | None:
     """The rules of the blend's trending side: the request's, or for the group source
@@ -148,13 +150,13 @@ def _trending_rules(
     groups when it names some); None when no group is left."""
     if blend.source == "overall":
         return rules
-    payloads = model.index.retrieve(purchased)
+    payloads = await model.index.aretrieve(purchased)
     bought = {str(p.get("product_group_name") or "") for p in payloads.values()} - {""}
     wanted = sorted(bought & set(rules.product_groups) if rules.product_groups else bought)
     return dataclasses.replace(rules, product_groups=tuple(wanted)) if wanted else None
 
 
-def blended(
+async def blended(
     model: ServedModel,
     vector: Vector,
     purchased: list[str],
@@ -169,14 +171,15 @@ def blended(
         raise ValueError("blended() needs an Ask with a blend")
     pool = max(ask.k * BLEND_POOL, BLEND_POOL_MIN)
     with tel.span("blend", k=ask.k, weight=blend.weight):
-        items = {i.article_id: i for i in search(model, vector, dataclasses.replace(ask, k=pool),
-                                                  rules, tel)}  # fmt: skip
-        trend_rules = _trending_rules(model, blend, purchased, rules)
+        pooled = await search(model, vector, dataclasses.replace(ask, k=pool), rules, tel)
+        items = {i.article_id: i for i in pooled}
+        trend_rules = await _trending_rules(model, blend, purchased, rules)
         trending = (
             {t.article_id: t for t in model.popular(pool, trend_rules)} if trend_rules else {}
         )
         missing = [a for a in trending if a not in items]
-        for article_id, item_vector in (model.index.vectors(missing) if missing else {}).items():
+        found = await model.index.avectors(missing) if missing else {}
+        for article_id, item_vector in found.items():
             score = float(np.dot(vector, item_vector))
             items[article_id] = dataclasses.replace(
                 trending[article_id], score=score, vector=item_vector
@@ -224,7 +227,8 @@ async def rank(
         trending = _trending(model, ask, rules)
         return Ranked("trending", trending, state.last_event_id, reason,
                       known=bool(state.purchased))  # fmt: skip
-    # The query takes well under a millisecond, so it runs inline on the event loop.
+    # The index is awaited: a Qdrant server's query waits on the network without holding
+    # the event loop; the embedded engine's (well under a millisecond) runs inline.
     vector = np.asarray(state.vector)
     weight = None
     try:
@@ -234,16 +238,16 @@ async def rank(
             and blends(ask.blend.weight, ask.blend.max_purchases, len(set(state.purchased)))
         ):
             weight = ask.blend.weight
-            items = blended(model, vector, state.purchased, ask, rules, tel)
+            items = await blended(model, vector, state.purchased, ask, rules, tel)
         else:
-            items = search(model, vector, ask, rules, tel)
+            items = await search(model, vector, ask, rules, tel)
     except Exception as exc:  # a server backend that is down or timing out
         log.warning("index query failed, serving trending: %s", exc)
         reason = "index_unavailable"
         trending = _trending(model, ask, rules)
         return Ranked("trending", trending, state.last_event_id, reason, known=True)
     explanations = (
-        explain_items(model, items, state.purchased, ask.explain_top_k, tel)
+        await explain_items(model, items, state.purchased, ask.explain_top_k, tel)
         if ask.explain_top_k is not None
         else None
     )

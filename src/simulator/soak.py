@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import psutil
-import redis
 from deltalake import DeltaTable
 from rich.table import Table
 
@@ -37,7 +36,9 @@ from recsys.bus import EventBus
 from recsys.engines.embedded import Endpoints
 from recsys.engines.process import ManagedProcess, free_port
 from recsys.events import RECEIVED_AT
+from recsys.redis_routing import get_many
 from recsys.settings import Settings
+from recsys.stores import SyncRedis
 from simulator.chaos import ACTIONS, Action, Chaos, ChaosEngines, ChaosEvent
 from simulator.config import SimulationConfig
 from simulator.poison import TOKEN, PoisonFeed, PoisonReport
@@ -236,7 +237,7 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[start : start + CHUNK]
 
 
-def purchase_counts(client: redis.Redis, version: str, customers: Sequence[str]) -> list[int]:
+def purchase_counts(client: SyncRedis, version: str, customers: Sequence[str]) -> list[int]:
     counts: list[int] = []
     for part in _chunks(customers):
         pipe = client.pipeline(transaction=False)
@@ -289,7 +290,7 @@ class DeliveryWatch:
 
 def check_books(
     settings: Settings,
-    client: redis.Redis,
+    client: SyncRedis,
     version: str,
     run_id: str,
     acknowledged: dict[str, tuple[str, str, float]],
@@ -327,7 +328,7 @@ def check_books(
     ids = list(acknowledged)
     for part in _chunks(ids):
         customers_of = [acknowledged[event_id][0] for event_id in part]
-        states = client.mget([keys.applied_events(version, c) for c in customers_of])
+        states = get_many(client, [keys.applied_events(version, c) for c in customers_of])
         books.not_applied += sum(
             not is_applied(
                 state if isinstance(state, bytes) else None,
@@ -357,7 +358,7 @@ def check_books(
 
 def check_poison(
     settings: Settings,
-    client: redis.Redis,
+    client: SyncRedis,
     sent: PoisonReport,
     delivered: set[str],
     dead_lettered: set[str],

@@ -4,8 +4,12 @@ and the catalog topic's articles and availabilities into the Delta `items` and
 
 Offsets are committed only after the Delta commits, and rows are merged on event_id (on
 article_id, newest wins), so a crash between the two redelivers messages that the merge
-then skips. The events table is partitioned by day (stream.events_table); every
-RECSYS_ARCHIVER_COMPACT_INTERVAL_S the archiver compacts its closed days.
+then skips. Several archivers in one group share the partitions and the tables: a
+rebalance writes and commits what was read before the partitions go, and a Delta commit
+that lost a race with another archiver's is merged again on a fresh read (recsys.tables),
+so the merge still sees the other's rows. The events table is partitioned by day
+(stream.events_table); every RECSYS_ARCHIVER_COMPACT_INTERVAL_S the archiver compacts its
+closed days.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
 from observability.archiver_metrics import ArchiverMetrics
@@ -143,6 +147,9 @@ class Archiver:
         self.dlq = dlq_producer
         self._dead_letters = 0  # of the flush being written
         self._dlq_failed: list[str] = []
+        # Read and not yet archived: written by a flush, or before a rebalance takes
+        # their partitions (partitions_revoked).
+        self._pending: list[Message] = []
         ensure_events_table(settings.events_table, tables)
         self.erasures = ErasureCache(settings.lake_dir, tables)
         self._erasures_read: int | None = None
@@ -241,8 +248,37 @@ class Archiver:
         else:
             self.metrics.compactions.labels("done").inc()
 
+    def partitions_revoked(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group takes partitions away (another archiver joined or left, or this one
+        stops): what was read is written and committed before they go, so their next
+        owner does not read it again (on_revoke). Where the lake refuses now, nothing is
+        committed and the next owner archives it."""
+        if not self._pending:
+            return
+        try:
+            self.flush(self._pending)
+        except Exception as exc:  # a revoke must not stop the archiver
+            self.metrics.flush_failures.inc()
+            log.warning(
+                "archiving %d messages before a rebalance failed (%s); their partitions' "
+                "next owners archive them", len(self._pending), exc,
+            )  # fmt: skip
+            self._drop(partitions)
+        else:
+            self._pending = []
+
+    def partitions_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The partitions went without a revoke (this archiver missed its session): their
+        new owner archives what was read of them (on_lost)."""
+        self._drop(partitions)
+        log.warning("lost %d partitions to the group without a revoke", len(partitions))
+
+    def _drop(self, partitions: list[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._pending = [m for m in self._pending if (m.topic(), m.partition()) not in gone]
+
     def run(self, stop: threading.Event) -> None:
-        pending: list[Message] = []
+        self._pending = []
         oldest = time.monotonic()
         compacted = time.monotonic()
         retry_at, delay = 0.0, FIRST_RETRY_S
@@ -250,28 +286,30 @@ class Archiver:
             if time.monotonic() - compacted >= self.settings.archiver_compact_interval_s:
                 self.compact()
                 compacted = time.monotonic()
-            if len(pending) >= PENDING_BATCHES * self.settings.archiver_batch_size:
+            if len(self._pending) >= PENDING_BATCHES * self.settings.archiver_batch_size:
                 stop.wait(0.1)  # a flush is failing: hold what is read, read no more
                 batch = []
             else:
+                # A rebalance runs partitions_revoked in here, which may empty _pending.
                 batch = self.consumer.consume(self.settings.archiver_batch_size, 0.1)
-            if batch and not pending:
+            if batch and not self._pending:
                 oldest = time.monotonic()
-            pending.extend(batch)
-            full = len(pending) >= self.settings.archiver_batch_size
+            self._pending.extend(batch)
+            full = len(self._pending) >= self.settings.archiver_batch_size
             due = time.monotonic() - oldest >= self.settings.archiver_flush_interval_s
-            if pending and (full or due) and time.monotonic() >= retry_at:
+            if self._pending and (full or due) and time.monotonic() >= retry_at:
                 try:
-                    self.flush(pending)
+                    self.flush(self._pending)
                 except Exception as exc:  # the lake or the broker: nothing is committed
                     self.metrics.flush_failures.inc()
                     log.warning("archiving %d messages failed (%s); trying again in %.1f s",
-                                len(pending), exc, delay)  # fmt: skip
+                                len(self._pending), exc, delay)  # fmt: skip
                     retry_at, delay = time.monotonic() + delay, min(delay * 2, MAX_RETRY_S)
                     continue
-                pending, delay = [], FIRST_RETRY_S
-        if pending:
-            self.flush(pending)
+                self._pending, delay = [], FIRST_RETRY_S
+        if self._pending:
+            self.flush(self._pending)
+            self._pending = []
 
     def flush(self, messages: Sequence[Message]) -> FlushOutcome:
         with self.metrics.flush_seconds.time():

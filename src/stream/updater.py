@@ -3,7 +3,8 @@ weight) move the customer's vector in Redis, once each.
 
 At-least-once from Kafka, exactly-once in effect: each event is applied by one atomic
 Redis step that also remembers it, by its broker time and id (recsys/apply.py), and
-offsets are committed only after that write.
+offsets are committed only after that write (again, and waited for, when the group takes
+a partition away: several updaters share the partitions, docs/events.md).
 
 Each event continues the trace its message carries (the API's request): a consumer
 span per event, with the batch's Redis write as its child.
@@ -39,10 +40,11 @@ from recsys.events import Event, validation_reason
 from recsys.experiments.definitions import experiments_from_settings
 from recsys.experiments.ledger import Ledger, Purchase
 from recsys.settings import Settings
+from recsys.stores import SyncRedis
 from recsys.user_store import RedisUserStore
 from stream.dead_letters import dead_letter_headers
 from stream.events_table import received_ms
-from stream.offsets import commit_processed
+from stream.offsets import FinishedOffsets
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ class Updater:
     def __init__(
         self,
         settings: Settings,
-        client: redis.Redis,
+        client: SyncRedis,
         consumer: Consumer,
         dlq_producer: Producer,
         *,
@@ -95,6 +97,19 @@ class Updater:
         self.tracer = tracer or NoOpTracer()
         self._tracing = not isinstance(self.tracer, NoOpTracer)
         self._lag_checked = 0.0
+        self.offsets = FinishedOffsets()
+
+    def partitions_revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group takes partitions away (another updater joined or left, or this one
+        stops): what was applied from them is committed before they go (on_revoke)."""
+        self.offsets.revoked(consumer, partitions)
+
+    def partitions_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The partitions went without a revoke (this updater missed its session): their
+        new owner has them, a commit would be refused, and what it applies again is
+        skipped as applied (on_lost)."""
+        self.offsets.forget(partitions)
+        log.warning("lost %d partitions to the group without a revoke", len(partitions))
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -183,8 +198,9 @@ class Updater:
             self._observe(received, applied_anywhere, outcome, started)
         self._settle_dead_letters(outcome.dead_lettered)
         # Asynchronous: the next batch need not wait for the broker. A commit that fails
-        # only means redelivery, and what was applied is skipped.
-        commit_processed(self.consumer, messages, asynchronous=True)
+        # only means redelivery, and what was applied is skipped; a revoke commits the
+        # finished offsets synchronously (partitions_revoked).
+        self.offsets.commit(self.consumer, messages, asynchronous=True)
         return outcome
 
     def _attribute(self, purchases: list[Event]) -> None:

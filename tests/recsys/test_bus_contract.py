@@ -17,9 +17,11 @@ from collections import defaultdict
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.cimpl import NewTopic
+from pydantic import ValidationError
 
-from recsys.bus import EventBus, KafkaBus
+from recsys.bus import EventBus, KafkaBus, TopicSettingsError
 from recsys.settings import Settings
 
 EXTERNAL_ENV = "RECSYS_TEST_KAFKA_BOOTSTRAP"
@@ -77,6 +79,60 @@ def test_topics_are_made_once_with_their_partitions(bus: EventBus, settings: Set
     topics = AdminClient({"bootstrap.servers": bus.bootstrap}).list_topics(timeout=10).topics
     assert len(topics[settings.events_topic].partitions) == settings.events_partitions >= 2
     assert settings.dlq_topic in topics and settings.catalog_topic in topics
+
+
+def _own_topics(settings: Settings, **update: object) -> Settings:
+    name = f"contract-{uuid.uuid4().hex[:8]}"
+    topics = {"events_topic": name, "dlq_topic": f"{name}.dlq", "catalog_topic": f"{name}.cat"}
+    return settings.model_copy(update={**topics, **update})
+
+
+def test_topics_are_made_with_their_copies_and_the_catalog_compacted(
+    bus: EventBus, settings: Settings
+) -> None:
+    """Replication factor and min.insync.replicas by the settings on every topic, the
+    catalog compacted. (The embedded broker stores and reports these configurations but
+    neither replicates nor compacts: docs/events.md.)"""
+    admin = AdminClient({"bootstrap.servers": bus.bootstrap})
+    brokers = len(admin.list_topics(timeout=10).brokers)
+    own = _own_topics(settings, kafka_replication_factor=brokers,
+                      kafka_min_insync_replicas=max(1, brokers - 1))  # fmt: skip
+    KafkaBus(bus.bootstrap, own).ensure_topics()
+    names = [own.events_topic, own.dlq_topic, own.catalog_topic]
+    topics = admin.list_topics(timeout=10).topics
+    for name in names:
+        assert all(len(p.replicas) == brokers for p in topics[name].partitions.values())
+    configs = admin.describe_configs(
+        [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
+    )
+    found = {r.name: {k: e.value for k, e in f.result(10).items()} for r, f in configs.items()}
+    for name in names:
+        assert found[name]["min.insync.replicas"] == str(own.kafka_min_insync_replicas)
+    assert found[own.catalog_topic]["cleanup.policy"] == "compact"
+    assert found[own.events_topic].get("cleanup.policy", "delete") == "delete"
+
+
+def test_more_copies_than_brokers_are_refused_before_any_topic_is_made(
+    bus: EventBus, settings: Settings
+) -> None:
+    admin = AdminClient({"bootstrap.servers": bus.bootstrap})
+    brokers = len(admin.list_topics(timeout=10).brokers)
+    own = _own_topics(settings, kafka_replication_factor=brokers + 1)
+    with pytest.raises(TopicSettingsError, match="RECSYS_KAFKA_REPLICATION_FACTOR"):
+        KafkaBus(bus.bootstrap, own).ensure_topics()
+    assert own.events_topic not in admin.list_topics(timeout=10).topics
+
+
+def test_copies_the_settings_cannot_have_are_refused_at_load() -> None:
+    base = {"_env_file": None}
+    with pytest.raises(ValidationError, match="embedded broker is one node"):
+        Settings(**base, kafka_bootstrap_servers=None, kafka_replication_factor=3)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="at most kafka_replication_factor"):
+        Settings(**base, kafka_bootstrap_servers="k:9092", kafka_replication_factor=2,
+                 kafka_min_insync_replicas=3)  # type: ignore[arg-type]  # fmt: skip
+    cluster = Settings(**base, kafka_bootstrap_servers="k:9092", kafka_replication_factor=3,
+                       kafka_min_insync_replicas=2)  # type: ignore[arg-type]  # fmt: skip
+    assert (cluster.kafka_replication_factor, cluster.kafka_min_insync_replicas) == (3, 2)
 
 
 def test_a_group_gets_every_acknowledged_message_in_key_order_with_headers(

@@ -120,18 +120,18 @@ def _recsys(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
     )
 
 
-def _read(settings: Settings, topic: str, n: int) -> list[CatalogMessage]:
-    """The first n catalog messages of the topic (fewer after 20 s)."""
+def _read(settings: Settings, topic: str, n: int) -> list[tuple[bytes, CatalogMessage]]:
+    """The first n catalog messages of the topic with their keys (fewer after 20 s)."""
     assert settings.kafka_bootstrap_servers
     consumer = Consumer(
         consumer_config(settings.kafka_bootstrap_servers, f"read-{topic}", settings)
     )
     consumer.subscribe([topic])
-    got: list[CatalogMessage] = []
+    got: list[tuple[bytes, CatalogMessage]] = []
     try:
         for _ in range(40):
             got += [
-                CatalogMessage.from_bytes(m.value() or b"")
+                (m.key() or b"", CatalogMessage.from_bytes(m.value() or b""))
                 for m in consumer.consume(10, 0.5)
                 if m.error() is None
             ]
@@ -159,8 +159,10 @@ def test_upsert_publishes_the_good_rows_and_reports_the_bad(
     assert f"2 of 6 articles published to {topic}; 4 bad rows" in result.stdout
     assert "Traceback" not in result.stderr
 
-    got = _read(settings, topic, 2)
+    keyed = _read(settings, topic, 2)
+    got = [m for _, m in keyed]
     assert [m.key for m in got] == ["0999600001", "0999600004"]
+    assert [k for k, _ in keyed] == [b"0999600001", b"0999600004"]
     assert got[0].article is not None
     assert got[0].article.detail_desc.startswith("Two lines:\nthe second")
 
@@ -178,7 +180,10 @@ def test_availability_file_publishes_availability_messages(
     )  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"3 of 6 availabilities published to {topic}; 3 bad rows" in result.stdout
-    got = _read(settings, topic, 3)
+    keyed = _read(settings, topic, 3)
+    # Keys of their own on the compacted topic: an availability never erases its article.
+    assert [k for k, _ in keyed] == [f"099960000{n}/availability".encode() for n in (1, 2, 3)]
+    got = [m for _, m in keyed]
     assert [(m.op, m.key) for m in got] == [
         ("availability", "0999600001"),
         ("availability", "0999600002"),

@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,8 @@ import redis
 from prometheus_client import CollectorRegistry
 from scipy.stats import norm
 
-from observability.experiment_metrics import ExperimentsCollector
+import recsys.experiments.ledger as ledger_module
+from observability.experiment_metrics import ExperimentsCollector, ExportLease
 from recsys import keys
 from recsys.experiments.assignment import assign, assign_active, bucket
 from recsys.experiments.definitions import (
@@ -339,6 +341,25 @@ def test_a_purchase_is_credited_to_the_recommendation_it_names(
     assert WINDOW < client.ttl(keys.experiment_attributed("alice")) <= 2 * WINDOW
 
 
+def test_a_count_a_crash_interrupted_is_completed_by_the_redelivery_and_made_once(
+    ledger: Ledger, client: redis.Redis
+) -> None:
+    """The attribution (the customer's slot) and the count (the experiment's) are two
+    steps: an updater that dies between them leaves the outcome stored and the count
+    undone; the event's redelivery completes it, and a third delivery counts nothing."""
+    t = 2_000_000.0
+    rec = shown(ledger, client, "gina", ["g1", "g2"], t)
+    purchase = Purchase("crash-1", "gina", "g1", rec)
+    first_step = ("EVAL", ledger_module._ATTRIBUTE_LUA, *ledger._attribute_args(purchase, t + 5))
+    client.execute_command(*first_step)  # the updater dies here
+    assert ledger.counts_sync(client, two_arms())["treatment"].purchases == 0
+    redelivered = ledger.attribute_sync(client, purchase, now=t + 60)
+    assert redelivered is not None and not redelivered.first and redelivered.converted
+    assert ledger.attribute_sync(client, purchase, now=t + 70) is not None
+    counts = ledger.counts_sync(client, two_arms())["treatment"]
+    assert (counts.purchases, counts.conversions) == (1, 1)
+
+
 def test_a_customers_ledger_stays_bounded_whatever_the_traffic(
     ledger: Ledger, client: redis.Redis
 ) -> None:
@@ -603,3 +624,33 @@ def test_prometheus_without_redis_says_so_and_does_not_fail(ledger: Ledger) -> N
         )
         is None
     )
+
+
+def test_one_replica_of_several_exports_the_totals_and_another_takes_over(
+    client: redis.Redis, ledger: Ledger
+) -> None:
+    """Every replica reads the same totals from Redis: only the lease's holder exports
+    them, so a sum over the replicas' series is the total; when it stops scraping,
+    another takes over once the lease expires."""
+    experiments = Experiments(experiments=[two_arms()])
+    shown(ledger, client, "cust-lease", ["a", "b"], 1_000.0, variant="control", experiment="exp")
+    client.delete(keys.METRICS_EXPORTER)
+    replicas = []
+    for name in ("pod-a", "pod-b"):
+        registry = CollectorRegistry()
+        lease = ExportLease(client, name, ttl_s=0.5)
+        registry.register(ExperimentsCollector(client, experiments, ledger, lease=lease))
+        replicas.append(registry)
+    labels = {"experiment": "exp", "variant": "control"}
+
+    def exported(registry: CollectorRegistry) -> float | None:
+        return registry.get_sample_value("experiment_impressions_total", labels)
+
+    assert [exported(r) for r in replicas] == [1, None]
+    assert [r.get_sample_value("experiment_metrics_exporter") for r in replicas] == [1, 0]
+    assert [r.get_sample_value("experiment_ledger_up") for r in replicas] == [1, 1]
+    assert [exported(r) for r in replicas] == [1, None], "the holder's scrapes renew it"
+    time.sleep(0.6)  # pod-a stops scraping: its lease runs out
+    assert exported(replicas[1]) == 1
+    assert exported(replicas[0]) is None
+    client.delete(keys.METRICS_EXPORTER)

@@ -1,19 +1,28 @@
 """Both item-index backends behind one interface: the embedded Qdrant Edge engine and a
 Qdrant server through qdrant-client (its local mode stands in for the server and runs the
-same client code). Exact search on both must give the same answers."""
+same client code, the async client's included). Exact search on both must give the same
+answers, and each backend's awaitable reads the same as its blocking ones."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from recsys.index.base import IndexedItem, ItemFilter, ItemIndex, Mmr
+from recsys.index.base import IndexedItem, ItemFilter, ItemIndex, Mmr, ScoredItem
 from recsys.index.edge import EdgeIndexWriter, EdgeItemIndex
-from recsys.index.qdrant_server import LOCAL_MODE, QdrantServerBackend, ServerItemIndex
+from recsys.index.qdrant_server import (
+    LOCAL_MODE,
+    QdrantServerBackend,
+    ServerItemIndex,
+    local_async_client,
+)
 
 DIM, ITEMS = 16, 400
 GROUPS = ["Upper body", "Lower body", "Shoes", "Accessories"]
@@ -66,8 +75,26 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> tuple[ItemIndex, ItemIndex
         writer.upsert(items)
         writer.finish()
     edge = EdgeItemIndex("v1", folder / "shard", folder / "serving", exact=True)
-    server = ServerItemIndex(client, backend.collection("v1"), "v1", exact=True)
+    reads = local_async_client(client)
+    server = ServerItemIndex(client, backend.collection("v1"), "v1", reads=reads, exact=True)
     return edge, server
+
+
+def _same_items(a: Sequence[ScoredItem], b: Sequence[ScoredItem]) -> None:
+    assert [(x.article_id, x.score, x.metadata) for x in a] == [
+        (x.article_id, x.score, x.metadata) for x in b
+    ]
+    for x, y in zip(a, b, strict=True):
+        assert (x.vector is None) == (y.vector is None)
+        if x.vector is not None and y.vector is not None:
+            np.testing.assert_array_equal(x.vector, y.vector)
+
+
+def _search(index: ItemIndex, *args: Any, **kwargs: Any) -> list[ScoredItem]:
+    """The index's answer, the same from search() and from asearch() on an event loop."""
+    found = index.search(*args, **kwargs)
+    _same_items(found, asyncio.run(index.asearch(*args, **kwargs)))
+    return found
 
 
 @pytest.mark.parametrize("rules", RULES, ids=range(len(RULES)))
@@ -78,7 +105,7 @@ def test_exact_search_gives_the_same_ids_and_scores(
     rng = np.random.default_rng(11)
     for _ in range(5):
         query = rng.normal(size=DIM).astype(np.float32)
-        a, b = edge.search(query, 25, rules), server.search(query, 25, rules)
+        a, b = _search(edge, query, 25, rules), _search(server, query, 25, rules)
         assert [x.article_id for x in a] == [x.article_id for x in b]
         np.testing.assert_allclose([x.score for x in a], [x.score for x in b], rtol=1e-4)
         assert [x.metadata for x in a] == [x.metadata for x in b]
@@ -92,6 +119,8 @@ def test_retrieve_gives_the_same_payloads(both: tuple[ItemIndex, ItemIndex]) -> 
     wanted = ["0000000001", "0000000200", "9999999999"]
     assert edge.retrieve(wanted) == server.retrieve(wanted)
     assert set(edge.retrieve(wanted)) == {"0000000001", "0000000200"}
+    for index in both:
+        assert asyncio.run(index.aretrieve(wanted)) == index.retrieve(wanted)
 
 
 def test_server_versions_are_collections_behind_one_alias(tmp_path: Path) -> None:
@@ -127,8 +156,8 @@ def test_mmr_picks_the_same_items_in_the_same_order(
     rng = np.random.default_rng(17)
     for _ in range(5):
         query = rng.normal(size=DIM).astype(np.float32)
-        a = edge.search(query, 10, rules, mmr=mmr, with_vectors=True)
-        b = server.search(query, 10, rules, mmr=mmr, with_vectors=True)
+        a = _search(edge, query, 10, rules, mmr=mmr, with_vectors=True)
+        b = _search(server, query, 10, rules, mmr=mmr, with_vectors=True)
         assert [x.article_id for x in a] == [x.article_id for x in b]
         np.testing.assert_allclose([x.score for x in a], [x.score for x in b], rtol=1e-4)
         for x, y in zip(a, b, strict=True):
@@ -145,9 +174,11 @@ def test_vectors_come_back_as_stored(both: tuple[ItemIndex, ItemIndex]) -> None:
     items = {i.article_id: i.vector for i in _items()[:5]}
     for index in (edge, server):
         got = index.vectors([*items, "9999999999"])
-        assert set(got) == set(items)
+        awaited = asyncio.run(index.avectors([*items, "9999999999"]))
+        assert set(got) == set(awaited) == set(items)
         for article_id, vector in items.items():
             np.testing.assert_allclose(got[article_id], vector, rtol=1e-6)
+            np.testing.assert_array_equal(awaited[article_id], got[article_id])
 
 
 def test_both_know_the_unavailable_items_and_follow_a_change(
@@ -164,9 +195,9 @@ def test_both_know_the_unavailable_items_and_follow_a_change(
     try:
         for index in both:
             assert best.article_id in index.unavailable()
-            found = index.search(query, 10, ItemFilter(), mmr=Mmr(0.5, 40))
+            found = _search(index, query, 10, ItemFilter(), mmr=Mmr(0.5, 40))
             assert best.article_id not in {x.article_id for x in found}
-        a, b = (index.search(query, 10, ItemFilter()) for index in both)
+        a, b = (_search(index, query, 10, ItemFilter()) for index in both)
         assert [x.article_id for x in a] == [x.article_id for x in b]
     finally:
         for index in both:

@@ -1,8 +1,10 @@
 """ItemIndex.upsert on both backends (Qdrant Edge, and qdrant-client's local mode for a
-server): a loaded version takes a new item and a changed one, and both answer alike."""
+server): a loaded version takes a new item and a changed one, and both answer alike, on
+the event loop's reads too."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,12 @@ from qdrant_client import QdrantClient
 
 from recsys.index.base import IndexedItem, ItemFilter, ItemIndex
 from recsys.index.edge import EdgeIndexWriter, EdgeItemIndex
-from recsys.index.qdrant_server import LOCAL_MODE, QdrantServerBackend, ServerItemIndex
+from recsys.index.qdrant_server import (
+    LOCAL_MODE,
+    QdrantServerBackend,
+    ServerItemIndex,
+    local_async_client,
+)
 
 DIM, ITEMS = 8, 120
 GROUPS = ["Upper body", "Lower body", "Shoes"]
@@ -35,7 +42,8 @@ def both(tmp_path: Path) -> Iterator[list[ItemIndex]]:
         writer.upsert(items)
         writer.finish()
     edge = EdgeItemIndex("v1", tmp_path / "shard", tmp_path / "serving", exact=True)
-    server = ServerItemIndex(client, backend.collection("v1"), "v1", exact=True)
+    reads = local_async_client(client)
+    server = ServerItemIndex(client, backend.collection("v1"), "v1", reads=reads, exact=True)
     yield [edge, server]
     edge.close()
 
@@ -54,6 +62,9 @@ def test_a_new_item_is_searchable_at_once_with_its_payload(both: list[ItemIndex]
         assert hits[0].score == pytest.approx(10.0 * DIM, rel=1e-5)
         assert index.retrieve(["new-article"]) == {"new-article": hits[0].metadata}
         np.testing.assert_allclose(index.vectors(["new-article"])["new-article"], query * 10)
+        awaited = asyncio.run(index.asearch(query, 5, ItemFilter(product_groups=["Shoes"])))
+        assert [(h.article_id, h.score) for h in awaited] == [(h.article_id, h.score) for h in hits]
+        assert asyncio.run(index.aretrieve(["new-article"])) == {"new-article": hits[0].metadata}
         answers.append([(h.article_id, round(h.score, 4)) for h in hits])
     assert answers[0] == answers[1]
 

@@ -4,8 +4,10 @@ reads, events applied once, dropping a version, erasing a customer), both sides 
 what the other wrote.
 
 It runs against the embedded Valkey the suite starts (in a database of its own, emptied
-before each test), and against another Redis-protocol server when RECSYS_TEST_REDIS_URL
-names one (Redis, a managed service); that database is emptied too.
+before each test), against a three-master Valkey Cluster on loopback (the stores' cluster
+clients, every key family spread over the nodes), and against another Redis-protocol
+server when RECSYS_TEST_REDIS_URL names one (Redis, a managed service); that database is
+emptied too.
 """
 
 from __future__ import annotations
@@ -20,14 +22,18 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-import redis
-import redis.asyncio as aioredis
 
 from recsys.apply import Target
 from recsys.events import PURCHASE, Event
-from recsys.multiplexed_redis import MultiplexedRedis
 from recsys.settings import Settings
-from recsys.stores import async_redis_client, redis_client
+from recsys.stores import (
+    AsyncRedis,
+    HotRedis,
+    SyncRedis,
+    async_redis_client,
+    hot_redis_client,
+    redis_client,
+)
 from recsys.user_store import (
     Pointers,
     RedisServingUserStore,
@@ -39,31 +45,35 @@ from recsys.user_store import (
 EXTERNAL_ENV = "RECSYS_TEST_REDIS_URL"
 # The suite's other tests use database 0 of the embedded server.
 CONTRACT_DB = 15
-SERVERS = ["embedded", *(["external"] if os.environ.get(EXTERNAL_ENV) else [])]
+SERVERS = ["embedded", "cluster", *(["external"] if os.environ.get(EXTERNAL_ENV) else [])]
 
 
 @dataclass
 class Stores:
     url: str
     sync: UserStore
-    client: redis.Redis
+    client: SyncRedis
+    cluster: bool = False
 
-    def serving(self) -> tuple[ServingUserStore, MultiplexedRedis, aioredis.Redis]:
-        hot = MultiplexedRedis(self.url, 5.0)
-        client = async_redis_client(self.url, 5.0)
+    def serving(self) -> tuple[ServingUserStore, HotRedis, AsyncRedis]:
+        hot = hot_redis_client(self.url, 5.0, cluster=self.cluster)
+        client = async_redis_client(self.url, 5.0, cluster=self.cluster)
         return RedisServingUserStore(client, hot, 5.0), hot, client
 
 
 @pytest.fixture(params=SERVERS)
 def stores(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Stores]:
+    cluster = request.param == "cluster"
     if request.param == "external":
         url = os.environ[EXTERNAL_ENV]
+    elif cluster:
+        url = request.getfixturevalue("valkey_cluster").url
     else:
         assert settings.redis_url
         url = urlsplit(settings.redis_url)._replace(path=f"/{CONTRACT_DB}").geturl()
-    client = redis_client(url, 5.0)
+    client = redis_client(url, 5.0, cluster=cluster)
     client.flushdb()
-    yield Stores(url, RedisUserStore(client), client)
+    yield Stores(url, RedisUserStore(client), client, cluster)
     client.flushdb()
     client.close()
 

@@ -36,7 +36,7 @@ from recsys.settings import Settings
 from recsys.vectors import Vector, decode
 from serve.app import create_app
 from stream.updater import Updater
-from support import TcpProxy, apply_live, new_topic
+from support import TcpProxy, apply_live, assert_ema_chain, new_topic
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -278,14 +278,7 @@ def test_kill_mid_stream_applies_every_event_exactly_once(
     for customer in customers[:5]:
         mine = [e for e in events if e.customer_id == customer]
         assert int(redis_conn.hget(keys.profile(version, customer), "purchases") or 0) == len(mine)
-        expected = None
-        for event in mine:
-            item = items[event.article_id]
-            if item is not None:
-                expected = ema_update(expected, item, own.ema_rate, default_norm)
-        stored = decode(redis_conn.get(keys.user_vector(version, customer)))
-        assert stored is not None and expected is not None
-        np.testing.assert_allclose(stored, expected, rtol=1e-4, atol=1e-6)
+        assert_ema_chain(redis_conn, version, customer, mine, items, own.ema_rate, default_norm)
         assert redis_conn.get(keys.last_event(customer)) == mine[-1].event_id.encode()
 
 

@@ -12,17 +12,18 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol, cast
 
-import redis
 from redis.exceptions import NoScriptError, ResponseError
 
 from recsys import keys
 from recsys.experiments.definitions import Experiment
-from recsys.multiplexed_redis import Command
+from recsys.multiplexed_redis import Command, command_key
+from recsys.redis_routing import per_node
 from recsys.settings import Settings
+from recsys.stores import SyncRedis
 
 # Per customer, the ledger keeps at most this many impressions (the latest in the
 # window) and this many purchase outcomes: its memory grows with customers, not with
@@ -61,11 +62,15 @@ return #gone
 """
 _IMPRESSION_SHA: Final = hashlib.sha1(_IMPRESSION_LUA.encode()).hexdigest()
 
-# One atomic step per purchase event (docs/experiments.md, "Attribution").
+# One atomic step per purchase event in the customer's slot (docs/experiments.md,
+# "Attribution"): which impression it is credited to, and whether it converted it. The
+# counters live in the experiment's own slot, so the count is a second step (_COUNT_LUA).
 # KEYS: 1 the customer's purchase outcomes, 2 their recommendation ids by time shown,
 #       3 their impressions.
-# ARGV: 1 the event id, 2 the counters key prefix, 3 the article, 4 the recommendation
-#       id or '', 5 now (unix s), 6 the window (s), 7 the outcomes' TTL, 8 MAX_OUTCOMES.
+# ARGV: 1 the event id, 2 unused, 3 the article, 4 the recommendation id or '', 5 now
+#       (unix s), 6 the window (s), 7 the outcomes' TTL, 8 MAX_OUTCOMES.
+# Returns {1 first time | 0 a retry, outcome}: outcome is '' (credited to none) or
+# "<experiment>\n<variant>\n<recommendation id>\n<by>\n<converted 0|1>".
 _ATTRIBUTE_LUA: Final = """
 local done = redis.call('HGET', KEYS[1], ARGV[1])
 if done then return {0, string.match(done, '^[^\\n]*\\n(.*)$')} end
@@ -102,14 +107,13 @@ if not f then
 end
 local outcome = ''
 if f then
-  local counts = ARGV[2] .. f[2]
-  redis.call('HINCRBY', counts, 'p:' .. f[3], 1)
+  local converted = '0'
   if f[1] == '0' then
     -- The impression's first purchase: it converted.
     redis.call('HSET', KEYS[3], rec_id, '1' .. string.sub(rec, 2))
-    redis.call('HINCRBY', counts, 'c:' .. f[3], 1)
+    converted = '1'
   end
-  outcome = f[2] .. '\\n' .. f[3] .. '\\n' .. rec_id .. '\\n' .. by
+  outcome = f[2] .. '\\n' .. f[3] .. '\\n' .. rec_id .. '\\n' .. by .. '\\n' .. converted
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[5] .. '\\n' .. outcome)
 if redis.call('HLEN', KEYS[1]) > tonumber(ARGV[8]) then
@@ -126,6 +130,22 @@ redis.call('EXPIRE', KEYS[1], ARGV[7])
 return {1, outcome}
 """
 _ATTRIBUTE_SHA: Final = hashlib.sha1(_ATTRIBUTE_LUA.encode()).hexdigest()
+
+# The counters of one attributed purchase, each event counted once: the events counted
+# are remembered for as long as a redelivery may come (the outcomes' TTL).
+# KEYS: 1 the experiment's counters, 2 the events it counted (the same slot).
+# ARGV: 1 the event id, 2 the variant, 3 '1' if it converted its impression, 4 now
+#       (unix s), 5 how long an event is remembered (s).
+_COUNT_LUA: Final = """
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(ARGV[4]) - tonumber(ARGV[5])))
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'p:' .. ARGV[2], 1)
+if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[2], 1) end
+return 1
+"""
+_COUNT_SHA: Final = hashlib.sha1(_COUNT_LUA.encode()).hexdigest()
 
 
 class Executor(Protocol):
@@ -166,6 +186,7 @@ class Attribution:
     recommendation_id: str
     by: AttributedBy  # the recommendation id the event named, or the customer's latest
     first: bool  # False: this event was attributed before (a retry); it counted once
+    converted: bool = False  # the impression's first purchase
 
 
 @dataclass(frozen=True)
@@ -243,15 +264,14 @@ class Ledger:
             await client.execute([("EVAL", _IMPRESSION_LUA, *args)])
 
     def record_impression_sync(
-        self, client: redis.Redis, impression: Impression, now: float | None = None
+        self, client: SyncRedis, impression: Impression, now: float | None = None
     ) -> None:
         client.script_load(_IMPRESSION_LUA)  # a flushed script cache must not fail it
         _pipeline(client, self.impression_commands(impression, now))
 
     # --- purchases: one atomic script per event ---------------------------------------
 
-    def _attribute_args(self, purchase: Purchase, now: float | None) -> list[str | int]:
-        at = time.time() if now is None else now
+    def _attribute_args(self, purchase: Purchase, at: float) -> list[str | int]:
         customer = purchase.customer_id
         return [
             3,
@@ -259,7 +279,7 @@ class Ledger:
             keys.experiment_seen(customer),
             keys.experiment_impressions(customer),
             purchase.event_id,
-            keys.experiment_counts(""),
+            "",
             purchase.article_id,
             purchase.recommendation_id or "",
             f"{at:.6f}",
@@ -268,45 +288,66 @@ class Ledger:
             MAX_OUTCOMES,
         ]
 
+    def _count_args(self, event_id: str, credit: Attribution, at: float) -> list[str | int]:
+        counts = keys.experiment_counts(credit.experiment)
+        return [
+            2,
+            counts,
+            keys.experiment_counted(credit.experiment),
+            event_id,
+            credit.variant,
+            "1" if credit.converted else "0",
+            f"{at:.6f}",
+            OUTCOME_WINDOWS * self.window_s,
+        ]
+
     async def attribute(
         self, client: Executor, purchase: Purchase, now: float | None = None
     ) -> Attribution | None:
         """The impression credited with this purchase (None: no impression of the customer
         in the window showed the article). Idempotent per event id: a retry returns the
-        first outcome with `first=False` and counts nothing again."""
-        args = self._attribute_args(purchase, now)
-        try:
-            reply = await client.execute([("EVALSHA", _ATTRIBUTE_SHA, *args)])
-        except ResponseError as exc:
-            if not _no_script(exc):
-                raise
-            reply = await client.execute([("EVAL", _ATTRIBUTE_LUA, *args)])
-        return _attribution(reply[0])
+        first outcome with `first=False` and counts nothing again.
+
+        Two steps, the customer's slot then the experiment's (a cluster keeps them on
+        different nodes): a retry after the first step completes the count, and the
+        second counts each event once."""
+        at = time.time() if now is None else now
+        args = self._attribute_args(purchase, at)
+        reply = await _evaluated(client, _ATTRIBUTE_SHA, _ATTRIBUTE_LUA, args)
+        credit = _attribution(reply)
+        if credit is not None:
+            count = self._count_args(purchase.event_id, credit, at)
+            await _evaluated(client, _COUNT_SHA, _COUNT_LUA, count)
+        return credit
 
     def attribute_sync(
-        self, client: redis.Redis, purchase: Purchase, now: float | None = None
+        self, client: SyncRedis, purchase: Purchase, now: float | None = None
     ) -> Attribution | None:
-        args = self._attribute_args(purchase, now)
-        try:
-            reply = client.execute_command("EVALSHA", _ATTRIBUTE_SHA, *args)
-        except ResponseError as exc:
-            if not _no_script(exc):
-                raise
-            reply = client.execute_command("EVAL", _ATTRIBUTE_LUA, *args)
-        return _attribution(reply)
+        return self.attribute_all_sync(client, [purchase], now)[0]
 
     def attribute_all_sync(
-        self, client: redis.Redis, purchases: Sequence[Purchase], now: float | None = None
+        self, client: SyncRedis, purchases: Sequence[Purchase], now: float | None = None
     ) -> list[Attribution | None]:
-        """attribute_sync for a batch of purchases (the updater's), in one round trip."""
+        """attribute for a batch of purchases (the updater's), one round trip per node
+        for each step."""
         if not purchases:
             return []
-        client.script_load(_ATTRIBUTE_LUA)  # a flushed script cache must not fail the batch
+        at = time.time() if now is None else now
+        # A flushed script cache must not fail the batch (on every node of a cluster).
+        client.script_load(_ATTRIBUTE_LUA)
+        client.script_load(_COUNT_LUA)
         replies = _pipeline(
             client,
-            [("EVALSHA", _ATTRIBUTE_SHA, *self._attribute_args(p, now)) for p in purchases],
+            [("EVALSHA", _ATTRIBUTE_SHA, *self._attribute_args(p, at)) for p in purchases],
         )
-        return [_attribution(reply) for reply in replies]
+        credits = [_attribution(reply) for reply in replies]
+        counts = [
+            ("EVALSHA", _COUNT_SHA, *self._count_args(p.event_id, c, at))
+            for p, c in zip(purchases, credits, strict=True)
+            if c is not None
+        ]
+        _pipeline(client, counts)
+        return credits
 
     # --- counters: what the report and the metrics read -------------------------------
 
@@ -339,24 +380,40 @@ class Ledger:
         replies = await client.execute(self.counts_commands(experiment))
         return self.parse_counts(experiment, replies)
 
-    def counts_sync(self, client: redis.Redis, experiment: Experiment) -> dict[str, VariantCounts]:
+    def counts_sync(self, client: SyncRedis, experiment: Experiment) -> dict[str, VariantCounts]:
         return self.parse_counts(experiment, _pipeline(client, self.counts_commands(experiment)))
 
     @staticmethod
-    def reset(client: redis.Redis, experiment: Experiment) -> None:
+    def reset(client: SyncRedis, experiment: Experiment) -> None:
         """Deletes the experiment's counters (its impressions expire with the window)."""
         client.delete(
             keys.experiment_counts(experiment.name),
+            keys.experiment_counted(experiment.name),
             *(keys.experiment_exposed(experiment.name, v.name) for v in experiment.variants),
         )
 
 
-def _pipeline(client: redis.Redis, commands: Sequence[Command]) -> list[Any]:
-    pipe = client.pipeline(transaction=False)
-    for command in commands:
-        pipe.execute_command(*command)
-    replies: list[Any] = pipe.execute()
-    return replies
+def _pipeline(client: SyncRedis, commands: Sequence[Command]) -> list[Any]:
+    """The commands' replies, one round trip per node (scripts included)."""
+    return per_node(client, [(_routing_key(c), _queued(c)) for c in commands])
+
+
+def _routing_key(command: Command) -> bytes:
+    return command_key(command) or b""
+
+
+def _queued(command: Command) -> Callable[[Any], object]:
+    return lambda pipe: pipe.execute_command(*command)
+
+
+async def _evaluated(client: Executor, sha: str, lua: str, args: Sequence[str | int]) -> Any:
+    """The script's reply, sent as EVAL where the server does not know it yet."""
+    try:
+        return (await client.execute([("EVALSHA", sha, *args)]))[0]
+    except ResponseError as exc:
+        if not _no_script(exc):
+            raise
+        return (await client.execute([("EVAL", lua, *args)]))[0]
 
 
 def _no_script(exc: ResponseError) -> bool:
@@ -369,5 +426,8 @@ def _attribution(reply: Sequence[Any]) -> Attribution | None:
     text = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
     if not text:
         return None
-    experiment, variant, rec_id, by = text.split("\n")
-    return Attribution(experiment, variant, rec_id, cast(AttributedBy, by), first == 1)
+    # An outcome stored before conversions were part of it has four fields.
+    experiment, variant, rec_id, by, *converted = text.split("\n")
+    return Attribution(
+        experiment, variant, rec_id, cast(AttributedBy, by), first == 1, converted == ["1"]
+    )

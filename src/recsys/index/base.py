@@ -175,9 +175,16 @@ class StoredPoint(Protocol):
 
 
 class RecordLookups:
-    """retrieve() and vectors() for a backend that can fetch stored points by id."""
+    """retrieve() and vectors(), and their awaitable forms, for a backend that can fetch
+    stored points by id."""
 
     def _records(self, article_ids: Sequence[str], with_vectors: bool) -> Sequence[StoredPoint]:
+        raise NotImplementedError
+
+    async def _arecords(
+        self, article_ids: Sequence[str], with_vectors: bool
+    ) -> Sequence[StoredPoint]:
+        """_records() for the event loop, without blocking it."""
         raise NotImplementedError
 
     def retrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -186,9 +193,24 @@ class RecordLookups:
     def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         return vectors_by_article((r.payload, r.vector) for r in self._records(article_ids, True))
 
+    async def aretrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        records = await self._arecords(article_ids, False)
+        return payloads_by_article(r.payload for r in records)
+
+    async def avectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        records = await self._arecords(article_ids, True)
+        return vectors_by_article((r.payload, r.vector) for r in records)
+
 
 class ItemIndex(Protocol):
-    """A loaded model version of the item index: queried, and changed only by upsert."""
+    """A loaded model version of the item index: queried, and changed only by upsert.
+
+    The reads come in two forms with the same answers: search(), retrieve() and vectors()
+    for blocking callers (the batch, worker threads), and asearch(), aretrieve() and
+    avectors() for the event loop, which must never wait on the network: a Qdrant server
+    awaits its async client there, while the embedded engine answers inline (a query of
+    ~60 µs; a thread hop would add ~125 µs to it, docs/architecture.md).
+    """
 
     version: str
     beams: Beams  # the HNSW beam per query shape (recsys.index.beams)
@@ -214,6 +236,27 @@ class ItemIndex(Protocol):
 
     def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         """Vectors of the given items that exist in this version."""
+        ...
+
+    async def asearch(
+        self,
+        vector: npt.NDArray[Any],
+        k: int,
+        rules: ItemFilter,
+        *,
+        mmr: Mmr | None = None,
+        with_vectors: bool = False,
+        beam: int | None = None,
+    ) -> list[ScoredItem]:
+        """search(), awaited on the event loop."""
+        ...
+
+    async def aretrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """retrieve(), awaited on the event loop."""
+        ...
+
+    async def avectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        """vectors(), awaited on the event loop."""
         ...
 
     def unavailable(self) -> AbstractSet[str]:

@@ -190,6 +190,27 @@ class EdgeItemIndex:
     def vectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
         return self.catalog.vectors(article_ids)
 
+    # The event loop's reads run inline: the engine answers in-process in well under a
+    # millisecond (20k x 32: 63 µs a query, as a coroutine too), and a thread hop per
+    # query took it to 188 µs one at a time and 156 µs each with 2,000 in flight.
+    async def asearch(
+        self,
+        vector: npt.NDArray[Any],
+        k: int,
+        rules: ItemFilter,
+        *,
+        mmr: Mmr | None = None,
+        with_vectors: bool = False,
+        beam: int | None = None,
+    ) -> list[ScoredItem]:
+        return self.search(vector, k, rules, mmr=mmr, with_vectors=with_vectors, beam=beam)
+
+    async def aretrieve(self, article_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return self.retrieve(article_ids)
+
+    async def avectors(self, article_ids: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+        return self.vectors(article_ids)
+
     def unavailable(self) -> AbstractSet[str]:
         return self.catalog.unavailable
 

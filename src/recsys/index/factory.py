@@ -4,11 +4,15 @@ RECSYS_QDRANT_URL is set, else the embedded Qdrant Edge engine."""
 from __future__ import annotations
 
 import shutil
+from typing import TYPE_CHECKING
 
 from recsys.index.base import Beams, IndexBackend, IndexWriter, ItemIndex
 from recsys.index.edge import EdgeIndexWriter, EdgeItemIndex, remove_stale_copies
 from recsys.model_layout import shard_dir
 from recsys.settings import Settings
+
+if TYPE_CHECKING:
+    from qdrant_client import AsyncQdrantClient
 
 
 class EdgeBackend:
@@ -34,9 +38,26 @@ class EdgeBackend:
         shutil.rmtree(shard_dir(self.settings.models_dir, version), ignore_errors=True)
 
 
-def open_backend(settings: Settings) -> IndexBackend:
+def open_backend(settings: Settings, *, reads: AsyncQdrantClient | None = None) -> IndexBackend:
+    """`reads` (from `open_reads`): the async client the versions a serving process opens
+    read through on the event loop; the embedded engine needs none."""
     if settings.qdrant_url:
-        from recsys.index.qdrant_server import QdrantServerBackend, client_for
+        from recsys.index.qdrant_server import Cluster, QdrantServerBackend, client_for
 
-        return QdrantServerBackend(client_for(settings), settings.qdrant_collection)
+        return QdrantServerBackend(
+            client_for(settings),
+            settings.qdrant_collection,
+            cluster=Cluster.of(settings),
+            reads=reads,
+        )
     return EdgeBackend(settings)
+
+
+def open_reads(settings: Settings) -> AsyncQdrantClient | None:
+    """A serving process's async client of the Qdrant server (close it when done); None
+    for the embedded engine, which answers in-process."""
+    if settings.qdrant_url:
+        from recsys.index.qdrant_server import async_client_for
+
+        return async_client_for(settings)
+    return None

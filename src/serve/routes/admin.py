@@ -63,7 +63,9 @@ async def _on_store(settings: Settings, action: Callable[[UserStore], T]) -> T:
     """The action on a worker thread with a client of its own (versions.py is blocking)."""
 
     def run() -> T:
-        client = redis_client(settings.redis_url or "", ADMIN_REDIS_TIMEOUT_S)
+        client = redis_client(
+            settings.redis_url or "", ADMIN_REDIS_TIMEOUT_S, cluster=settings.redis_cluster
+        )
         try:
             return action(RedisUserStore(client))
         finally:

@@ -66,7 +66,7 @@ async def _publish(state: State, messages: Sequence[CatalogMessage]) -> Articles
         results = await asyncio.gather(
             *(
                 state.publisher.publish(
-                    topic, key=m.key, value=m.to_bytes(), headers=list(headers.items())
+                    topic, key=m.topic_key, value=m.to_bytes(), headers=list(headers.items())
                 )
                 for m in messages
             ),

@@ -54,7 +54,7 @@ async def post_signal(
 async def publish_event(
     event_type: EventType, body: EventIn, state: State, model: Model
 ) -> EventAccepted:
-    if not model.index.retrieve([body.article_id]):
+    if not await model.index.aretrieve([body.article_id]):
         raise HTTPException(422, f"unknown article_id: {body.article_id}")
     event = Event(
         event_id=body.event_id or new_event_id(),

@@ -34,12 +34,12 @@ async def similar(request: Request, article_id: ArticleId) -> JsonBody:
     tel = state.telemetry
     tel.metrics.similar.inc()
     with tel.span("index.retrieve"), tel.timer(tel.metrics.retrieve_seconds):
-        vector = model.index.vectors([article_id]).get(article_id)
+        vector = (await model.index.avectors([article_id])).get(article_id)
     if vector is None:
         raise HTTPException(404, f"unknown article_id: {article_id}")
     rules = dataclasses.replace(rules, exclude_ids=(*rules.exclude_ids, article_id))
     with tel.span("index.search", k=k), tel.timer(tel.metrics.search_seconds):
-        items = model.index.search(vector, k, rules)
+        items = await model.index.asearch(vector, k, rules)
     return JsonBody(
         {"article_id": article_id, "model_version": model.version, "items": item_dicts(items)}
     )

@@ -68,7 +68,7 @@ async def profile(
     if not counts and not bought:
         raise HTTPException(404, f"no purchase known for customer_id: {customer_id}")
     with tel.span("index.retrieve"), tel.timer(tel.metrics.retrieve_seconds):
-        metadata = model.index.retrieve([a for a, _ in bought])
+        metadata = await model.index.aretrieve([a for a, _ in bought])
     groups: Counter[str] = Counter()
     types: Counter[str] = Counter()
     for article_id, _ in bought:
