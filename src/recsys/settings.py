@@ -424,6 +424,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _cluster_named(self) -> Self:
+        # The embedded Valkey is one server: a cluster is always the user's own.
+        if self.redis_cluster and self.redis_url is None:
+            raise ValueError(
+                "redis_cluster needs redis_url naming a node of the cluster "
+                "(the embedded Valkey is a single server)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _kafka_replicas_possible(self) -> Self:
         # More in sync than there are copies: every acks=all write would be refused.
         if self.kafka_min_insync_replicas > self.kafka_replication_factor:

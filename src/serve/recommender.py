@@ -251,4 +251,7 @@ async def rank(
         if ask.explain_top_k is not None
         else None
     )
-    return Ranked("personalized", items, state.last_event_id, None, explanations, weight, True)
+    return Ranked(
+        "personalized", items, state.last_event_id, None, explanations,
+        trending_weight=weight, known=True,
+    )  # fmt: skip

@@ -8,11 +8,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 import redis
+from pydantic import ValidationError
 
 from recsys.engines.valkey_cluster import ClusterNode, ValkeyCluster
 from recsys.multiplexed_redis import ClusterMultiplexedRedis, key_slot
 from recsys.redis_routing import get_many, per_node
+from recsys.settings import Settings
 from recsys.stores import redis_client
 
 INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
@@ -90,3 +93,9 @@ def test_slots_that_move_are_followed_by_every_client(valkey_cluster: ValkeyClus
             client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", _node_id(src))
         for client in (src, dst, sync):
             client.close()
+
+
+def test_a_cluster_needs_its_url() -> None:
+    with pytest.raises(ValidationError, match="redis_cluster needs redis_url"):
+        Settings.model_validate({"redis_cluster": True, "redis_url": None})
+    assert Settings.model_validate({"redis_cluster": True, "redis_url": "redis://n1:6379/0"})
