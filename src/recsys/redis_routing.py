@@ -5,8 +5,9 @@ splits a non-transactional pipeline by node. What it does not do is done here, o
 - several keys read at once (MGET takes keys of one slot only in a cluster);
 - scripts in a pipeline (its cluster pipeline refuses EVALSHA): queued on a plain
   pipeline per node, each node's in one round trip, a script the node has not seen
-  loaded first, and a command that a node redirects (its slot moved) sent again once
-  the slot map is read anew.
+  loaded first; a command that a node redirects is sent again: after MOVED (its slot
+  moved) once the slot map is read anew, after ASK (its slot is moving) to the node
+  named, told ASKING first.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import redis
 from redis.client import Pipeline
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import AskError, ClusterDownError, TryAgainError
 
 from recsys.stores import SyncRedis
@@ -25,6 +26,7 @@ from recsys.stores import SyncRedis
 _ATTEMPTS = 3
 
 Queue = Callable[[Pipeline], object]
+_Target = tuple[ClusterNode, bool]  # the node, and whether to tell it ASKING first
 
 
 def get_many(client: SyncRedis, names: Sequence[str | bytes]) -> list[Any]:
@@ -49,41 +51,68 @@ def per_node(client: SyncRedis, calls: Sequence[tuple[str | bytes, Queue]]) -> l
             queue(pipe)
         return list(pipe.execute())
     replies: dict[int, list[Any]] = {}
-    pending = list(range(len(calls)))
+    # Where each call goes: its key's node, or the node an ASK named (told ASKING first).
+    targets: dict[int, _Target] = {
+        position: (client.get_node_from_key(key), False) for position, (key, _) in enumerate(calls)
+    }
     for attempt in range(_ATTEMPTS):
+        last = attempt == _ATTEMPTS - 1
         by_node: dict[str, list[int]] = defaultdict(list)
-        nodes = {}
-        for position in pending:
-            node = client.get_node_from_key(calls[position][0])
+        for position, (node, _) in targets.items():
             by_node[node.name].append(position)
-            nodes[node.name] = node
-        retry: list[int] = []
-        for name, positions in by_node.items():
-            connection: redis.Redis = client.get_redis_connection(nodes[name])
-            pipe = connection.pipeline(transaction=False)
-            sizes = []
-            for position in positions:
-                before = len(pipe.command_stack)
-                calls[position][1](pipe)
-                sizes.append(len(pipe.command_stack) - before)
-            outcomes = pipe.execute(raise_on_error=False)
-            start = 0
-            for position, size in zip(positions, sizes, strict=True):
-                own = outcomes[start : start + size]
-                start += size
-                if any(_redirected(o) for o in own) and attempt < _ATTEMPTS - 1:
-                    retry.append(position)
+        retry: dict[int, _Target | None] = {}  # None: its key's node, once re-mapped
+        for positions in by_node.values():
+            node = targets[positions[0]][0]
+            outcomes = _on_node(client, node, [(calls[p][1], targets[p][1]) for p in positions])
+            for position, own in zip(positions, outcomes, strict=True):
+                asked = next((o for o in own if type(o) is AskError), None)
+                if asked is not None and not last:
+                    retry[position] = (_node_at(client, asked.host, asked.port), True)
+                elif any(_redirected(o) for o in own) and not last:
+                    retry[position] = None
                 else:
                     replies[position] = own
         if not retry:
             break
-        client.nodes_manager.initialize()  # the slots moved: read the map anew
-        pending = retry
+        if any(target is None for target in retry.values()):
+            client.nodes_manager.initialize()  # the slots moved: read the map anew
+        targets = {
+            position: target or (client.get_node_from_key(calls[position][0]), False)
+            for position, target in retry.items()
+        }
     flat = [reply for position in range(len(calls)) for reply in replies[position]]
     for reply in flat:
         if isinstance(reply, Exception):
             raise reply
     return flat
+
+
+def _on_node(
+    client: RedisCluster, node: ClusterNode, queued: Sequence[tuple[Queue, bool]]
+) -> list[list[Any]]:
+    """Each call's replies from one node's pipeline; a call marked asking is preceded by
+    ASKING (its slot is being migrated to this node), whose reply is left out."""
+    connection: redis.Redis = client.get_redis_connection(node)
+    pipe = connection.pipeline(transaction=False)
+    spans: list[tuple[int, int]] = []
+    for queue, asking in queued:
+        if asking:
+            pipe.execute_command("ASKING")
+        start = len(pipe.command_stack)
+        queue(pipe)
+        spans.append((start, len(pipe.command_stack)))
+    outcomes = pipe.execute(raise_on_error=False)
+    return [outcomes[start:stop] for start, stop in spans]
+
+
+def _node_at(client: RedisCluster, host: str, port: int) -> ClusterNode:
+    node: ClusterNode | None = client.get_node(host=host, port=port)
+    if node is None:  # a node the map does not know yet
+        client.nodes_manager.initialize()
+        node = client.get_node(host=host, port=port)
+    if node is None:
+        raise ConnectionError(f"Redis Cluster redirected to an unknown node {host}:{port}")
+    return node
 
 
 def _redirected(outcome: Any) -> bool:

@@ -1,7 +1,7 @@
 """Commands routed by slot on a real Valkey Cluster while a slot moves between nodes: the
 hot path's connection follows ASK (the slot is migrating) and MOVED (it moved) and reads
-the slot map anew; scripts queued per node (recsys.redis_routing) are sent again to the
-new owner; reads of many keys span every node."""
+the slot map anew; scripts queued per node (recsys.redis_routing) follow both too; reads
+of many keys span every node."""
 
 from __future__ import annotations
 
@@ -56,10 +56,13 @@ def test_slots_that_move_are_followed_by_every_client(valkey_cluster: ValkeyClus
                 "AUTH", cluster.password, "KEYS", key,
             )  # fmt: skip
             assert await hot_get() == b"7"
+            # The per-node scripts too: ASK from the source, then ASKING on the target.
+            incr = [(key, lambda pipe: script(keys=[key], args=[1], client=pipe))]
+            assert per_node(sync, incr) == [8]
             # Moved: every node says the target owns it; the source answers MOVED.
             for client in (dst, src):
                 client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", _node_id(dst))
-            assert await hot_get() == b"7"
+            assert await hot_get() == b"8"
             assert hot._slots[slot] == ("127.0.0.1", target.port)
         finally:
             await hot.aclose()
@@ -70,8 +73,8 @@ def test_slots_that_move_are_followed_by_every_client(valkey_cluster: ValkeyClus
         # scripts go there, come back MOVED, and are sent again where the key is.
         assert sync.get_node_from_key(key).port == source.port
         replies = per_node(sync, [(key, lambda pipe: script(keys=[key], args=[5], client=pipe))])
-        assert replies == [12]
-        assert dst.get(key) == b"12"
+        assert replies == [13]
+        assert dst.get(key) == b"13"
         others = [f"rs:test:{{{uuid.uuid4().hex}}}" for _ in range(30)]
         for n, name in enumerate(others):
             sync.set(name, n)
