@@ -185,7 +185,10 @@ def test_a_client_without_a_certificate_is_refused(tls_redis: TlsRedis) -> None:
     with pytest.raises(redis.exceptions.ConnectionError):  # redis-py: "EOF ... protocol"
         client.ping()
     client.close()
-    with pytest.raises(ConnectionError, match="certificate required"):
+    # TLS 1.3 finishes the client's side of the handshake before the server checks for a
+    # certificate: its refusal reaches the client as the alert or, when the server's
+    # close wins the race, as a reset connection.
+    with pytest.raises(ConnectionError, match=r"certificate required|reset by peer"):
         _multiplexed(url, "PING")
 
 
