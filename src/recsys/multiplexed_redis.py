@@ -30,6 +30,7 @@ from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
+from redis.crc import key_slot as crc_slot
 from redis.exceptions import AuthenticationError, ResponseError
 
 from recsys.redaction import redacted_url
@@ -251,8 +252,6 @@ def command_key(command: Command) -> bytes | None:
 
 
 def key_slot(key: bytes) -> int:
-    from redis.crc import key_slot as crc_slot
-
     return int(crc_slot(key))
 
 
@@ -280,6 +279,7 @@ class ClusterMultiplexedRedis:
         self._seed: Address = (parsed.hostname or "localhost", parsed.port or 6379)
         self._nodes: dict[Address, MultiplexedRedis] = {}
         self._slots: list[Address | None] = [None] * SLOTS
+        self._any: Address = self._seed
         self._mapping = asyncio.Lock()
 
     def _node(self, address: Address) -> MultiplexedRedis:
@@ -308,13 +308,15 @@ class ClusterMultiplexedRedis:
                     owner = (host or address[0], int(primary[1]))
                     slots[int(low) : int(high) + 1] = [owner] * (int(high) - int(low) + 1)
                 self._slots = slots
+                # A keyless command goes to any node: the first the map names.
+                self._any = next((a for a in slots if a is not None), self._seed)
                 return
             raise ConnectionError(f"no Redis Cluster node answered: {'; '.join(failures)}")
 
     def _owner(self, command: Command) -> Address:
         key = command_key(command)
         if key is None:
-            return next((a for a in self._slots if a is not None), self._seed)
+            return self._any
         owner = self._slots[key_slot(key)]
         if owner is None:
             raise ConnectionError(f"no Redis Cluster node serves the slot of {key!r}")
