@@ -47,6 +47,9 @@ def base_settings(session_dir: Path) -> Settings:
         # The suite's batch runs keep these parameters; the search has its own tests
         # (tests/batch/test_tuning.py).
         tuning=False,
+        # The suite's updates are the EMA its checks compute; the batch's choice (auto,
+        # the default) has its own tests (tests/batch/test_online_update.py).
+        online_update="ema",
         redis_url=None,
         kafka_bootstrap_servers=None,
         qdrant_url=None,

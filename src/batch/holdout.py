@@ -72,7 +72,7 @@ class HeldOut:
 
     train: DataFrame  # customer_id, article_id, t_dat
     judged: DataFrame  # customer_id of the judged sample
-    held_out: pd.DataFrame  # customer_id, article_id of the judged customers' test rows
+    held_out: pd.DataFrame  # customer_id, article_id, t_dat of the judged customers' test rows
 
 
 def training_rows(split: DataFrame) -> DataFrame:
@@ -92,7 +92,7 @@ def hold_out(purchases: DataFrame, config: HoldoutConfig) -> HeldOut:
     return HeldOut(
         train=training_rows(split),
         judged=judged,
-        held_out=held_out.select("customer_id", "article_id").toPandas(),
+        held_out=held_out.select("customer_id", "article_id", "t_dat").toPandas(),
     )
 
 
@@ -105,9 +105,36 @@ def train_interactions(
 
 
 def judged_seen(held: HeldOut, stored: StoredInteractions) -> pd.DataFrame:
-    """What the judged customers bought in training (customer_id, article_id): masked."""
+    """What the judged customers bought in training (customer_id, article_id, and the
+    pair's weight and last_purchase): masked when ranking, their history when replayed."""
     seen = stored.frame.join(held.judged, "customer_id")
-    return seen.select("customer_id", "article_id").toPandas()
+    return seen.select("customer_id", "article_id", "weight", "last_purchase").toPandas()
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A fit judged on a holdout: its metrics, the model, and what the judged customers
+    bought in its training rows (judged_seen)."""
+
+    metrics: RankingMetrics
+    factors: Factors
+    seen: pd.DataFrame
+
+
+def judge_fit(
+    held: HeldOut,
+    stored: StoredInteractions,
+    trainer: Trainer,
+    config: HoldoutConfig,
+    seen: pd.DataFrame | None = None,
+) -> Judged:
+    """Fit `trainer` on `stored`; NDCG/MAP/recall@k and coverage of the judged customers'
+    held-out purchases, ranking every item they did not buy (`seen`: judged_seen's
+    answer, when the caller kept it)."""
+    factors = trainer.fit(stored)
+    masked = judged_seen(held, stored) if seen is None else seen
+    task = sampled_task(masked, held.held_out, factors)
+    return Judged(evaluate_ranking(align(factors, task), task, config.k), factors, masked)
 
 
 def judge(
@@ -117,13 +144,23 @@ def judge(
     config: HoldoutConfig,
     seen: pd.DataFrame | None = None,
 ) -> RankingMetrics:
-    """Fit `trainer` on `stored`; NDCG/MAP/recall@k and coverage of the judged customers'
-    held-out purchases, ranking every item they did not buy (`seen`: judged_seen's
-    answer, when the caller kept it)."""
-    factors = trainer.fit(stored)
-    masked = judged_seen(held, stored) if seen is None else seen
-    task = sampled_task(masked, held.held_out, factors)
-    return evaluate_ranking(align(factors, task), task, config.k)
+    """judge_fit's metrics."""
+    return judge_fit(held, stored, trainer, config, seen).metrics
+
+
+def holdout_fit(
+    lake: Lake,
+    purchases: DataFrame,
+    trainer: Trainer,
+    half_life_days: float | None,
+    config: HoldoutConfig,
+) -> tuple[HeldOut, Judged]:
+    """The promotion gate's measure: `trainer` fitted on all but the held-out purchases,
+    judged on what the sampled customers bought next; with the split and the fit, for
+    the choice of the online update (batch.online_update)."""
+    held = hold_out(purchases, config)
+    stored = train_interactions(lake, held, half_life_days, HOLDOUT_TABLE)
+    return held, judge_fit(held, stored, trainer, config)
 
 
 def holdout_metrics(
@@ -133,12 +170,8 @@ def holdout_metrics(
     half_life_days: float | None,
     config: HoldoutConfig,
 ) -> RankingMetrics:
-    """The promotion gate's measure: `trainer` fitted on all but the held-out purchases,
-    judged on what the sampled customers bought next."""
-    held = hold_out(purchases, config)
-    return judge(
-        held, train_interactions(lake, held, half_life_days, HOLDOUT_TABLE), trainer, config
-    )
+    """holdout_fit's metrics."""
+    return holdout_fit(lake, purchases, trainer, half_life_days, config)[1].metrics
 
 
 def sampled_task(seen: pd.DataFrame, held_out: pd.DataFrame, factors: Factors) -> RankingTask:
@@ -155,7 +188,7 @@ def sampled_task(seen: pd.DataFrame, held_out: pd.DataFrame, factors: Factors) -
     shape = (len(users), len(items))
     seen_matrix = binary_csr(seen_rows[keep], seen_cols[keep], shape)
     relevant = binary_csr(rows[known], cols[known], shape)
-    distinct = held_out.drop_duplicates()
+    distinct = held_out[["customer_id", "article_id"]].drop_duplicates()
     n_relevant = users.get_indexer(distinct["customer_id"])
     return RankingTask(
         interactions=pd.DataFrame({"customer_id": [], "article_id": [], "weight": []}),

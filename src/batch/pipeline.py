@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -24,7 +25,7 @@ from batch.history import (
     latest_purchases_job,
     profiles_job,
 )
-from batch.holdout import HoldoutConfig, holdout_metrics
+from batch.holdout import HoldoutConfig, holdout_fit
 from batch.implicit_trainer import FITTED_ALPHA
 from batch.ingest import (
     SOURCE_CSV,
@@ -38,6 +39,7 @@ from batch.ingest import (
 from batch.interactions import interactions_job, with_signals
 from batch.lake import Lake, Written, open_lake
 from batch.model_outputs import write_model_outputs
+from batch.online_update import choose_online_update
 from batch.publish import calibrate_index, write_index
 from batch.retention import Pruned, prune
 from batch.stored_interactions import StoredInteractions
@@ -54,6 +56,7 @@ from recsys.index.beams import IndexCalibration
 from recsys.index.factory import open_backend
 from recsys.model_store import (
     Manifest,
+    OnlineUpdateRecord,
     TuningRecord,
     new_version,
     read_manifest,
@@ -61,6 +64,7 @@ from recsys.model_store import (
     write_manifest,
     write_trending,
 )
+from recsys.online_update import OnlineUpdate
 from recsys.progress import Steps
 from recsys.replay import ReplayReport
 from recsys.settings import Settings
@@ -74,6 +78,8 @@ from recsys.versions import (
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -127,11 +133,11 @@ def run_batch(
     built, stored = _build_interactions(run, ingested)
     trainer = open_trainer(run.settings, spark)
     factors = _train(run, trainer, stored, built.rows)
-    metrics = _holdout(run, trainer, ingested.purchases)
+    holdout = _holdout(run, trainer, ingested.purchases)
     version = new_version()
     placed = _place_items(run, version, factors, ingested.cleaned, stored)
     _write_customers(run, version, placed.placement.factors, ingested.purchases)
-    manifest = _write_model(run, version, trainer, factors, placed, ingested, metrics, tuning)
+    manifest = _write_model(run, version, trainer, factors, placed, ingested, holdout, tuning)
     gate, replayed, pruned = _go_live(run, version, manifest, promote_new=promote_new,
                                       force=force)  # fmt: skip
     items = placed.placement.factors
@@ -146,7 +152,7 @@ def run_batch(
         step_seconds=dict(steps.seconds),
         promoted=promote_new and gate.promote,
         gate_reason=gate.reason,
-        metrics=metrics,
+        metrics=holdout.metrics,
         replayed_events=replayed.applied if replayed else 0,
         pruned_versions=[p.version for p in pruned],
         content_placed=placed.placement.content_placed,
@@ -269,21 +275,31 @@ def _train(run: _Run, trainer: Trainer, stored: StoredInteractions, rows: int) -
         return trainer.fit(stored, progress=on_iteration)
 
 
-def _holdout(run: _Run, trainer: Trainer, purchases: DataFrame) -> dict[str, float]:
-    """The holdout metrics the promotion gate compares (none when it is off)."""
+@dataclass(frozen=True)
+class _Holdout:
+    metrics: dict[str, float]  # what the promotion gate compares ({}: the holdout is off)
+    update: OnlineUpdate | None = None  # RECSYS_ONLINE_UPDATE=auto: chosen on its replay
+    update_record: OnlineUpdateRecord | None = None
+
+
+def _holdout(run: _Run, trainer: Trainer, purchases: DataFrame) -> _Holdout:
+    """The holdout metrics the promotion gate compares and, under
+    RECSYS_ONLINE_UPDATE=auto, the online update chosen on the holdout's replay."""
     settings = run.settings
     if not settings.evaluate_before_promotion:
-        return {}
+        return _Holdout({})
+    config = _holdout_config(settings)
     with run.steps.step("evaluate on a holdout"):
-        return as_manifest_metrics(
-            holdout_metrics(
-                run.lake,
-                purchases,
-                trainer,
-                settings.interaction_half_life_days,
-                _holdout_config(settings),
-            )
+        held, judged = holdout_fit(
+            run.lake, purchases, trainer, settings.interaction_half_life_days, config
         )
+    metrics = as_manifest_metrics(judged.metrics)
+    if settings.online_update != "auto":
+        return _Holdout(metrics)
+    with run.steps.step("choose the online update on the holdout"):
+        update, record = choose_online_update(held, judged, settings, config)
+    log.info("online update: %s (%s)", record.chosen or "the settings' EMA", record.protocol)
+    return _Holdout(metrics, update, record)
 
 
 @dataclass(frozen=True)
@@ -369,7 +385,7 @@ def _write_model(
     factors: Factors,
     placed: _Placed,
     ingested: _Ingested,
-    metrics: dict[str, float],
+    holdout: _Holdout,
     tuning: TuningRecord | None,
 ) -> Manifest:
     """Trending, the model's outputs and files, and the manifest that names them."""
@@ -414,8 +430,9 @@ def _write_model(
             ),
             user_norm_median=float(np.median(norms)) if len(norms) else 1.0,
             train_seconds=factors.train_seconds,
-            metrics={**metrics, **content_fit_metrics(placed.content)},
+            metrics={**holdout.metrics, **content_fit_metrics(placed.content)},
             tuning=tuning,
+            online_update=holdout.update_record,
             index=placed.index,
         )
         write_trending(settings.models_dir, version, top)
@@ -443,6 +460,8 @@ def _write_model(
                 regularization_exponent=float(factors.params.get("regularization_exponent", 0)),
             )
             meta.update(folding.meta())
+        if holdout.update is not None:  # what the updater applies under auto
+            meta.update(holdout.update.meta())
         run.users.write_meta(version, meta)
     return manifest
 

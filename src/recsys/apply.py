@@ -23,8 +23,9 @@ trims them (`trim_applied`): a replay of older events beside the updater's newer
 stays exact.
 
 The new vector is computed here, in Python, by the EMA from the vector read before, or
-with RECSYS_ONLINE_UPDATE=fold_in by fold-in from the customer's purchase history
-(recsys.fold_in; the replay evaluation runs the same functions); the script writes only
+by fold-in from the customer's purchase history (recsys.fold_in; the replay evaluation
+runs the same functions), whichever the version is served with (recsys.online_update:
+under RECSYS_ONLINE_UPDATE=auto, the batch's choice for it); the script writes only
 if the stored vector is still the one read. Two writers of one customer (the updater and
 a promotion replay on a candidate) can therefore never lose each other's update: the
 loser sees a conflict, re-reads and tries again.
@@ -46,6 +47,7 @@ from recsys import keys
 from recsys.ema import ema_update
 from recsys.events import Event, event_weights
 from recsys.fold_in import FoldInModel, Recency
+from recsys.online_update import OnlineUpdate, resolve
 from recsys.redis_routing import get_many, per_node
 from recsys.settings import Settings
 from recsys.stores import SyncRedis
@@ -239,7 +241,7 @@ class EventApplier:
         self._weights = event_weights(settings)
         self._item_cache: dict[tuple[str, str], Vector] = {}
         self._norm_cache: dict[str, float] = {}
-        self._fold_in_cache: dict[str, FoldInModel | None] = {}
+        self._update_cache: dict[str, tuple[OnlineUpdate, FoldInModel | None]] = {}
 
     def active_versions(self) -> list[Target]:
         """The live version and every candidate being promoted."""
@@ -323,7 +325,7 @@ class EventApplier:
         users: dict[str, Vector | None] = {
             c: decode(raw) for c, raw in zip(customers, raws, strict=True)
         }
-        folding = self._fold_in(version)
+        update, folding = self._update(version)
         bought = self._histories(customers) if folding is not None else {}
         history_ids = [a for own in bought.values() for a in own]
         items = self._item_vectors(version, [e.article_id for e in events] + history_ids)
@@ -347,12 +349,10 @@ class EventApplier:
                 new = b""
                 if item is not None and weight > 0:
                     if folding is None:
-                        vector = ema_update(
-                            vector, item, self.settings.ema_rate, default_norm, weight
-                        )
+                        vector = ema_update(vector, item, update.ema_rate, default_norm, weight)
                     else:
                         vector = self._folded(
-                            folding, history, items, event, weight, self._recency(), default_norm
+                            folding, history, items, event, weight, update.recency, default_norm
                         )
                     new = encode(vector)
                 script_keys = [
@@ -429,20 +429,17 @@ class EventApplier:
             raise AssertionError("fold-in without an item")
         return vector
 
-    def _recency(self) -> Recency:
-        """Fold-in's online form, as the settings ask (the replay's choice)."""
-        return Recency(self.settings.fold_in_half_life_events, self.settings.fold_in_step)
-
-    def _fold_in(self, version: str) -> FoldInModel | None:
-        """The version's fold-in model when the settings ask for fold-in and the version
-        carries one (trained by implicit); None: the EMA."""
-        if self.settings.online_update != "fold_in":
-            return None
-        if version not in self._fold_in_cache:
+    def _update(self, version: str) -> tuple[OnlineUpdate, FoldInModel | None]:
+        """The version's online update (recsys.online_update.resolve: the batch's choice
+        under RECSYS_ONLINE_UPDATE=auto) and, when it folds in, the version's fold-in
+        model; read from the version's meta once."""
+        if version not in self._update_cache:
             raw = cast(dict[bytes, bytes], self.client.hgetall(keys.model_meta(version)))
             meta = {k.decode(): v.decode() for k, v in raw.items()}
-            self._fold_in_cache[version] = FoldInModel.from_meta(meta)
-        return self._fold_in_cache[version]
+            folding = FoldInModel.from_meta(meta)
+            update = resolve(self.settings, meta, can_fold_in=folding is not None)
+            self._update_cache[version] = (update, folding if update.kind == "fold_in" else None)
+        return self._update_cache[version]
 
     def _histories(self, customers: Sequence[str]) -> dict[str, dict[str, float]]:
         """Each customer's purchase history: article id -> unix time of the latest."""

@@ -186,35 +186,31 @@ class FoldInModel:
         items with a vector, newest first (`event_ages`): the event being applied (the
         signal, else the purchase of `latest`) is 0. The step then moves the vector toward
         that item (`default_norm`: the version's, for a vector of norm 0)."""
-        rows: list[npt.NDArray[np.float32]] = []
-        weights: list[float] = []
-        times: list[float] = []
-        newest: int | None = None
-        for article_id, ts in bought.items():
-            vector = vectors.get(article_id)
-            if vector is not None:
-                if article_id == latest and signal is None:
-                    newest = len(rows)
-                rows.append(vector)
-                weights.append(self._decay(now - ts))
-                times.append(ts)
+        known = [a for a in bought if a in vectors]
+        rows = [vectors[a] for a in known]
+        times = [bought[a] for a in known]
+        weights = self._decay(now - np.asarray(times, dtype=np.float64))
+        newest = known.index(latest) if signal is None and latest in known else None
         if signal is not None:
             newest = len(rows)
             rows.append(signal[0])
-            weights.append(signal[1])
+            weights = np.append(weights, signal[1])
             times.append(now)
         if not rows:
             return None
         recency = recency or Recency()
-        ages = event_ages(times, newest)
-        confidence = self.alpha * np.asarray(weights, dtype=np.float64) * recency.weights(ages)
+        confidence = self.alpha * weights * recency.weights(event_ages(times, newest))
         solved = fold_in(self.item_gram, np.stack(rows), confidence, self.regularization,
                          self.regularization_exponent)  # fmt: skip
         if newest is None:
             return solved
         return recency.stepped(solved, rows[newest], default_norm, signal[1] if signal else 1.0)
 
-    def _decay(self, age_s: float) -> float:
+    def _decay(self, age_s: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Each purchase's weight 1 halved every half_life_days of its age (0: kept)."""
         if self.half_life_days <= 0:
-            return 1.0
-        return float(2.0 ** (-max(0.0, age_s) / (self.half_life_days * SECONDS_PER_DAY)))
+            return np.ones(len(age_s))
+        decayed: npt.NDArray[np.float64] = np.exp2(
+            -np.maximum(0.0, age_s) / (self.half_life_days * SECONDS_PER_DAY)
+        )
+        return decayed

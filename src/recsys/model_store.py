@@ -37,6 +37,19 @@ class TuningRecord(BaseModel):
     trials: list[TrialRecord]
 
 
+class OnlineUpdateRecord(BaseModel):
+    """RECSYS_ONLINE_UPDATE=auto: the holdout replay that chose how events move the
+    version's vectors (batch.online_update)."""
+
+    protocol: str
+    chosen: str | None  # "ema 0.3", "fold-in h8"; None: too few events, the settings' EMA
+    customers: int
+    events: int
+    static_hit_rate: float
+    hit_rates: dict[str, float]  # every update replayed, by name
+    seconds: float
+
+
 class Manifest(BaseModel):
     """What a version is: how it was trained, on which data, and how to read its vectors."""
 
@@ -56,6 +69,9 @@ class Manifest(BaseModel):
     metrics: dict[str, float] = {}
     # The search that chose the parameters (None: tuning was off).
     tuning: TuningRecord | None = None
+    # The online update chosen on the holdout's replay (None: RECSYS_ONLINE_UPDATE named
+    # one, or the holdout was off).
+    online_update: OnlineUpdateRecord | None = None
     # The HNSW beams chosen on the version's index (None: a version from before; the
     # defaults serve it).
     index: IndexCalibration | None = None

@@ -212,8 +212,14 @@ class Settings(BaseSettings):
     ema_rate: Rate = 0.3
     # How an event moves the vector: "ema" steps toward the item at ema_rate; "fold_in"
     # recomputes the least-squares vector of implicit ALS from the purchase history
-    # (recsys/fold_in.py; versions trained by Spark MLlib keep the EMA).
-    online_update: Literal["ema", "fold_in"] = "ema"
+    # (recsys/fold_in.py; versions trained by Spark MLlib keep the EMA); "auto": the
+    # update the batch chose for the version on a replay of its holdout, among EMA rates
+    # and fold-in's forms (batch/online_update.py; the settings' EMA when it chose none).
+    # auto: the data sets disagree on the best update (docs/evaluation.md, "Results").
+    online_update: Literal["auto", "ema", "fold_in"] = "auto"
+    # Customers of the holdout's judged sample whose held-out purchases the batch replays
+    # to choose the update under "auto": cost and noise both grow and shrink with it.
+    online_update_customers: Annotated[int, Field(ge=10)] = 2_000
     # Fold-in's online form (recsys/fold_in.py, Recency): each history item's confidence
     # also halves every this many purchases since (the event applied is age 0; 0: not
     # weighed), then the vector steps this share of the way toward the event's item as

@@ -48,8 +48,15 @@ PROBERS = 3
 @dataclass
 class StreamBench:
     events: int
-    updater_events_per_s: float = 0.0
+    updater_events_per_s: float = 0.0  # RECSYS_ONLINE_UPDATE=ema
     updater_seconds: float = 0.0
+    # The same events drained again by an updater folding in (RECSYS_ONLINE_UPDATE=fold_in,
+    # the default recency form): fold-in reads each customer's history and solves.
+    fold_in_events_per_s: float = 0.0
+    fold_in_seconds: float = 0.0
+    # What the batch chose for the version (RECSYS_ONLINE_UPDATE=auto); the freshness run
+    # serves with it.
+    chosen_update: str | None = None
     freshness_rate_per_s: float = 0.0
     freshness: dict[str, Any] = field(default_factory=dict)
     note: str = (
@@ -113,13 +120,17 @@ def _processed(metrics_url: str) -> float:
     return total
 
 
-def updater_throughput(env: dict[str, str], topic: str, n: int, log: Path) -> tuple[float, float]:
-    """(events/s, seconds) of one updater process draining n events from topic."""
+def updater_throughput(
+    env: dict[str, str], topic: str, n: int, log: Path, update: str = "ema"
+) -> tuple[float, float]:
+    """(events/s, seconds) of one updater process draining n events from topic, moving
+    vectors by `update` (RECSYS_ONLINE_UPDATE)."""
     port = free_port()
     own_env = {
         **env,
+        "RECSYS_ONLINE_UPDATE": update,
         "RECSYS_EVENTS_TOPIC": topic,
-        "RECSYS_UPDATER_GROUP": f"bench-{topic}",
+        "RECSYS_UPDATER_GROUP": f"bench-{topic}-{update}",
         "RECSYS_UPDATER_METRICS_PORT": str(port),
     }
     process = spawn("bench-updater", recsys_command("updater"), env=own_env,
@@ -164,10 +175,21 @@ def table(result: StreamBench) -> Table:
     for column in ("measure", "value", "target"):
         out.add_column(column, justify="left" if column == "measure" else "right")
     out.add_row(
-        f"updater events/s ({result.events:,} events)",
+        f"updater events/s ({result.events:,} events), EMA",
         f"{result.updater_events_per_s:,.0f}",
         f">= {THROUGHPUT_TARGET:,.0f}",
     )
+    ratio = (
+        result.fold_in_events_per_s / result.updater_events_per_s
+        if result.updater_events_per_s
+        else 0
+    )
+    out.add_row(
+        "updater events/s, fold-in (x the EMA's)",
+        f"{result.fold_in_events_per_s:,.0f} ({ratio:.2f}x)",
+        f">= {THROUGHPUT_TARGET:,.0f}",
+    )
+    out.add_row("update the batch chose (freshness run)", result.chosen_update or "EMA", "-")
     fresh = result.freshness
     if fresh:
         rate = f"at {result.freshness_rate_per_s:.0f} events/s"
@@ -196,7 +218,7 @@ def run(
 ) -> StreamBench:
     """Generate, train (on `spark` if given), then measure: everything in its own data dir
     and engines."""
-    from recsys.model_store import read_factors
+    from recsys.model_store import read_factors, read_manifest
     from recsys_bench.stack import trained_stack
 
     result = StreamBench(events)
@@ -204,12 +226,21 @@ def run(
                        transactions=transactions, seed=5, spark=spark) as stack:  # fmt: skip
         own, data_dir = stack.settings, stack.settings.data_dir
         factors = read_factors(own.models_dir, stack.report.version)
-        planned = skewed_events(factors["user_ids"], factors["item_ids"], events, seed=9)
-        topic = fill_topic(stack.endpoints.require_kafka(), own, planned)
         env = stack.child_env()
-        result.updater_events_per_s, result.updater_seconds = updater_throughput(
-            env, topic, events, data_dir / "bench-updater.log"
-        )
+        bootstrap = stack.endpoints.require_kafka()
+        # One pass per update, each on a topic of its own with fresh event ids (the same
+        # customers and articles drawn: the same seed), so each applies every event anew.
+        for update in ("ema", "fold_in"):
+            planned = skewed_events(factors["user_ids"], factors["item_ids"], events, seed=9)
+            topic = fill_topic(bootstrap, own, planned)
+            log = data_dir / f"bench-updater-{update}.log"
+            measured = updater_throughput(env, topic, events, log, update)
+            if update == "ema":
+                result.updater_events_per_s, result.updater_seconds = measured
+            else:
+                result.fold_in_events_per_s, result.fold_in_seconds = measured
+        chosen = read_manifest(own.models_dir, stack.report.version).online_update
+        result.chosen_update = chosen.chosen if chosen is not None else None
         rng = np.random.default_rng(17)
         some_customers, some_articles = (
             [str(x) for x in rng.choice(ids, min(2_000, len(ids)), replace=False)]

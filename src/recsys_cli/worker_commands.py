@@ -93,7 +93,7 @@ def run_uvicorn(target: object, host: str, port: int, *, workers: int = 1) -> No
 
 @app.command()
 def updater() -> None:
-    """Consume purchase events and move each customer's vector (EMA), once per event."""
+    """Consume events and move each customer's vector (EMA or fold-in), once per event."""
     from observability.tracing import shutdown as shutdown_tracing
     from observability.tracing import tracer_provider
     from observability.updater_metrics import UpdaterMetrics

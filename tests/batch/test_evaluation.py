@@ -23,21 +23,23 @@ from batch.baselines import (
 from batch.eval_config import EvalConfig
 from batch.evaluation import (
     EvaluationResult,
-    FoldIn,
-    ReplayResult,
-    choose_update,
     evaluate_events,
     evaluate_model,
-    fold_in_grid,
-    latest_times,
     pipeline_and_best_baseline,
     print_results,
-    replay,
 )
 from batch.evaluation_data import describe_events, load_events
 from batch.generate import generate
 from batch.implicit_trainer import ImplicitTrainer
 from batch.model_specs import ModelSpec, default_models
+from batch.update_replay import (
+    FoldIn,
+    ReplayResult,
+    choose_update,
+    fold_in_grid,
+    latest_times,
+    replay,
+)
 from ranking_cases import DAY, events_frame, random_events
 from recsys.fold_in import gram
 from recsys.ranking.metrics import (

@@ -14,11 +14,14 @@ from pyspark.sql import SparkSession
 
 from batch.holdout import HoldoutConfig
 from batch.lake import DeltaRsLake
+from batch.online_update import MIN_EVENTS
 from batch.param_search import LogRange
 from batch.pipeline import run_batch
 from batch.tuning import TuningError, sampled, search_space, tune
+from recsys import keys
 from recsys.hm_schema import ARTICLES_FILE, CUSTOMERS_FILE, TRANSACTIONS_FILE
 from recsys.model_store import read_manifest
+from recsys.online_update import OnlineUpdate
 from recsys.progress import Steps
 from recsys.settings import Settings
 from recsys.user_store import RedisUserStore
@@ -123,16 +126,26 @@ def test_the_batch_trains_with_the_choice_and_records_it(
                 "tuning": True,
                 "tuning_space": TWO_HALF_LIVES,
                 "interaction_half_life_days": 0.0,
+                # The batch's other choice, the online update, recorded alike.
+                "online_update": "auto",
             }
         )
         with Steps(enabled=False) as steps:
             report = run_batch(own, shop, RedisUserStore(client), steps, spark)
         manifest = read_manifest(own.models_dir, report.version)
+        raw = client.hgetall(keys.model_meta(report.version))
+        meta = {k.decode(): v.decode() for k, v in raw.items()}
     assert manifest.tuning is not None
     assert manifest.tuning.chosen["interaction_half_life_days"] == 14.0
     assert len(manifest.tuning.trials) == 2
     assert manifest.params["factors"] == 8  # the trainer was made from the chosen values
     assert "tune on a validation split" in report.step_seconds
+    update = manifest.online_update
+    assert update is not None and update.chosen is not None and update.events >= MIN_EVENTS
+    assert update.hit_rates[update.chosen] == max(update.hit_rates.values())
+    served = OnlineUpdate.from_meta(meta)
+    assert served is not None and served.name == update.chosen
+    assert "choose the online update on the holdout" in report.step_seconds
 
 
 def test_the_space_takes_the_settings_choices_and_the_current_values(settings: Settings) -> None:

@@ -13,8 +13,8 @@ import pytest
 import redis
 import scipy.sparse as sp
 
-from batch.evaluation import FoldIn, _History
 from batch.pipeline import BatchReport
+from batch.update_replay import FoldIn, _History
 from recsys import keys
 from recsys.apply import EventApplier, Target
 from recsys.events import Event
