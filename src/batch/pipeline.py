@@ -101,6 +101,7 @@ class BatchReport:
     content_placed: int = 0
     content_metrics: dict[str, float] = field(default_factory=dict)
     tuning: TuningRecord | None = None  # the search that chose the parameters
+    online_update: OnlineUpdateRecord | None = None  # RECSYS_ONLINE_UPDATE=auto's choice
 
 
 def _day_start(day: date | None) -> datetime:
@@ -158,6 +159,7 @@ def run_batch(
         content_placed=placed.placement.content_placed,
         content_metrics=content_fit_metrics(placed.content),
         tuning=tuning,
+        online_update=holdout.update_record,
     )
 
 
@@ -358,7 +360,7 @@ def _write_customers(run: _Run, version: str, items: Factors, purchases: DataFra
     settings, users = run.settings, run.users
     total_vectors = len(items.item_ids) + len(items.user_ids)
     with run.steps.step("write vectors to Redis", total=total_vectors) as advance:
-        # Content-placed items too: a purchase of one moves the customer's vector (EMA).
+        # Content-placed items too: a purchase of one moves the customer's vector.
         users.write_vectors(version, "item", items.item_ids, items.item_factors, advance)
         users.write_vectors(version, "user", items.user_ids, items.user_factors, advance)
 

@@ -175,6 +175,14 @@ def _print_batch_report(report: object) -> None:
             "holdout @10: "
             + ", ".join(f"{k.removeprefix('holdout_')} {v:.4f}" for k, v in report.metrics.items())
         )
+    if report.online_update is not None:
+        update = report.online_update
+        best = update.hit_rates.get(update.chosen or "", update.static_hit_rate)
+        console.print(
+            f"online update: {update.chosen or 'the EMA at RECSYS_EMA_RATE (too few events)'};"
+            f" next-event HitRate@10 {best:.4f} against {update.static_hit_rate:.4f} static "
+            f"({update.events:,} holdout purchases replayed in {update.seconds:.1f} s)"
+        )
     console.print(f"promotion: {report.gate_reason}")
     if report.pruned_versions:
         console.print(f"pruned old versions: {', '.join(report.pruned_versions)}")

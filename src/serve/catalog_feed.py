@@ -314,8 +314,8 @@ class CatalogFeed:
 
     async def _write_vectors(self, version: str, placed: dict[str, npt.NDArray[Any]]) -> None:
         """The item vectors the updater reads: a purchase of a placed article then moves
-        the customer's vector (EMA), as for one the batch placed. Every process writes the
-        same values."""
+        the customer's vector (the version's online update), as for one the batch placed.
+        Every process writes the same values."""
         try:
             await self._users.put_item_vectors(version, placed)
         except Exception as exc:

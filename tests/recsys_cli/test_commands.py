@@ -58,6 +58,7 @@ def trained_data_dir(tmp_path: Path, input_dir: Path) -> Path:
     result = _batch(input_dir, data_dir, RECSYS_IMPLICIT_FACTORS="16")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "is live" in result.stdout
+    assert "online update: " in result.stdout  # RECSYS_ONLINE_UPDATE=auto, the default
     return data_dir
 
 
