@@ -91,13 +91,11 @@ def replay_input(held: HeldOut, judged: Judged, customers: int, seed: int) -> Re
     training rows masked (with their weights and last days, for fold-in), their held-out
     purchases in the order the split held them out (day, then article)."""
     factors = judged.factors
-    eligible = np.intersect1d(
-        held.held_out["customer_id"].unique().astype(str),
-        np.asarray(factors.user_ids, dtype=str),
-    )
+    judged_ids = pd.Index(np.sort(held.held_out["customer_id"].unique()))
+    eligible = judged_ids[judged_ids.isin(factors.user_ids)].to_numpy(dtype=object)
     if len(eligible) > customers:
         eligible = np.random.default_rng(seed).choice(eligible, size=customers, replace=False)
-    users = pd.Index(np.sort(eligible).astype(object))
+    users = pd.Index(np.sort(eligible))
     items = pd.Index(np.sort(np.asarray(factors.item_ids, dtype=object)))
     shape = (len(users), len(items))
 
