@@ -90,6 +90,9 @@ def test_batch_runs_its_jobs_and_mllib_on_a_standalone_cluster(
         "RECSYS_SPARK_DRIVER_MEMORY": "1g",
         "RECSYS_SPARK_ALS_RANK": "8",
         "RECSYS_SPARK_ALS_MAX_ITER": "5",
+        # The search would fit MLlib ALS a dozen times more on the cluster (most of this
+        # test's time); it has its own tests (tests/batch/test_tuning.py).
+        "RECSYS_TUNING": "false",
         # Executors run Python of their own for PySpark code: this one.
         "PYSPARK_PYTHON": sys.executable,
         "COLUMNS": "160",
