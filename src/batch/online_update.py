@@ -13,21 +13,21 @@ holdout, not the online update.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from batch.eval_config import EMA_RATES, FOLD_IN_HALF_LIVES, FOLD_IN_STEPS
-from batch.holdout import HeldOut, HoldoutConfig, Judged
+from batch.holdout import HeldOut, HoldoutConfig, Judged, sampled_task
 from batch.implicit_trainer import FITTED_ALPHA
 from batch.update_replay import FoldIn, ReplayResult, fold_in_grid, replay
 from recsys.fold_in import FloatMatrix, Recency, gram
 from recsys.model_store import OnlineUpdateRecord
 from recsys.online_update import OnlineUpdate
 from recsys.ranking.metrics import align
-from recsys.ranking.split import RankingTask, binary_csr
+from recsys.ranking.split import RankingTask
 from recsys.settings import Settings
 from recsys.trainer import Factors
 
@@ -96,34 +96,24 @@ def replay_input(held: HeldOut, judged: Judged, customers: int, seed: int) -> Re
     if len(eligible) > customers:
         eligible = np.random.default_rng(seed).choice(eligible, size=customers, replace=False)
     users = pd.Index(np.sort(eligible))
-    items = pd.Index(np.sort(np.asarray(factors.item_ids, dtype=object)))
-    shape = (len(users), len(items))
-
-    seen = judged.seen
-    rows = users.get_indexer(seen["customer_id"])
-    cols = items.get_indexer(seen["article_id"])
-    keep = (rows >= 0) & (cols >= 0)
-    rows, cols = rows[keep].astype(np.int64), cols[keep].astype(np.int64)
+    mine = held.held_out["customer_id"].isin(users)
+    events = held.held_out[mine].sort_values(["customer_id", "t_dat", "article_id"], kind="stable")
+    seen = judged.seen[judged.seen["customer_id"].isin(users)]
+    # The holdout's own task of these customers (their training items masked), replayed.
+    judged_task = sampled_task(seen, events, factors)
+    users, items = pd.Index(judged_task.user_ids), pd.Index(judged_task.item_ids)
+    task = replace(
+        judged_task,
+        replay_users=users.get_indexer(pd.Index(events["customer_id"])).astype(np.int64),
+        replay_items=items.get_indexer(pd.Index(events["article_id"])).astype(np.int64),
+    )
+    rows = users.get_indexer(pd.Index(seen["customer_id"]))
+    cols = items.get_indexer(pd.Index(seen["article_id"]))
+    keep = cols >= 0
+    rows, cols, shape = rows[keep], cols[keep], task.seen.shape
     weights = sp.csr_matrix((seen["weight"].to_numpy(np.float64)[keep], (rows, cols)), shape)
     days = pd.to_datetime(seen["last_purchase"].to_numpy()[keep]).to_numpy("datetime64[s]")
     latest = sp.csr_matrix((days.astype(np.int64).astype(np.float64), (rows, cols)), shape)
-
-    events = held.held_out[users.get_indexer(held.held_out["customer_id"]) >= 0]
-    events = events.sort_values(["customer_id", "t_dat", "article_id"], kind="stable")
-    none = np.zeros(0, dtype=np.int64)
-    task = RankingTask(
-        interactions=pd.DataFrame({"customer_id": [], "article_id": [], "weight": []}),
-        user_ids=np.asarray(users, dtype=object),
-        item_ids=np.asarray(items, dtype=object),
-        seen=binary_csr(rows, cols, shape),
-        test_users=none,
-        relevant=sp.csr_matrix((0, len(items)), dtype=np.float32),
-        n_relevant=none,
-        replay_users=users.get_indexer(events["customer_id"]).astype(np.int64),
-        replay_items=items.get_indexer(events["article_id"]).astype(np.int64),
-        test_events_unknown_item=0,
-        test_pairs_seen_in_train=0,
-    )
     return ReplayInput(task, weights, latest)
 
 
